@@ -1,0 +1,30 @@
+# Two entry points, both self-contained on a fresh machine:
+#   make demo   create .venv if needed, install, generate the bundled phantom and summarise it
+#   make test   install with the test extras, lint with ruff, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
+DEMO_DIR ?= demo_output
+export NIPYPE_NO_ET := 1
+
+.PHONY: demo test install install-test lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(PIP) -e .
+
+install-test: $(BIN)/python
+	$(PIP) -e '.[test]'
+
+demo: install
+	$(BIN)/bids-perfusion-phantom $(DEMO_DIR)/phantom --n-subjects 4 --seed 42 --overwrite
+	$(BIN)/bids-perfusion-phantom --summarise $(DEMO_DIR)/phantom
+
+lint: install-test
+	$(BIN)/ruff check bids_perfusion tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q

@@ -1,0 +1,46 @@
+"""Physical constants used by the simulator and the quantification pipelines.
+
+This module is the single home of every physical constant in the package: the phantom
+that simulates data and the pipelines that quantify it read the same numbers, so that a
+change of convention (say, another haematocrit correction) is made in one place and is
+written into every output sidecar.
+
+Units: seconds, millimolar (mM), millilitres, grams, tesla.
+"""
+
+# --- DSC: haematocrit and density -------------------------------------------------------
+#: Haematocrit correction kH = (1 - Hct_large vessels) / (1 - Hct_small vessels)
+#: = (1 - 0.45) / (1 - 0.25), so that CBV = kH / rho * int C_tissue / int C_artery.
+#: Rempp et al., Radiology 1994;193:637-641.
+KH = 0.733
+#: Density of brain tissue in g/mL (Rempp et al. 1994).
+RHO_BRAIN = 1.04
+
+# --- DSC: transverse relaxivity of gadolinium (gradient echo, 1.5 T) ---------------------
+#: Tissue: Delta R2* = R2STAR_TISSUE * C_tissue, in s^-1 mM^-1, C the contrast agent
+#: concentration per unit tissue volume. Kjolby et al., MRM 2006;56:187-197.
+R2STAR_TISSUE = 87.0
+#: Whole blood, linear term: Delta R2* = a C + b C^2 (Kjolby et al. 2006), s^-1 mM^-1.
+R2STAR_BLOOD_LINEAR = 7.6
+#: Whole blood, quadratic term (Kjolby et al. 2006), s^-1 mM^-2.
+R2STAR_BLOOD_QUADRATIC = 0.574
+
+# --- ASL: ISMRM perfusion study group consensus (Alsop et al., MRM 2015;73:102-116) -------
+#: Brain/blood partition coefficient, mL/g.
+BLOOD_BRAIN_PARTITION = 0.9
+#: Longitudinal relaxation time of arterial blood, s, by field strength in tesla.
+T1_BLOOD = {1.5: 1.35, 3.0: 1.65}
+#: Labelling efficiency without background suppression.
+LABEL_EFFICIENCY = {"PCASL": 0.85, "CASL": 0.68, "PASL": 0.98}
+#: Inversion efficiency of one background-suppression pulse; the labelling efficiency
+#: is multiplied by this factor once per pulse. Garcia et al., MRM 2005;54:366-372.
+BACKGROUND_SUPPRESSION_PULSE_EFFICIENCY = 0.95
+
+# --- Tissue relaxation at 3 T --------------------------------------------------------------
+#: Longitudinal relaxation time of brain tissue, s, at 3 T.
+#: Grey and white matter: Wansapura et al., JMRI 1999;9:531-538; CSF: Lin et al.,
+#: MRM 2001;45:1040 (about 4.2 s).
+T1_TISSUE_3T = {"GM": 1.33, "WM": 0.83, "CSF": 4.16}
+
+#: Conversion from mL/g/s to mL/100 g/min.
+PER_SECOND_TO_PER_100G_MIN = 6000.0

@@ -1,0 +1,1 @@
+"""DSC-MRI numeric core: tracer kinetics, relaxivity and quantification on arrays."""
