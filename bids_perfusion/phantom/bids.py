@@ -1,0 +1,340 @@
+"""Write a phantom cohort as a BIDS dataset, with its ground truth as a derivatives dataset.
+
+Layout (DSC follows the project's convention, listed in ``.bidsignore``)::
+
+    OUT_DIR/dataset_description.json, README, participants.tsv/.json, .bidsignore
+    OUT_DIR/sub-01/anat/sub-01_T1w.nii.gz
+    OUT_DIR/sub-01/perf/sub-01[_acq-doseNN]_ce-gadolinium[_echo-N]_dsc.nii.gz (+ .json)
+    OUT_DIR/sub-01/perf/sub-01_asl.nii.gz, _asl.json, _aslcontext.tsv, _m0scan.nii.gz
+    OUT_DIR/derivatives/phantom-truth/...   maps, masks, AIF and parameters
+
+The dataset is assembled in a temporary folder beside ``OUT_DIR`` and moved into place
+only when complete, so a failure leaves nothing half-written.
+"""
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_perfusion import __version__, constants
+from bids_perfusion.phantom import config as phantom_config
+from bids_perfusion.phantom.anatomy import make_grid
+from bids_perfusion.phantom.asl import simulate_asl
+from bids_perfusion.phantom.dsc import blood_delta_r2star, simulate_dsc
+from bids_perfusion.phantom.mr import spoiled_gre_factor
+from bids_perfusion.phantom.subject import BLOOD, COMPARTMENTS, make_subject
+
+LOGGER = logging.getLogger("bids_perfusion.phantom")
+BIDS_VERSION = "1.10.0"
+TRUTH = Path("derivatives") / "phantom-truth"
+GENERATOR = {"Name": "bids-perfusion-phantom", "Version": __version__,
+             "Description": "Digital perfusion reference object of bids-perfusion"}
+#: Ground-truth maps: suffix -> (units, description).
+TRUTH_MAPS = {
+    "cbf": ("mL/100g/min", "Cerebral blood flow of the tissue in the voxel"),
+    "cbv": ("mL/100g", "Cerebral blood volume (CBV = kH/rho * 100 * int C_t / int C_a)"),
+    "mtt": ("s", "Mean transit time, CBV / CBF"),
+    "tmax": ("s", "Time to maximum of the flow-scaled residue seen from the AIF"),
+    "bat": ("s", "Bolus arrival time in the tissue (AIF arrival + delay)"),
+    "delay": ("s", "Bolus delay relative to the AIF (flow-weighted in mixed voxels)"),
+    "k2": ("1/s", "Leakage coefficient of Boxerman-Schmainda-Weisskoff (effective)"),
+    "att": ("s", "Arterial transit time of the ASL label (flow-weighted)"),
+    "m0map": ("arbitrary", "Equilibrium magnetisation M0 of the tissue"),
+}
+T1W = {"tr": 0.01, "te": 0.004, "flip": 15.0}
+
+
+def dose_label(dose):
+    """BIDS acq label of a dose factor (None for full dose): 0.5 -> 'dose50'."""
+    return None if dose == 1.0 else f"dose{round(dose * 100)}"
+
+
+def dsc_name(subject, dose, echo, n_echoes):
+    acq = dose_label(dose)
+    parts = [f"sub-{subject}", *([f"acq-{acq}"] if acq else []), "ce-gadolinium",
+             *([f"echo-{echo + 1}"] if n_echoes > 1 else []), "dsc"]
+    return "_".join(parts)
+
+
+def write_dataset(out_dir, config, overwrite=False):
+    """Simulate ``config`` and write it to ``out_dir``; returns the output path.
+
+    Raises ValueError before writing anything if the configuration is invalid or if
+    ``out_dir`` exists, is not empty and ``overwrite`` is False.
+    """
+    config.validate()
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise ValueError(f"Output folder {out_dir} exists and is not empty: choose another "
+                         "folder or pass --overwrite to replace it.")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        _write_all(staging, config)
+        if out_dir.exists():
+            shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _write_all(root, config):
+    grid = make_grid(config.matrix, config.fov_mm, config.slab_mm)
+    _write_dataset_files(root, config)
+    rows = []
+    for index, grade in enumerate(config.grades):
+        label = f"{index + 1:02d}"
+        LOGGER.info("Simulating sub-%s (%s), %d of %d", label, grade, index + 1,
+                    len(config.grades))
+        anatomy_rng, dsc_rng, asl_rng = (
+            np.random.default_rng(s)
+            for s in np.random.SeedSequence([config.seed, index]).spawn(3))
+        subject = make_subject(label, grade, config, anatomy_rng, grid)
+        rows.append({"participant_id": f"sub-{label}", **subject.tumour.describe(),
+                     "flow_scale": round(subject.flow_scale, 4)})
+        extra = {}
+        _write_anatomy(root, subject)
+        if config.dsc is not None:
+            dsc = simulate_dsc(subject, config.dsc, dsc_rng)
+            _write_dsc(root, subject, config.dsc, dsc)
+            extra["dsc_noise_sd"] = dsc.noise_sd
+        if config.asl is not None:
+            asl = simulate_asl(subject, config.asl, asl_rng)
+            _write_asl(root, subject, config.asl, asl)
+            extra.update(asl_noise_sd=asl.noise_sd, asl_labeling_efficiency=asl.labeling_efficiency,
+                         asl_t1_blood=asl.t1_blood)
+        _write_truth(root, subject, extra)
+    _write_participants(root, rows)
+
+
+def _json(path, payload):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_plain) + "\n")
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value)}")
+
+
+def _nifti(path, data, grid, tr=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(np.asarray(data), grid.affine)
+    image.header.set_xyzt_units("mm", "sec")
+    if tr is not None:
+        image.header["pixdim"][4] = tr
+    image.header.set_qform(grid.affine, code=1)
+    image.header.set_sform(grid.affine, code=1)
+    # nibabel writes gzip with mtime 0: the same seed gives identical bytes.
+    image.to_filename(str(path))
+
+
+def _tsv(path, columns, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["\t".join(columns)]
+    lines += ["\t".join(_cell(row[c]) for c in columns) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "n/a" if value is None else str(value)
+
+
+def _write_dataset_files(root, config):
+    _json(root / "dataset_description.json", {
+        "Name": "bids-perfusion digital perfusion phantom",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "raw",
+        "License": "CC0",
+        "Authors": ["bids-perfusion developers"],
+        "GeneratedBy": [GENERATOR],
+    })
+    (root / "README").write_text(
+        "Synthetic DSC-MRI and ASL dataset written by bids-perfusion-phantom "
+        f"{__version__} (seed {config.seed}).\nGround truth: derivatives/phantom-truth/.\n"
+        "DSC series follow the bids-perfusion convention "
+        "(perf/*_ce-<agent>_dsc.nii.gz) and are listed in .bidsignore.\n")
+    (root / ".bidsignore").write_text("*_dsc.*\n")
+    _json(root / TRUTH / "dataset_description.json", {
+        "Name": "bids-perfusion phantom ground truth",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [GENERATOR],
+        "SourceDatasets": [{"URL": "bids::"}],
+    })
+    _json(root / TRUTH / "phantom_parameters.json", {
+        "config": config.as_dict(),
+        "constants": {k: v for k, v in vars(constants).items() if k.isupper()},
+        "normal_tissues": {k: asdict(v) for k, v in phantom_config.NORMAL_TISSUES.items()},
+        "grade_models": {k: asdict(v) for k, v in phantom_config.GRADE_MODELS.items()},
+        "necrosis": asdict(phantom_config.NECROSIS),
+        "oedema": asdict(phantom_config.OEDEMA),
+        "tumour_relaxation": phantom_config.TUMOUR_RELAXATION,
+        "blood_relaxation": BLOOD,
+        "receiver_gain": phantom_config.RECEIVER_GAIN,
+    })
+
+
+def _write_participants(root, rows):
+    columns = list(rows[0])
+    _tsv(root / "participants.tsv", columns, rows)
+    descriptions = {
+        "grade": "Glioma grade: LGG (low grade) or HGG (high grade)",
+        "tumor_hemisphere": "Hemisphere holding the tumour",
+        "tumor_radius_mm": "Radius of the tumour (enhancing/solid part), mm",
+        "tumor_center_x_mm": "Tumour centre, x (scanner RAS), mm",
+        "tumor_center_y_mm": "Tumour centre, y (scanner RAS), mm",
+        "tumor_center_z_mm": "Tumour centre, z (scanner RAS), mm",
+        "tumor_rcbv": "True CBV of the enhancing/solid tumour relative to normal white matter",
+        "tumor_rcbf": "True CBF of the enhancing/solid tumour relative to normal white matter",
+        "tumor_k2": "True leakage coefficient K2 of the enhancing rim, 1/s (before preload)",
+        "flow_scale": "Global CBF scaling of this subject",
+    }
+    payload = {c: {"Description": descriptions[c]} for c in columns if c in descriptions}
+    payload["grade"]["Levels"] = {"LGG": "low-grade glioma", "HGG": "high-grade glioma"}
+    _json(root / "participants.json", payload)
+
+
+def _write_anatomy(root, subject):
+    anat = root / f"sub-{subject.label}" / "anat"
+    m0 = phantom_config.RECEIVER_GAIN * subject.relaxation("m0")
+    t1w = m0 * spoiled_gre_factor(subject.relaxation("t1"), T1W["tr"], T1W["flip"], 1)[..., 0]
+    _nifti(anat / f"sub-{subject.label}_T1w.nii.gz", t1w.astype(np.float32), subject.grid)
+    _json(anat / f"sub-{subject.label}_T1w.json", {
+        "RepetitionTime": T1W["tr"], "EchoTime": T1W["te"], "FlipAngle": T1W["flip"],
+        "MagneticFieldStrength": 3, "Manufacturer": "bids-perfusion phantom",
+        "MRAcquisitionType": "3D", "PulseSequenceType": "Spoiled gradient echo"})
+
+
+def _write_dsc(root, subject, acq, sim):
+    perf = root / f"sub-{subject.label}" / "perf"
+    for (dose, echo), data in sim.signals.items():
+        name = dsc_name(subject.label, dose, echo, len(acq.echo_times))
+        _nifti(perf / f"{name}.nii.gz", data, subject.grid, tr=acq.tr)
+        _json(perf / f"{name}.json", {
+            "EchoTime": acq.echo_times[echo],
+            "RepetitionTime": acq.tr,
+            "FlipAngle": acq.flip_angle,
+            "MagneticFieldStrength": 3,
+            "MRAcquisitionType": "2D",
+            "PulseSequenceType": "Gradient echo EPI",
+            "Manufacturer": "bids-perfusion phantom",
+            "ContrastBolusIngredient": "GADOLINIUM",
+            "ContrastAgentDoseFactor": dose,
+            "ContrastAgentPreload": acq.preload,
+            "NumberOfBaselineFrames": acq.baseline_frames,
+        })
+    truth = root / TRUTH / f"sub-{subject.label}" / "perf"
+    for dose, aif in sim.aif.items():
+        acq_label = dose_label(dose)
+        stem = f"sub-{subject.label}{f'_acq-{acq_label}' if acq_label else ''}_desc-truth_aif"
+        rows = [{"time": float(t), "concentration": float(c),
+                 "delta_r2star": float(r)}
+                for t, c, r in zip(sim.frame_times, aif, blood_delta_r2star(aif, acq),
+                                   strict=True)]
+        _tsv(truth / f"{stem}.tsv", ["time", "concentration", "delta_r2star"], rows)
+        _json(truth / f"{stem}.json", {
+            "time": {"Description": "Frame time from the first frame", "Units": "s"},
+            "concentration": {"Description": "Noise-free arterial concentration",
+                              "Units": "mM"},
+            "delta_r2star": {"Description": "Noise-free arterial Delta R2*", "Units": "1/s"},
+            "DoseFactor": dose,
+        })
+    for name in ("tmax", "bat", "delay", "k2"):
+        _write_map(root, subject, name, getattr(sim, name))
+
+
+def _write_asl(root, subject, acq, sim):
+    perf = root / f"sub-{subject.label}" / "perf"
+    stem = perf / f"sub-{subject.label}"
+    _nifti(Path(f"{stem}_asl.nii.gz"), sim.series, subject.grid, tr=acq.tr)
+    _tsv(Path(f"{stem}_aslcontext.tsv"), ["volume_type"],
+         [{"volume_type": v} for v in sim.volume_types])
+    zooms = [round(float(z), 4) for z in subject.grid.zooms]
+    sidecar = {
+        "ArterialSpinLabelingType": acq.label_type,
+        "PostLabelingDelay": sim.plds if len(set(sim.plds)) > 1 else sim.plds[0],
+        "BackgroundSuppression": acq.background_suppression,
+        "M0Type": acq.m0_type,
+        "TotalAcquiredPairs": sim.volume_types.count("label"),
+        "MagneticFieldStrength": acq.field_strength,
+        "MRAcquisitionType": acq.readout,
+        "RepetitionTimePreparation": acq.tr,
+        "RepetitionTime": acq.tr,
+        "EchoTime": acq.echo_time,
+        "FlipAngle": 90,
+        "AcquisitionVoxelSize": zooms,
+        "VascularCrushing": False,
+        "Manufacturer": "bids-perfusion phantom",
+    }
+    if acq.m0_type == "Included":
+        sidecar["RepetitionTimePreparation"] = [
+            acq.m0_tr if v == "m0scan" else acq.tr for v in sim.volume_types]
+    if acq.label_type == "PCASL":
+        sidecar.update(LabelingDuration=acq.labeling_duration, PCASLType="balanced")
+    else:
+        sidecar.update(BolusCutOffFlag=True, BolusCutOffTechnique="QUIPSSII",
+                       BolusCutOffDelayTime=acq.bolus_cutoff, PASLType="FAIR")
+    if acq.background_suppression:
+        sidecar["BackgroundSuppressionNumberPulses"] = acq.background_suppression_pulses
+    if sim.slice_timing is not None:
+        sidecar["SliceTiming"] = sim.slice_timing
+    _json(Path(f"{stem}_asl.json"), sidecar)
+    if sim.m0scan is not None:
+        _nifti(Path(f"{stem}_m0scan.nii.gz"), sim.m0scan, subject.grid, tr=acq.m0_tr)
+        _json(Path(f"{stem}_m0scan.json"), {
+            "RepetitionTimePreparation": acq.m0_tr, "RepetitionTime": acq.m0_tr,
+            "EchoTime": acq.echo_time, "FlipAngle": 90,
+            "MagneticFieldStrength": acq.field_strength, "MRAcquisitionType": acq.readout,
+            "IntendedFor": [f"bids::sub-{subject.label}/perf/sub-{subject.label}_asl.nii.gz"],
+            "AcquisitionVoxelSize": zooms, "Manufacturer": "bids-perfusion phantom",
+            **({"SliceTiming": sim.slice_timing} if sim.slice_timing is not None else {}),
+        })
+    _write_map(root, subject, "att", sim.att)
+    _write_map(root, subject, "m0map", sim.m0)
+
+
+def _write_map(root, subject, suffix, data):
+    truth = root / TRUTH / f"sub-{subject.label}" / "perf"
+    stem = truth / f"sub-{subject.label}_desc-truth_{suffix}"
+    _nifti(Path(f"{stem}.nii.gz"), np.asarray(data, dtype=np.float32), subject.grid)
+    units, description = TRUTH_MAPS[suffix]
+    _json(Path(f"{stem}.json"), {"Units": units, "Description": description})
+
+
+def _write_truth(root, subject, extra):
+    for name in ("cbf", "cbv", "mtt"):
+        _write_map(root, subject, name, getattr(subject, name))
+    truth = root / TRUTH / f"sub-{subject.label}" / "perf"
+    prefix = truth / f"sub-{subject.label}"
+    for name, mask in subject.masks().items():
+        _nifti(Path(f"{prefix}_label-{name}_mask.nii.gz"), mask.astype(np.uint8), subject.grid)
+    fractions = dict(zip(COMPARTMENTS, subject.weights, strict=True))
+    probsegs = {"GM": fractions["GM"], "WM": fractions["WM"], "CSF": fractions["CSF"],
+                "enhancing": fractions["enhancing"], "necrosis": fractions["necrosis"],
+                "edema": fractions["oedema"], "arteries": subject.artery}
+    for name, fraction in probsegs.items():
+        _nifti(Path(f"{prefix}_label-{name}_probseg.nii.gz"), fraction.astype(np.float32),
+               subject.grid)
+    _json(Path(f"{prefix}_desc-truth_parameters.json"), {
+        "tumour": asdict(subject.tumour),
+        "flow_scale": subject.flow_scale,
+        "compartments": {name: {**asdict(t), "mtt": t.mtt}
+                         for name, t in zip(COMPARTMENTS, subject.tissues, strict=True)},
+        "template_from_world": subject.template_from_world,
+        "heterogeneity_scale_range": [float(subject.scale.min()), float(subject.scale.max())],
+        **extra,
+    })

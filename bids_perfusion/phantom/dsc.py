@@ -1,0 +1,161 @@
+"""DSC-MRI series of a phantom subject.
+
+Concentration (mM) on a time grid ``time_oversampling`` times finer than the frames:
+
+- AIF: ``C_a(t) = d A [g(t) + (g ⊛ h_rec)(t - T_rec)]`` with g a gamma variate, h_rec an
+  exponential dispersion kernel scaled so the second pass has ``recirculation_fraction``
+  of the first pass's area, A the full-dose peak and d the dose factor.
+- Compartment k: ``C_k(t) = (rho/kH) F_k (C_in,k ⊛ R_k)(t)``, with the input delayed by
+  ``delay_k`` (+ ``extra_delay``) and dispersed by an exponential kernel of ``tau_k``
+  (Calamante et al., MRM 2000;44:466), R_k exponential or gamma with MTT_k = CBV_k/CBF_k,
+  so that ``100 (kH/rho) ∫C_k / ∫C_a = CBV_k``.
+- Voxel: ``ΔR2* = r_t s Σ_k w_k C_k + a ΔR2*_blood(C_a) - K2 ∫_0^t ΔR2*_ref``; the last
+  term is the T1 leakage effect in the form of Boxerman, Schmainda and Weisskoff (AJNR
+  2006;27:859), ref the mean ΔR2* of normal brain.
+- Signal at echo e: ``S = M0 SS(n) e^(-TE_e R2*_0) e^(-TE_e ΔR2*_intravascular)
+  e^(TE_1 K2 ∫ ΔR2*_ref)``, where the leakage is a T1 (echo-time independent) effect
+  calibrated on the first echo, and SS(n) the approach of a spoiled gradient echo to its
+  steady state (first frames brighter). Rician noise of standard deviation
+  ``mean brain S0 / SNR``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bids_perfusion import constants
+from bids_perfusion.dsc import kinetics, relaxivity
+from bids_perfusion.phantom.config import RECEIVER_GAIN
+from bids_perfusion.phantom.mr import rician, spoiled_gre_factor
+
+
+@dataclass(frozen=True)
+class DSCSimulation:
+    """Simulated DSC runs and their noise-free ground truth.
+
+    ``signals[(dose, echo)]`` is a float32 (x, y, z, t) array; ``aif[dose]`` the
+    noise-free arterial concentration at the frame times.
+    """
+
+    signals: dict
+    aif: dict
+    frame_times: np.ndarray
+    tmax: np.ndarray
+    bat: np.ndarray
+    delay: np.ndarray
+    k2: np.ndarray
+    noise_sd: float
+
+
+def arterial_input(t, acq, dose):
+    """Arterial concentration (mM) on the grid ``t``: first pass plus recirculation."""
+    dt = t[1] - t[0]
+    t0 = acq.baseline_frames * acq.tr
+    first = kinetics.gamma_variate(t, t0, acq.aif_alpha, acq.aif_beta)
+    second = kinetics.convolve(
+        kinetics.gamma_variate(t, t0 + acq.recirculation_delay, acq.aif_alpha, acq.aif_beta),
+        _unit_kernel(t, acq.recirculation_dispersion), dt)
+    second *= acq.recirculation_fraction * first.sum() / second.sum()
+    return acq.aif_peak_mM * dose * (first + second)
+
+
+def _unit_kernel(t, tau):
+    """Dispersion kernel sampled at mid-points and normalised to unit area on the grid."""
+    dt = t[1] - t[0]
+    kernel = kinetics.dispersion_kernel(t + dt / 2.0, tau) if tau > 0 else \
+        kinetics.dispersion_kernel(t, 0.0)
+    return kernel / (kernel.sum() * dt)
+
+
+def _residue(t, mtt, acq):
+    # Mid-point samples: dt Σ R = MTT to second order in dt / MTT.
+    mid = t + (t[1] - t[0]) / 2.0
+    if acq.residue == "gamma":
+        return kinetics.residue_gamma(mid, mtt, acq.residue_shape)
+    return kinetics.residue_exponential(mid, mtt)
+
+
+def compartment_curves(t, aif, tissues, acq):
+    """Concentration ``C_k(t)`` (K, T) and flow-scaled residue ``F_k R_k,eff(t)`` (K, T).
+
+    R_k,eff is the residue seen from the measured artery: delayed, and dispersed by the
+    transport kernel; its maximum is the ground-truth Tmax.
+    """
+    dt = t[1] - t[0]
+    curves = np.zeros((len(tissues), t.size))
+    residues = np.zeros((len(tissues), t.size))
+    for k, tissue in enumerate(tissues):
+        if tissue.cbf <= 0:
+            continue
+        flow = tissue.cbf / constants.PER_SECOND_TO_PER_100G_MIN
+        kernel = _unit_kernel(t, tissue.dispersion)
+        delay = tissue.delay + acq.extra_delay
+        inflow = kinetics.shift(kinetics.convolve(aif, kernel, dt), delay, dt)
+        residue = _residue(t, tissue.mtt, acq)
+        curves[k] = constants.RHO_BRAIN / constants.KH * flow * kinetics.convolve(
+            inflow, residue, dt)
+        residues[k] = flow * kinetics.shift(kinetics.convolve(kernel, residue, dt), delay, dt)
+    return curves, residues
+
+
+def blood_delta_r2star(concentration, acq):
+    """ΔR2* of whole blood under the configured relaxivity model."""
+    quadratic = constants.R2STAR_BLOOD_QUADRATIC if acq.blood_relaxivity == "quadratic" else 0.0
+    return relaxivity.blood_delta_r2star(concentration, quadratic=quadratic)
+
+
+def simulate_dsc(subject, acq, rng):
+    """Simulate every dose and echo of ``acq`` for ``subject``; fresh noise for each run."""
+    step = acq.time_oversampling
+    dt = acq.tr / step
+    t = np.arange(acq.n_frames * step) * dt
+    frames = slice(None, None, step)
+    weights = subject.weights.reshape(len(subject.tissues), -1)
+    scale = subject.scale.reshape(-1)
+    artery = subject.artery.reshape(-1)
+
+    masks = subject.masks()
+    normal = (masks["brain"] & ~masks["arteries"]
+              & (subject.fraction("enhancing") + subject.fraction("necrosis")
+                 + subject.fraction("oedema") == 0)).reshape(-1)
+    leak_factor = acq.preload_leakage_factor if acq.preload else 1.0
+    k2 = leak_factor * subject.mixture("k2").reshape(-1)
+
+    m0 = RECEIVER_GAIN * subject.relaxation("m0").reshape(-1)
+    r2star0 = subject.relaxation("r2star").reshape(-1)
+    steady = spoiled_gre_factor(subject.relaxation("t1").reshape(-1), acq.tr, acq.flip_angle,
+                                acq.n_frames)
+    brain = masks["brain"].reshape(-1)
+    s0_first_echo = m0 * steady[:, -1] * np.exp(-acq.echo_times[0] * r2star0)
+    noise_sd = float(s0_first_echo[brain].mean() / acq.snr)
+
+    signals, aifs = {}, {}
+    for dose in acq.doses:
+        aif = arterial_input(t, acq, dose)
+        curves, residues = compartment_curves(t, aif, subject.tissues, acq)
+        tissue_r2 = relaxivity.tissue_delta_r2star(scale[:, None] * (weights.T @ curves[:, frames]))
+        # Reference for leakage: mean ΔR2* of normal brain, integrated on the fine grid
+        # (cumulative trapezoid) and sampled at the frames.
+        mean_weights = (scale[normal, None] * weights[:, normal].T).mean(axis=0)
+        reference = relaxivity.tissue_delta_r2star(mean_weights @ curves)
+        integral = np.concatenate([[0.0], np.cumsum((reference[1:] + reference[:-1]) / 2.0)])
+        leak = k2[:, None] * (integral * dt)[frames]
+        intravascular = tissue_r2 + artery[:, None] * blood_delta_r2star(aif[frames], acq)
+        for echo, te in enumerate(acq.echo_times):
+            clean = (m0[:, None] * steady * np.exp(-te * r2star0)[:, None]
+                     * np.exp(-te * intravascular + acq.echo_times[0] * leak))
+            noisy = rician(rng, clean, noise_sd)
+            signals[(dose, echo)] = noisy.reshape(*subject.grid.shape, -1).astype(np.float32)
+        aifs[dose] = aif[frames]
+
+    # Ground-truth timing from the flow-scaled effective residues (dose independent).
+    horizon = t < t[-1] / 2.0
+    mixed = weights.T @ residues[:, horizon]
+    tmax = np.where(mixed.max(axis=1) > 0, t[horizon][np.argmax(mixed, axis=1)], 0.0)
+    delay = subject.mixture("delay", flow_weighted=True).reshape(-1) + acq.extra_delay
+    perfused = weights.T @ np.array([tis.cbf > 0 for tis in subject.tissues], dtype=float) > 0
+    bat = np.where(perfused, acq.baseline_frames * acq.tr + delay, 0.0)
+    shape = subject.grid.shape
+    return DSCSimulation(signals, aifs, t[frames], tmax.reshape(shape), bat.reshape(shape),
+                         np.where(perfused, delay, 0.0).reshape(shape), k2.reshape(shape),
+                         noise_sd)

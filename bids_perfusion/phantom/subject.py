@@ -1,0 +1,148 @@
+"""One phantom subject: anatomy, glioma, arteries and the ground-truth maps they imply.
+
+A voxel is a mixture of compartments (GM, WM, CSF, enhancing tumour, necrosis, oedema)
+with fractions ``w_k`` that sum to its brain fraction, plus a blood fraction ``a`` in
+arterial voxels; the tissue fractions are scaled by ``1 - a``. A smooth log-normal field
+``s`` modulates flow and volume together. The ground truth of a voxel is therefore
+
+    CBV = s Σ_k w_k CBV_k,  CBF = s Σ_k w_k CBF_k,  MTT = CBV / CBF,
+
+exactly what the simulated curves encode (tissue concentration mixes linearly).
+Transit times and bolus delays of mixed voxels are flow-weighted means.
+"""
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import ndimage
+
+from bids_perfusion import constants
+from bids_perfusion.phantom import anatomy, arteries, lesion
+from bids_perfusion.phantom.config import (
+    GRADE_MODELS,
+    NECROSIS,
+    NORMAL_TISSUES,
+    OEDEMA,
+    TUMOUR_RELAXATION,
+    Tissue,
+)
+
+COMPARTMENTS = ("GM", "WM", "CSF", *lesion.COMPARTMENTS)
+#: Relaxation of arterial blood at 3 T (T1: Lu et al., MRM 2004;52:679; T2* of
+#: oxygenated blood about 40 ms; proton density 0.9).
+BLOOD = {"m0": 0.9, "t1": constants.T1_BLOOD[3.0], "r2star": 25.0}
+#: Grubb's exponent relating CBV to CBF (Grubb et al., Stroke 1974;5:630).
+GRUBB_EXPONENT = 0.38
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A phantom subject on its grid; ``weights`` has shape (compartments, x, y, z)."""
+
+    label: str
+    grid: anatomy.Grid
+    tissues: tuple
+    weights: np.ndarray
+    scale: np.ndarray
+    artery: np.ndarray
+    tumour: lesion.Tumour
+    flow_scale: float
+    template_from_world: np.ndarray
+
+    def mixture(self, attribute, flow_weighted=False):
+        """Voxel value of a tissue attribute: fraction-weighted sum over compartments, or
+        flow-weighted mean (``Σ w F x / Σ w F``) for timing attributes."""
+        values = np.array([getattr(t, attribute) for t in self.tissues])
+        if not flow_weighted:
+            return np.tensordot(values, self.weights, axes=1)
+        flows = np.array([t.cbf for t in self.tissues])
+        num = np.tensordot(values * flows, self.weights, axes=1)
+        den = np.tensordot(flows, self.weights, axes=1)
+        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+    def relaxation(self, attribute):
+        """Voxel M0, T1 or R2*: volume-weighted over tissue and arterial blood."""
+        return self.mixture(attribute) + self.artery * BLOOD[attribute]
+
+    @property
+    def cbf(self):
+        """Ground-truth CBF, mL/100 g/min."""
+        return self.scale * self.mixture("cbf")
+
+    @property
+    def cbv(self):
+        """Ground-truth CBV, mL/100 g."""
+        return self.scale * self.mixture("cbv")
+
+    @property
+    def mtt(self):
+        """Ground-truth MTT = CBV / CBF (central volume theorem), s."""
+        cbf = self.cbf
+        return np.divide(60.0 * self.cbv, cbf, out=np.zeros_like(cbf), where=cbf > 0)
+
+    def fraction(self, name):
+        return self.weights[COMPARTMENTS.index(name)]
+
+    def masks(self):
+        """Binary ground-truth masks (fraction >= 0.5 unless stated)."""
+        tumour = self.fraction("enhancing") + self.fraction("necrosis")
+        lesional = tumour + self.fraction("oedema")
+        brain = self.weights.sum(axis=0) + self.artery
+        world_x = self.grid.affine[0, 0] * np.indices(self.grid.shape)[0] + self.grid.affine[0, 3]
+        contralateral = world_x > 5.0 if self.tumour.hemisphere == "left" else world_x < -5.0
+        far = ndimage.distance_transform_edt(lesional < 0.01, sampling=self.grid.zooms) > 10.0
+        return {
+            "brain": brain >= 0.5,
+            "GM": self.fraction("GM") >= 0.5,
+            "WM": self.fraction("WM") >= 0.5,
+            "CSF": self.fraction("CSF") >= 0.5,
+            "tumor": tumour >= 0.5,
+            "enhancing": self.fraction("enhancing") >= 0.5,
+            "necrosis": self.fraction("necrosis") >= 0.5,
+            "edema": self.fraction("oedema") >= 0.5,
+            # Contralateral normal-appearing white matter: nearly pure WM, no artery,
+            # more than 10 mm from any lesion.
+            "NAWM": (self.fraction("WM") >= 0.8) & contralateral & far & (self.artery == 0),
+            "arteries": self.artery > 0,
+        }
+
+
+def _tumour_tissues(tumour, wm):
+    relax = TUMOUR_RELAXATION
+    enhancing = Tissue(cbf=tumour.rcbf * wm.cbf, cbv=tumour.rcbv * wm.cbv, k2=tumour.k2,
+                       **relax)
+    return enhancing, NECROSIS, OEDEMA
+
+
+def _scaled(tissue, flow_scale):
+    return replace(tissue, cbf=tissue.cbf * flow_scale,
+                   cbv=tissue.cbv * flow_scale**GRUBB_EXPONENT)
+
+
+def _smooth_lognormal(rng, grid, sd, fwhm_mm):
+    if sd == 0:
+        return np.ones(grid.shape)
+    sigma = fwhm_mm / np.sqrt(8.0 * np.log(2.0)) / grid.zooms
+    field = ndimage.gaussian_filter(rng.standard_normal(grid.shape), sigma, mode="wrap")
+    field /= field.std()
+    return np.exp(sd * field - sd**2 / 2.0)
+
+
+def make_subject(label, grade, config, rng, grid):
+    """Draw one subject of ``grade`` from ``rng`` (anatomy, tumour, arteries, flow)."""
+    transform = anatomy.random_rigid(rng) if config.jitter else np.eye(4)
+    gm, wm, csf = anatomy.tissue_fractions(grid, transform)
+    model = GRADE_MODELS[grade]
+    tumour = lesion.draw_tumour(rng, grade, model, grid, wm, gm + wm + csf)
+    flow_scale = float(rng.uniform(*config.flow_scale))
+    normal = [_scaled(NORMAL_TISSUES[name], flow_scale) for name in ("GM", "WM", "CSF")]
+    tumour_tissues = [_scaled(t, flow_scale)
+                      for t in _tumour_tissues(tumour, NORMAL_TISSUES["WM"])]
+    fractions = lesion.tumour_fractions(tumour, model, grid) * (gm + wm)
+    remaining = 1.0 - fractions.sum(axis=0) / np.maximum(gm + wm, 1e-12)
+    weights = np.concatenate([np.stack([gm * remaining, wm * remaining, csf]), fractions])
+    artery = (arteries.artery_fraction(rng, grid, np.linalg.inv(transform))
+              if config.arteries else np.zeros(grid.shape))
+    scale = _smooth_lognormal(rng, grid, config.heterogeneity, config.heterogeneity_fwhm_mm)
+    return Subject(label, grid, (*normal, *tumour_tissues), weights * (1.0 - artery), scale,
+                   artery, tumour, flow_scale, transform)
