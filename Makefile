@@ -21,7 +21,6 @@ install-test: $(BIN)/python
 
 demo: install
 	$(BIN)/bids-perfusion-phantom $(DEMO_DIR)/phantom --n-subjects 4 --seed 42 --overwrite
-	$(BIN)/bids-perfusion-phantom --summarise $(DEMO_DIR)/phantom
 
 lint: install-test
 	$(BIN)/ruff check bids_perfusion tests benchmarks

@@ -9,20 +9,20 @@ left-rectangle rule on frames ``t_i = i · Δt``:
 
 :class:`DeconvolutionModel` inverts this for every voxel at once with one of
 
-==========  =================================================================
-``ssvd``    truncated SVD of the causal matrix (Ostergaard et al. 1996)
-``csvd``    truncated SVD of the block-circulant matrix (Wu et al. 2003)
-``osvd``    cSVD with a per-voxel threshold from the oscillation index (Wu 2003)
-``tikhonov`` standard-form Tikhonov, λ fixed or per voxel by GCV or L-curve
-==========  =================================================================
+- ``ssvd``: truncated SVD of the causal matrix (Ostergaard et al. 1996);
+- ``csvd``: truncated SVD of the block-circulant matrix (Wu et al., MRM 2003;50:164);
+- ``osvd``: cSVD with a per-voxel threshold set by the oscillation index (Wu et al. 2003);
+- ``tikhonov``: standard-form Tikhonov, λ fixed or per voxel by GCV or the L-curve
+  (Calamante et al., MRM 2003;50:1237).
 
-Units: ``k`` is in s⁻¹ when AIF and tissue concentrations share a scale (mL blood per mL
-tissue per s); :attr:`DeconvolutionFit.cbf` is ``6000 · max_t k`` in mL/100 mL/min, the
-OSIPI convention. No haematocrit or density factor is applied here: multiply by
+Units: ``k`` is in s⁻¹ (mL blood per mL tissue per s) when AIF and tissue concentrations
+share a scale; :attr:`DeconvolutionFit.cbf` is ``6000 · max_t k`` in mL/100 mL/min, the
+OSIPI convention (6000 = ``constants.PER_SECOND_TO_PER_100G_MIN`` = 100 mL × 60 s/min).
+No haematocrit or density factor is applied here: multiply by
 ``constants.KH / constants.RHO_BRAIN`` downstream for mL/100 g/min.
 
 The literature defaults of every method live in the parameter classes below and nowhere
-else; :attr:`DeconvolutionModel.params` gives the values used, for output sidecars.
+else; ``dataclasses.asdict(model.params)`` gives the values used, for output sidecars.
 """
 
 import dataclasses
@@ -66,8 +66,8 @@ class OscillationIndexSVDParameters:
     """oSVD: OI threshold 0.035 (Wu et al., MRM 2003;50:164).
 
     ``threshold_grid`` holds the candidate relative thresholds, 0.05 to 0.95 in steps of
-    0.05: the sweep of the reference DSC_mri toolbox (Peruzzo, Castellaro et al., Univ.
-    Padova), as Wu et al. give no grid.
+    0.05: the sweep of the DSC_mri MATLAB toolbox (Castellaro and Peruzzo, University of
+    Padova); Wu et al. fix the OI threshold, not the grid.
     """
 
     oi_threshold: float = 0.035
@@ -85,9 +85,9 @@ class TikhonovParameters:
 
     λ is relative to the largest singular value. ``lam`` (used by ``criterion="fixed"``)
     is 0.2, where the filter factor halves the component at ``0.2 · s_max``: the smooth
-    counterpart of the sSVD threshold (Hansen, *Rank-Deficient and Discrete Ill-Posed
-    Problems*, SIAM 1998, sec. 4.4). ``lambda_grid`` (``"gcv"``, ``"lcurve"``) spans
-    1e-3 to 1 with 10 points per decade.
+    counterpart of the sSVD threshold (Tikhonov with λ = s_k behaves like SVD truncated at
+    s_k: Hansen, *Rank-Deficient and Discrete Ill-Posed Problems*, SIAM 1998).
+    ``lambda_grid`` (``"gcv"``, ``"lcurve"``) spans 1e-3 to 1 with 10 points per decade.
     """
 
     criterion: str = "lcurve"
@@ -154,7 +154,7 @@ class DeconvolutionModel:
         ``criterion="gcv"`` for Tikhonov); omitted ones take the literature defaults.
     """
 
-    def __init__(self, aif, dt, method="osvd", *, chunk_size=8192, **params):
+    def __init__(self, aif, dt, method="osvd", *, chunk_size=2048, **params):
         self.aif = _validated_aif(aif)
         self.dt = _validated_dt(dt)
         self.method = method
@@ -173,13 +173,11 @@ class DeconvolutionModel:
         """
         data = self._validated_concentration(concentration)
         flat = data.reshape(-1, data.shape[-1])
-        starts = range(0, max(len(flat), 1), self.chunk_size)  # one block even if empty
-        residues, regularisations = zip(
-            *(self._solver.solve(flat[start : start + self.chunk_size]) for start in starts),
-            strict=True,
-        )
-        residue = np.concatenate(residues)
-        regularisation = np.concatenate(regularisations)
+        residue = np.empty((len(flat), self._solver.n_lags), dtype=flat.dtype)
+        regularisation = np.empty(len(flat))
+        for start in range(0, len(flat), self.chunk_size):
+            block = slice(start, start + self.chunk_size)
+            residue[block], regularisation[block] = self._solver.solve(flat[block])
         return DeconvolutionFit(
             self,
             residue.reshape(*data.shape[:-1], residue.shape[-1]),

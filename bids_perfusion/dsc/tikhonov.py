@@ -32,6 +32,7 @@ class Tikhonov:
         self.relative_lambdas = np.asarray(relative, dtype=np.float64)
         self._lambdas = self.relative_lambdas[:, None] * s[0]  # (L, 1)
         self._s2 = s**2
+        self.n_lags = s.size
         self._shrink = self._s2 + self._lambdas**2  # s² + λ², (L, T)
         self._solution_filter = s / self._shrink  # f / s, finite where s = 0
         self._select = {"fixed": self._fixed, "gcv": self._gcv, "lcurve": self._lcurve}[criterion]
@@ -62,16 +63,18 @@ class Tikhonov:
         return self.residual_norm2(beta2) / dof**2
 
     def lcurve_curvature(self, beta2):
-        """Curvature of the L-curve ``(log ρ, log η)`` at each λ, shape ``(V, L)``.
+        """Curvature of the L-curve ``(log ||A k_λ − C_tis||, log ||k_λ||)`` at each λ, ``(V, L)``.
 
-        Hansen's closed form (Hansen, "The L-curve and its use in the numerical treatment
-        of inverse problems", in *Computational Inverse Problems in Electrocardiology*,
-        WIT Press 2001, pp. 119-142):
+        With ``ρ = ||A k_λ − C_tis||²``, ``η = ||k_λ||²`` and
+        ``η' = dη/dλ = −(4/λ) Σ_i (1 − f_i) f_i² β_i² / s_i²`` (so that ``ρ' = −λ² η'``),
+        the second derivatives cancel and the curvature is
 
-        ``κ = 2 (η ρ / η') (λ² η' ρ + 2 λ η ρ + λ⁴ η η') / (λ² η² + ρ²)^{3/2}``
+        ``κ = 2 (η ρ / |η'|) (λ² η' ρ + 2 λ η ρ + λ⁴ η η') / (λ⁴ η² + ρ²)^{3/2}``
 
-        with ``η' = dη/dλ = −(4/λ) Σ_i (1 − f_i) f_i² β_i² / s_i²``. The corner of the L is
-        its maximum. Voxels with a zero curve get ``−inf``.
+        (derived as in Hansen, "The L-curve and its use in the numerical treatment of
+        inverse problems", in *Computational Inverse Problems in Electrocardiology*, WIT
+        Press 2000; the factor 2 is for norms rather than squared norms). The corner of
+        the L is the maximum of κ. Voxels with a zero curve get ``−inf``.
         """
         lam = self._lambdas.T  # (1, L)
         rho = self.residual_norm2(beta2)
@@ -80,9 +83,9 @@ class Tikhonov:
         with np.errstate(divide="ignore", invalid="ignore"):
             kappa = (
                 2.0
-                * (eta * rho / deta)
+                * (eta * rho / np.abs(deta))
                 * (lam**2 * deta * rho + 2.0 * lam * eta * rho + lam**4 * eta * deta)
-                / (lam**2 * eta**2 + rho**2) ** 1.5
+                / (lam**4 * eta**2 + rho**2) ** 1.5
             )
         return np.where(np.isfinite(kappa), kappa, -np.inf)
 

@@ -44,6 +44,7 @@ class StandardSVD:
         u, s, vt = np.linalg.svd(causal_convolution_matrix(aif, dt))
         keep = s >= threshold * s[0]
         self.threshold = threshold
+        self.n_lags = s.size
         self._right_inverse = (u[:, keep] / s[keep]) @ vt[keep]  # k = C_tis @ this
 
     def solve(self, concentration):
@@ -56,7 +57,7 @@ class _CirculantSolver:
     """Spectral solution of ``C_pad = D k`` with D the block-circulant matrix (Wu 2003)."""
 
     def __init__(self, aif, dt):
-        self._n = circulant_length(np.shape(aif)[-1])
+        self.n_lags = circulant_length(np.shape(aif)[-1])
         self._spectrum = circulant_spectrum(aif, dt)
         self._magnitude = np.abs(self._spectrum) / np.abs(self._spectrum).max()
 
@@ -68,11 +69,11 @@ class _CirculantSolver:
 
     def _transform(self, concentration):
         """Spectrum of the tissue curves zero-padded to L samples."""
-        return np.fft.rfft(concentration, n=self._n, axis=-1)
+        return np.fft.rfft(concentration, n=self.n_lags, axis=-1)
 
     def _residue(self, tissue_spectrum, inverse_filter):
         """``k = F⁻¹(inverse_filter · F(C_pad))``, L samples per voxel."""
-        return np.fft.irfft(tissue_spectrum * inverse_filter, n=self._n, axis=-1)
+        return np.fft.irfft(tissue_spectrum * inverse_filter, n=self.n_lags, axis=-1)
 
 
 class CirculantSVD(_CirculantSolver):
@@ -114,7 +115,7 @@ class OscillationIndexSVD(_CirculantSolver):
     def solve(self, concentration):
         """``(V, T)`` tissue curves -> ``(V, 2T)`` residues ``k`` and the chosen thresholds."""
         tissue_spectrum = self._transform(concentration)
-        residue = np.empty((len(concentration), self._n), dtype=concentration.dtype)
+        residue = np.empty((len(concentration), self.n_lags), dtype=concentration.dtype)
         chosen = np.full(len(concentration), self.threshold_grid[-1])
         undecided = np.arange(len(concentration))
         for threshold in self.threshold_grid[:-1]:

@@ -8,6 +8,8 @@ arteries are thinner than DSC voxels: the phantom idealises them so that a few v
 carry an undistorted AIF while their neighbours show partial-volume effects.
 """
 
+import itertools
+
 import numpy as np
 
 #: Centre lines (MNI mm) of the right-hemisphere arteries; the left side is mirrored.
@@ -28,7 +30,7 @@ def artery_fraction(rng, grid, world_from_template=None):
     for line in CENTRE_LINES:
         for side in (1.0, -1.0):
             points = np.array(line) * np.array([side, 1.0, 1.0])
-            for start, end in zip(points[:-1], points[1:], strict=True):
+            for start, end in itertools.pairwise(points):
                 n = int(np.ceil(np.linalg.norm(end - start) / 0.5)) + 1
                 mm = start + np.linspace(0.0, 1.0, n)[:, None] * (end - start)
                 ijk = np.rint(voxel_from_world[:3, :3] @ mm.T + voxel_from_world[:3, 3:4])

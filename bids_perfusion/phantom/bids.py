@@ -109,7 +109,8 @@ def _write_all(root, config):
         if config.asl is not None:
             asl = simulate_asl(subject, config.asl, asl_rng)
             _write_asl(root, subject, config.asl, asl)
-            extra.update(asl_noise_sd=asl.noise_sd, asl_labeling_efficiency=asl.labeling_efficiency,
+            extra.update(asl_noise_sd=asl.noise_sd,
+                         asl_labeling_efficiency=asl.labeling_efficiency,
                          asl_t1_blood=asl.t1_blood)
         _write_truth(root, subject, extra)
     _write_participants(root, rows)

@@ -133,7 +133,8 @@ def simulate_dsc(subject, acq, rng):
     for dose in acq.doses:
         aif = arterial_input(t, acq, dose)
         curves, residues = compartment_curves(t, aif, subject.tissues, acq)
-        tissue_r2 = relaxivity.tissue_delta_r2star(scale[:, None] * (weights.T @ curves[:, frames]))
+        tissue_r2 = relaxivity.tissue_delta_r2star(
+            scale[:, None] * (weights.T @ curves[:, frames]))
         # Reference for leakage: mean ΔR2* of normal brain, integrated on the fine grid
         # (cumulative trapezoid) and sampled at the frames.
         mean_weights = (scale[normal, None] * weights[:, normal].T).mean(axis=0)

@@ -1,0 +1,36 @@
+"""Small helpers shared by the tests: phantom configurations and file access."""
+
+import csv
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_perfusion.phantom import PhantomConfig
+from bids_perfusion.phantom.bids import TRUTH
+
+#: Small grid that still holds a tumour, arteries and NAWM: fast enough for every test.
+SMALL = {"matrix": (48, 48, 12), "fov_mm": 220.0, "slab_mm": 132.0}
+
+
+def small_config(**changes):
+    """A two-subject (HGG, LGG) configuration on the small grid."""
+    return PhantomConfig(grades=("HGG", "LGG"), **SMALL).with_(**changes)
+
+
+def load(path):
+    return np.asarray(nib.load(path).dataobj, dtype=float)
+
+
+def truth(root, subject, name):
+    """A ground-truth map or mask: ``truth(root, '01', 'desc-truth_cbv')``."""
+    return load(Path(root) / TRUTH / f"sub-{subject}" / "perf" / f"sub-{subject}_{name}.nii.gz")
+
+
+def raw(root, subject, name):
+    return load(Path(root) / f"sub-{subject}" / "perf" / f"sub-{subject}_{name}.nii.gz")
+
+
+def read_tsv(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))

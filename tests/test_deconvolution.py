@@ -1,0 +1,380 @@
+"""Tests of the vectorised DSC deconvolution core against closed forms and a per-voxel reference.
+
+:func:`reference_deconvolution` is a plain loop over voxels with numpy.linalg, written from
+the papers without the vectorised code's shortcuts (explicit matrices instead of FFTs,
+normal equations instead of SVD filter factors, second derivatives instead of Hansen's
+closed-form L-curve curvature). ``benchmarks/bench_deconvolution.py`` times it too.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from bids_perfusion.dsc import kinetics
+from bids_perfusion.dsc.deconvolution import METHODS, DeconvolutionModel
+from bids_perfusion.dsc.tikhonov import Tikhonov
+from bids_perfusion.dsc.truncated_svd import oscillation_index
+
+#: (method, parameters) of every method and criterion, for parametrised tests.
+ALL_METHODS = [
+    ("ssvd", {}),
+    ("csvd", {}),
+    ("osvd", {}),
+    ("tikhonov", {"criterion": "fixed"}),
+    ("tikhonov", {"criterion": "gcv"}),
+    ("tikhonov", {"criterion": "lcurve"}),
+]
+METHOD_IDS = ["ssvd", "csvd", "osvd", "tikhonov-fixed", "tikhonov-gcv", "tikhonov-lcurve"]
+
+
+# --- the per-voxel reference ---------------------------------------------------------------
+
+
+def _causal_matrix(aif, dt):
+    """``A[i, j] = dt · aif[i − j]`` for ``j ≤ i`` (left-rectangle rule), by explicit loops."""
+    n = len(aif)
+    a = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1):
+            a[i, j] = dt * aif[i - j]
+    return a
+
+
+def _circulant_matrix(aif, dt):
+    """``D[i, j] = dt · a[(i − j) mod 2T]``, a the AIF zero-padded to 2T (Wu et al. 2003)."""
+    padded = np.concatenate([aif, np.zeros(len(aif))])
+    n = len(padded)
+    return np.array([[dt * padded[(i - j) % n] for j in range(n)] for i in range(n)])
+
+
+def _truncated_svd_solution(svd, tissue, threshold):
+    u, s, vt = svd
+    keep = s >= threshold * s[0]
+    return vt[keep].T @ ((u[:, keep].T @ tissue) / s[keep])
+
+
+def _reference_oi(f):
+    n = len(f)
+    return np.sum(np.abs(f[2:] - 2 * f[1:-1] + f[:-2])) / (n * np.max(np.abs(f)))
+
+
+def _osvd_solution(svd, tissue, oi_threshold, threshold_grid):
+    """Wu et al. 2003: the smallest threshold whose residue has OI < oi_threshold."""
+    for threshold in sorted(threshold_grid):
+        k = _truncated_svd_solution(svd, tissue, threshold)
+        if _reference_oi(k) < oi_threshold:
+            break
+    return k, threshold
+
+
+def _tikhonov_path(a, lam):
+    """Per-λ matrices: M⁻¹ = (AᵀA + λ²I)⁻¹ and the trace of the influence matrix."""
+    inverse = np.linalg.inv(a.T @ a + lam**2 * np.eye(a.shape[1]))
+    return inverse, np.trace(a @ inverse @ a.T)
+
+
+def reference_lcurve_curvature(a, tissue, lam, inverse):
+    """Curvature of ``(log ||A k − c||, log ||k||)`` from the analytic λ-derivatives of k.
+
+    ``M k = Aᵀc`` with ``M = AᵀA + λ²I`` gives ``k' = −2λ M⁻¹ k`` and
+    ``k'' = −M⁻¹ (2k + 4λ k')``; then ``κ = (x'y'' − x''y') / (x'² + y'²)^{3/2}``.
+    """
+    k = inverse @ (a.T @ tissue)
+    dk = -2 * lam * inverse @ k
+    ddk = -inverse @ (2 * k + 4 * lam * dk)
+    r = a @ k - tissue
+    rho, drho, ddrho = r @ r, 2 * r @ a @ dk, 2 * (a @ dk) @ (a @ dk) + 2 * r @ a @ ddk
+    eta, deta, ddeta = k @ k, 2 * k @ dk, 2 * dk @ dk + 2 * k @ ddk
+    dx, ddx = drho / (2 * rho), (ddrho * rho - drho**2) / (2 * rho**2)
+    dy, ddy = deta / (2 * eta), (ddeta * eta - deta**2) / (2 * eta**2)
+    return (dx * ddy - ddx * dy) / (dx**2 + dy**2) ** 1.5
+
+
+def _tikhonov_solution(a, paths, tissue, criterion):
+    scores = []
+    for lam, (inverse, trace) in paths:
+        k = inverse @ (a.T @ tissue)
+        if criterion == "gcv":
+            scores.append(np.sum((a @ k - tissue) ** 2) / (len(tissue) - trace) ** 2)
+        else:  # the L-curve corner: maximum curvature, minimised as −κ
+            scores.append(-reference_lcurve_curvature(a, tissue, lam, inverse))
+    best = int(np.argmin(scores)) if criterion != "fixed" else 0
+    return paths[best][1][0] @ (a.T @ tissue), best
+
+
+def reference_deconvolution(aif, dt, tissue, method, **params):
+    """Deconvolve ``tissue`` (V, T) one voxel at a time; returns ``(residue, regularisation)``.
+
+    Per-AIF work (matrices, SVDs, Tikhonov inverses) is done once, as any reasonable
+    per-voxel tool would; the loop over voxels is the point of comparison.
+    """
+    p = dataclasses.asdict(METHODS[method][0](**params))
+    aif, tissue = np.asarray(aif, float), np.asarray(tissue, float)
+    n = tissue.shape[1]
+    if method == "tikhonov":
+        a = _causal_matrix(aif, dt)
+        relative = [p["lam"]] if p["criterion"] == "fixed" else p["lambda_grid"]
+        s_max = np.linalg.norm(a, 2)
+        paths = [(lam * s_max, _tikhonov_path(a, lam * s_max)) for lam in relative]
+        results = [_tikhonov_solution(a, paths, c, p["criterion"]) for c in tissue]
+        return np.array([k for k, _ in results]), np.array([relative[i] for _, i in results])
+    matrix = _causal_matrix(aif, dt) if method == "ssvd" else _circulant_matrix(aif, dt)
+    svd = np.linalg.svd(matrix)
+    padded = np.pad(tissue, ((0, 0), (0, matrix.shape[0] - n)))
+    if method == "osvd":
+        results = [
+            _osvd_solution(svd, c, p["oi_threshold"], p["threshold_grid"]) for c in padded
+        ]
+        return np.array([k for k, _ in results]), np.array([thr for _, thr in results])
+    residue = np.array([_truncated_svd_solution(svd, c, p["threshold"]) for c in padded])
+    return residue, np.full(len(tissue), p["threshold"])
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+DT = 1.5
+
+
+def _aif(t):
+    return 5.0 * kinetics.gamma_variate(t, t0=6.0, alpha=3.0, beta=1.5)
+
+
+def _tissue(aif, cbf, mtt, dt, delay=0.0):
+    """Noise-free ``C_tis = dt · A(shifted AIF) k`` with ``k = CBF · exp(−t/MTT)``; CBF in s⁻¹."""
+    t = np.arange(aif.size) * dt
+    k = np.asarray(cbf)[..., None] * kinetics.residue_exponential(t, np.asarray(mtt)[..., None])
+    arterial = np.broadcast_to(kinetics.shift(aif, delay, dt), k.shape)
+    return kinetics.convolve(arterial, k, dt)
+
+
+@pytest.fixture(scope="module")
+def noisy_batch():
+    """16 voxels, 40 frames: CBF 10-80 mL/100 mL/min, MTT 10-2 s, noise 0-8 % of the peak."""
+    rng = np.random.default_rng(1)
+    aif = _aif(np.arange(40) * DT)
+    cbf = np.linspace(10, 80, 16) / 6000
+    tissue = _tissue(aif, cbf, np.linspace(10, 2, 16), DT)
+    tissue += rng.normal(size=tissue.shape) * np.linspace(0, 0.08, 16)[:, None] * tissue.max()
+    return aif, tissue
+
+
+# --- vectorised == per-voxel reference -----------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "params"), ALL_METHODS, ids=METHOD_IDS)
+def test_vectorised_equals_per_voxel_reference(noisy_batch, method, params):
+    aif, tissue = noisy_batch
+    fit = DeconvolutionModel(aif, DT, method, chunk_size=5, **params).fit(tissue)
+    residue, regularisation = reference_deconvolution(aif, DT, tissue, method, **params)
+    np.testing.assert_array_equal(fit.regularisation, regularisation)
+    np.testing.assert_allclose(fit.residue, residue, rtol=1e-8, atol=1e-8 * np.abs(residue).max())
+
+
+@pytest.mark.parametrize(("method", "params"), [ALL_METHODS[2], *ALL_METHODS[4:]])
+def test_per_voxel_choice_is_exercised(noisy_batch, method, params):
+    """The batch makes the adaptive methods pick at least three different values."""
+    aif, tissue = noisy_batch
+    fit = DeconvolutionModel(aif, DT, method, **params).fit(tissue)
+    assert np.unique(fit.regularisation).size >= 3
+
+
+def test_lcurve_curvature_matches_second_derivative_formula(noisy_batch):
+    aif, tissue = noisy_batch
+    grid = np.logspace(-3, 0, 13)
+    solver = Tikhonov(aif, DT, "lcurve", 0.2, grid)
+    beta2 = (tissue[8] @ solver._u) ** 2
+    a = _causal_matrix(aif, DT)
+    s_max = np.linalg.norm(a, 2)
+    expected = [
+        reference_lcurve_curvature(a, tissue[8], lam * s_max, _tikhonov_path(a, lam * s_max)[0])
+        for lam in grid
+    ]
+    np.testing.assert_allclose(solver.lcurve_curvature(beta2[None])[0], expected, rtol=1e-6)
+
+
+def test_oscillation_index_by_hand():
+    # Second differences of [0, 1, 0, 1, 0]: |0-2+0|, |1-0+1|, |0-2+0| -> 6; N=5, max|f|=1.
+    assert oscillation_index(np.array([0.0, 1.0, 0.0, 1.0, 0.0])) == pytest.approx(6 / 5)
+    assert oscillation_index(np.linspace(0, 3, 7)) == pytest.approx(0.0)
+    assert oscillation_index(np.zeros((2, 6))).tolist() == [0.0, 0.0]
+    assert oscillation_index(-2 * np.array([0.0, 1.0, 0.0, 1.0, 0.0])) == pytest.approx(6 / 5)
+
+
+# --- noise-free closed forms ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dt", "n_frames"), [(DT, 60), (0.1, 900)], ids=["frame-grid", "fine-grid"]
+)
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("ssvd", {"threshold": 1e-6}), ("tikhonov", {"criterion": "fixed", "lam": 1e-6})],
+    ids=["ssvd", "tikhonov"],
+)
+def test_noise_free_inversion_is_exact(dt, n_frames, method, params):
+    """Barely regularised, the left-rectangle model inverts exactly: Δt and A[i, j] are right."""
+    t = np.arange(n_frames) * dt
+    aif = _aif(t)
+    cbf = np.array([10, 60, 90]) / 6000
+    fit = DeconvolutionModel(aif, dt, method, **params).fit(_tissue(aif, cbf, 4.0, dt))
+    np.testing.assert_allclose(fit.cbf, 6000 * cbf, rtol=1e-6)
+    np.testing.assert_array_equal(fit.tmax, 0.0)
+
+
+@pytest.mark.parametrize(("method", "params"), ALL_METHODS, ids=METHOD_IDS)
+def test_noise_free_defaults_recover_cbf(method, params):
+    """Literature defaults on the frame grid (Δt 1.5 s), CBF 60, MTT 6-12 s: within 20 %.
+
+    The truncated methods underestimate, less as MTT grows (Ostergaard et al. 1996):
+    CBF / truth is ≤ 1 and non-decreasing in MTT for them.
+    """
+    aif = _aif(np.arange(60) * DT)
+    mtt = np.array([6.0, 8.0, 12.0])
+    ratio = DeconvolutionModel(aif, DT, method, **params).fit(
+        _tissue(aif, np.full(3, 0.01), mtt, DT)
+    ).cbf / 60.0
+    np.testing.assert_array_less(np.abs(ratio - 1), 0.2)
+    if method != "tikhonov" or params["criterion"] == "fixed":
+        assert np.all(ratio <= 1 + 1e-9)
+        assert np.all(np.diff(ratio) >= -1e-9)
+
+
+# --- delay, Tmax, Δt -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def delayed_fits():
+    """Noise-free CBF 60, MTT 4 s, fitted without and with a 3 s tissue delay, every method."""
+    aif = _aif(np.arange(60) * DT)
+    curves = np.stack([_tissue(aif, 0.01, 4.0, DT), _tissue(aif, 0.01, 4.0, DT, delay=3.0)])
+    return {
+        name: DeconvolutionModel(aif, DT, method, **params).fit(curves)
+        for name, (method, params) in zip(METHOD_IDS, ALL_METHODS, strict=True)
+    }
+
+
+@pytest.mark.parametrize("name", ["csvd", "osvd"])
+def test_block_circulant_cbf_is_delay_insensitive(delayed_fits, name):
+    cbf = delayed_fits[name].cbf
+    assert abs(cbf[1] / cbf[0] - 1) < 0.05
+
+
+def test_standard_svd_underestimates_delayed_tissue(delayed_fits):
+    """Known sSVD bias (Wu et al. 2003): a 3 s delay lowers CBF by more than 10 % (here 17 %)."""
+    cbf = delayed_fits["ssvd"].cbf
+    assert cbf[1] / cbf[0] < 0.9
+
+
+@pytest.mark.parametrize("name", ["csvd", "osvd", "tikhonov-gcv", "tikhonov-lcurve"])
+def test_tmax_shifts_by_the_delay(delayed_fits, name):
+    tmax = delayed_fits[name].tmax
+    assert abs(tmax[1] - tmax[0] - 3.0) <= DT
+
+
+def test_tmax_is_signed_for_a_tissue_curve_leading_the_aif():
+    """With the AIF measured 6 s after the tissue curve, cSVD puts the peak at a lag of −6 s."""
+    aif = _aif(np.arange(60) * DT)
+    late_aif = kinetics.shift(aif, 6.0, DT)
+    fit = DeconvolutionModel(late_aif, DT, "csvd").fit(_tissue(aif, 0.01, 4.0, DT))
+    assert abs(fit.tmax + 6.0) <= DT
+
+
+@pytest.mark.parametrize(("method", "params"), ALL_METHODS, ids=METHOD_IDS)
+def test_same_samples_at_twice_the_interval_halve_cbf(noisy_batch, method, params):
+    """``C_tis = Δt A k``: reading the same samples with 2Δt must give exactly half of k."""
+    aif, tissue = noisy_batch
+    once = DeconvolutionModel(aif, DT, method, **params).fit(tissue)
+    twice = DeconvolutionModel(aif, 2 * DT, method, **params).fit(tissue)
+    np.testing.assert_allclose(twice.residue, once.residue / 2, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(("method", "params"), ALL_METHODS, ids=METHOD_IDS)
+def test_resampling_does_not_change_cbf(method, params):
+    """A smooth truth sampled at Δt 0.5 s and 1 s gives the same CBF within 12 %.
+
+    Forgetting Δt in the matrix would make the two differ by a factor 2.
+    """
+    fine_dt = 0.02
+    t = np.arange(0, 120, fine_dt)
+    aif = _aif(t)
+    tissue = kinetics.convolve(aif, 0.01 * kinetics.residue_gamma(t, 8.0, 3.0), fine_dt)
+    cbf = []
+    for dt in (0.5, 1.0):
+        step = round(dt / fine_dt)
+        model = DeconvolutionModel(aif[::step], dt, method, **params)
+        cbf.append(model.fit(tissue[::step]).cbf)
+    assert abs(cbf[1] / cbf[0] - 1) < 0.12
+
+
+# --- shapes, dtypes, chunks ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "params"), ALL_METHODS, ids=METHOD_IDS)
+def test_volume_shapes_dtypes_and_chunks(noisy_batch, method, params):
+    aif, tissue = noisy_batch
+    volume = tissue.reshape(2, 4, 2, -1)
+    model = DeconvolutionModel(aif, DT, method, **params)
+    fit = model.fit(volume)
+    flat = DeconvolutionModel(aif, DT, method, chunk_size=3, **params).fit(tissue)
+    n = 2 * aif.size if method in ("csvd", "osvd") else aif.size
+    assert fit.residue.shape == (2, 4, 2, n)
+    for name in ("cbf", "tmax", "regularisation"):
+        assert getattr(fit, name).shape == (2, 4, 2)
+        np.testing.assert_allclose(getattr(fit, name).ravel(), getattr(flat, name), rtol=1e-12)
+    single = model.fit(volume.astype(np.float32))
+    assert single.residue.dtype == np.float32
+    np.testing.assert_allclose(single.cbf, fit.cbf, rtol=1e-3, atol=1e-3 * fit.cbf.max())
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+def test_bad_input_raises_clear_errors(noisy_batch):
+    aif, tissue = noisy_batch
+    with pytest.raises(ValueError, match="AIF is all zeros"):
+        DeconvolutionModel(np.zeros(40), DT)
+    with pytest.raises(ValueError, match="AIF contains NaN"):
+        DeconvolutionModel(np.where(np.arange(40) == 3, np.nan, aif), DT)
+    with pytest.raises(ValueError, match="one curve"):
+        DeconvolutionModel(np.ones((2, 40)), DT)
+    with pytest.raises(ValueError, match="frame interval"):
+        DeconvolutionModel(aif, 0.0)
+    with pytest.raises(ValueError, match="AIF's 40 frames"):
+        DeconvolutionModel(aif, DT).fit(tissue[:, :39])
+    bad = tissue.copy()
+    bad[[2, 5], 7] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite values in 2 voxel"):
+        DeconvolutionModel(aif, DT).fit(bad)
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "message"),
+    [
+        ("svd", {}, "unknown deconvolution method"),
+        ("ssvd", {"lam": 0.1}, "takes parameters"),
+        ("ssvd", {"threshold": 0.0}, "threshold must be in"),
+        ("csvd", {"threshold": 1.5}, "threshold must be in"),
+        ("osvd", {"oi_threshold": -1.0}, "oi_threshold"),
+        ("osvd", {"threshold_grid": ()}, "threshold_grid"),
+        ("tikhonov", {"criterion": "discrepancy"}, "criterion"),
+        ("tikhonov", {"lambda_grid": (0.1, 2.0)}, "lambda_grid"),
+    ],
+)
+def test_bad_parameters_raise(noisy_batch, method, params, message):
+    with pytest.raises(ValueError, match=message):
+        DeconvolutionModel(noisy_batch[0], DT, method, **params)
+
+
+def test_bad_chunk_size_raises(noisy_batch):
+    with pytest.raises(ValueError, match="chunk_size"):
+        DeconvolutionModel(noisy_batch[0], DT, chunk_size=0)
+
+
+@pytest.mark.parametrize(("method", "params"), ALL_METHODS, ids=METHOD_IDS)
+def test_zero_and_empty_input_give_zero_cbf_without_warnings(noisy_batch, method, params):
+    """Background voxels (all zeros) and empty masks are legal; the config turns our
+    RuntimeWarnings into errors, so a 0/0 in a criterion would fail here."""
+    model = DeconvolutionModel(noisy_batch[0], DT, method, **params)
+    np.testing.assert_array_equal(model.fit(np.zeros((3, 40))).cbf, 0.0)
+    assert model.fit(np.zeros((0, 40))).cbf.shape == (0,)
