@@ -1,0 +1,117 @@
+"""Argument parser of ``bids-perfusion``: BIDS-App conventions, light imports only."""
+
+import argparse
+from pathlib import Path
+
+from bids_perfusion import __version__, constants
+from bids_perfusion.workflows.options import DSC_METHODS
+
+
+def _label(value):
+    """Accept 'sub-01' or '01'."""
+    return value.removeprefix("sub-").removeprefix("ses-")
+
+
+def _methods(value):
+    methods = [m.strip().lower() for m in value.split(",") if m.strip()]
+    if unknown := sorted(set(methods) - set(DSC_METHODS)):
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {unknown}; choose from {','.join(DSC_METHODS)}")
+    return tuple(m for m in DSC_METHODS if m in methods)
+
+
+def _dose(value):
+    dose = float(value)
+    if not 0 < dose < 1:
+        raise argparse.ArgumentTypeError(f"a simulated dose must be in (0, 1), got {value}")
+    return dose
+
+
+def _fraction(value):
+    fraction = float(value)
+    if not 0 < fraction <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return fraction
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="bids-perfusion",
+        description="Quantitative perfusion maps (DSC-MRI) from a BIDS dataset.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("bids_dir", type=Path, help="the input BIDS dataset (read only)")
+    parser.add_argument("output_dir", type=Path, help="where derivatives are written")
+    parser.add_argument("analysis_level", choices=["participant", "group"],
+                        help="processing stage")
+    parser.add_argument("--version", action="version", version=f"bids-perfusion {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more messages (repeat for more)")
+
+    group = parser.add_argument_group("selecting data")
+    group.add_argument("--participant-label", nargs="+", type=_label, metavar="LABEL",
+                       help="subjects to process (default: all)")
+    group.add_argument("--session-label", nargs="+", type=_label, metavar="LABEL",
+                       help="sessions to process (default: all)")
+    group.add_argument("--bids-filter-file", type=Path, metavar="FILE",
+                       help="JSON of pybids filters for the 'dsc' query, e.g. "
+                            '{"dsc": {"acquisition": null}}')
+    group.add_argument("--derivatives", nargs="+", type=Path, default=[], metavar="PATH",
+                       help="derivatives folders with masks: *_label-{brain,tumor,NAWM,"
+                            "arteries,GM,WM}_mask.nii.gz on the DSC grid")
+    group.add_argument("--skip-bids-validation", action="store_true",
+                       help="do not run the BIDS validator on the input")
+
+    group = parser.add_argument_group("resources")
+    group.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
+                       help="intermediate results; reusing it resumes finished steps")
+    group.add_argument("--nprocs", type=int, default=0,
+                       help="parallel processes (0: all CPUs)")
+    group.add_argument("--omp-nthreads", type=int, default=0,
+                       help="threads per process for linear algebra (0: nprocs)")
+    group.add_argument("--mem", type=float, metavar="GB", help="memory limit of the run, GB")
+
+    group = parser.add_argument_group("DSC quantification")
+    group.add_argument("--dsc-methods", type=_methods, default=("osvd",), metavar="M[,M...]",
+                       help=f"deconvolution methods among {','.join(DSC_METHODS)}")
+    group.add_argument("--ssvd-threshold", type=_fraction, default=0.2,
+                       help="sSVD truncation, relative to the largest singular value")
+    group.add_argument("--csvd-threshold", type=_fraction, default=0.1,
+                       help="cSVD truncation, relative to the largest singular value")
+    group.add_argument("--osvd-oi", type=float, default=0.035,
+                       help="oSVD oscillation-index threshold")
+    group.add_argument("--tikhonov-criterion", choices=["lcurve", "gcv", "fixed"],
+                       default="lcurve", help="choice of the Tikhonov parameter λ")
+    group.add_argument("--tikhonov-lambda", type=_fraction, default=0.2,
+                       help="λ relative to the largest singular value (criterion 'fixed')")
+    group.add_argument("--kh", type=float, default=constants.KH,
+                       help="haematocrit correction kH of CBV and CBF")
+    group.add_argument("--rho", type=float, default=constants.RHO_BRAIN,
+                       help="brain density, g/mL")
+    group.add_argument("--no-scaling", action="store_true",
+                       help="no kH/rho: CBV in mL/100 mL, CBF in mL/100 mL/min")
+    group.add_argument("--blood-relaxivity", choices=["linear", "quadratic"],
+                       default="linear", help="ΔR2* of whole blood (Kjolby et al. 2006)")
+    group.add_argument("--no-leakage-correction", action="store_true",
+                       help="skip the Boxerman-Schmainda-Weisskoff correction")
+    group.add_argument("--simulate-dose", nargs="+", type=_dose, default=[], metavar="D",
+                       help="also process each run at simulated dose fractions D in (0, 1)")
+    return parser
+
+
+def dsc_options(args):
+    """The :class:`DSCOptions` of parsed arguments."""
+    from bids_perfusion.workflows.options import DSCOptions
+
+    return DSCOptions(
+        methods=args.dsc_methods,
+        method_parameters={
+            "ssvd": {"threshold": args.ssvd_threshold},
+            "csvd": {"threshold": args.csvd_threshold},
+            "osvd": {"oi_threshold": args.osvd_oi},
+            "tikhonov": {"criterion": args.tikhonov_criterion, "lam": args.tikhonov_lambda},
+        },
+        kh=args.kh, rho=args.rho, scaled=not args.no_scaling,
+        blood_relaxivity=args.blood_relaxivity,
+        leakage_correction=not args.no_leakage_correction,
+        simulate_doses=tuple(sorted(set(args.simulate_dose), reverse=True)),
+    )

@@ -1,0 +1,132 @@
+"""``bids-perfusion bids_dir output_dir {participant,group}``: the BIDS App's entry point.
+
+The request is validated (dataset, subjects, metadata of every run) before the workflow
+is built; runs that fail validation are reported and skipped, the others are processed,
+and the exit code is 1 when anything failed. The input dataset is only read.
+"""
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bids_perfusion import __version__
+from bids_perfusion.cli.parser import build_parser, dsc_options
+
+LOGGER = logging.getLogger("bids_perfusion")
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose + 1, 2),
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    bids_dir, output_dir = args.bids_dir.absolute(), args.output_dir.absolute()
+    inside = bids_dir in output_dir.parents and (
+        "derivatives" not in output_dir.relative_to(bids_dir).parts)
+    if output_dir == bids_dir or inside:
+        parser.error(f"output_dir {output_dir} must not be inside the input dataset "
+                     "(except under its derivatives/ folder)")
+    if args.analysis_level == "group":
+        parser.error("the group level arrives with glioma grading; run 'participant' first")
+    if args.omp_nthreads:
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = str(args.omp_nthreads)
+    return participant(args, bids_dir, output_dir, parser)
+
+
+def participant(args, bids_dir, output_dir, parser):
+    from bids_perfusion.cli.inputs import InputError, collect_dsc_runs, layout_of
+
+    if not args.skip_bids_validation:
+        validate_bids(bids_dir)
+    filters = {}
+    if args.bids_filter_file:
+        try:
+            filters = json.loads(args.bids_filter_file.read_text()).get("dsc", {})
+        except (OSError, json.JSONDecodeError) as error:
+            parser.error(f"--bids-filter-file {args.bids_filter_file}: {error}")
+    try:
+        runs, errors = collect_dsc_runs(layout_of(bids_dir), args.participant_label,
+                                        args.session_label, filters, args.derivatives)
+    except InputError as error:
+        parser.error(str(error))
+    for message in errors:
+        LOGGER.error("Skipping a run: %s", message)
+    if not runs:
+        LOGGER.error("No DSC run can be processed.")
+        return 1
+
+    from bids_perfusion.workflows.base import init_bids_perfusion_wf
+
+    options = dsc_options(args)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_dataset_description(output_dir, bids_dir)
+    workflow = init_bids_perfusion_wf(runs, options, output_dir, args.work_dir.absolute())
+    (output_dir / "logs").mkdir(exist_ok=True)
+    (output_dir / "logs" / "CITATION.md").write_text(workflow.visit_desc())
+    LOGGER.info("Processing %d DSC run(s) of %d subject(s)", len(runs),
+                len({run.subject for run in runs}))
+    failed = run_workflow(workflow, args)
+    print(f"Derivatives: {output_dir}")
+    return 1 if failed or errors else 0
+
+
+def run_workflow(workflow, args):
+    """Run with MultiProc (or Linear for one process); True if any node failed."""
+    workflow.config["execution"].update({"crashdump_dir": str(args.work_dir.absolute()),
+                                         "stop_on_first_crash": False,
+                                         "crashfile_format": "txt"})
+    nprocs = args.nprocs or os.cpu_count()
+    plugin_args = {"n_procs": nprocs, "raise_insufficient": False}
+    if args.mem:
+        plugin_args["memory_gb"] = args.mem
+    try:
+        workflow.run(plugin="MultiProc" if nprocs > 1 else "Linear", plugin_args=plugin_args)
+    except RuntimeError as error:
+        LOGGER.error("Some runs failed; their outputs were not written. %s", error)
+        return True
+    return False
+
+
+def validate_bids(bids_dir):
+    """Run ``bids-validator-deno`` when installed; errors are reported, not fatal for DSC."""
+    import shutil
+    import subprocess
+
+    validator = shutil.which("bids-validator-deno") or str(
+        Path(sys.executable).with_name("bids-validator-deno"))
+    if not Path(validator).exists():
+        LOGGER.warning("bids-validator-deno not found; skipping BIDS validation")
+        return
+    result = subprocess.run([validator, str(bids_dir), "--format", "json"],
+                            capture_output=True, text=True, check=False)
+    try:
+        issues = json.loads(result.stdout)["issues"]["issues"]
+    except (json.JSONDecodeError, KeyError):
+        LOGGER.warning("BIDS validator gave no readable report: %s", result.stderr[-500:])
+        return
+    for issue in issues:
+        if issue.get("severity") == "error":
+            LOGGER.warning("BIDS validator: %s %s", issue.get("code"), issue.get("location"))
+
+
+def write_dataset_description(output_dir, bids_dir):
+    description = {
+        "Name": "bids-perfusion derivatives",
+        "BIDSVersion": "1.10.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "bids-perfusion", "Version": __version__,
+                         "CodeURL": "https://github.com/bids-perfusion/bids-perfusion",
+                         **({"Container": {"Type": "docker"}}
+                            if Path("/.dockerenv").exists() else {})}],
+        "SourceDatasets": [{"URL": bids_dir.as_uri()}],
+    }
+    (output_dir / "dataset_description.json").write_text(json.dumps(description, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Acquisition parameters of a DSC run, validated from its BIDS sidecar before any processing.
+
+Every check names the file, the field and the fix, so that one bad run can be reported and
+skipped while the others are processed (DESIGN.md, section 3). Times are in seconds, as
+BIDS requires; values that only make sense in milliseconds are refused rather than guessed.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Longest plausible gradient-echo DSC echo time, s (clinical TEs are 20-50 ms).
+MAX_ECHO_TIME = 0.2
+#: Longest plausible frame interval, s.
+MAX_REPETITION_TIME = 10.0
+#: Fewest frames a bolus passage can be quantified from.
+MIN_FRAMES = 20
+
+
+class MetadataError(ValueError):
+    """A DSC run cannot be processed as it is; the message says which file, field and fix."""
+
+
+@dataclass(frozen=True)
+class DSCRunMetadata:
+    """What the pipeline needs to know about one DSC run.
+
+    Attributes
+    ----------
+    echo_times : tuple of float
+        Echo times, s, one per echo file, ascending.
+    repetition_time : float
+        Frame interval Δt, s (``RepetitionTime``, or the spacing of ``VolumeTiming``).
+    n_frames : int
+    """
+
+    echo_times: tuple
+    repetition_time: float
+    n_frames: int
+
+    @property
+    def frame_times(self):
+        """Acquisition time of each frame relative to the first, s."""
+        return np.arange(self.n_frames) * self.repetition_time
+
+    @classmethod
+    def from_sidecars(cls, paths, sidecars, shapes):
+        """Validate the sidecars and image shapes of the echo files of one run.
+
+        ``paths``, ``sidecars`` (dicts) and ``shapes`` hold one entry per echo file.
+        Raises :class:`MetadataError` naming the file, the field and the fix.
+        """
+        echo_times, intervals = [], []
+        for path, meta, shape in zip(paths, sidecars, shapes, strict=True):
+            if len(shape) != 4:
+                raise MetadataError(
+                    f"{path}: the image is {len(shape)}-D; a DSC series must be 4-D "
+                    "(x, y, z, time). Convert the series to a single 4-D NIfTI.")
+            if shape[3] < MIN_FRAMES:
+                raise MetadataError(
+                    f"{path}: {shape[3]} frames; at least {MIN_FRAMES} are needed for a "
+                    "baseline and the bolus passage.")
+            echo_times.append(_echo_time(path, meta))
+            intervals.append(_repetition_time(path, meta, shape[3]))
+        if len({shape[:4] for shape in shapes}) > 1:
+            raise MetadataError(f"{paths[0]}: the echo files of this run differ in shape "
+                                f"{sorted({tuple(s) for s in shapes})}; they must match.")
+        if len(set(intervals)) > 1:
+            raise MetadataError(f"{paths[0]}: field 'RepetitionTime' differs between echoes "
+                                f"({intervals}); they must be acquired together.")
+        if len(set(echo_times)) != len(echo_times):
+            raise MetadataError(f"{paths[0]}: two echo files share EchoTime {echo_times}; "
+                                "give each echo its own EchoTime.")
+        order = np.argsort(echo_times)
+        return cls(tuple(float(echo_times[i]) for i in order), intervals[0], int(shapes[0][3]))
+
+
+def _echo_time(path, meta):
+    te = meta.get("EchoTime")
+    if te is None:
+        raise MetadataError(f"{path}: field 'EchoTime' is missing from the JSON sidecar; "
+                            "add it in seconds (e.g. 0.03).")
+    if isinstance(te, list):
+        raise MetadataError(f"{path}: field 'EchoTime' is a list; split the echoes into "
+                            "one file each with the 'echo' entity.")
+    te = float(te)
+    if not 0 < te <= MAX_ECHO_TIME:
+        hint = (f" It looks like milliseconds: write {te / 1000:g}." if te > MAX_ECHO_TIME
+                else "")
+        raise MetadataError(f"{path}: field 'EchoTime' is {te:g}; BIDS needs seconds, "
+                            f"between 0 and {MAX_ECHO_TIME} for DSC.{hint}")
+    return te
+
+
+def _repetition_time(path, meta, n_frames):
+    tr = meta.get("RepetitionTime")
+    if tr is None and "VolumeTiming" in meta:
+        timing = np.asarray(meta["VolumeTiming"], dtype=float)
+        steps = np.diff(timing)
+        if timing.size != n_frames or steps.size == 0 or np.ptp(steps) > 1e-3 * steps.mean():
+            raise MetadataError(f"{path}: field 'VolumeTiming' must list {n_frames} equally "
+                                "spaced onsets, one per frame.")
+        tr = float(steps.mean())
+    if tr is None:
+        raise MetadataError(f"{path}: field 'RepetitionTime' is missing from the JSON "
+                            "sidecar; add the frame interval in seconds (e.g. 1.5).")
+    tr = float(tr)
+    if not 0 < tr <= MAX_REPETITION_TIME:
+        hint = (f" It looks like milliseconds: write {tr / 1000:g}."
+                if tr > MAX_REPETITION_TIME else "")
+        raise MetadataError(f"{path}: field 'RepetitionTime' is {tr:g}; it must be the frame "
+                            f"interval in seconds, between 0 and {MAX_REPETITION_TIME}.{hint}")
+    return tr

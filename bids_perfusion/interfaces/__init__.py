@@ -1,0 +1,1 @@
+"""Nipype interfaces: read files, call the numeric core, write files. No numerics here."""

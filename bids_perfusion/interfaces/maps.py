@@ -1,0 +1,109 @@
+"""Maps that need no deconvolution: CBV by area ratio, time to peak and bolus arrival."""
+
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    OutputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from bids_perfusion.dsc import maps, normalisation, relaxivity, timing
+from bids_perfusion.interfaces.nifti import load, load_mask, read_tsv_columns, save_like
+
+
+class _BloodVolumeInputSpec(BaseInterfaceInputSpec):
+    delta_r2star = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, mandatory=True)
+    aif_tsv = File(exists=True, mandatory=True)
+    kh = traits.Float(mandatory=True)
+    rho = traits.Float(mandatory=True)
+    scaled = traits.Bool(True, usedefault=True)
+
+
+class _BloodVolumeOutputSpec(TraitedSpec):
+    cbv = File(exists=True, desc="mL/100 g (mL/100 mL when not scaled)")
+    metadata = traits.Dict()
+
+
+class BloodVolume(SimpleInterface):
+    """``CBV = 100 (kH/rho) ∫C_tis / ∫C_aif`` (Rosen et al. 1990; Ostergaard 1996)."""
+
+    input_spec = _BloodVolumeInputSpec
+    output_spec = _BloodVolumeOutputSpec
+
+    def _run_interface(self, runtime):
+        delta = load(self.inputs.delta_r2star)
+        brain = load_mask(self.inputs.brain_mask, delta.shape)
+        columns = read_tsv_columns(self.inputs.aif_tsv)
+        cbv = np.zeros(brain.shape, dtype=np.float32)
+        cbv[brain] = maps.cbv_area_ratio(
+            relaxivity.tissue_concentration(delta[brain]), columns["concentration"],
+            columns["time"], kh=self.inputs.kh, rho=self.inputs.rho,
+            scaled=self.inputs.scaled)
+        self._results["cbv"] = save_like(cbv, self.inputs.delta_r2star, "cbv.nii.gz")
+        self._results["metadata"] = {"kH": self.inputs.kh, "BrainDensity": self.inputs.rho,
+                                     "Scaled": self.inputs.scaled}
+        return runtime
+
+
+class _BolusTimingInputSpec(BaseInterfaceInputSpec):
+    delta_r2star = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, mandatory=True)
+    frame_times = traits.List(traits.Float, mandatory=True)
+
+
+class _BolusTimingOutputSpec(TraitedSpec):
+    ttp = File(exists=True, desc="time to peak, s from the first frame")
+    bat = File(exists=True, desc="bolus arrival time, s from the first frame")
+
+
+class BolusTiming(SimpleInterface):
+    """Time to peak and bolus arrival time of each voxel's ΔR2* curve."""
+
+    input_spec = _BolusTimingInputSpec
+    output_spec = _BolusTimingOutputSpec
+
+    def _run_interface(self, runtime):
+        delta = load(self.inputs.delta_r2star)
+        brain = load_mask(self.inputs.brain_mask, delta.shape)
+        times = np.asarray(self.inputs.frame_times)
+        for name, function in (("ttp", timing.time_to_peak),
+                               ("bat", timing.bolus_arrival_time)):
+            values = np.zeros(brain.shape, dtype=np.float32)
+            values[brain] = function(delta[brain], times)
+            self._results[name] = save_like(values, self.inputs.delta_r2star,
+                                            f"{name}.nii.gz")
+        return runtime
+
+
+class _RelativeMapsInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(File(exists=True), mandatory=True)
+    nawm_mask = File(exists=True, mandatory=True)
+
+
+class _RelativeMapsOutputSpec(TraitedSpec):
+    out_files = OutputMultiObject(File(exists=True), desc="maps over their NAWM median")
+    references = traits.List(traits.Float, desc="NAWM median of each map")
+
+
+class RelativeMaps(SimpleInterface):
+    """``rX = X / median_NAWM(X)`` for each map (:func:`dsc.normalisation.relative_map`)."""
+
+    input_spec = _RelativeMapsInputSpec
+    output_spec = _RelativeMapsOutputSpec
+
+    def _run_interface(self, runtime):
+        outputs, references = [], []
+        for index, path in enumerate(self.inputs.in_files):
+            values = load(path)
+            nawm = load_mask(self.inputs.nawm_mask, values.shape)
+            relative, reference = normalisation.relative_map(values, nawm)
+            references.append(reference)
+            outputs.append(save_like(relative, path, f"relative{index:02d}.nii.gz"))
+        self._results["out_files"] = outputs
+        self._results["references"] = references
+        return runtime

@@ -1,0 +1,64 @@
+"""Reading and writing the NIfTI and TSV files that interfaces exchange."""
+
+import csv
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+def load(path, dtype=np.float32):
+    """The image's data as an array of ``dtype`` (scaling applied)."""
+    return np.asarray(nib.load(path).dataobj, dtype=dtype)
+
+
+def load_mask(path, shape):
+    """A mask as a boolean array; ValueError naming the file if it is empty or mismatched."""
+    mask = load(path) > 0
+    if mask.shape[:3] != tuple(shape[:3]):
+        raise ValueError(f"{path}: mask of shape {mask.shape} does not match the series "
+                         f"{tuple(shape[:3])}; resample it onto the DSC grid.")
+    if not mask.any():
+        raise ValueError(f"{path}: the mask is empty; give a mask with at least one voxel.")
+    return mask.reshape(shape[:3])
+
+
+def save_like(data, reference, name, dtype=np.float32):
+    """Write ``data`` with the affine and header of ``reference`` to ``name`` in the cwd.
+
+    Non-finite values become 0, so that no NaN reaches the derivatives.
+    """
+    reference = nib.load(reference)
+    data = np.nan_to_num(np.asarray(data, dtype=dtype), nan=0.0, posinf=0.0, neginf=0.0)
+    header = reference.header.copy()
+    header.set_data_dtype(dtype)
+    image = nib.Nifti1Image(data, reference.affine, header)
+    image.header.set_xyzt_units("mm", "sec")
+    path = Path(name).absolute()
+    image.to_filename(path)
+    return str(path)
+
+
+def write_tsv(rows, columns, name):
+    """Write dict rows as a tab-separated table (``n/a`` for missing) in the cwd."""
+    path = Path(name).absolute()
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, delimiter="\t", lineterminator="\n",
+                                restval="n/a")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _format(v) for k, v in row.items()})
+    return str(path)
+
+
+def read_tsv_columns(path):
+    """A TSV as a dict of column name -> float array."""
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
+
+
+def _format(value):
+    if isinstance(value, float | np.floating):
+        return "n/a" if not np.isfinite(value) else f"{value:.6g}"
+    return value

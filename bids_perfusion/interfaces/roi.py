@@ -1,0 +1,41 @@
+"""ROI statistics of a run's maps as a tidy TSV."""
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from bids_perfusion.interfaces.nifti import load, load_mask, write_tsv
+from bids_perfusion.stats.roi import COLUMNS, roi_statistics
+
+
+class _ROIStatisticsInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(File(exists=True), mandatory=True)
+    measures = traits.List(traits.Str, mandatory=True, desc="name of each map")
+    masks = InputMultiObject(File(exists=True), mandatory=True)
+    rois = traits.List(traits.Str, mandatory=True, desc="name of each mask")
+
+
+class _ROIStatisticsOutputSpec(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class ROIStatistics(SimpleInterface):
+    """One row per ROI and measure (:func:`stats.roi.roi_statistics`)."""
+
+    input_spec = _ROIStatisticsInputSpec
+    output_spec = _ROIStatisticsOutputSpec
+
+    def _run_interface(self, runtime):
+        maps = {name: load(path) for name, path in
+                zip(self.inputs.measures, self.inputs.in_files, strict=True)}
+        shape = next(iter(maps.values())).shape
+        masks = {name: load_mask(path, shape) for name, path in
+                 zip(self.inputs.rois, self.inputs.masks, strict=True)}
+        self._results["out_file"] = write_tsv(roi_statistics(maps, masks), COLUMNS,
+                                              "roi_statistics.tsv")
+        return runtime

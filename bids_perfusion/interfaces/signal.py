@@ -1,0 +1,80 @@
+"""From the raw DSC series to ΔR2*(t): steady state, baseline and relaxation-rate change."""
+
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from bids_perfusion.dsc import relaxivity, timing
+from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+
+
+class _SignalToDeltaR2StarInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(File(exists=True), mandatory=True,
+                                desc="echo files of one run, ascending echo time")
+    echo_times = traits.List(traits.Float, mandatory=True, desc="echo times, s")
+    repetition_time = traits.Float(mandatory=True, desc="frame interval, s")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask on the series grid")
+
+
+class _SignalToDeltaR2StarOutputSpec(TraitedSpec):
+    delta_r2star = File(exists=True, desc="ΔR2* (s^-1) of the frames from the baseline on")
+    baseline_image = File(exists=True, desc="mean baseline signal of the first echo")
+    frame_times = traits.List(traits.Float, desc="acquisition time of the kept frames, s")
+    metadata = traits.Dict(desc="frames discarded, baseline window and formula")
+
+
+class SignalToDeltaR2Star(SimpleInterface):
+    """Drop the approach to steady state, find the baseline, convert signal to ΔR2*.
+
+    One echo: ``ΔR2* = -ln(S/S0)/TE``. Two or more: the first two echoes give the
+    T1-insensitive ``ΔR2* = ln[(S1/S1,0)/(S2/S2,0)]/(TE2 - TE1)``. S0 is each voxel's
+    mean over the baseline frames of the mean brain curve.
+    """
+
+    input_spec = _SignalToDeltaR2StarInputSpec
+    output_spec = _SignalToDeltaR2StarOutputSpec
+
+    def _run_interface(self, runtime):
+        series = [load(path) for path in self.inputs.in_files]
+        mask = load_mask(self.inputs.brain_mask, series[0].shape)
+        for path, data in zip(self.inputs.in_files, series, strict=True):
+            bad = ~np.all(np.isfinite(data[mask]), axis=-1)
+            if bad.any():
+                raise ValueError(f"{path}: {int(bad.sum())} brain voxel(s) hold NaN or "
+                                 "infinite values; fix or mask them before processing.")
+        mean_signal = series[0][mask].mean(axis=0)
+        n_discard = timing.steady_state_frames(mean_signal)
+        start, stop = timing.baseline_window(mean_signal, n_discard)
+        s0 = [data[..., start:stop].mean(axis=-1, keepdims=True) for data in series]
+        kept = [data[..., start:] for data in series]
+        te = self.inputs.echo_times
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if len(series) == 1:
+                delta = relaxivity.signal_to_delta_r2star(kept[0], s0[0], te[0])
+                formula = "-ln(S/S0)/TE"
+            else:
+                delta = relaxivity.dual_echo_delta_r2star(kept[0], s0[0], kept[1], s0[1],
+                                                          te[0], te[1])
+                formula = "ln[(S1/S1,0)/(S2/S2,0)]/(TE2-TE1)"
+        delta = np.where(mask[..., None] & np.isfinite(delta), delta, 0.0)
+        reference = self.inputs.in_files[0]
+        self._results["delta_r2star"] = save_like(delta, reference, "delta_r2star.nii.gz")
+        self._results["baseline_image"] = save_like(s0[0][..., 0], reference,
+                                                     "baseline.nii.gz")
+        tr = self.inputs.repetition_time
+        self._results["frame_times"] = [float(t) for t in (start + np.arange(
+            delta.shape[-1])) * tr]
+        self._results["metadata"] = {
+            "SteadyStateFramesDiscarded": int(start),
+            "BaselineFrames": [int(start), int(stop - 1)],
+            "DeltaR2StarFormula": formula,
+            "EchoTime": list(te),
+            "RepetitionTime": tr,
+        }
+        return runtime

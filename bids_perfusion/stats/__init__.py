@@ -1,0 +1,1 @@
+"""Statistics on maps: region-of-interest summaries and group-level tests."""

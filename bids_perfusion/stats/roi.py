@@ -1,0 +1,34 @@
+"""Region-of-interest summaries of parametric maps, as rows of a tidy table."""
+
+import numpy as np
+
+#: Columns of :func:`roi_statistics` rows, in order.
+COLUMNS = ("roi", "measure", "n_voxels", "mean", "sd", "median", "q1", "q3")
+
+
+def roi_statistics(maps, masks):
+    """One row per (ROI, measure): voxel count, mean, SD (ddof 1), median and quartiles.
+
+    ``maps`` maps a measure name to an array, ``masks`` an ROI name to a boolean array of
+    the same shape. Non-finite voxels are left out; an ROI with no finite voxel gives NaN
+    statistics and ``n_voxels`` 0, so that the table keeps one row per pair.
+    """
+    rows = []
+    for roi, mask in masks.items():
+        mask = np.asarray(mask, dtype=bool)
+        for measure, values in maps.items():
+            values = np.asarray(values, dtype=float)
+            if values.shape != mask.shape:
+                raise ValueError(f"ROI '{roi}' has shape {mask.shape}, map '{measure}' "
+                                 f"{values.shape}")
+            inside = values[mask]
+            inside = inside[np.isfinite(inside)]
+            if inside.size == 0:
+                stats = (np.nan,) * 5
+            else:
+                q1, median, q3 = np.percentile(inside, [25, 50, 75])
+                sd = inside.std(ddof=1) if inside.size > 1 else np.nan
+                stats = (inside.mean(), sd, median, q1, q3)
+            rows.append(dict(zip(COLUMNS, (roi, measure, int(inside.size), *stats),
+                                 strict=True)))
+    return rows

@@ -1,0 +1,1 @@
+"""Nipype workflows: ``init_*_wf`` functions that wire interfaces; no numerics here."""

@@ -1,0 +1,17 @@
+"""The top-level workflow: every requested run, acquired and simulated doses."""
+
+from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+from bids_perfusion.workflows.dsc import init_dsc_wf
+
+
+def init_bids_perfusion_wf(runs, options, output_dir, work_dir):
+    """One :func:`init_dsc_wf` per DSC run and per dose (acquired, then each simulated).
+
+    Runs are independent sub-workflows: a failure in one leaves the others running.
+    """
+    workflow = Workflow(name="bids_perfusion_wf", base_dir=str(work_dir))
+    for run in runs:
+        for dose in (1.0, *options.simulate_doses):
+            workflow.add_nodes([init_dsc_wf(run, options, output_dir, dose=dose)])
+    return workflow

@@ -1,0 +1,229 @@
+"""DSC-MRI quantification of one run: from the raw series to maps, ROI table and files."""
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+from bids_perfusion.interfaces.aif import ArterialInputFunction
+from bids_perfusion.interfaces.bids import DerivativesDataSink, RunBarrier
+from bids_perfusion.interfaces.deconvolution import Deconvolve
+from bids_perfusion.interfaces.leakage import LeakageCorrection
+from bids_perfusion.interfaces.lowdose import SimulateLowDose
+from bids_perfusion.interfaces.maps import BloodVolume, BolusTiming, RelativeMaps
+from bids_perfusion.interfaces.masks import BrainMask, NAWMMask
+from bids_perfusion.interfaces.roi import ROIStatistics
+from bids_perfusion.interfaces.signal import SignalToDeltaR2Star
+
+METHOD_NAMES = {"ssvd": "standard truncated SVD (sSVD)",
+                "csvd": "block-circulant truncated SVD (cSVD)",
+                "osvd": "oscillation-index SVD (oSVD)",
+                "tikhonov": "Tikhonov regularisation"}
+#: ROI masks that ROI statistics use when they are given or derived.
+ROI_NAMES = ("brain", "tumor", "NAWM", "GM", "WM")
+
+
+def dose_label(dose):
+    """``rec`` entity value of a simulated dose: 0.5 -> 'dose50'."""
+    return f"dose{round(100 * dose):02d}"
+
+
+def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
+    """Quantify one DSC run (or a low dose simulated from it) and write its derivatives.
+
+    The graph is decided here from the run's metadata, masks and options: automatic or
+    mask-based brain mask, AIF and NAWM; one deconvolution node per method; leakage
+    correction when requested. Sinks take their source file from a :class:`RunBarrier`,
+    so a run that fails writes nothing.
+
+    Parameters
+    ----------
+    run : :class:`~bids_perfusion.workflows.options.DSCRun`
+    options : :class:`~bids_perfusion.workflows.options.DSCOptions`
+    output_dir : str
+    dose : float
+        1 for the acquired series, d < 1 for the simulation of a reduced dose.
+    """
+    simulated = dose < 1.0
+    name = name or f"{run.name}_{dose_label(dose) if simulated else 'acquired'}_wf"
+    workflow = Workflow(name=name)
+    methods = ", ".join(METHOD_NAMES[m] for m in options.methods)
+    workflow.__desc__ = (
+        "The DSC-MRI series was converted to the change in transverse relaxation rate "
+        "ΔR2*(t) = -ln(S(t)/S0)/TE [@rosen1990] after discarding the frames of the approach "
+        "to steady state; S0 was the mean of the baseline frames before bolus arrival. "
+        "Concentration was taken proportional to ΔR2* in tissue and related to ΔR2* in "
+        f"whole blood by a {options.blood_relaxivity} relaxivity [@kjolby2006]. "
+        f"Tissue curves were deconvolved by the arterial input function with {methods} "
+        "[@ostergaard1996; @wu2003; @calamante2003]; CBV was the ratio of the areas under "
+        f"the tissue and arterial curves with kH = {options.kh} and ρ = {options.rho} g/mL "
+        "[@rempp1994], MTT = CBV/CBF [@stewart1894]."
+    )
+    if options.leakage_correction:
+        workflow.__desc__ += (" CBV was corrected for contrast agent leakage with the "
+                              "Boxerman-Schmainda-Weisskoff model [@boxerman2006].")
+    workflow.__desc__ += (" Maps were normalised to the median of normal-appearing white "
+                          "matter [@wetzel2002].")
+
+    source = pe.Node(niu.IdentityInterface(fields=["files"]), name="source")
+    source.inputs.files = list(run.files)
+    if simulated:
+        workflow.__desc__ += (f" A dose reduced to {dose:g} of the acquired one was simulated "
+                              "from the series [@stunet2023].")
+        lowdose = pe.Node(SimulateLowDose(dose=dose), name="simulate_low_dose")
+        lowdose.inputs.in_files = list(run.files)
+        series = (lowdose, "out_files")
+    else:
+        series = (source, "files")
+
+    masks = pe.Node(niu.IdentityInterface(fields=["brain", "tumor", "GM", "WM"]),
+                    name="masks")
+    reference = pe.Node(niu.IdentityInterface(fields=["NAWM"]), name="reference")
+    for key in ("tumor", "GM", "WM"):
+        if key in run.masks:
+            setattr(masks.inputs, key, run.masks[key])
+    if "brain" in run.masks:
+        masks.inputs.brain = run.masks["brain"]
+    else:
+        brain = pe.Node(BrainMask(), name="brain_mask")
+        workflow.connect([(series[0], brain, [((series[1], _first), "in_file")]),
+                          (brain, masks, [("out_file", "brain")])])
+
+    signal = pe.Node(SignalToDeltaR2Star(echo_times=list(run.metadata.echo_times),
+                                         repetition_time=run.metadata.repetition_time),
+                     name="delta_r2star")
+    aif = pe.Node(ArterialInputFunction(blood_relaxivity=options.blood_relaxivity),
+                  name="aif")
+    if "arteries" in run.masks:
+        aif.inputs.aif_mask = run.masks["arteries"]
+    scaling = {"kh": options.kh, "rho": options.rho, "scaled": options.scaled}
+    cbv = pe.Node(BloodVolume(**scaling), name="cbv")
+    timing = pe.Node(BolusTiming(), name="bolus_timing")
+    workflow.connect([
+        (series[0], signal, [(series[1], "in_files")]),
+        (masks, signal, [("brain", "brain_mask")]),
+        (signal, aif, [("delta_r2star", "delta_r2star"), ("frame_times", "frame_times"),
+                       ("metadata", "signal_metadata")]),
+        (masks, aif, [("brain", "brain_mask")]),
+        (signal, cbv, [("delta_r2star", "delta_r2star")]),
+        (masks, cbv, [("brain", "brain_mask")]),
+        (aif, cbv, [("aif_tsv", "aif_tsv")]),
+        (signal, timing, [("delta_r2star", "delta_r2star"), ("frame_times", "frame_times")]),
+        (masks, timing, [("brain", "brain_mask")]),
+    ])
+
+    if "NAWM" in run.masks:
+        reference.inputs.NAWM = run.masks["NAWM"]
+    else:
+        nawm = pe.Node(NAWMMask(), name="nawm_mask")
+        if "tumor" in run.masks:
+            nawm.inputs.tumor_mask = run.masks["tumor"]
+        workflow.connect([(cbv, nawm, [("cbv", "cbv")]), (masks, nawm, [("brain", "brain_mask")]),
+                          (nawm, reference, [("out_file", "NAWM")])])
+
+    # Outputs, in the order of the maps merged for normalisation and ROI statistics:
+    # (node, field, measure name, entities, metadata node, sidecar)
+    outputs = [(cbv, "cbv", "cbv", {"desc": "areaRatio", "suffix": "cbv"}, cbv,
+                {"Units": "mL/100 g", "EstimationMethod": "area ratio"})]
+    if options.leakage_correction:
+        leak = pe.Node(LeakageCorrection(**scaling), name="leakage_correction")
+        workflow.connect([
+            (signal, leak, [("delta_r2star", "delta_r2star"), ("frame_times", "frame_times")]),
+            (masks, leak, [("brain", "brain_mask")]),
+            (aif, leak, [("aif_tsv", "aif_tsv")]),
+        ])
+        outputs.append((leak, "cbv", "cbv_bsw", {"desc": "bsw", "suffix": "cbv"}, leak,
+                        {"Units": "mL/100 g",
+                         "EstimationMethod": "area ratio, leakage-corrected"}))
+    for method in options.methods:
+        deconvolve = pe.Node(Deconvolve(method=method, **scaling,
+                                        parameters=options.method_parameters.get(method, {})),
+                             name=f"deconvolve_{method}")
+        workflow.connect([
+            (signal, deconvolve, [("delta_r2star", "delta_r2star")]),
+            (masks, deconvolve, [("brain", "brain_mask")]),
+            (aif, deconvolve, [("aif_tsv", "aif_tsv")]),
+            (cbv, deconvolve, [("cbv", "cbv")]),
+        ])
+        outputs.append((deconvolve, "cbf", f"cbf_{method}", {"desc": method, "suffix": "cbf"},
+                        deconvolve, {"Units": "mL/100 g/min",
+                                     "EstimationMethod": METHOD_NAMES[method]}))
+
+    relative = pe.Node(RelativeMaps(), name="relative_maps")
+    merge_maps = pe.Node(niu.Merge(len(outputs)), name="merge_maps")
+    for index, (node, field, *_rest) in enumerate(outputs, start=1):
+        workflow.connect(node, field, merge_maps, f"in{index}")
+    workflow.connect([(merge_maps, relative, [("out", "in_files")]),
+                      (reference, relative, [("NAWM", "nawm_mask")])])
+
+    roi_names = [key for key in ROI_NAMES
+                 if key in run.masks or key in ("brain", "NAWM")]
+    roi = pe.Node(ROIStatistics(rois=roi_names), name="roi_statistics")
+    measures = [measure for _node, _field, measure, *_rest in outputs]
+    roi.inputs.measures = measures + [f"r{measure}" for measure in measures] + ["ttp", "bat"]
+    merge_roi_maps = pe.Node(niu.Merge(3), name="merge_roi_maps")
+    merge_timing = pe.Node(niu.Merge(2), name="merge_timing")
+    merge_masks = pe.Node(niu.Merge(len(roi_names)), name="merge_masks")
+    workflow.connect([
+        (merge_maps, merge_roi_maps, [("out", "in1")]),
+        (relative, merge_roi_maps, [("out_files", "in2")]),
+        (timing, merge_timing, [("ttp", "in1"), ("bat", "in2")]),
+        (merge_timing, merge_roi_maps, [("out", "in3")]),
+        (merge_roi_maps, roi, [("out", "in_files")]),
+        (merge_masks, roi, [("out", "masks")]),
+    ])
+    for index, key in enumerate(roi_names, start=1):
+        workflow.connect(reference if key == "NAWM" else masks, key, merge_masks, f"in{index}")
+
+    # Every file to write, as (node, field, entities, metadata node or None, sidecar).
+    sinks = [
+        (masks, "brain", {"desc": "brain", "suffix": "mask"}, None, {}),
+        (reference, "NAWM", {"desc": "NAWM", "suffix": "mask"}, None,
+         {"Description": "normal-appearing white matter, reference of relative maps"}),
+        (aif, "aif_mask", {"desc": "aif", "suffix": "mask"}, aif, {}),
+        (aif, "aif_tsv", {"desc": "aif", "suffix": "timeseries"}, aif,
+         {"time": {"Units": "s"}, "delta_r2star": {"Units": "1/s"},
+          "concentration": {"Units": "mM"}}),
+        (timing, "ttp", {"suffix": "ttp"}, None,
+         {"Units": "s", "Description": "time to peak of ΔR2*, from the first frame"}),
+        (timing, "bat", {"suffix": "bat"}, None,
+         {"Units": "s", "Description": "bolus arrival time, from the first frame"}),
+        (roi, "out_file", {"desc": "roi", "suffix": "roistats"}, None,
+         {"Description": "ROI statistics of every map; relative maps are prefixed 'r'"}),
+    ]
+    for node, field, _measure, entities, meta_node, sidecar in outputs:
+        sinks.append((node, field, entities, meta_node, sidecar))
+    for index, (_node, _field, _measure, entities, meta_node, sidecar) in enumerate(outputs):
+        select = pe.Node(niu.Select(index=index), name=f"select_relative{index}")
+        workflow.connect(relative, "out_files", select, "inlist")
+        sinks.append((select, "out", {**entities, "desc": entities["desc"] + "Nawm"},
+                      meta_node, {**sidecar, "Units": "1 (ratio to the NAWM median)"}))
+    if options.leakage_correction:
+        sinks.append((leak, "k2", {"desc": "bsw", "suffix": "k2"}, leak,
+                      {"Units": "1/s", "Description": "leakage constant K2"}))
+    for method in options.methods:
+        node = workflow.get_node(f"deconvolve_{method}")
+        sinks += [
+            (node, "tmax", {"desc": method, "suffix": "tmax"}, node, {"Units": "s"}),
+            (node, "mtt", {"desc": method, "suffix": "mtt"}, node, {"Units": "s"}),
+        ]
+
+    barrier = pe.Node(RunBarrier(source_file=run.files[0]), name="barrier")
+    merge_all = pe.Node(niu.Merge(len(sinks)), name="merge_outputs")
+    workflow.connect(merge_all, "out", barrier, "in_files")
+    extra = {"reconstruction": dose_label(dose)} if simulated else {}
+    for index, (node, field, entities, meta_node, sidecar) in enumerate(sinks, start=1):
+        workflow.connect(node, field, merge_all, f"in{index}")
+        label = "_".join(str(v) for v in entities.values())
+        sink = pe.Node(
+            DerivativesDataSink(base_directory=str(output_dir), dismiss_entities=["echo"],
+                                **entities, **extra, **sidecar),
+            name=f"ds_{label}", run_without_submitting=True)
+        workflow.connect([(node, sink, [(field, "in_file")]),
+                          (barrier, sink, [("source_file", "source_file")])])
+        if meta_node is not None:
+            workflow.connect(meta_node, "metadata", sink, "meta_dict")
+    return workflow
+
+
+def _first(files):
+    return files[0]

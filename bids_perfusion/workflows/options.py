@@ -1,0 +1,64 @@
+"""What the user asked of the DSC pipeline, and the runs it applies to.
+
+Plain dataclasses, cheap to import: the command line builds them before any heavy import.
+"""
+
+from dataclasses import dataclass, field
+
+from bids_perfusion import constants
+
+#: Deconvolution methods in the order they are reported.
+DSC_METHODS = ("ssvd", "csvd", "osvd", "tikhonov")
+
+
+@dataclass(frozen=True)
+class DSCOptions:
+    """Options of the DSC quantification, recorded in every output sidecar.
+
+    Attributes
+    ----------
+    methods : tuple of str
+        Deconvolution methods among :data:`DSC_METHODS`.
+    method_parameters : dict
+        Per method, keyword parameters of its parameter class (``deconvolution.py``);
+        omitted ones take the literature defaults.
+    kh, rho : float
+        Haematocrit correction and brain density of CBV and CBF (``constants.py``).
+    scaled : bool
+        Apply ``kH/rho``; ``False`` gives mL/100 mL and mL/100 mL/min.
+    blood_relaxivity : {"linear", "quadratic"}
+    leakage_correction : bool
+    simulate_doses : tuple of float
+        Dose factors in (0, 1) processed as extra runs simulated from each acquired one.
+    """
+
+    methods: tuple = ("osvd",)
+    method_parameters: dict = field(default_factory=dict)
+    kh: float = constants.KH
+    rho: float = constants.RHO_BRAIN
+    scaled: bool = True
+    blood_relaxivity: str = "linear"
+    leakage_correction: bool = True
+    simulate_doses: tuple = ()
+
+
+@dataclass(frozen=True)
+class DSCRun:
+    """One DSC run: its echo files (ascending TE), validated metadata and optional masks.
+
+    ``masks`` maps 'brain', 'tumor', 'NAWM', 'arteries', 'GM', 'WM' to mask files given
+    with ``--derivatives``; missing ones are derived from the series where needed.
+    """
+
+    subject: str
+    session: str | None
+    files: tuple
+    metadata: object
+    masks: dict = field(default_factory=dict)
+
+    @property
+    def name(self):
+        """A node-safe identifier: the first echo's file name without echo and suffix."""
+        stem = self.files[0].rsplit("/", 1)[-1].split(".nii")[0]
+        parts = [p for p in stem.split("_") if not p.startswith("echo-") and p != "dsc"]
+        return "_".join(parts).replace("-", "_")
