@@ -34,6 +34,17 @@ def _fraction(value):
     return fraction
 
 
+#: Method parameters left unset take the defaults of the parameter classes in
+#: ``dsc/deconvolution.py``, their one home; the values shown in --help are a reminder.
+LITERATURE = "; the value used is recorded in every sidecar"
+#: (option destination, method, parameter name)
+METHOD_OPTIONS = (("ssvd_threshold", "ssvd", "threshold"),
+                  ("csvd_threshold", "csvd", "threshold"),
+                  ("osvd_oi", "osvd", "oi_threshold"),
+                  ("tikhonov_criterion", "tikhonov", "criterion"),
+                  ("tikhonov_lambda", "tikhonov", "lam"))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="bids-perfusion",
@@ -49,9 +60,9 @@ def build_parser():
 
     group = parser.add_argument_group("selecting data")
     group.add_argument("--participant-label", nargs="+", type=_label, metavar="LABEL",
-                       help="subjects to process (default: all)")
+                       default=argparse.SUPPRESS, help="subjects to process (default: all)")
     group.add_argument("--session-label", nargs="+", type=_label, metavar="LABEL",
-                       help="sessions to process (default: all)")
+                       default=argparse.SUPPRESS, help="sessions to process (default: all)")
     group.add_argument("--bids-filter-file", type=Path, metavar="FILE",
                        help="JSON of pybids filters for the 'dsc' query, e.g. "
                             '{"dsc": {"acquisition": null}}')
@@ -73,16 +84,20 @@ def build_parser():
     group = parser.add_argument_group("DSC quantification")
     group.add_argument("--dsc-methods", type=_methods, default=("osvd",), metavar="M[,M...]",
                        help=f"deconvolution methods among {','.join(DSC_METHODS)}")
-    group.add_argument("--ssvd-threshold", type=_fraction, default=0.2,
-                       help="sSVD truncation, relative to the largest singular value")
-    group.add_argument("--csvd-threshold", type=_fraction, default=0.1,
-                       help="cSVD truncation, relative to the largest singular value")
-    group.add_argument("--osvd-oi", type=float, default=0.035,
-                       help="oSVD oscillation-index threshold")
+    group.add_argument("--ssvd-threshold", type=_fraction, default=argparse.SUPPRESS,
+                       help="sSVD truncation, relative to the largest singular value "
+                            f"(default: 0.2){LITERATURE}")
+    group.add_argument("--csvd-threshold", type=_fraction, default=argparse.SUPPRESS,
+                       help="cSVD truncation, relative to the largest singular value "
+                            f"(default: 0.1){LITERATURE}")
+    group.add_argument("--osvd-oi", type=float, default=argparse.SUPPRESS,
+                       help=f"oSVD oscillation-index threshold (default: 0.035){LITERATURE}")
     group.add_argument("--tikhonov-criterion", choices=["lcurve", "gcv", "fixed"],
-                       default="lcurve", help="choice of the Tikhonov parameter λ")
-    group.add_argument("--tikhonov-lambda", type=_fraction, default=0.2,
-                       help="λ relative to the largest singular value (criterion 'fixed')")
+                       default=argparse.SUPPRESS,
+                       help=f"choice of the Tikhonov parameter λ (default: lcurve){LITERATURE}")
+    group.add_argument("--tikhonov-lambda", type=_fraction, default=argparse.SUPPRESS,
+                       help="λ relative to the largest singular value, for criterion 'fixed' "
+                            f"(default: 0.2){LITERATURE}")
     group.add_argument("--kh", type=float, default=constants.KH,
                        help="haematocrit correction kH of CBV and CBF")
     group.add_argument("--rho", type=float, default=constants.RHO_BRAIN,
@@ -102,14 +117,13 @@ def dsc_options(args):
     """The :class:`DSCOptions` of parsed arguments."""
     from bids_perfusion.workflows.options import DSCOptions
 
+    parameters = {}
+    for option, method, name in METHOD_OPTIONS:
+        if hasattr(args, option):
+            parameters.setdefault(method, {})[name] = getattr(args, option)
     return DSCOptions(
         methods=args.dsc_methods,
-        method_parameters={
-            "ssvd": {"threshold": args.ssvd_threshold},
-            "csvd": {"threshold": args.csvd_threshold},
-            "osvd": {"oi_threshold": args.osvd_oi},
-            "tikhonov": {"criterion": args.tikhonov_criterion, "lam": args.tikhonov_lambda},
-        },
+        method_parameters=parameters,
         kh=args.kh, rho=args.rho, scaled=not args.no_scaling,
         blood_relaxivity=args.blood_relaxivity,
         leakage_correction=not args.no_leakage_correction,

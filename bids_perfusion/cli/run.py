@@ -20,9 +20,12 @@ LOGGER = logging.getLogger("bids_perfusion")
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose + 1, 2),
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s bids-perfusion %(levelname)s: "
+                                           "%(message)s", datefmt="%y%m%d-%H:%M:%S"))
+    if not LOGGER.handlers:
+        LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     bids_dir, output_dir = args.bids_dir.absolute(), args.output_dir.absolute()
     inside = bids_dir in output_dir.parents and (
@@ -50,8 +53,9 @@ def participant(args, bids_dir, output_dir, parser):
         except (OSError, json.JSONDecodeError) as error:
             parser.error(f"--bids-filter-file {args.bids_filter_file}: {error}")
     try:
-        runs, errors = collect_dsc_runs(layout_of(bids_dir), args.participant_label,
-                                        args.session_label, filters, args.derivatives)
+        runs, errors = collect_dsc_runs(
+            layout_of(bids_dir), getattr(args, "participant_label", None),
+            getattr(args, "session_label", None), filters, args.derivatives)
     except InputError as error:
         parser.error(str(error))
     for message in errors:

@@ -47,7 +47,8 @@ class ArterialInputFunction(SimpleInterface):
             selection = aif.aif_from_mask(delta, load_mask(self.inputs.aif_mask, delta.shape))
             method = f"mean over the given mask {self.inputs.aif_mask}"
         else:
-            selection = aif.select_aif(delta, brain, times)
+            echo_times = self.inputs.signal_metadata.get("EchoTime") or [None]
+            selection = aif.select_aif(delta, brain, times, echo_time=echo_times[0])
             method = "automatic (Mouridsen et al. 2006; Peruzzo et al. 2011)"
         quadratic = (constants.R2STAR_BLOOD_QUADRATIC
                      if self.inputs.blood_relaxivity == "quadratic" else 0.0)

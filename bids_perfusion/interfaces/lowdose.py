@@ -14,14 +14,15 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_perfusion.dsc import lowdose
-from bids_perfusion.interfaces.nifti import load
+from bids_perfusion.dsc import lowdose, timing
+from bids_perfusion.interfaces.nifti import load, load_mask
 
 
 class _SimulateLowDoseInputSpec(BaseInterfaceInputSpec):
     in_files = InputMultiObject(File(exists=True), mandatory=True)
     dose = traits.Range(low=0.0, high=1.0, exclude_low=True, mandatory=True,
                         desc="dose factor d in (0, 1]")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask, for the baseline")
 
 
 class _SimulateLowDoseOutputSpec(TraitedSpec):
@@ -29,16 +30,26 @@ class _SimulateLowDoseOutputSpec(TraitedSpec):
 
 
 class SimulateLowDose(SimpleInterface):
-    """``S_d(t) = S(t) - (1 - d)[mean_local(S)(t) - S(0)]`` for each echo."""
+    """``S_d(t) = S(t) - (1 - d)[mean_local(S)(t) - S(0)]`` for each echo.
+
+    S(0) is the baseline found on the mean brain curve of the first echo; the frames of
+    the approach to steady state are copied unchanged (they are discarded downstream, and
+    Eq. 1 would read their extra signal as contrast agent).
+    """
 
     input_spec = _SimulateLowDoseInputSpec
     output_spec = _SimulateLowDoseOutputSpec
 
     def _run_interface(self, runtime):
+        first = load(self.inputs.in_files[0])
+        brain = load_mask(self.inputs.brain_mask, first.shape)
+        start, stop = timing.baseline_window(first[brain].mean(axis=0))
         outputs = []
         for index, path in enumerate(self.inputs.in_files):
             image = nib.load(path)
-            simulated = lowdose.simulate_low_dose(load(path, np.float64), self.inputs.dose)
+            simulated = load(path, np.float64)
+            simulated[..., start:] = lowdose.simulate_low_dose(
+                simulated[..., start:], self.inputs.dose, baseline=slice(0, stop - start))
             out = Path(f"lowdose_echo{index + 1}.nii.gz").absolute()
             header = image.header.copy()
             header.set_data_dtype(np.float32)

@@ -64,17 +64,6 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     workflow.__desc__ += (" Maps were normalised to the median of normal-appearing white "
                           "matter [@wetzel2002].")
 
-    source = pe.Node(niu.IdentityInterface(fields=["files"]), name="source")
-    source.inputs.files = list(run.files)
-    if simulated:
-        workflow.__desc__ += (f" A dose reduced to {dose:g} of the acquired one was simulated "
-                              "from the series [@stunet2023].")
-        lowdose = pe.Node(SimulateLowDose(dose=dose), name="simulate_low_dose")
-        lowdose.inputs.in_files = list(run.files)
-        series = (lowdose, "out_files")
-    else:
-        series = (source, "files")
-
     masks = pe.Node(niu.IdentityInterface(fields=["brain", "tumor", "GM", "WM"]),
                     name="masks")
     reference = pe.Node(niu.IdentityInterface(fields=["NAWM"]), name="reference")
@@ -84,9 +73,20 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     if "brain" in run.masks:
         masks.inputs.brain = run.masks["brain"]
     else:
-        brain = pe.Node(BrainMask(), name="brain_mask")
-        workflow.connect([(series[0], brain, [((series[1], _first), "in_file")]),
-                          (brain, masks, [("out_file", "brain")])])
+        brain = pe.Node(BrainMask(in_file=run.files[0]), name="brain_mask")
+        workflow.connect(brain, "out_file", masks, "brain")
+
+    source = pe.Node(niu.IdentityInterface(fields=["files"]), name="source")
+    source.inputs.files = list(run.files)
+    if simulated:
+        workflow.__desc__ += (f" A dose reduced to {dose:g} of the acquired one was simulated "
+                              "from the series [@stunet2023].")
+        lowdose = pe.Node(SimulateLowDose(dose=dose, in_files=list(run.files)),
+                          name="simulate_low_dose")
+        workflow.connect(masks, "brain", lowdose, "brain_mask")
+        series = (lowdose, "out_files")
+    else:
+        series = (source, "files")
 
     signal = pe.Node(SignalToDeltaR2Star(echo_times=list(run.metadata.echo_times),
                                          repetition_time=run.metadata.repetition_time),
@@ -224,6 +224,3 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
             workflow.connect(meta_node, "metadata", sink, "meta_dict")
     return workflow
 
-
-def _first(files):
-    return files[0]
