@@ -72,6 +72,9 @@ def convolve(a, b, dt):
     """
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
+    ndim = max(a.ndim, b.ndim)
+    a = a.reshape((1,) * (ndim - a.ndim) + a.shape)
+    b = b.reshape((1,) * (ndim - b.ndim) + b.shape)
     n = a.shape[-1]
     return dt * signal.fftconvolve(a, b, axes=-1)[..., :n]
 

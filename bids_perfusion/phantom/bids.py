@@ -27,7 +27,7 @@ from bids_perfusion.phantom import config as phantom_config
 from bids_perfusion.phantom.anatomy import make_grid
 from bids_perfusion.phantom.asl import simulate_asl
 from bids_perfusion.phantom.dsc import blood_delta_r2star, simulate_dsc
-from bids_perfusion.phantom.mr import spoiled_gre_factor
+from bids_perfusion.phantom.mr import spoiled_gre_steady_state
 from bids_perfusion.phantom.subject import BLOOD, COMPARTMENTS, make_subject
 
 LOGGER = logging.getLogger("bids_perfusion.phantom")
@@ -47,6 +47,7 @@ TRUTH_MAPS = {
     "att": ("s", "Arterial transit time of the ASL label (flow-weighted)"),
     "m0map": ("arbitrary", "Equilibrium magnetisation M0 of the tissue"),
 }
+#: Spoiled gradient-echo T1w in steady state: TR, TE (s), flip (degrees).
 T1W = {"tr": 0.01, "te": 0.004, "flip": 15.0}
 
 
@@ -73,6 +74,7 @@ def write_dataset(out_dir, config, overwrite=False):
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise ValueError(f"Output folder {out_dir} exists and is not empty: choose another "
                          "folder or pass --overwrite to replace it.")
+    created = [p for p in (out_dir.parent, *out_dir.parent.parents) if not p.exists()]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
@@ -82,6 +84,8 @@ def write_dataset(out_dir, config, overwrite=False):
         staging.rename(out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for parent in created:  # innermost first: folders this call made, now empty
+            parent.rmdir()
         raise
     return out_dir
 
@@ -212,7 +216,7 @@ def _write_participants(root, rows):
 def _write_anatomy(root, subject):
     anat = root / f"sub-{subject.label}" / "anat"
     m0 = phantom_config.RECEIVER_GAIN * subject.relaxation("m0")
-    t1w = m0 * spoiled_gre_factor(subject.relaxation("t1"), T1W["tr"], T1W["flip"], 1)[..., 0]
+    t1w = m0 * spoiled_gre_steady_state(subject.relaxation("t1"), T1W["tr"], T1W["flip"])
     _nifti(anat / f"sub-{subject.label}_T1w.nii.gz", t1w.astype(np.float32), subject.grid)
     _json(anat / f"sub-{subject.label}_T1w.json", {
         "RepetitionTime": T1W["tr"], "EchoTime": T1W["te"], "FlipAngle": T1W["flip"],
