@@ -1,5 +1,5 @@
 # Two entry points, both self-contained on a fresh machine:
-#   make demo   create .venv if needed, install, generate the bundled phantom and summarise it
+#   make demo   create .venv if needed, install, generate the phantom and quantify it
 #   make test   install with the test extras, lint with ruff, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,6 +21,8 @@ install-test: $(BIN)/python
 
 demo: install
 	$(BIN)/bids-perfusion-phantom $(DEMO_DIR)/phantom --n-subjects 4 --seed 42 --overwrite
+	$(BIN)/bids-perfusion $(DEMO_DIR)/phantom $(DEMO_DIR)/derivatives participant \
+		--dsc-methods ssvd,csvd,osvd,tikhonov --simulate-dose 0.5 -w $(DEMO_DIR)/work
 
 lint: install-test
 	$(BIN)/ruff check bids_perfusion tests benchmarks

@@ -24,3 +24,59 @@ def noisy(tmp_path_factory):
     """The default acquisitions (DSC at SNR 50, PCASL) on the small grid."""
     config = small_config()
     return write_dataset(tmp_path_factory.mktemp("noisy") / "bids", config), config
+
+
+# --- DSC quantification: curves of the phantom through the timing core, once per session ---
+
+
+def _dsc_curves(root, subject):
+    """ΔR2* and concentration from the first steady-state frame on, with truth masks and AIF.
+
+    The baseline window comes from the mean brain curve (bids_perfusion.dsc.timing); the
+    AIF is the ground-truth arterial concentration, so that these fixtures test the maps
+    and not the AIF selection.
+    """
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from helpers import raw, read_tsv, truth
+
+    from bids_perfusion.dsc import relaxivity, timing
+    from bids_perfusion.phantom.bids import TRUTH
+
+    signal = raw(root, subject, "ce-gadolinium_dsc")
+    sidecar = json.loads((Path(root) / f"sub-{subject}" / "perf"
+                          / f"sub-{subject}_ce-gadolinium_dsc.json").read_text())
+    brain = truth(root, subject, "label-brain_mask") > 0
+    start, stop = timing.baseline_window(signal[brain].mean(axis=0))
+    s0 = signal[..., start:stop].mean(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta = relaxivity.signal_to_delta_r2star(signal, s0, sidecar["EchoTime"])[..., start:]
+    delta[~brain] = 0.0
+    rows = read_tsv(Path(root) / TRUTH / f"sub-{subject}" / "perf"
+                    / f"sub-{subject}_desc-truth_aif.tsv")
+    arteries = truth(root, subject, "label-arteries_probseg") > 0
+    lesion = sum(truth(root, subject, f"label-{n}_probseg") > 0
+                 for n in ("enhancing", "necrosis", "edema")) > 0
+    normal = {t: (truth(root, subject, f"label-{t}_mask") > 0) & ~arteries & ~lesion
+              for t in ("GM", "WM")}
+    return {
+        "root": root, "subject": subject, "window": (start, stop), "brain": brain,
+        "arteries": arteries, "normal": normal,
+        "times": sidecar["RepetitionTime"] * np.arange(signal.shape[-1])[start:],
+        "delta_r2star": delta, "concentration": relaxivity.tissue_concentration(delta),
+        "aif": np.array([float(r["concentration"]) for r in rows])[start:],
+    }
+
+
+@pytest.fixture(scope="session")
+def noise_free_dsc(noise_free):
+    """``{subject: curves}`` of the noise-free phantom (sub-01 HGG, sub-02 LGG)."""
+    return {s: _dsc_curves(noise_free[0], s) for s in ("01", "02")}
+
+
+@pytest.fixture(scope="session")
+def noisy_dsc(noisy):
+    """``{subject: curves}`` of the SNR-50 phantom (sub-01 HGG, sub-02 LGG)."""
+    return {s: _dsc_curves(noisy[0], s) for s in ("01", "02")}

@@ -83,7 +83,8 @@ def run_workflow(workflow, args):
     """Run with MultiProc (or Linear for one process); True if any node failed."""
     workflow.config["execution"].update({"crashdump_dir": str(args.work_dir.absolute()),
                                          "stop_on_first_crash": False,
-                                         "crashfile_format": "txt"})
+                                         "crashfile_format": "txt",
+                                         "poll_sleep_duration": 0.05})
     nprocs = args.nprocs or os.cpu_count()
     plugin_args = {"n_procs": nprocs, "raise_insufficient": False}
     if args.mem:

@@ -7,7 +7,8 @@ The gradient-echo signal at echo time TE during the bolus passage is
 (Rosen et al., MRM 1990;14:249). Concentration follows from the relaxivity: linear in
 tissue, ``ΔR2* = r_t C``, and linear plus quadratic in whole blood,
 ``ΔR2* = a C + b C²`` (Kjolby et al., MRM 2006;56:187). The constants live in
-:mod:`bids_perfusion.constants`.
+:mod:`bids_perfusion.constants`. With two echoes, :func:`dual_echo_delta_r2star` removes
+the T1 effect of contrast agent leakage.
 """
 
 import numpy as np
@@ -59,3 +60,20 @@ def blood_concentration(
     r = np.asarray(delta_r2star, dtype=float)
     disc = np.sqrt(np.clip(linear**2 + 4.0 * quadratic * r, 0.0, None))
     return 2.0 * r / (linear + disc)
+
+
+def dual_echo_delta_r2star(s_te1, s0_te1, s_te2, s0_te2, te1, te2):
+    """T1-insensitive ΔR2* from two echoes: ``ΔR2* = ln[(S1/S1₀) / (S2/S2₀)] / (TE2 − TE1)``.
+
+    With ``S_e(t) = S_e,0 · f_T1(t) · exp(−TE_e ΔR2*(t))``, the T1 factor ``f_T1`` of
+    extravasated contrast agent is the same at both echoes and cancels in the ratio
+    (Vonken et al., MRM 1999;41:343; Paulson and Schmainda, Radiology 2008;249:601).
+    ``S1₀`` and ``S2₀`` are the pre-bolus baselines of each echo and broadcast against the
+    signals; times in seconds, result in s⁻¹.
+    """
+    if not (np.isfinite(te1) and np.isfinite(te2) and 0 < te1 < te2):
+        raise ValueError(f"echo times must satisfy 0 < te1 < te2 (seconds), got {te1}, {te2}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (np.asarray(s_te1, dtype=float) / s0_te1) / (np.asarray(s_te2, dtype=float)
+                                                            / s0_te2)
+        return np.log(ratio) / (te2 - te1)

@@ -14,7 +14,7 @@ PERF_PATTERN = (
     "sub-{subject}[/ses-{session}]/{datatype<perf>|perf}/sub-{subject}[_ses-{session}]"
     "[_task-{task}][_acq-{acquisition}][_ce-{ceagent}][_rec-{reconstruction}][_run-{run}]"
     "[_desc-{desc}]_{suffix<cbf|cbv|mtt|tmax|ttp|bat|k2|att|mask|timeseries|roistats>}"
-    "{extension<.nii|.nii.gz|.json|.tsv>|.nii.gz}"
+    "{extension<.nii.gz|.nii|.json|.tsv>|.nii.gz}"
 )
 
 

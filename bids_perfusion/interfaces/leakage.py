@@ -9,14 +9,16 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_perfusion.dsc import leakage, maps, relaxivity
-from bids_perfusion.interfaces.nifti import load, load_mask, read_tsv_columns, save_like
+from bids_perfusion.dsc import leakage
+from bids_perfusion.interfaces.maps import first_pass_cbv
+from bids_perfusion.interfaces.nifti import load, load_mask, save_like
 
 
 class _LeakageCorrectionInputSpec(BaseInterfaceInputSpec):
     delta_r2star = File(exists=True, mandatory=True)
     brain_mask = File(exists=True, mandatory=True)
     aif_tsv = File(exists=True, mandatory=True)
+    aif_mask = File(exists=True, mandatory=True, desc="arterial voxels, left out of the reference")
     frame_times = traits.List(traits.Float, mandatory=True)
     kh = traits.Float(mandatory=True)
     rho = traits.Float(mandatory=True)
@@ -39,20 +41,19 @@ class LeakageCorrection(SimpleInterface):
         delta = load(self.inputs.delta_r2star)
         brain = load_mask(self.inputs.brain_mask, delta.shape)
         times = np.asarray(self.inputs.frame_times)
-        reference = leakage.reference_curve(delta, brain)
+        tissue = brain & ~load_mask(self.inputs.aif_mask, delta.shape)
+        reference = leakage.reference_curve(delta, tissue)
         fit = leakage.bsw_correction(delta[brain], reference, times)
-        columns = read_tsv_columns(self.inputs.aif_tsv)
         k2 = np.zeros(brain.shape, dtype=np.float32)
         cbv = np.zeros(brain.shape, dtype=np.float32)
         k2[brain] = fit.k2
-        cbv[brain] = maps.cbv_area_ratio(
-            relaxivity.tissue_concentration(fit.corrected), columns["concentration"],
-            columns["time"], kh=self.inputs.kh, rho=self.inputs.rho,
-            scaled=self.inputs.scaled)
+        cbv[brain], _ = first_pass_cbv(fit.corrected, self.inputs)
         self._results["k2"] = save_like(k2, self.inputs.delta_r2star, "k2.nii.gz")
         self._results["cbv"] = save_like(cbv, self.inputs.delta_r2star, "cbv_corrected.nii.gz")
         self._results["metadata"] = {
-            "LeakageCorrection": "Boxerman-Schmainda-Weisskoff (AJNR 2006;27:859)",
+            "LeakageCorrection": "Boxerman-Schmainda-Weisskoff (AJNR 2006;27:859) with "
+                                 "transit-time terms (dsc/leakage.py)",
+            "TransitKernels": list(leakage.TRANSIT_KERNELS),
             "kH": self.inputs.kh, "BrainDensity": self.inputs.rho,
         }
         return runtime

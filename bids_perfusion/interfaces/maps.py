@@ -30,7 +30,7 @@ class _BloodVolumeOutputSpec(TraitedSpec):
 
 
 class BloodVolume(SimpleInterface):
-    """``CBV = 100 (kH/rho) ∫C_tis / ∫C_aif`` (Rosen et al. 1990; Ostergaard 1996)."""
+    """``CBV = 100 (kH/rho) ∫C_tis / ∫C_aif`` over the first pass (Rempp et al. 1994)."""
 
     input_spec = _BloodVolumeInputSpec
     output_spec = _BloodVolumeOutputSpec
@@ -38,16 +38,28 @@ class BloodVolume(SimpleInterface):
     def _run_interface(self, runtime):
         delta = load(self.inputs.delta_r2star)
         brain = load_mask(self.inputs.brain_mask, delta.shape)
-        columns = read_tsv_columns(self.inputs.aif_tsv)
         cbv = np.zeros(brain.shape, dtype=np.float32)
-        cbv[brain] = maps.cbv_area_ratio(
-            relaxivity.tissue_concentration(delta[brain]), columns["concentration"],
-            columns["time"], kh=self.inputs.kh, rho=self.inputs.rho,
-            scaled=self.inputs.scaled)
+        cbv[brain], end = first_pass_cbv(delta[brain], self.inputs)
         self._results["cbv"] = save_like(cbv, self.inputs.delta_r2star, "cbv.nii.gz")
         self._results["metadata"] = {"kH": self.inputs.kh, "BrainDensity": self.inputs.rho,
-                                     "Scaled": self.inputs.scaled}
+                                     "Scaled": self.inputs.scaled,
+                                     "IntegrationFrames": end}
         return runtime
+
+
+def first_pass_cbv(delta_r2star, inputs):
+    """Area-ratio CBV of ΔR2* curves (N, T) integrated to the end of the bolus passage.
+
+    The end is :func:`dsc.timing.bolus_end` of the mean curve; ``inputs`` gives the AIF
+    TSV, kH, rho and the scaling. Returns the CBV and the number of frames integrated.
+    """
+    columns = read_tsv_columns(inputs.aif_tsv)
+    tissue = relaxivity.tissue_concentration(delta_r2star)
+    end = timing.bolus_end(tissue.mean(axis=0))
+    cbv = maps.cbv_area_ratio(tissue[:, :end], columns["concentration"][:end],
+                              columns["time"][:end], kh=inputs.kh, rho=inputs.rho,
+                              scaled=inputs.scaled)
+    return cbv, end
 
 
 class _BolusTimingInputSpec(BaseInterfaceInputSpec):

@@ -20,6 +20,8 @@ METHOD_NAMES = {"ssvd": "standard truncated SVD (sSVD)",
                 "tikhonov": "Tikhonov regularisation"}
 #: ROI masks that ROI statistics use when they are given or derived.
 ROI_NAMES = ("brain", "tumor", "NAWM", "GM", "WM")
+#: Suffixes of outputs written as TSV tables (the others are compressed NIfTI).
+TABLES = ("timeseries", "roistats")
 
 
 def dose_label(dose):
@@ -129,7 +131,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         workflow.connect([
             (signal, leak, [("delta_r2star", "delta_r2star"), ("frame_times", "frame_times")]),
             (masks, leak, [("brain", "brain_mask")]),
-            (aif, leak, [("aif_tsv", "aif_tsv")]),
+            (aif, leak, [("aif_tsv", "aif_tsv"), ("aif_mask", "aif_mask")]),
         ])
         outputs.append((leak, "cbv", "cbv_bsw", {"desc": "bsw", "suffix": "cbv"}, leak,
                         {"Units": "mL/100 g",
@@ -216,6 +218,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         label = "_".join(str(v) for v in entities.values())
         sink = pe.Node(
             DerivativesDataSink(base_directory=str(output_dir), dismiss_entities=["echo"],
+                                compress=entities["suffix"] not in TABLES or None,
                                 **entities, **extra, **sidecar),
             name=f"ds_{label}", run_without_submitting=True)
         workflow.connect([(node, sink, [(field, "in_file")]),

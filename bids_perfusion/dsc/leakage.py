@@ -1,0 +1,155 @@
+"""Contrast agent leakage correction of DSC-MRI: Boxerman, Schmainda and Weisskoff (BSW).
+
+Where the blood-brain barrier is broken (enhancing tumour), extravasated gadolinium
+shortens T1 and raises the signal, so the measured ΔR2* falls below the intravascular one
+and CBV is underestimated. Boxerman et al. (AJNR 2006;27:859) model the measured curve of a
+voxel as a scaled reference curve of non-leaky brain plus a term proportional to its
+running integral:
+
+    ΔR2*(t) ≈ K1 · ΔR2*_ref(t) − K2 · ∫_0^t ΔR2*_ref(τ) dτ,
+
+K1 dimensionless, K2 in s⁻¹ (positive for T1-dominant leakage, negative for T2*-dominant),
+and correct it as ``ΔR2*_corr(t) = ΔR2*(t) + K2 ∫_0^t ΔR2*_ref``. Corrected CBV is the area
+ratio of the corrected curves (:func:`bids_perfusion.dsc.maps.cbv_area_ratio`).
+:func:`bsw_correction` by default lets the intravascular term differ in transit time from
+the reference (see there), which removes the bias of K2 in tissue of longer MTT.
+The reference and the integrals start at the first frame given, which should be the first
+steady-state frame; the reference is ~0 before the bolus, so earlier frames change nothing.
+"""
+
+import dataclasses
+
+import numpy as np
+from scipy import integrate
+
+from bids_perfusion.dsc import kinetics
+
+#: A voxel is T1-enhancing when its post-bolus mean ΔR2* is this many robust standard
+#: deviations (across the mask) below the median of the mask.
+ENHANCING_Z = 3.0
+#: Time constants (s) of the transit-time terms of the extended model.
+TRANSIT_KERNELS = (2.0, 4.0, 8.0)
+
+
+def _validated_curves(data):
+    if data.ndim < 1 or data.shape[-1] < 3:
+        raise ValueError(f"ΔR2* must be curves (..., T) with T >= 3 frames, got {data.shape}")
+    if not np.all(np.isfinite(data)):
+        raise ValueError("ΔR2* contains NaN or infinite values; mask those voxels")
+    return data
+
+
+def _late_frames(mean_curve):
+    """The last quarter of the frames after the peak of the mean curve."""
+    peak = int(np.argmax(mean_curve))
+    if not (mean_curve[peak] > 0 and mean_curve.size - peak >= 5):
+        raise ValueError("the mean ΔR2* of the mask has no bolus followed by at least 4 "
+                         "frames: the series must cover the bolus and some frames after it")
+    return slice(mean_curve.size - (mean_curve.size - peak) // 4, None)
+
+
+def non_enhancing(delta_r2star, mask):
+    """The voxels of ``mask`` without T1-enhancing leakage: boolean array of the voxel shape.
+
+    Leakage drives the late ΔR2* negative (Boxerman et al., AJNR 2006;27:859). A voxel is
+    excluded when its mean ΔR2* late after the bolus (the last quarter of the frames after
+    the peak of the mask's mean curve) is more than ``ENHANCING_Z`` robust SDs
+    (1.4826 · MAD across the mask) below the median of the mask.
+    """
+    data = np.asarray(delta_r2star, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if data.ndim < 2 or mask.shape != data.shape[:-1]:
+        raise ValueError(f"mask shape {mask.shape} does not match the voxels of ΔR2* curves "
+                         f"{data.shape}")
+    if not mask.any():
+        raise ValueError("the mask of the leakage reference is empty")
+    curves = _validated_curves(data[mask])
+    late = curves[:, _late_frames(curves.mean(axis=0))].mean(axis=-1)
+    centre = np.median(late)
+    spread = 1.4826 * np.median(np.abs(late - centre))
+    kept = np.zeros(mask.shape, dtype=bool)
+    kept[mask] = late >= centre - ENHANCING_Z * spread
+    return kept
+
+
+def reference_curve(delta_r2star, mask):
+    """Mean ΔR2*(t) of the non-enhancing voxels of ``mask``: the BSW reference, shape (T,).
+
+    ``ΔR2*_ref(t) = mean over {v ∈ mask, not enhancing} ΔR2*_v(t)`` (Boxerman et al.,
+    AJNR 2006;27:859: the average of non-enhancing brain), the voxels chosen by
+    :func:`non_enhancing`. ``mask`` should hold brain tissue without large vessels:
+    arterial voxels scale the reference, and K2 inversely with it (the corrected curves
+    do not change).
+    """
+    data = np.asarray(delta_r2star, dtype=np.float64)
+    return data[non_enhancing(data, mask)].mean(axis=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeakageFit:
+    """Result of :func:`bsw_correction`, arrays of the voxel shape (``corrected``: + (T,)).
+
+    k1: dimensionless scale of the intravascular term (the area of the voxel's transport
+    function relative to the reference: its CBV over the reference's); k2: leakage
+    coefficient, s⁻¹ (positive: T1-dominant); corrected: ΔR2* + K2 ∫ΔR2*_ref, s⁻¹.
+    """
+
+    k1: np.ndarray
+    k2: np.ndarray
+    corrected: np.ndarray
+
+
+def _transit_columns(ref, times, kernels):
+    """``ref ⊛ h_τ`` for unit-area exponential kernels ``h_τ`` (mid-point sampled)."""
+    steps = np.diff(times)
+    dt = float(np.median(steps))
+    if not np.allclose(steps, dt, rtol=1e-3):
+        raise ValueError("transit kernels need evenly spaced frame_times; pass "
+                         "transit_kernels=() for the original BSW model on uneven sampling")
+    lags = times - times[0] + dt / 2.0
+    columns = []
+    for tau in kernels:
+        if not (np.isfinite(tau) and tau > 0):
+            raise ValueError(f"transit kernel time constants must be > 0 s, got {tau}")
+        kernel = kinetics.dispersion_kernel(lags, tau)
+        columns.append(kinetics.convolve(ref, kernel / (kernel.sum() * dt), dt))
+    return columns
+
+
+def bsw_correction(delta_r2star, reference, frame_times, transit_kernels=TRANSIT_KERNELS):
+    """Per-voxel leakage fit and corrected curves, one pseudo-inverse for all voxels.
+
+    Original model (``transit_kernels=()``; Boxerman et al., AJNR 2006;27:859):
+    ``ΔR2*(t) ≈ K1 ref(t) − K2 ∫_0^t ref``. It assumes the voxel's intravascular curve
+    has the shape of the reference; where transit times differ (tumour rim: longer MTT),
+    the mismatch is read as leakage and K2 is biased, even in sign (Bjornerud et al.,
+    JCBFM 2011;31:2041, who recover K2 by deconvolving the voxel with the reference).
+
+    Default, the same idea with a parametric deconvolution: the intravascular term is the
+    reference passed through a transport function expanded on unit-area
+    exponential kernels ``h_τ(t) = e^(−t/τ)/τ`` (τ in ``transit_kernels``, s):
+
+        ΔR2*(t) ≈ a₀ ref(t) + Σ_τ a_τ (ref ⊛ h_τ)(t) − K2 ∫_0^t ref,   K1 = a₀ + Σ a_τ.
+
+    Both are linear in the coefficients: ``θ = X⁺ ΔR2*`` with the columns of X as above,
+    the integral by the cumulative trapezoid rule on ``frame_times``, the convolutions as
+    in :func:`bids_perfusion.dsc.kinetics.convolve` (evenly spaced frames). Returns a
+    :class:`LeakageFit` with ``corrected = ΔR2* + K2 ∫_0^t ref``.
+    """
+    data = _validated_curves(np.asarray(delta_r2star, dtype=np.float64))
+    ref = np.asarray(reference, dtype=np.float64)
+    times = np.asarray(frame_times, dtype=np.float64)
+    if ref.ndim != 1 or times.shape != ref.shape or data.shape[-1] != ref.size:
+        raise ValueError(f"reference {ref.shape}, frame_times {times.shape} and the last axis "
+                         f"of ΔR2* {data.shape} must have the same number of frames")
+    if not (np.all(np.isfinite(ref)) and np.all(np.diff(times) > 0)):
+        raise ValueError("the reference must be finite and frame_times strictly increasing")
+    running = integrate.cumulative_trapezoid(ref, times, initial=0.0)
+    design = np.stack([ref, *_transit_columns(ref, times, transit_kernels), -running], axis=-1)
+    if np.linalg.matrix_rank(design) < design.shape[-1]:
+        raise ValueError("the leakage design is rank deficient: the reference is flat, or "
+                         "the series too short for the transit kernels")
+    theta = data @ np.linalg.pinv(design).T
+    k2 = theta[..., -1]
+    return LeakageFit(k1=theta[..., :-1].sum(axis=-1), k2=k2,
+                      corrected=data + k2[..., None] * running)
