@@ -69,7 +69,7 @@ CASES = {
     "NaN in the brain": (lambda root, tmp: _edit_image(
         root, lambda d: np.where(np.arange(d.shape[0])[:, None, None, None] == 24,
                                  np.nan, d)) or [], "NaN"),
-    "too few baseline frames": (lambda root, tmp: _edit_image(root, lambda d: d[..., 10:]) or [],
+    "too few baseline frames": (lambda root, tmp: _edit_image(root, lambda d: d[..., 11:]) or [],
                                 "baseline"),
     "empty mask": (lambda root, tmp: _with_mask(root, tmp, empty=True), "mask is empty"),
     "mask of another shape": (lambda root, tmp: _with_mask(root, tmp, shape=(20, 20, 5)),
