@@ -65,13 +65,14 @@ def participant(args, bids_dir, output_dir, parser):
         return 1
 
     from bids_perfusion.workflows.base import init_bids_perfusion_wf
+    from bids_perfusion.workflows.citations import methods_text
 
     options = dsc_options(args)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_description(output_dir, bids_dir)
     workflow = init_bids_perfusion_wf(runs, options, output_dir, args.work_dir.absolute())
     (output_dir / "logs").mkdir(exist_ok=True)
-    (output_dir / "logs" / "CITATION.md").write_text(workflow.visit_desc())
+    (output_dir / "logs" / "CITATION.md").write_text(methods_text(workflow.visit_desc()))
     LOGGER.info("Processing %d DSC run(s) of %d subject(s)", len(runs),
                 len({run.subject for run in runs}))
     failed = run_workflow(workflow, args)

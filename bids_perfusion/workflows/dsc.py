@@ -51,11 +51,19 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     methods = ", ".join(METHOD_NAMES[m] for m in options.methods)
     workflow.__desc__ = (
         "The DSC-MRI series was converted to the change in transverse relaxation rate "
-        "ΔR2*(t) = -ln(S(t)/S0)/TE [@rosen1990] after discarding the frames of the approach "
+        + ("ΔR2*(t) = -ln(S(t)/S0)/TE [@rosen1990] " if len(run.files) == 1 else
+           "ΔR2*(t) = ln[(S1(t)/S1,0)/(S2(t)/S2,0)]/(TE2 - TE1) of the first two echoes, "
+           "insensitive to T1 leakage [@vonken1999] ")
+        + "after discarding the frames of the approach "
         "to steady state; S0 was the mean of the baseline frames before bolus arrival. "
         "Concentration was taken proportional to ΔR2* in tissue and related to ΔR2* in "
         f"whole blood by a {options.blood_relaxivity} relaxivity [@kjolby2006]. "
-        f"Tissue curves were deconvolved by the arterial input function with {methods} "
+        + ("The arterial input function was the mean over a given arterial mask. "
+           if "arteries" in run.masks else
+           "The arterial input function was the mean of arterial voxels chosen "
+           "automatically by early arrival, large area, smoothness and cluster analysis "
+           "[@mouridsen2006]. ")
+        + f"Tissue curves were deconvolved by the arterial input function with {methods} "
         "[@ostergaard1996; @wu2003; @calamante2003]; CBV was the ratio of the areas under "
         f"the tissue and arterial curves with kH = {options.kh} and ρ = {options.rho} g/mL "
         "[@rempp1994], MTT = CBV/CBF [@stewart1894]."
@@ -64,7 +72,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         workflow.__desc__ += (" CBV was corrected for contrast agent leakage with the "
                               "Boxerman-Schmainda-Weisskoff model [@boxerman2006].")
     workflow.__desc__ += (" Maps were normalised to the median of normal-appearing white "
-                          "matter [@wetzel2002].")
+                          "matter [@wetzel2002].\n\n")
 
     masks = pe.Node(niu.IdentityInterface(fields=["brain", "tumor", "GM", "WM"]),
                     name="masks")
@@ -81,8 +89,6 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     source = pe.Node(niu.IdentityInterface(fields=["files"]), name="source")
     source.inputs.files = list(run.files)
     if simulated:
-        workflow.__desc__ += (f" A dose reduced to {dose:g} of the acquired one was simulated "
-                              "from the series [@stunet2023].")
         lowdose = pe.Node(SimulateLowDose(dose=dose, in_files=list(run.files)),
                           name="simulate_low_dose")
         workflow.connect(masks, "brain", lowdose, "brain_mask")

@@ -1,0 +1,52 @@
+"""References cited by the workflows' methods text (``[@key]`` in ``__desc__``)."""
+
+import re
+
+REFERENCES = {
+    "rosen1990": "Rosen BR, Belliveau JW, Vevea JM, Brady TJ. Perfusion imaging with NMR "
+                 "contrast agents. Magn Reson Med 1990;14:249-265.",
+    "vonken1999": "Vonken EP, van Osch MJ, Bakker CJ, Viergever MA. Measurement of cerebral "
+                  "perfusion with dual-echo multi-slice quantitative dynamic susceptibility "
+                  "contrast MRI. J Magn Reson Imaging 1999;10:109-117.",
+    "kjolby2006": "Kjølby BF, Østergaard L, Kiselev VG. Theoretical model of intravascular "
+                  "paramagnetic tracers effect on tissue relaxation. Magn Reson Med "
+                  "2006;56:187-197.",
+    "ostergaard1996": "Østergaard L, Weisskoff RM, Chesler DA, Gyldensted C, Rosen BR. High "
+                      "resolution measurement of cerebral blood flow using intravascular "
+                      "tracer bolus passages. Part I. Magn Reson Med 1996;36:715-725.",
+    "wu2003": "Wu O, Østergaard L, Weisskoff RM, Benner T, Rosen BR, Sorensen AG. Tracer "
+              "arrival timing-insensitive technique for estimating flow in MR perfusion-"
+              "weighted imaging using singular value decomposition with a block-circulant "
+              "deconvolution matrix. Magn Reson Med 2003;50:164-174.",
+    "calamante2003": "Calamante F, Gadian DG, Connelly A. Quantification of bolus-tracking "
+                     "MRI: improved characterization of the tissue residue function using "
+                     "Tikhonov regularization. Magn Reson Med 2003;50:1237-1247.",
+    "rempp1994": "Rempp KA, Brix G, Wenz F, Becker CR, Gückel F, Lorenz WJ. Quantification "
+                 "of regional cerebral blood flow and volume with dynamic susceptibility "
+                 "contrast-enhanced MR imaging. Radiology 1994;193:637-641.",
+    "stewart1894": "Stewart GN. Researches on the circulation time in organs and on the "
+                   "influences which affect it. J Physiol 1894;15:1-89.",
+    "boxerman2006": "Boxerman JL, Schmainda KM, Weisskoff RM. Relative cerebral blood volume "
+                    "maps corrected for contrast agent extravasation significantly correlate "
+                    "with glioma tumor grade, whereas uncorrected maps do not. AJNR Am J "
+                    "Neuroradiol 2006;27:859-867.",
+    "wetzel2002": "Wetzel SG, Cha S, Johnson G, et al. Relative cerebral blood volume "
+                  "measurements in intracranial mass lesions: interobserver and "
+                  "intraobserver reproducibility study. Radiology 2002;224:797-803.",
+    "mouridsen2006": "Mouridsen K, Christensen S, Gyldensted L, Østergaard L. Automatic "
+                     "selection of arterial input function using cluster analysis. Magn "
+                     "Reson Med 2006;55:524-531.",
+    "stunet2023": "The stU-Net low-dose DSC paper (seeds/stunet-lowdose-dsc.txt), Eq. 1: "
+                  "simulation of a reduced contrast dose from a full-dose series.",
+}
+
+
+def methods_text(description):
+    """The methods text followed by the references it cites, in order of first citation."""
+    keys = list(dict.fromkeys(re.findall(r"@(\w+)", description)))
+    unknown = [key for key in keys if key not in REFERENCES]
+    if unknown:
+        raise KeyError(f"methods text cites unknown references {unknown}")
+    listing = "\n".join(f"{i}. [{key}] {REFERENCES[key]}" for i, key in
+                        enumerate(keys, start=1))
+    return f"{description.strip()}\n\n### References\n\n{listing}\n"

@@ -1,0 +1,107 @@
+"""Graph-building tests: the workflow is decided from metadata and options before it runs."""
+
+from pathlib import Path
+
+import pytest
+
+from bids_perfusion.dsc.metadata import DSCRunMetadata
+from bids_perfusion.workflows.base import init_bids_perfusion_wf
+from bids_perfusion.workflows.citations import methods_text
+from bids_perfusion.workflows.dsc import init_dsc_wf
+from bids_perfusion.workflows.options import DSCOptions, DSCRun
+
+SOURCE = "sub-01/perf/sub-01_ce-gadolinium_dsc.nii.gz"
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Interfaces check that input files exist: run in a folder where empty ones do."""
+    monkeypatch.chdir(tmp_path)
+
+
+def _touch(path):
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return str(path)
+
+
+def _run(masks=None, echoes=1, subject="01"):
+    source = SOURCE.replace("01", subject)
+    names = [source.replace("_dsc", f"_echo-{e + 1}_dsc") for e in range(echoes)] \
+        if echoes > 1 else [source]
+    metadata = DSCRunMetadata(tuple(0.02 * (e + 1) for e in range(echoes)), 1.5, 60)
+    masks = {key: _touch(path) for key, path in (masks or {}).items()}
+    return DSCRun(subject, None, tuple(_touch(n) for n in names), metadata, masks)
+
+
+def _nodes(workflow):
+    return set(workflow.list_node_names())
+
+
+def test_default_graph():
+    workflow = init_dsc_wf(_run(), DSCOptions(), "/out")
+    nodes = _nodes(workflow)
+    for name in ("brain_mask", "delta_r2star", "aif", "cbv", "bolus_timing",
+                 "deconvolve_osvd", "leakage_correction", "nawm_mask", "relative_maps",
+                 "roi_statistics", "barrier", "ds_osvd_cbf", "ds_osvdNawm_cbf", "ds_bsw_k2"):
+        assert name in nodes, name
+    assert "simulate_low_dose" not in nodes
+    assert not any(n.startswith("deconvolve_") and n != "deconvolve_osvd" for n in nodes)
+
+
+def test_given_masks_replace_automatic_steps():
+    masks = {k: f"masks/sub-01_label-{k}_mask.nii.gz" for k in ("brain", "NAWM", "arteries")}
+    run = _run(masks)
+    workflow = init_dsc_wf(run, DSCOptions(), "/out")
+    nodes = _nodes(workflow)
+    assert "brain_mask" not in nodes and "nawm_mask" not in nodes
+    assert workflow.get_node("aif").inputs.aif_mask == run.masks["arteries"]
+    assert "given arterial mask" in workflow.visit_desc()
+
+
+def test_options_decide_methods_leakage_and_dose():
+    options = DSCOptions(methods=("ssvd", "tikhonov"), leakage_correction=False,
+                         method_parameters={"tikhonov": {"criterion": "gcv"}})
+    workflow = init_dsc_wf(_run(), options, "/out", dose=0.25)
+    nodes = _nodes(workflow)
+    assert {"deconvolve_ssvd", "deconvolve_tikhonov", "simulate_low_dose"} <= nodes
+    assert "leakage_correction" not in nodes and "ds_bsw_k2" not in nodes
+    assert workflow.get_node("deconvolve_tikhonov").inputs.parameters == {"criterion": "gcv"}
+    sink = workflow.get_node("ds_ssvd_cbf")
+    assert sink.inputs.reconstruction == "dose25"
+    assert workflow.name.endswith("dose25_wf")
+
+
+def test_every_sink_waits_for_the_barrier():
+    workflow = init_dsc_wf(_run(), DSCOptions(methods=("osvd", "csvd")), "/out")
+    sinks = [n for n in _nodes(workflow) if n.startswith("ds_")]
+    barrier = workflow.get_node("barrier")
+    waiting = {v.name for _u, v in workflow._graph.out_edges(barrier)}
+    assert set(sinks) == waiting
+    merged = workflow.get_node("merge_outputs")
+    inputs = [c for *_edge, data in workflow._graph.in_edges(merged, data=True)
+              for c in data["connect"]]
+    assert len(inputs) == len(sinks)
+
+
+def test_dual_echo_run_uses_dual_echo_formula():
+    workflow = init_dsc_wf(_run(echoes=2), DSCOptions(), "/out")
+    assert workflow.get_node("delta_r2star").inputs.echo_times == [0.02, 0.04]
+    assert "TE2 - TE1" in workflow.visit_desc()
+
+
+def test_top_level_has_one_workflow_per_run_and_dose():
+    runs = [_run(), _run(subject="02")]
+    workflow = init_bids_perfusion_wf(runs, DSCOptions(simulate_doses=(0.5, 0.25)), "/out",
+                                      "/work")
+    names = {n.split(".")[0] for n in workflow.list_node_names()}
+    assert len(names) == 6
+    text = methods_text(workflow.visit_desc())
+    assert text.count("The DSC-MRI series") == 1
+    assert "0.5, 0.25" in text and "### References" in text
+
+
+def test_unknown_citation_is_an_error():
+    with pytest.raises(KeyError, match="nobody2020"):
+        methods_text("as shown [@nobody2020]")
