@@ -76,7 +76,16 @@ def participant(args, bids_dir, output_dir, parser):
     LOGGER.info("Processing %d DSC run(s) of %d subject(s)", len(runs),
                 len({run.subject for run in runs}))
     failed = run_workflow(workflow, args)
+
+    from bids_perfusion.reports.html import write_reports
+
+    failures = [f"Some runs failed; their crash files are in {args.work_dir.absolute()}"]
+    reports = write_reports(output_dir, sorted({run.subject for run in runs}),
+                            errors=[*errors, *(failures if failed else [])],
+                            bids_dir=bids_dir, derivatives=args.derivatives)
     print(f"Derivatives: {output_dir}")
+    for report in reports:
+        print(f"Report: {report}")
     return 1 if failed or errors else 0
 
 

@@ -1,0 +1,245 @@
+"""The per-subject HTML report: figures from arrays, and reports from a pipeline's output.
+
+The pipeline runs once on the small two-subject phantom (oSVD); its outputs are copied as
+a second, ``rec-dose50`` run (what ``--simulate-dose 0.5`` writes, without paying for it),
+and the reports are written from these derivatives with the tumour masks as derivatives.
+"""
+
+import shutil
+import time
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import small_config
+
+from bids_perfusion.cli.run import main
+from bids_perfusion.phantom import write_dataset
+from bids_perfusion.phantom.bids import TRUTH
+from bids_perfusion.reports import figures
+from bids_perfusion.reports.html import (
+    figure_name,
+    format_value,
+    parse_name,
+    write_reports,
+)
+
+SUBJECTS = ("01", "02")
+SVG = "{http://www.w3.org/2000/svg}svg"
+
+
+class _Report(HTMLParser):
+    """Image sources, table cells and text of an HTML page."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.images, self.rows, self.text, self._row = [], [], [], None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        elif tag == "tr":
+            self._row = []
+
+    def handle_endtag(self, tag):
+        if tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._row is not None and data.strip():
+            self._row.append(data.strip())
+
+
+def _valid_svg(path):
+    root = ET.parse(path).getroot()
+    assert root.tag == SVG
+    return root
+
+
+# --- figures from synthetic arrays ---
+
+
+@pytest.fixture(scope="module")
+def volume():
+    rng = np.random.default_rng(0)
+    data = rng.gamma(2.0, 2.0, (24, 20, 6))
+    brain = np.zeros(data.shape, dtype=bool)
+    brain[4:20, 3:17, 1:5] = True
+    return data, brain
+
+
+def test_figures_write_valid_deterministic_svg(tmp_path, volume):
+    data, brain = volume
+    arteries = np.zeros_like(brain)
+    arteries[10:12, 8:10, 2] = True
+    t = np.arange(30) * 1.5
+    curve = np.exp(-((t - 15.0) ** 2) / 8.0)
+
+    def draw(folder):
+        folder.mkdir()
+        return [
+            figures.map_montage(folder / "map.svg", data, brain, title="CBV",
+                                units="mL/100 g"),
+            figures.map_montage(folder / "k2.svg", data - 4.0, brain, units="1/s",
+                                cmap="RdBu_r", symmetric=True),
+            figures.mask_overlay(folder / "masks.svg", data, {"AIF": arteries,
+                                                              "NAWM": brain & (data > 5)},
+                                 brain=brain),
+            figures.aif_curve(folder / "aif.svg", t, 10.0 * curve, curve,
+                              baseline=(0.0, 9.0)),
+            figures.tissue_curves(folder / "tissue.svg", t, {"brain": curve,
+                                                             "NAWM": 0.5 * curve}),
+        ]
+
+    first, second = draw(tmp_path / "a"), draw(tmp_path / "b")
+    for one, two in zip(first, second, strict=True):
+        root = _valid_svg(one)
+        assert Path(one).read_bytes() == Path(two).read_bytes()
+        assert "<dc:date>" not in Path(one).read_text()
+        images = root.findall(".//{http://www.w3.org/2000/svg}image")
+        assert bool(images) == (not one.endswith(("aif.svg", "tissue.svg")))
+    assert "mL/100 g" in Path(first[0]).read_text()  # the colour bar's units, as text
+    assert "ΔR2*" in Path(first[3]).read_text()
+
+
+def test_display_helpers(volume):
+    data, brain = volume
+    assert figures.robust_range([1.0, 1.0, np.nan]) == (0.95, 1.05)
+    assert figures.robust_range([]) == (0.0, 1.0)
+    low, high = figures.robust_range(data[brain] - 4.0, symmetric=True)
+    assert low == -high > 0 or low == -high
+    assert figures.pick_slices(brain, 12) == [1, 2, 3, 4]
+    assert len(figures.pick_slices(np.ones((4, 4, 40), bool), 12)) == 12
+    assert parse_name("sub-01_ses-a_desc-osvd_cbf.nii.gz") == (
+        [("sub", "01"), ("ses", "a"), ("desc", "osvd")], "cbf")
+    assert figure_name("sub-01_ce-gd", "aif", "mask") == "sub-01_ce-gd_desc-aif_mask.svg"
+    assert format_value(list(range(19))) == "0 … 18 (19 values)"
+    assert format_value({"oi": 0.035}) == "oi: 0.035"
+
+
+# --- reports of a pipeline run ---
+
+
+@pytest.fixture(scope="module")
+def derivatives(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reports")
+    root = write_dataset(tmp / "bids", small_config(asl=None))
+    masks = tmp / "masks"
+    for path in (Path(root) / TRUTH).glob("sub-*/perf/*_label-tumor_mask.nii.gz"):
+        target = masks / path.relative_to(Path(root) / TRUTH)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    out = tmp / "out"
+    status = main([str(root), str(out), "participant", "--skip-bids-validation",
+                   "-w", str(tmp / "work"), "--nprocs", "2", "--dsc-methods", "osvd"])
+    assert status == 0
+    for path in sorted(out.glob("sub-*/perf/*_ce-gadolinium_*")):
+        shutil.copy(path, path.with_name(path.name.replace("_ce-gadolinium_",
+                                                           "_ce-gadolinium_rec-dose50_")))
+    start = time.perf_counter()
+    reports = write_reports(out, SUBJECTS, errors=["sub-02_ce-gadolinium_run-9_dsc.nii.gz: "
+                                                   "EchoTime missing"],
+                            derivatives=[masks])
+    return out, reports, time.perf_counter() - start
+
+
+def _figures(out):
+    return {p.relative_to(out): p.read_bytes() for p in sorted(out.glob("sub-*/figures/*"))}
+
+
+@pytest.mark.slow
+def test_reports_embed_existing_figures(derivatives):
+    out, reports, _ = derivatives
+    assert reports == [out / f"sub-{s}.html" for s in SUBJECTS]
+    for subject in SUBJECTS:
+        page = _Report((out / f"sub-{subject}.html").read_text())
+        assert len(page.images) >= 10
+        for source in page.images:
+            assert not Path(source).is_absolute()
+            assert (out / source).is_file(), source
+            assert source.startswith(f"sub-{subject}/figures/sub-{subject}_ce-gadolinium")
+            _valid_svg(out / source)
+        names = {Path(source).name for source in page.images}
+        run = f"sub-{subject}_ce-gadolinium"
+        for figure in ("desc-osvd_cbf", "desc-areaRatioNawm_cbv", "desc-aif_mask",
+                       "desc-rois_mask", "desc-aif_timeseries", "desc-tissue_timeseries"):
+            assert f"{run}_{figure}.svg" in names
+        # the simulated dose has its maps but no tissue curves (its series is not stored)
+        assert f"{run}_rec-dose50_desc-osvd_cbf.svg" in names
+        assert f"{run}_rec-dose50_desc-tissue_timeseries.svg" not in names
+        assert "series of a simulated dose is not stored" in "".join(page.text)
+
+
+@pytest.mark.slow
+def test_reports_hold_tables_methods_and_errors(derivatives):
+    out, _, _ = derivatives
+    for subject in SUBJECTS:
+        page = _Report((out / f"sub-{subject}.html").read_text())
+        text = " ".join(page.text)
+        nawm_rcbv = [row for row in page.rows if row[:2] == ["NAWM", "rcbv"]]
+        assert len(nawm_rcbv) == 2  # acquired and simulated dose
+        header = next(row for row in page.rows if row[:2] == ["roi", "measure"])
+        for row in nawm_rcbv:
+            assert float(row[header.index("median")]) == pytest.approx(1.0, abs=1e-3)
+        assert "Methods" in text and "ΔR2*(t) = -ln(S(t)/S0)/TE" in text
+        assert "mL/100 g/min" in text and "oscillation-index SVD" in text
+        assert ("EchoTime missing" in text) == (subject == "02")
+        assert "tumour" in text  # the user's tumour mask is drawn among the ROIs
+
+
+@pytest.mark.slow
+def test_reports_are_reproducible(derivatives):
+    out, _, _ = derivatives
+    before = _figures(out)
+    pages = [(out / f"sub-{s}.html").read_bytes() for s in SUBJECTS]
+    write_reports(out, SUBJECTS, errors=["sub-02_ce-gadolinium_run-9_dsc.nii.gz: "
+                                         "EchoTime missing"],
+                  derivatives=[derivatives[0].parent / "masks"])
+    assert _figures(out) == before
+    assert [(out / f"sub-{s}.html").read_bytes() for s in SUBJECTS] == pages
+
+
+@pytest.mark.slow
+def test_reports_survive_missing_files(derivatives, tmp_path):
+    out, _, _ = derivatives
+    copy = tmp_path / "out"
+    shutil.copytree(out / "sub-01", copy / "sub-01", ignore=shutil.ignore_patterns("figures"))
+    for pattern in ("*desc-bsw*", "*desc-aif_timeseries*", "*_ttp.*", "*roistats*"):
+        for path in copy.glob(f"sub-01/perf/{pattern}"):
+            path.unlink()
+    shutil.copytree(out / "sub-02", copy / "sub-02", ignore=shutil.ignore_patterns("figures"))
+    (copy / "sub-02" / "perf" / "sub-02_ce-gadolinium_desc-osvd_mtt.nii.gz").write_text("x")
+    # no dataset_description.json, no CITATION.md: no input series, no methods
+    report, broken = write_reports(copy, errors=())
+    assert "the figures of this run failed" in broken.read_text()
+    page = _Report(report.read_text())
+    assert all((copy / source).is_file() for source in page.images)
+    names = {Path(source).name for source in page.images}
+    assert "sub-01_ce-gadolinium_desc-osvd_cbf.svg" in names
+    assert not any("bsw" in name or "timeseries" in name for name in names)
+    # a subject whose runs all failed still gets a report, with its errors
+    [empty] = write_reports(tmp_path / "empty", ["sub-07"], errors=["sub-07: no EchoTime"])
+    assert empty == tmp_path / "empty" / "sub-07.html"
+    assert "No derivatives" in empty.read_text() and "no EchoTime" in empty.read_text()
+
+
+@pytest.mark.slow
+def test_reports_of_sessions(derivatives, tmp_path):
+    """Runs in two sessions are two sections, their figures named with the session."""
+    out, _, _ = derivatives
+    for session in ("pre", "post"):
+        folder = tmp_path / "sub-01" / f"ses-{session}" / "perf"
+        folder.mkdir(parents=True)
+        for path in (out / "sub-01" / "perf").glob("sub-01_ce-gadolinium_desc-*"):
+            shutil.copy(path, folder / path.name.replace("sub-01_", f"sub-01_ses-{session}_"))
+    [report] = write_reports(tmp_path, ["01"])
+    page = _Report(report.read_text())
+    for session in ("pre", "post"):
+        run = f"sub-01_ses-{session}_ce-gadolinium"
+        assert f"sub-01/figures/{run}_desc-osvd_cbf.svg" in page.images
+        assert run in page.text
