@@ -17,7 +17,8 @@ install: $(BIN)/python
 	$(PIP) -e .
 
 install-test: $(BIN)/python
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test]' jsonschema
+	$(BIN)/python -m pip install --quiet --no-deps asldro  # pins an old numpy: no deps
 
 demo: install
 	$(BIN)/bids-perfusion-phantom $(DEMO_DIR)/phantom --n-subjects 4 --seed 42 --overwrite

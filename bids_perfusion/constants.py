@@ -41,6 +41,9 @@ BACKGROUND_SUPPRESSION_PULSE_EFFICIENCY = 0.95
 #: Grey and white matter: Wansapura et al., JMRI 1999;9:531-538; CSF: Lin et al.,
 #: MRM 2001;45:1040 (about 4.2 s).
 T1_TISSUE_3T = {"GM": 1.33, "WM": 0.83, "CSF": 4.16}
+#: T1 of grey matter (s) by field strength (T): 1.5 T from Stanisz et al., MRM
+#: 2005;54:507; 3 T as above. Used to correct M0 for incomplete recovery.
+T1_GREY_MATTER = {1.5: 1.124, 3.0: T1_TISSUE_3T["GM"]}
 
 #: Conversion from mL/g/s to mL/100 g/min.
 PER_SECOND_TO_PER_100G_MIN = 6000.0

@@ -53,3 +53,36 @@ def pasl_cbf(
     """CBF from a single-TI PASL difference image with bolus cut-off (TI1 = bolus duration)."""
     numerator = constants.PER_SECOND_TO_PER_100G_MIN * partition * np.exp(ti / t1_blood)
     return numerator / (2.0 * efficiency * bolus_duration) * _ratio(delta_m, m0)
+
+
+def slice_delays(delay, slice_timing, ndim=3):
+    """Effective delay of each slice of a 2-D readout: ``PLD_z = PLD + SliceTiming[z]``.
+
+    Slice z is read ``SliceTiming[z]`` seconds after the first, so its label has had that
+    much longer to arrive and decay (Alsop et al. 2015, "2D readouts"). Returns ``delay``
+    unchanged without slice timing, else an array of shape ``(1, 1, n_slices)`` (or
+    ``(1, 1, n_slices, 1)`` with ``ndim=4``) that broadcasts against images.
+    """
+    if slice_timing is None:
+        return delay
+    offsets = np.asarray(slice_timing, dtype=float).reshape((1, 1, -1) + (1,) * (ndim - 3))
+    return np.asarray(delay, dtype=float) + offsets
+
+
+def single_delay_cbf(delta_m, m0, label_type, delay, t1_blood, efficiency,
+                     labeling_duration=None, bolus_duration=None, slice_timing=None,
+                     partition=constants.BLOOD_BRAIN_PARTITION):
+    """CBF of a single-delay run: :func:`pcasl_cbf` (PCASL, CASL) or :func:`pasl_cbf`.
+
+    ``delay`` is the PLD (PCASL/CASL) or the inversion time TI (PASL); with
+    ``slice_timing`` each slice takes its own delay (:func:`slice_delays`).
+    ``delta_m`` may carry a trailing axis of pairs: it then needs ``m0[..., None]``.
+    """
+    effective = slice_delays(delay, slice_timing, ndim=np.ndim(delta_m))
+    if label_type in ("PCASL", "CASL"):
+        return pcasl_cbf(delta_m, m0, effective, labeling_duration, t1_blood, efficiency,
+                         partition)
+    if label_type == "PASL":
+        return pasl_cbf(delta_m, m0, effective, bolus_duration, t1_blood, efficiency,
+                        partition)
+    raise ValueError(f"unknown labelling type {label_type!r}")

@@ -33,7 +33,7 @@ def collect_dsc_runs(layout, subjects=None, sessions=None, filters=None, derivat
 
     Returns ``(runs, errors)``: a list of :class:`DSCRun` and a list of messages, each
     naming the file, the field and the fix. Raises :class:`InputError` when a requested
-    subject does not exist or has no DSC run at all.
+    subject does not exist; subjects without DSC simply give no run.
     """
     available = set(layout.get_subjects())
     subjects = sorted(subjects or available)
@@ -48,9 +48,6 @@ def collect_dsc_runs(layout, subjects=None, sessions=None, filters=None, derivat
     for image in layout.get(**query):
         entities = {k: v for k, v in image.get_entities().items() if k != "echo"}
         groups[tuple(sorted(entities.items()))].append(image)
-    if without := sorted(set(subjects) - {dict(key)["subject"] for key in groups}):
-        raise InputError(f"{layout.root}: no DSC run (perf/*_dsc.nii[.gz]) for subject(s) "
-                         f"{without}; check --participant-label and --bids-filter-file.")
     masks = _derivative_masks(derivatives)
     runs, errors = [], []
     for key, images in sorted(groups.items()):

@@ -48,7 +48,7 @@ METHOD_OPTIONS = (("ssvd_threshold", "ssvd", "threshold"),
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="bids-perfusion",
-        description="Quantitative perfusion maps (DSC-MRI) from a BIDS dataset.",
+        description="Quantitative perfusion maps (DSC-MRI and ASL) from a BIDS dataset.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("bids_dir", type=Path, help="the input BIDS dataset (read only)")
     parser.add_argument("output_dir", type=Path, help="where derivatives are written")
@@ -110,7 +110,39 @@ def build_parser():
                        help="skip the Boxerman-Schmainda-Weisskoff correction")
     group.add_argument("--simulate-dose", nargs="+", type=_dose, default=[], metavar="D",
                        help="also process each run at simulated dose fractions D in (0, 1)")
+
+    group = parser.add_argument_group("ASL quantification")
+    group.add_argument("--m0-scale", type=float, default=1.0,
+                       help="multiply M0 by this factor (relative gain of M0 and ASL images)")
+    group.add_argument("--labeling-efficiency", type=_fraction,
+                       default=argparse.SUPPRESS,
+                       help="labelling efficiency, overriding the sidecar and the consensus "
+                            "value (0.85 PCASL, 0.98 PASL, times 0.95 per background-"
+                            "suppression pulse)")
+    group.add_argument("--t1-blood", type=float, metavar="S",
+                       default=argparse.SUPPRESS,
+                       help="T1 of arterial blood, s (default: 1.35 at 1.5 T, 1.65 at 3 T)")
+    group.add_argument("--t1-tissue", type=float, metavar="S",
+                       default=argparse.SUPPRESS,
+                       help="T1 of tissue in the multi-delay model (default: the consensus "
+                            "single-compartment assumption T1' = T1 of blood)")
+    group.add_argument("--m0-t1", type=float, metavar="S",
+                       default=argparse.SUPPRESS,
+                       help="T1 used to correct M0 for incomplete recovery (default: grey "
+                            "matter at the field strength)")
+    group.add_argument("--no-m0-recovery-correction", action="store_true",
+                       help="use M0 as acquired, without T1-recovery correction")
     return parser
+
+
+def asl_options(args):
+    """The :class:`ASLOptions` of parsed arguments."""
+    from bids_perfusion.workflows.asl_options import ASLOptions
+
+    overrides = {name: getattr(args, name) for name in
+                 ("labeling_efficiency", "t1_blood", "t1_tissue", "m0_t1") if hasattr(args, name)}
+    return ASLOptions(m0_scale=args.m0_scale, **overrides,
+                      m0_recovery_correction=not args.no_m0_recovery_correction)
 
 
 def dsc_options(args):

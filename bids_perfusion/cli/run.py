@@ -8,11 +8,12 @@ and the exit code is 1 when anything failed. The input dataset is only read.
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
 from bids_perfusion import __version__
-from bids_perfusion.cli.parser import build_parser, dsc_options
+from bids_perfusion.cli.parser import asl_options, build_parser, dsc_options
 
 LOGGER = logging.getLogger("bids_perfusion")
 
@@ -42,6 +43,7 @@ def main(argv=None):
 
 
 def participant(args, bids_dir, output_dir, parser):
+    from bids_perfusion.cli.asl_inputs import collect_asl_runs
     from bids_perfusion.cli.inputs import InputError, collect_dsc_runs, layout_of
 
     if not args.skip_bids_validation:
@@ -49,19 +51,32 @@ def participant(args, bids_dir, output_dir, parser):
     filters = {}
     if args.bids_filter_file:
         try:
-            filters = json.loads(args.bids_filter_file.read_text()).get("dsc", {})
+            filters = json.loads(args.bids_filter_file.read_text())
         except (OSError, json.JSONDecodeError) as error:
             parser.error(f"--bids-filter-file {args.bids_filter_file}: {error}")
+    subjects = getattr(args, "participant_label", None)
+    sessions = getattr(args, "session_label", None)
+    asl_opts = asl_options(args)
     try:
-        runs, errors = collect_dsc_runs(
-            layout_of(bids_dir), getattr(args, "participant_label", None),
-            getattr(args, "session_label", None), filters, args.derivatives)
+        layout = layout_of(bids_dir)
+        runs, errors = collect_dsc_runs(layout, subjects, sessions, filters.get("dsc", {}),
+                                        args.derivatives)
+        asl_runs, asl_errors = collect_asl_runs(layout, subjects, sessions,
+                                                filters.get("asl", {}), args.derivatives,
+                                                options=asl_opts)
     except InputError as error:
         parser.error(str(error))
+    errors += asl_errors
+    found = {run.subject for run in (*runs, *asl_runs)}
+    if without := sorted(set(subjects or layout.get_subjects()) - found - {
+            _subject_of(message) for message in errors}):
+        parser.error(f"{bids_dir}: no DSC (perf/*_dsc.nii[.gz]) or ASL (perf/*_asl.nii[.gz]) "
+                     f"run for subject(s) {without}; check --participant-label and "
+                     "--bids-filter-file.")
     for message in errors:
         LOGGER.error("Skipping a run: %s", message)
-    if not runs:
-        LOGGER.error("No DSC run can be processed.")
+    if not runs and not asl_runs:
+        LOGGER.error("No run can be processed.")
         return 1
 
     from bids_perfusion.workflows.base import init_bids_perfusion_wf
@@ -70,23 +85,30 @@ def participant(args, bids_dir, output_dir, parser):
     options = dsc_options(args)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_description(output_dir, bids_dir)
-    workflow = init_bids_perfusion_wf(runs, options, output_dir, args.work_dir.absolute())
+    workflow = init_bids_perfusion_wf(runs, options, output_dir, args.work_dir.absolute(),
+                                      asl_runs=asl_runs, asl_options=asl_opts)
     (output_dir / "logs").mkdir(exist_ok=True)
     (output_dir / "logs" / "CITATION.md").write_text(methods_text(workflow.visit_desc()))
-    LOGGER.info("Processing %d DSC run(s) of %d subject(s)", len(runs),
-                len({run.subject for run in runs}))
+    LOGGER.info("Processing %d DSC and %d ASL run(s) of %d subject(s)", len(runs),
+                len(asl_runs), len(found))
     failed = run_workflow(workflow, args)
 
     from bids_perfusion.reports.html import write_reports
 
     failures = [f"Some runs failed; their crash files are in {args.work_dir.absolute()}"]
-    reports = write_reports(output_dir, sorted({run.subject for run in runs}),
+    reports = write_reports(output_dir, sorted(found),
                             errors=[*errors, *(failures if failed else [])],
                             bids_dir=bids_dir, derivatives=args.derivatives)
     print(f"Derivatives: {output_dir}")
     for report in reports:
         print(f"Report: {report}")
     return 1 if failed or errors else 0
+
+
+def _subject_of(message):
+    """The subject label a run's error message names (its file path), or None."""
+    match = re.search(r"sub-([A-Za-z0-9]+)", message)
+    return match.group(1) if match else None
 
 
 def run_workflow(workflow, args):
@@ -139,6 +161,7 @@ def write_dataset_description(output_dir, bids_dir):
                          **({"Container": {"Type": "docker"}}
                             if Path("/.dockerenv").exists() else {})}],
         "SourceDatasets": [{"URL": bids_dir.as_uri()}],
+        "DatasetLinks": {"raw": bids_dir.as_uri()},
     }
     (output_dir / "dataset_description.json").write_text(json.dumps(description, indent=2))
 

@@ -13,7 +13,7 @@ from niworkflows.interfaces.bids import DerivativesDataSink as _DerivativesDataS
 PERF_PATTERN = (
     "sub-{subject}[/ses-{session}]/{datatype<perf>|perf}/sub-{subject}[_ses-{session}]"
     "[_task-{task}][_acq-{acquisition}][_ce-{ceagent}][_rec-{reconstruction}][_run-{run}]"
-    "[_desc-{desc}]_{suffix<cbf|cbv|mtt|tmax|ttp|bat|k2|att|mask|timeseries|roistats>}"
+    "[_desc-{desc}]_{suffix<cbf|cbv|mtt|tmax|ttp|bat|k2|att|deltam|m0scan|mask|timeseries|roistats>}"
     "{extension<.nii.gz|.nii|.json|.tsv>|.nii.gz}"
 )
 

@@ -2,11 +2,13 @@
 
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
+from bids_perfusion.workflows.asl import init_asl_wf
 from bids_perfusion.workflows.dsc import init_dsc_wf
 
 
-def init_bids_perfusion_wf(runs, options, output_dir, work_dir):
-    """One :func:`init_dsc_wf` per DSC run and per dose (acquired, then each simulated).
+def init_bids_perfusion_wf(runs, options, output_dir, work_dir, asl_runs=(), asl_options=None):
+    """One :func:`init_dsc_wf` per DSC run and per dose (acquired, then each simulated),
+    and one :func:`init_asl_wf` per ASL run.
 
     Runs are independent sub-workflows: a failure in one leaves the others running.
     """
@@ -20,4 +22,6 @@ def init_bids_perfusion_wf(runs, options, output_dir, work_dir):
     for run in runs:
         for dose in (1.0, *options.simulate_doses):
             workflow.add_nodes([init_dsc_wf(run, options, output_dir, dose=dose)])
+    for run in asl_runs:
+        workflow.add_nodes([init_asl_wf(run, asl_options, output_dir)])
     return workflow

@@ -36,6 +36,16 @@ REFERENCES = {
     "mouridsen2006": "Mouridsen K, Christensen S, Gyldensted L, Østergaard L. Automatic "
                      "selection of arterial input function using cluster analysis. Magn "
                      "Reson Med 2006;55:524-531.",
+    "alsop2015": "Alsop DC, Detre JA, Golay X, et al. Recommended implementation of arterial "
+                 "spin-labeled perfusion MRI for clinical applications: a consensus of the "
+                 "ISMRM perfusion study group and the European consortium for ASL in "
+                 "dementia. Magn Reson Med 2015;73:102-116.",
+    "buxton1998": "Buxton RB, Frank LR, Wong EC, Siewert B, Warach S, Edelman RR. A general "
+                  "kinetic model for quantitative perfusion imaging with arterial spin "
+                  "labeling. Magn Reson Med 1998;40:383-396.",
+    "dai2012": "Dai W, Robson PM, Shankaranarayanan A, Alsop DC. Reduced resolution transit "
+               "delay prescan for quantitative continuous arterial spin labeling perfusion "
+               "imaging. Magn Reson Med 2012;67:1252-1265.",
     "stunet2023": "The stU-Net low-dose DSC paper (seeds/stunet-lowdose-dsc.txt), Eq. 1: "
                   "simulation of a reduced contrast dose from a full-dose series.",
 }

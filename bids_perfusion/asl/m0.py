@@ -1,0 +1,121 @@
+"""The M0 reference of ASL quantification: equilibrium magnetisation of tissue, per voxel.
+
+CBF is proportional to ΔM / M0 (:mod:`bids_perfusion.asl.consensus`), so M0 must be the
+fully relaxed tissue signal in the units of ΔM. BIDS ``M0Type`` says where it comes from:
+
+``Separate``
+    the mean of the volumes of a separate ``*_m0scan`` image;
+``Included``
+    the mean of the ``m0scan`` volumes listed in ``aslcontext.tsv``;
+``Estimate``
+    one value for every voxel, ``M0Estimate`` of the sidecar;
+``Absent``
+    the mean of the control volumes, refused under background suppression (the static
+    tissue signal is then suppressed and no longer M0; Alsop et al., MRM 2015;73:102).
+
+A measured M0 (all but ``Estimate``) is corrected for incomplete T1 recovery at its
+repetition time TR (the saturation-recovery signal of a 90° readout)::
+
+    M0 = s · mean(M0 volumes) / (1 - e^(-TR/T1_tissue))
+
+with T1_tissue the T1 of grey matter (:data:`T1_GREY_MATTER`), as in ExploreASL
+(Mutsaerts et al., NeuroImage 2020;219:117031), and s the user's ``--m0-scale`` (the
+relative scale of the M0 and ASL images when, say, they were reconstructed with
+different gains or averages; ASLPrep's ``--m0_scale``). The factor is below 1.001 once TR
+exceeds 7 T1 (9.3 s at 3 T); it is always applied and recorded, so that every CBF sidecar
+states what M0 was.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bids_perfusion import constants
+
+#: T1 of grey matter, s, by field strength in tesla, for the T1-recovery correction of
+#: M0. 3 T: Wansapura et al., JMRI 1999;9:531 (``constants.T1_TISSUE_3T``); 1.5 T:
+#: Stanisz et al., MRM 2005;54:507.
+T1_GREY_MATTER = constants.T1_GREY_MATTER
+
+
+def recovery_fraction(repetition_time, t1):
+    """Saturation recovery ``1 - e^(-TR/T1)`` of a 90° readout after TR seconds."""
+    if repetition_time is None or not np.isfinite(repetition_time):
+        return 1.0
+    return float(1.0 - np.exp(-float(repetition_time) / float(t1)))
+
+
+@dataclass(frozen=True)
+class M0Reference:
+    """M0 image (3-D) and how it was made, as sidecar entries."""
+
+    image: np.ndarray
+    metadata: dict
+
+
+def m0_reference(m0_type, *, m0_volumes=None, control_volumes=None, estimate=None,
+                 shape=None, repetition_time=None, t1_tissue=T1_GREY_MATTER[3.0],
+                 scale=1.0, correct_recovery=True, source=None):
+    """The M0 reference of one run.
+
+    Parameters
+    ----------
+    m0_type : {"Separate", "Included", "Estimate", "Absent"}
+    m0_volumes : array (x, y, z[, n])
+        M0 volumes (Separate, Included); averaged over the last axis when 4-D.
+    control_volumes : array (x, y, z, n)
+        Control volumes (Absent).
+    estimate : float
+        ``M0Estimate`` (Estimate).
+    shape : tuple
+        Spatial shape of the series (Estimate).
+    repetition_time : float
+        TR of the M0 (or control) volumes, s.
+    t1_tissue : float
+        T1 used by the recovery correction, s.
+    scale : float
+        ``--m0-scale``: M0 is multiplied by it.
+    correct_recovery : bool
+        Apply ``1 / (1 - e^(-TR/T1))`` to a measured M0.
+    source : str
+        File the M0 came from, recorded in the metadata.
+    """
+    if m0_type in ("Separate", "Included"):
+        volumes = np.asarray(m0_volumes, dtype=np.float64)
+        n = volumes.shape[3] if volumes.ndim == 4 else 1
+        image = volumes.mean(axis=3) if volumes.ndim == 4 else volumes
+        description = (f"mean of {n} M0 volume(s) "
+                       f"({'separate m0scan' if m0_type == 'Separate' else 'in the series'})")
+    elif m0_type == "Absent":
+        volumes = np.asarray(control_volumes, dtype=np.float64)
+        n = volumes.shape[3]
+        image = volumes.mean(axis=3)
+        description = f"mean of {n} control volume(s) (no M0 scan, no background suppression)"
+    elif m0_type == "Estimate":
+        n = 0
+        image = np.full(tuple(shape[:3]), float(estimate))
+        description = "M0Estimate of the sidecar, the same in every voxel"
+    else:
+        raise ValueError(f"unknown M0 type {m0_type!r}")
+    measured = m0_type != "Estimate"
+    fraction = (recovery_fraction(repetition_time, t1_tissue)
+                if measured and correct_recovery else 1.0)
+    image = float(scale) * image / fraction
+    metadata = {
+        "M0Type": m0_type,
+        "M0Source": source,
+        "M0Description": description,
+        "M0Volumes": n,
+        "M0Scale": float(scale),
+        "M0RepetitionTime": repetition_time if measured else None,
+        "M0T1RecoveryCorrection": bool(measured and correct_recovery),
+        "M0T1Tissue": float(t1_tissue) if measured and correct_recovery else None,
+        "M0RecoveryFactor": 1.0 / fraction,
+        "M0Equation": ("M0 = M0Scale * mean(volumes) / (1 - exp(-M0RepetitionTime / "
+                       "M0T1Tissue))" if measured and correct_recovery
+                       else "M0 = M0Scale * " + ("M0Estimate" if not measured
+                                                 else "mean(volumes)")),
+    }
+    if m0_type == "Estimate":
+        metadata["M0Estimate"] = float(estimate)
+    return M0Reference(image, metadata)

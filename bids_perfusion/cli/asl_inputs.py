@@ -1,0 +1,142 @@
+"""Find the ASL runs of a BIDS dataset and validate them before any graph is built.
+
+Each ``perf/*_asl.nii[.gz]`` needs its ``*_aslcontext.tsv`` beside it, its JSON sidecar
+(inheritance honoured by pybids) and, for ``M0Type: Separate``, an ``*_m0scan`` image:
+the one whose ``IntendedFor`` names the series (BIDS URI ``bids::sub-01/perf/...`` or a
+path relative to the subject folder), else the one with the same entities.
+"""
+
+from collections import defaultdict
+from pathlib import Path
+
+import nibabel as nib
+
+from bids_perfusion.asl.context import read_aslcontext
+from bids_perfusion.asl.metadata import ASLRunMetadata
+from bids_perfusion.cli.inputs import InputError, _derivative_masks, _sidecar
+from bids_perfusion.dsc.metadata import MetadataError
+from bids_perfusion.interfaces.nifti import load_mask
+from bids_perfusion.workflows.asl_options import ASLRun
+
+IMAGE_EXTENSIONS = [".nii", ".nii.gz"]
+
+
+def collect_asl_runs(layout, subjects=None, sessions=None, filters=None, derivatives=(),
+                     options=None):
+    """Every ASL run of the requested subjects, and the errors of runs that cannot be used.
+
+    Returns ``(runs, errors)``: a list of :class:`ASLRun` and a list of messages, each
+    naming the file, the field and the fix. Raises :class:`InputError` when a requested
+    subject does not exist; subjects without ASL simply give no run. ``options``
+    (:class:`ASLOptions`) lets overrides such as ``labeling_efficiency`` or ``t1_blood``
+    settle what the metadata alone cannot.
+    """
+    available = set(layout.get_subjects())
+    subjects = sorted(subjects or available)
+    if missing := sorted(set(subjects) - available):
+        raise InputError(f"{layout.root}: no subject(s) {missing}; the dataset has "
+                         f"{sorted(available)}.")
+    query = {"suffix": "asl", "extension": IMAGE_EXTENSIONS, "subject": subjects,
+             **(filters or {})}
+    if sessions:
+        query["session"] = sessions
+    images = sorted(layout.get(**query), key=lambda image: image.path)
+    m0_links = _m0_links(layout, subjects, sessions)
+    masks = _derivative_masks(derivatives)
+    runs, errors = [], []
+    for image in images:
+        path = image.path
+        try:
+            run = _run(layout, image, m0_links, masks, options)
+        except MetadataError as error:
+            errors.append(str(error))
+            continue
+        except ValueError as error:  # masks: load_mask names the file and the fix
+            errors.append(f"{error} (needed by {path})")
+            continue
+        runs.append(run)
+    return runs, errors
+
+
+def _run(layout, image, m0_links, masks, options):
+    path = image.path
+    entities = image.get_entities()
+    context_path = Path(_stem(path) + "context.tsv")
+    if not context_path.is_file():
+        raise MetadataError(f"{path}: no {context_path.name} beside it; BIDS ASL needs one "
+                            "row 'volume_type' per volume (control, label, m0scan, deltam, "
+                            "cbf or noRF).")
+    volume_types = read_aslcontext(context_path)
+    sidecar = _sidecar(layout, path)
+    shape = nib.load(path).shape
+    m0_file = m0_sidecar = m0_shape = None
+    if sidecar.get("M0Type") == "Separate":
+        m0_file = _find_m0(layout, image, m0_links)
+        if m0_file is not None:
+            m0_sidecar = _sidecar(layout, m0_file)
+            m0_shape = nib.load(m0_file).shape
+    metadata = ASLRunMetadata.from_sidecar(path, sidecar, context_path, volume_types, shape,
+                                           m0_file, m0_sidecar, m0_shape)
+    if options is not None and metadata.quantifiable:
+        metadata.efficiency(options.labeling_efficiency)
+        metadata.t1_blood(options.t1_blood)
+    elif metadata.quantifiable:
+        metadata.efficiency()
+        metadata.t1_blood()
+    subject, session = entities["subject"], entities.get("session")
+    run_masks = masks.get((subject, session), masks.get((subject, None), {}))
+    for mask in run_masks.values():
+        load_mask(mask, shape)
+    return ASLRun(subject, session, path, metadata, dict(run_masks))
+
+
+def _stem(path):
+    """``.../sub-01_asl.nii.gz`` -> ``.../sub-01_asl`` (the aslcontext adds 'context.tsv')."""
+    text = str(path)
+    for extension in (".nii.gz", ".nii"):
+        if text.endswith(extension):
+            return text[: -len(extension)]
+    return text
+
+
+def _relative(layout, path):
+    return Path(path).resolve().relative_to(Path(layout.root).resolve()).as_posix()
+
+
+def _m0_links(layout, subjects, sessions):
+    """``{series path relative to the dataset: [m0scan paths]}`` from ``IntendedFor``."""
+    query = {"suffix": "m0scan", "extension": IMAGE_EXTENSIONS, "subject": subjects}
+    if sessions:
+        query["session"] = sessions
+    links = defaultdict(list)
+    for m0 in layout.get(**query):
+        targets = _sidecar(layout, m0.path).get("IntendedFor") or []
+        for target in [targets] if isinstance(targets, str) else targets:
+            target = str(target)
+            if target.startswith("bids::"):
+                relative = target.removeprefix("bids::")
+            elif target.startswith("bids:"):
+                continue  # another dataset
+            else:  # deprecated: relative to the subject folder
+                subject_dir = f"sub-{m0.get_entities()['subject']}"
+                relative = f"{subject_dir}/{target.lstrip('/')}"
+            links[relative.lstrip("/")].append(m0.path)
+    return links
+
+
+def _find_m0(layout, image, links):
+    """The M0 scan of a series: named by IntendedFor, else with the same entities."""
+    linked = links.get(_relative(layout, image.path), [])
+    if len(linked) == 1:
+        return linked[0]
+    if len(linked) > 1:
+        raise MetadataError(
+            f"{image.path}: several M0 scans name it in 'IntendedFor' "
+            f"({', '.join(sorted(Path(p).name for p in linked))}); keep one.")
+    entities = {k: v for k, v in image.get_entities().items()
+                if k not in ("suffix", "extension", "datatype")}
+    candidates = layout.get(suffix="m0scan", extension=IMAGE_EXTENSIONS, **entities)
+    exact = [c.path for c in candidates
+             if {k: v for k, v in c.get_entities().items()
+                 if k not in ("suffix", "extension", "datatype")} == entities]
+    return exact[0] if len(exact) == 1 else None

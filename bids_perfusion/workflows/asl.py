@@ -1,0 +1,271 @@
+"""ASL quantification of one run: from the series to ΔM, M0, CBF (and ATT), ROI table, files."""
+
+from pathlib import Path
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+from bids_perfusion import constants
+from bids_perfusion.asl.m0 import T1_GREY_MATTER
+from bids_perfusion.interfaces.asl import (
+    ASLBrainMask,
+    CBFTimeSeries,
+    ExtractASL,
+    MeanCBFVolumes,
+    MultiDelayCBF,
+    SingleDelayCBF,
+)
+from bids_perfusion.interfaces.bids import DerivativesDataSink, RunBarrier
+from bids_perfusion.interfaces.roi import ROIStatistics
+
+#: ROI masks that ROI statistics use when they are given or derived.
+ROI_NAMES = ("brain", "tumor", "NAWM", "GM", "WM")
+#: Suffixes of outputs written as TSV tables (the others are compressed NIfTI).
+TABLES = ("timeseries", "roistats")
+CBF_UNITS = "mL/100 g/min"
+
+EQUATIONS = {
+    "PCASL": "CBF = 6000 λ ΔM exp(PLD/T1b) / (2 α T1b M0 (1 - exp(-τ/T1b)))",
+    "CASL": "CBF = 6000 λ ΔM exp(PLD/T1b) / (2 α T1b M0 (1 - exp(-τ/T1b)))",
+    "PASL": "CBF = 6000 λ ΔM exp(TI/T1b) / (2 α TI1 M0)",
+}
+
+
+def bids_relative(path):
+    """A path from its ``sub-`` folder on (``sub-01/perf/sub-01_asl.nii.gz``)."""
+    parts = Path(path).parts
+    starts = [i for i, part in enumerate(parts) if part.startswith("sub-")]
+    return "/".join(parts[starts[0]:]) if starts else Path(path).name
+
+
+def quantification_parameters(run, options):
+    """Sidecar entries of every constant and acquisition parameter the CBF map used."""
+    meta = run.metadata
+    efficiency, source = meta.efficiency(options.labeling_efficiency)
+    t1_blood = meta.t1_blood(options.t1_blood)
+    delay_name = "InversionTime" if meta.label_type == "PASL" else "PostLabelingDelay"
+    delays = list(meta.unique_delays)
+    parameters = {
+        "ArterialSpinLabelingType": meta.label_type,
+        delay_name: delays[0] if len(delays) == 1 else delays,
+        "LabelingEfficiency": efficiency,
+        "LabelingEfficiencySource": source,
+        "BackgroundSuppression": meta.background_suppression,
+        "BackgroundSuppressionNumberPulses": meta.background_suppression_pulses,
+        "BackgroundSuppressionPulseEfficiency": (
+            constants.BACKGROUND_SUPPRESSION_PULSE_EFFICIENCY
+            if "pulses" in source else None),
+        "T1Blood": t1_blood,
+        "T1BloodSource": ("command line (--t1-blood)" if options.t1_blood is not None else
+                          f"consensus value at {meta.nominal_field_strength:g} T "
+                          "(Alsop et al. 2015)"),
+        "MagneticFieldStrength": meta.magnetic_field_strength,
+        "BloodBrainPartitionCoefficient": options.partition,
+        "NumberOfDeltaM": len(meta.delays),
+        "SliceTimingCorrectedDelay": meta.slice_timing is not None,
+        "Sources": [f"bids:raw:{bids_relative(f)}" for f in run.files],
+    }
+    if meta.label_type == "PASL":
+        parameters.update(BolusCutOffDelayTime=meta.bolus_cutoff_delay,
+                          BolusCutOffTechnique=meta.bolus_cutoff_technique)
+    else:
+        durations = sorted(set(meta.durations))
+        parameters["LabelingDuration"] = durations[0] if len(durations) == 1 else durations
+    return parameters
+
+
+def init_asl_wf(run, options, output_dir, name=None):
+    """Quantify one ASL run and write its derivatives.
+
+    The graph is decided here from the run's metadata: single delay (consensus formula,
+    plus the CBF of each pair as a time series when there are several) or multiple delays
+    (general kinetic model fit of CBF and ATT), scanner CBF volumes when the series holds
+    no ΔM, brain mask given or derived from M0. Sinks take their source file from a
+    :class:`RunBarrier`, so a run that fails writes nothing.
+
+    Parameters
+    ----------
+    run : :class:`~bids_perfusion.workflows.asl_options.ASLRun`
+    options : :class:`~bids_perfusion.workflows.asl_options.ASLOptions`
+    output_dir : str
+    """
+    meta = run.metadata
+    workflow = Workflow(name=name or f"{run.name}_asl_wf")
+    masks = pe.Node(niu.IdentityInterface(fields=list(ROI_NAMES)), name="masks")
+    for key in ROI_NAMES:
+        if key in run.masks:
+            setattr(masks.inputs, key, run.masks[key])
+    sinks = []
+    if not meta.quantifiable:
+        workflow.__desc__ = ("The ASL series held CBF maps computed by the scanner and no "
+                             "label/control data; they were averaged.")
+        if "brain" not in run.masks:
+            brain = pe.Node(ASLBrainMask(in_file=run.file), name="brain_mask")
+            workflow.connect(brain, "out_file", masks, "brain")
+        cbf_node = pe.Node(MeanCBFVolumes(in_file=run.file,
+                                          volume_types=list(meta.context.volume_types),
+                                          parameters={"Sources": [
+                                              f"bids:raw:{bids_relative(run.file)}"]}),
+                           name="scanner_cbf")
+        workflow.connect(masks, "brain", cbf_node, "brain_mask")
+        outputs = [(cbf_node, "cbf", "cbf_scanner", {"desc": "scanner", "suffix": "cbf"},
+                    {"Units": CBF_UNITS,
+                     "EstimationMethod": "mean of the scanner's CBF volumes"})]
+        return _finish(workflow, run, output_dir, masks, outputs, sinks)
+
+    parameters = quantification_parameters(run, options)
+    m0_t1 = options.m0_t1 or T1_GREY_MATTER[meta.nominal_field_strength]
+    extract = pe.Node(ExtractASL(
+        in_file=run.file, volume_types=list(meta.context.volume_types),
+        delays=list(meta.delays), m0_type=meta.m0_type, m0_t1=m0_t1,
+        m0_scale=options.m0_scale, m0_recovery_correction=options.m0_recovery_correction,
+        m0_source=(f"bids:raw:{bids_relative(meta.m0_file or run.file)}"
+                   if meta.m0_type != "Estimate" else "M0Estimate")),
+        name="extract_asl")
+    if meta.durations is not None:
+        extract.inputs.durations = list(meta.durations)
+    if meta.m0_file:
+        extract.inputs.m0_file = meta.m0_file
+    if meta.m0_estimate is not None:
+        extract.inputs.m0_estimate = meta.m0_estimate
+    if meta.m0_repetition_time is not None:
+        extract.inputs.m0_repetition_time = meta.m0_repetition_time
+    if "brain" not in run.masks:
+        brain = pe.Node(ASLBrainMask(), name="brain_mask")
+        if meta.m0_type == "Estimate":
+            brain.inputs.in_file = run.file
+        else:
+            workflow.connect(extract, "m0", brain, "in_file")
+        workflow.connect(brain, "out_file", masks, "brain")
+
+    efficiency, t1_blood = parameters["LabelingEfficiency"], parameters["T1Blood"]
+    common = {"label_type": meta.label_type, "t1_blood": t1_blood, "efficiency": efficiency,
+              "partition": options.partition}
+    if meta.label_type == "PASL":
+        common["bolus_duration"] = meta.bolus_cutoff_delay
+    if meta.slice_timing is not None:
+        common["slice_timing"] = list(meta.slice_timing)
+    equation = EQUATIONS[meta.label_type]
+    workflow.__desc__ = (
+        f"CBF was quantified from the {meta.label_type} series with the general kinetic "
+        "model of arterial spin labelling [@buxton1998]. Control and label volumes were "
+        "subtracted pairwise. The M0 reference was "
+        f"{_m0_text(meta.m0_type)}, corrected for incomplete T1 recovery at its repetition "
+        f"time and scaled by {options.m0_scale:g}. Constants: λ = {options.partition:g} mL/g, "
+        f"T1 of blood {t1_blood:g} s, labelling efficiency α = {efficiency:.4g} "
+        f"({parameters['LabelingEfficiencySource']}) [@alsop2015].")
+    if meta.multi_delay:
+        fit = pe.Node(MultiDelayCBF(**common, parameters={
+            **parameters, "EstimationMethod": "general kinetic model, weighted least "
+            "squares over delays (weighted-delay initialisation, Levenberg-Marquardt)",
+            "T1Tissue": options.t1_tissue,
+            "Model": "Buxton et al. 1998, T1' = " + (
+                "T1b" if options.t1_tissue is None else "1/(1/T1Tissue + CBF/λ)")}),
+            name="multi_delay_cbf")
+        if options.t1_tissue is not None:
+            fit.inputs.t1_tissue = options.t1_tissue
+        workflow.connect([
+            (extract, fit, [("mean_deltam", "mean_deltam"), ("m0", "m0"),
+                            ("delays", "delays"), ("durations", "durations"),
+                            ("counts", "counts"), ("metadata", "m0_metadata")]),
+            (masks, fit, [("brain", "brain_mask")]),
+        ])
+        workflow.__desc__ += (
+            f" CBF and arterial transit time were fitted voxel-wise to the mean ΔM of the "
+            f"{len(meta.unique_delays)} delays by weighted least squares, initialised with "
+            "the weighted delay [@dai2012] and refined by Levenberg-Marquardt.")
+        outputs = [
+            (fit, "cbf", "cbf_gkm", {"desc": "gkm", "suffix": "cbf"},
+             {"Units": CBF_UNITS}),
+            (fit, "att", "att_gkm", {"desc": "gkm", "suffix": "att"},
+             {"Units": "s", "EstimationMethod": "general kinetic model fit"}),
+        ]
+    else:
+        single = {**common, "delay": meta.unique_delays[0]}
+        if meta.durations is not None:
+            single["labeling_duration"] = meta.durations[0]
+        cbf_node = pe.Node(SingleDelayCBF(**single, parameters={
+            **parameters, "EstimationMethod": "ISMRM consensus single-delay formula",
+            "Equation": equation}), name="single_delay_cbf")
+        workflow.connect([
+            (extract, cbf_node, [("mean_deltam", "mean_deltam"), ("m0", "m0"),
+                                 ("metadata", "m0_metadata")]),
+            (masks, cbf_node, [("brain", "brain_mask")]),
+        ])
+        workflow.__desc__ += (f" CBF followed the consensus single-delay formula {equation} "
+                              "[@alsop2015].")
+        outputs = [(cbf_node, "cbf", "cbf_consensus", {"desc": "consensus", "suffix": "cbf"},
+                    {"Units": CBF_UNITS})]
+        if len(meta.delays) > 1:
+            series = pe.Node(CBFTimeSeries(**single), name="cbf_timeseries")
+            workflow.connect([(extract, series, [("deltam", "deltam"), ("m0", "m0")]),
+                              (masks, series, [("brain", "brain_mask")])])
+            sinks.append((series, "out_file", {"desc": "meanCbf", "suffix": "timeseries"},
+                          None, {"pair": {"Description": "index of the ΔM estimate "
+                                          "(control/label pair, in order)"},
+                                 "cbf": {"Description": "mean CBF over the brain mask",
+                                         "Units": CBF_UNITS},
+                                 "cbf_median": {"Description": "median CBF over the brain "
+                                                "mask", "Units": CBF_UNITS}}))
+    delay_name = "InversionTime" if meta.label_type == "PASL" else "PostLabelingDelay"
+    sinks += [
+        (extract, "mean_deltam", {"desc": "mean", "suffix": "deltam"}, None,
+         {"Units": "arbitrary (units of the ASL series)",
+          "Description": "mean control - label difference ΔM"
+          + (", one volume per delay" if meta.multi_delay else ""),
+          delay_name: (list(meta.unique_delays) if meta.multi_delay
+                       else meta.unique_delays[0])}),
+        (extract, "m0", {"desc": "reference", "suffix": "m0scan"}, extract,
+         {"Units": "arbitrary (units of the ASL series)",
+          "Description": "M0 reference used for CBF"}),
+    ]
+    return _finish(workflow, run, output_dir, masks, outputs, sinks)
+
+
+def _m0_text(m0_type):
+    return {"Separate": "the mean of the separate M0 scan",
+            "Included": "the mean of the M0 volumes of the series",
+            "Estimate": "the M0Estimate of the sidecar",
+            "Absent": "the mean control image"}[m0_type]
+
+
+def _finish(workflow, run, output_dir, masks, outputs, sinks):
+    """ROI statistics of the maps, then sinks behind a barrier."""
+    roi_names = [key for key in ROI_NAMES if key in run.masks or key == "brain"]
+    roi = pe.Node(ROIStatistics(rois=roi_names,
+                                measures=[measure for _n, _f, measure, *_r in outputs]),
+                  name="roi_statistics")
+    merge_maps = pe.Node(niu.Merge(len(outputs)), name="merge_maps")
+    merge_masks = pe.Node(niu.Merge(len(roi_names)), name="merge_masks")
+    for index, (node, field, *_rest) in enumerate(outputs, start=1):
+        workflow.connect(node, field, merge_maps, f"in{index}")
+    for index, key in enumerate(roi_names, start=1):
+        workflow.connect(masks, key, merge_masks, f"in{index}")
+    workflow.connect([(merge_maps, roi, [("out", "in_files")]),
+                      (merge_masks, roi, [("out", "masks")])])
+
+    sinks = [
+        (masks, "brain", {"desc": "brain", "suffix": "mask"}, None, {}),
+        (roi, "out_file", {"desc": "roi", "suffix": "roistats"}, None,
+         {"Description": "ROI statistics of every ASL map"}),
+        *[(node, field, entities, node, sidecar)
+          for node, field, _measure, entities, sidecar in outputs],
+        *sinks,
+    ]
+    barrier = pe.Node(RunBarrier(source_file=run.file), name="barrier")
+    merge_all = pe.Node(niu.Merge(len(sinks)), name="merge_outputs")
+    workflow.connect(merge_all, "out", barrier, "in_files")
+    for index, (node, field, entities, meta_node, sidecar) in enumerate(sinks, start=1):
+        workflow.connect(node, field, merge_all, f"in{index}")
+        label = "_".join(str(v) for v in entities.values())
+        sink = pe.Node(
+            DerivativesDataSink(base_directory=str(output_dir),
+                                compress=entities["suffix"] not in TABLES or None,
+                                **entities, **sidecar),
+            name=f"ds_{label}", run_without_submitting=True)
+        workflow.connect([(node, sink, [(field, "in_file")]),
+                          (barrier, sink, [("source_file", "source_file")])])
+        if meta_node is not None:
+            workflow.connect(meta_node, "metadata", sink, "meta_dict")
+    return workflow

@@ -1,0 +1,70 @@
+"""What the user asked of the ASL pipeline, and the runs it applies to.
+
+Plain dataclasses, cheap to import: the command line builds them before any heavy import.
+"""
+
+from dataclasses import dataclass, field
+
+from bids_perfusion import constants
+
+
+@dataclass(frozen=True)
+class ASLOptions:
+    """Options of the ASL quantification, recorded in every CBF sidecar.
+
+    Attributes
+    ----------
+    m0_scale : float
+        M0 is multiplied by this factor (``--m0-scale``): the relative scale of the M0
+        and ASL images, e.g. when the M0 scan was reconstructed with another gain.
+    labeling_efficiency : float or None
+        Overrides the sidecar's ``LabelingEfficiency`` and the consensus value.
+    t1_blood : float or None
+        T1 of arterial blood, s; None: the consensus value for the field strength.
+    partition : float
+        Blood-brain partition coefficient λ, mL/g.
+    t1_tissue : float or None
+        T1 of tissue for the multi-delay model (T1' = 1/(1/T1 + f/λ)); None: T1' = T1b,
+        the consensus assumption.
+    m0_t1 : float or None
+        T1 of the M0 T1-recovery correction, s; None: grey matter at the field strength
+        (:data:`bids_perfusion.asl.m0.T1_GREY_MATTER`).
+    m0_recovery_correction : bool
+        Correct M0 for incomplete T1 recovery at its repetition time.
+    """
+
+    m0_scale: float = 1.0
+    labeling_efficiency: float | None = None
+    t1_blood: float | None = None
+    partition: float = constants.BLOOD_BRAIN_PARTITION
+    t1_tissue: float | None = None
+    m0_t1: float | None = None
+    m0_recovery_correction: bool = True
+
+
+@dataclass(frozen=True)
+class ASLRun:
+    """One ASL run: its series, validated metadata (which names the M0 file) and masks.
+
+    ``masks`` maps 'brain', 'tumor', 'NAWM', 'GM', 'WM' to mask files given with
+    ``--derivatives``; a missing brain mask is derived from M0.
+    """
+
+    subject: str
+    session: str | None
+    file: str
+    metadata: object
+    masks: dict = field(default_factory=dict)
+
+    @property
+    def files(self):
+        """The run's inputs, series first (the interface of :class:`DSCRun`)."""
+        m0_file = self.metadata.m0_file
+        return (self.file,) + ((m0_file,) if m0_file else ())
+
+    @property
+    def name(self):
+        """A node-safe identifier: the series' file name without suffix and extension."""
+        stem = self.file.rsplit("/", 1)[-1].split(".nii")[0]
+        parts = [p for p in stem.split("_") if p != "asl"]
+        return "_".join(parts).replace("-", "_")
