@@ -41,6 +41,9 @@ MAP_STYLES = {
     "tmax": ("Tmax", "viridis", 4),
     "ttp": ("TTP", "viridis", 5),
     "bat": ("BAT", "viridis", 6),
+    "att": ("ATT", "viridis", 7),
+    "deltam": ("ΔM", "gray", 8),
+    "m0scan": ("M0", "gray", 9),
 }
 #: Masks of ``desc-<name>_mask`` drawn in the ROI overlay, with their legend labels.
 ROI_MASKS = {"NAWM": "NAWM", "tumor": "tumour", "tumour": "tumour", "GM": "GM", "WM": "WM"}
