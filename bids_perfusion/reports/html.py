@@ -418,7 +418,8 @@ def report_run(name, files, output_dir, figures_dir, *, bids_dir=None, derivativ
                                                                        name))
     else:
         rois = {}
-    _draw_curves(run, series_files, series, brain, rois)
+    if any(suffix == "mtt" for _desc, suffix, _ext in run.files):  # a DSC run
+        _draw_curves(run, series_files, series, brain, rois)
     _roi_table(run)
     return run.context()
 
