@@ -1,6 +1,5 @@
 """ASL quantification of one run: from the series to ΔM, M0, CBF (and ATT), ROI table, files."""
 
-from pathlib import Path
 
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
@@ -18,6 +17,7 @@ from bids_perfusion.interfaces.asl import (
 )
 from bids_perfusion.interfaces.bids import DerivativesDataSink, RunBarrier
 from bids_perfusion.interfaces.roi import ROIStatistics
+from bids_perfusion.workflows.bids_uris import raw_uris
 
 #: ROI masks that ROI statistics use when they are given or derived.
 ROI_NAMES = ("brain", "tumor", "NAWM", "GM", "WM")
@@ -30,13 +30,6 @@ EQUATIONS = {
     "CASL": "CBF = 6000 λ ΔM exp(PLD/T1b) / (2 α T1b M0 (1 - exp(-τ/T1b)))",
     "PASL": "CBF = 6000 λ ΔM exp(TI/T1b) / (2 α TI1 M0)",
 }
-
-
-def bids_relative(path):
-    """A path from its ``sub-`` folder on (``sub-01/perf/sub-01_asl.nii.gz``)."""
-    parts = Path(path).parts
-    starts = [i for i, part in enumerate(parts) if part.startswith("sub-")]
-    return "/".join(parts[starts[0]:]) if starts else Path(path).name
 
 
 def quantification_parameters(run, options):
@@ -64,7 +57,7 @@ def quantification_parameters(run, options):
         "BloodBrainPartitionCoefficient": options.partition,
         "NumberOfDeltaM": len(meta.delays),
         "SliceTimingCorrectedDelay": meta.slice_timing is not None,
-        "Sources": [f"bids:raw:{bids_relative(f)}" for f in run.files],
+        "Sources": raw_uris(run.files),
     }
     if meta.label_type == "PASL":
         parameters.update(BolusCutOffDelayTime=meta.bolus_cutoff_delay,
@@ -105,8 +98,7 @@ def init_asl_wf(run, options, output_dir, name=None):
             workflow.connect(brain, "out_file", masks, "brain")
         cbf_node = pe.Node(MeanCBFVolumes(in_file=run.file,
                                           volume_types=list(meta.context.volume_types),
-                                          parameters={"Sources": [
-                                              f"bids:raw:{bids_relative(run.file)}"]}),
+                                          parameters={"Sources": raw_uris([run.file])}),
                            name="scanner_cbf")
         workflow.connect(masks, "brain", cbf_node, "brain_mask")
         outputs = [(cbf_node, "cbf", "cbf_scanner", {"desc": "scanner", "suffix": "cbf"},
@@ -120,7 +112,7 @@ def init_asl_wf(run, options, output_dir, name=None):
         in_file=run.file, volume_types=list(meta.context.volume_types),
         delays=list(meta.delays), m0_type=meta.m0_type, m0_t1=m0_t1,
         m0_scale=options.m0_scale, m0_recovery_correction=options.m0_recovery_correction,
-        m0_source=(f"bids:raw:{bids_relative(meta.m0_file or run.file)}"
+        m0_source=(raw_uris([meta.m0_file or run.file])[0]
                    if meta.m0_type != "Estimate" else "M0Estimate")),
         name="extract_asl")
     if meta.durations is not None:

@@ -13,6 +13,7 @@ from bids_perfusion.interfaces.maps import BloodVolume, BolusTiming, RelativeMap
 from bids_perfusion.interfaces.masks import BrainMask, NAWMMask
 from bids_perfusion.interfaces.roi import ROIStatistics
 from bids_perfusion.interfaces.signal import SignalToDeltaR2Star
+from bids_perfusion.workflows.bids_uris import raw_uris
 
 METHOD_NAMES = {"ssvd": "standard truncated SVD (sSVD)",
                 "csvd": "block-circulant truncated SVD (cSVD)",
@@ -225,7 +226,8 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         sink = pe.Node(
             DerivativesDataSink(base_directory=str(output_dir), dismiss_entities=["echo"],
                                 compress=entities["suffix"] not in TABLES or None,
-                                **entities, **extra, **sidecar),
+                                **entities, **extra, **sidecar,
+                                Sources=raw_uris(run.files)),
             name=f"ds_{label}", run_without_submitting=True)
         workflow.connect([(node, sink, [(field, "in_file")]),
                           (barrier, sink, [("source_file", "source_file")])])
