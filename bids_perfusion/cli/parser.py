@@ -132,6 +132,10 @@ def build_parser():
                             "matter at the field strength)")
     group.add_argument("--no-m0-recovery-correction", action="store_true",
                        help="use M0 as acquired, without T1-recovery correction")
+
+    from bids_perfusion.cli.group import add_group_arguments  # light: standard library only
+
+    add_group_arguments(parser)
     return parser
 
 

@@ -35,7 +35,12 @@ def main(argv=None):
         parser.error(f"output_dir {output_dir} must not be inside the input dataset "
                      "(except under its derivatives/ folder)")
     if args.analysis_level == "group":
-        parser.error("the group level arrives with glioma grading; run 'participant' first")
+        from bids_perfusion.cli.group import run_group
+
+        return run_group(bids_dir, output_dir, grade_column=args.grade_column,
+                         positive=args.positive_class, roi=args.grading_roi,
+                         seed=args.bootstrap_seed, n_bootstrap=args.n_bootstrap,
+                         participant_label=getattr(args, "participant_label", None))
     if args.omp_nthreads:
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[variable] = str(args.omp_nthreads)

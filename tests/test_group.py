@@ -1,0 +1,136 @@
+"""The group level end to end: a four-subject phantom cohort, participant level, then group.
+
+Two HGG and two LGG subjects on the small grid (DSC only, SNR 50), quantified with oSVD and
+Tikhonov with the truth tumour masks given as a user would (``--derivatives``); then
+:func:`bids_perfusion.cli.group.run_group` gathers the ROI tables and grades.
+"""
+
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bids_perfusion.cli.group import run_group
+from bids_perfusion.cli.run import main
+from bids_perfusion.phantom import write_dataset
+from bids_perfusion.phantom.bids import TRUTH
+
+pytestmark = pytest.mark.slow
+GRADES = ("HGG", "LGG", "HGG", "LGG")
+
+
+def _read(path):
+    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    from helpers import small_config
+
+    tmp = tmp_path_factory.mktemp("group")
+    root = write_dataset(tmp / "bids", small_config(grades=GRADES, asl=None))
+    masks = tmp / "masks"
+    for path in (Path(root) / TRUTH).glob("sub-*/perf/*_label-tumor_mask.nii.gz"):
+        target = masks / path.relative_to(Path(root) / TRUTH)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    out = tmp / "out"
+    status = main([str(root), str(out), "participant", "--skip-bids-validation",
+                   "-w", str(tmp / "work"), "--dsc-methods", "osvd,tikhonov",
+                   "--derivatives", str(masks)])
+    assert status == 0
+    group_status = run_group(root, out, n_bootstrap=200, seed=3)
+    return Path(root), out, group_status
+
+
+def test_outputs_are_written(cohort):
+    _root, out, status = cohort
+    assert status == 0
+    names = sorted(p.name for p in (out / "group").iterdir())
+    assert names == sorted([
+        "group_desc-roi_stats.tsv", "group_desc-roi_stats.json",
+        "group_desc-ratio_stats.tsv", "group_desc-ratio_stats.json",
+        "group_desc-grading_stats.tsv", "group_desc-grading_stats.json",
+        "group_ce-gadolinium_desc-roc_cbf.svg", "group_ce-gadolinium_desc-roc_cbv.svg"])
+
+
+def test_tidy_table_has_one_row_per_subject_roi_and_measure(cohort):
+    import json
+
+    _root, out, _status = cohort
+    table = _read(out / "group" / "group_desc-roi_stats.tsv")
+    measures = {"cbv", "cbv_bsw", "cbf_osvd", "cbf_tikhonov", "rcbv", "rcbv_bsw",
+                "rcbf_osvd", "rcbf_tikhonov", "ttp", "bat"}
+    assert set(table["measure"]) == measures
+    assert set(table["roi"]) == {"brain", "NAWM", "tumor"}
+    assert len(table) == 4 * 3 * len(measures)
+    assert not table.duplicated(["participant_id", "roi", "measure"]).any()
+    by_subject = table.groupby("participant_id")["grade"].unique()
+    assert [g.tolist() for g in by_subject] == [[g] for g in GRADES]
+    units = table.groupby("measure")["units"].unique().map(list).to_dict()
+    assert units["cbf_osvd"] == ["mL/100 g/min"] and units["cbv_bsw"] == ["mL/100 g"]
+    assert units["ttp"] == ["s"] and units["rcbf_osvd"] == ["1 (ratio to the NAWM median)"]
+    nawm = table[(table["roi"] == "NAWM") & table["relative"]]
+    assert nawm["median"].to_numpy() == pytest.approx(1.0)  # relative maps: NAWM median 1
+    dictionary = json.loads((out / "group" / "group_desc-roi_stats.json").read_text())
+    assert list(dictionary) == list(table.columns)
+    assert dictionary["grade"]["Levels"] == {"HGG": "high-grade glioma",
+                                             "LGG": "low-grade glioma"}
+
+
+def test_grading_rows_and_values_are_plausible(cohort):
+    _root, out, _status = cohort
+    grading = _read(out / "group" / "group_desc-grading_stats.tsv")
+    assert sorted(zip(grading["quantity"], grading["method"], strict=True)) == [
+        ("cbf", "osvd"), ("cbf", "tikhonov"), ("cbv", "areaRatio"), ("cbv", "bsw")]
+    assert (grading["n_positive"] == 2).all() and (grading["n_negative"] == 2).all()
+    assert (grading["negative_class"] == "LGG").all()
+    assert (grading["median_positive"] > grading["median_negative"]).all()
+    assert (grading["auc"] == 1.0).all()  # high grade rCBV 3-6, low grade 1.3-1.6
+    assert grading["p_value"].to_numpy() == pytest.approx(1 / 3)  # exact, n = 2 + 2
+    assert (grading[["sensitivity", "specificity", "accuracy"]] == 1.0).all().all()
+    assert (grading["cutoff_ci_low"] <= grading["cutoff"]).all()
+    assert (grading["cutoff"] <= grading["cutoff_ci_high"]).all()
+    ratios = _read(out / "group" / "group_desc-ratio_stats.tsv")
+    low = ratios[ratios["grade"] == "LGG"].groupby("measure")["ratio"].max()
+    high = ratios[ratios["grade"] == "HGG"].groupby("measure")["ratio"].min()
+    cut = grading.set_index("measure")["cutoff"]
+    assert ((low[cut.index] < cut) & (cut < high[cut.index])).all()
+    # T1 leakage of the high-grade rim lowers the apparent CBV; the BSW correction raises it
+    hgg = ratios[ratios["grade"] == "HGG"].pivot(index="participant_id", columns="measure",
+                                                 values="ratio")
+    assert (hgg["cbv_bsw"] > hgg["cbv"]).all()
+
+
+def test_group_level_is_deterministic(cohort):
+    root, out, _status = cohort
+    before = {p.name: p.read_bytes() for p in (out / "group").iterdir()}
+    assert run_group(root, out, n_bootstrap=200, seed=3) == 0
+    after = {p.name: p.read_bytes() for p in (out / "group").iterdir()}
+    assert after == before
+
+
+def test_clear_errors(cohort, tmp_path, caplog):
+    root, out, _status = cohort
+    caplog.set_level(logging.ERROR, logger="bids_perfusion")
+    assert run_group(root, tmp_path / "empty", n_bootstrap=0) == 1
+    assert "no participant ROI table" in caplog.text
+
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.nii.gz"))  # with group/
+    assert run_group(root, copy, grade_column="who", n_bootstrap=0) == 1
+    assert "participants.tsv has no column 'who'" in caplog.text
+    assert (copy / "group" / "group_desc-roi_stats.tsv").exists()  # the tidy table is kept
+    assert not (copy / "group" / "group_desc-grading_stats.tsv").exists()
+
+    assert run_group(root, copy, roi="GM", n_bootstrap=0) == 1
+    assert "no ROI 'GM'" in caplog.text
+
+    one_class = tmp_path / "bids"
+    one_class.mkdir()
+    participants = _read(root / "participants.tsv").assign(grade="HGG")
+    participants.to_csv(one_class / "participants.tsv", sep="\t", index=False)
+    assert run_group(one_class, copy, n_bootstrap=0) == 1
+    assert "only one class" in caplog.text
