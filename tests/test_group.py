@@ -41,7 +41,8 @@ def cohort(tmp_path_factory):
                    "-w", str(tmp / "work"), "--dsc-methods", "osvd,tikhonov",
                    "--derivatives", str(masks)])
     assert status == 0
-    group_status = run_group(root, out, n_bootstrap=200, seed=3)
+    group_status = main([str(root), str(out), "group", "--n-bootstrap", "200",
+                         "--bootstrap-seed", "3"])
     return Path(root), out, group_status
 
 

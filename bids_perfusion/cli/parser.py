@@ -94,7 +94,7 @@ def build_parser():
                        help=f"oSVD oscillation-index threshold (default: 0.035){LITERATURE}")
     group.add_argument("--tikhonov-criterion", choices=["lcurve", "gcv", "fixed"],
                        default=argparse.SUPPRESS,
-                       help=f"choice of the Tikhonov parameter λ (default: lcurve){LITERATURE}")
+                       help=f"choice of the Tikhonov parameter λ (default: gcv){LITERATURE}")
     group.add_argument("--tikhonov-lambda", type=_fraction, default=argparse.SUPPRESS,
                        help="λ relative to the largest singular value, for criterion 'fixed' "
                             f"(default: 0.2){LITERATURE}")

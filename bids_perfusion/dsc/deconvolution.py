@@ -81,7 +81,11 @@ class OscillationIndexSVDParameters:
 
 @dataclasses.dataclass(frozen=True)
 class TikhonovParameters:
-    """Tikhonov: L-curve criterion by default (Calamante et al., MRM 2003;50:1237).
+    """Tikhonov (Calamante et al., MRM 2003;50:1237); λ by GCV by default.
+
+    GCV is the default because the L-curve under-regularises noisy curves (Hanke, BIT
+    1996;36:287): on the phantom at SNR 10 it picks λ ≈ 0.006 s_max in white matter and
+    CBF 12 times the truth, where GCV (λ ≈ 0.4 s_max) agrees with oSVD.
 
     λ is relative to the largest singular value. ``lam`` (used by ``criterion="fixed"``)
     is 0.2, where the filter factor halves the component at ``0.2 · s_max``: the smooth
@@ -90,7 +94,7 @@ class TikhonovParameters:
     ``lambda_grid`` (``"gcv"``, ``"lcurve"``) spans 1e-3 to 1 with 10 points per decade.
     """
 
-    criterion: str = "lcurve"
+    criterion: str = "gcv"
     lam: float = 0.2
     lambda_grid: tuple[float, ...] = tuple(10.0 ** (i / 10) for i in range(-30, 1))
 

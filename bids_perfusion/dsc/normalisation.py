@@ -8,32 +8,38 @@ and makes values comparable across subjects and sessions.
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import threshold_multiotsu
+from skimage.filters import threshold_otsu
 
 #: Margin kept between the tumour and the automatic NAWM, voxels.
 TUMOUR_MARGIN = 2
 
 
-def automatic_nawm_mask(cbv, brain, exclude=None):
+def automatic_nawm_mask(cbv, brain, exclude=None, smoothing=0.7):
     """NAWM segmented from the CBV map of the series itself.
 
-    Brain CBV falls into three classes, CSF (about 0), white matter (about 2 mL/100 g) and
-    grey matter (about 4 mL/100 g): the middle class of a three-class Otsu threshold
-    (Liao et al., J Inf Sci Eng 2001;17:713) is white matter. It is eroded by one voxel to
-    drop partial volume with grey matter and CSF. ``exclude`` (the tumour, when known) is
-    removed with a margin of :data:`TUMOUR_MARGIN` voxels together with its hemisphere,
-    so that the mask is contralateral, as in clinical practice.
+    Brain CBV has three modes: CSF (about 0), white matter (about 2-3 mL/100 g) and grey
+    matter (about 4-6 mL/100 g), with a tail of vessels and tumour. The map is smoothed
+    within the brain (Gaussian of ``smoothing`` voxels, normalised by the smoothed mask,
+    against noise); CSF (below a quarter of the brain median) and the top 5 % are set
+    aside, and Otsu's threshold (IEEE Trans Syst Man Cybern 1979;9:62) splits the rest
+    into white matter (below) and grey matter. White matter is eroded by one voxel to drop
+    partial volume. ``exclude`` (the tumour, when known) is removed with a margin of
+    :data:`TUMOUR_MARGIN` voxels together with its hemisphere, so that the mask is
+    contralateral, as in clinical practice.
 
     Raises ``ValueError`` when fewer than 10 voxels remain.
     """
     cbv = np.asarray(cbv, dtype=float)
     brain = np.asarray(brain, dtype=bool)
-    values = cbv[brain & np.isfinite(cbv)]
-    if values.size < 30:
-        raise ValueError(f"the brain mask holds {values.size} voxels; too few to segment "
+    if brain.sum() < 30:
+        raise ValueError(f"the brain mask holds {int(brain.sum())} voxels; too few to segment "
                          "white matter automatically: give a NAWM mask with --derivatives")
-    low, high = threshold_multiotsu(values, classes=3)
-    wm = brain & (cbv > low) & (cbv <= high)
+    inside = np.where(brain & np.isfinite(cbv), cbv, 0.0)
+    weight = ndimage.gaussian_filter(brain.astype(float), smoothing)
+    smooth = ndimage.gaussian_filter(inside, smoothing) / np.maximum(weight, 1e-6)
+    values = smooth[brain]
+    tissue = brain & (smooth > 0.25 * np.median(values)) & (smooth < np.percentile(values, 95))
+    wm = tissue & (smooth <= threshold_otsu(smooth[tissue]))
     wm = ndimage.binary_erosion(wm, structure=ndimage.generate_binary_structure(3, 1))
     if exclude is not None and np.any(exclude):
         exclude = np.asarray(exclude, dtype=bool)
