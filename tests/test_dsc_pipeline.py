@@ -45,8 +45,8 @@ def _quantify(tmp, root, *options):
 def delivered(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dsc_pipeline")
     root = write_dataset(tmp / "bids", small_config(asl=None, dsc={"doses": (1.0, 0.5)}))
-    status, out = _quantify(tmp, root, "--dsc-methods", "ssvd,csvd,osvd,tikhonov",
-                            "--simulate-dose", "0.5")
+    status, out = _quantify(tmp, root, "--dsc-methods", "ssvd,csvd,osvd,tikhonov,phae",
+                            "--simulate-dose", "0.5", "--device", "cpu")
     return root, out, status
 
 
@@ -158,3 +158,18 @@ def test_delay_leaves_circulant_cbf_and_biases_ssvd(delivered, delayed):
     assert abs(ratios["csvd"] - 1) < 0.05
     assert abs(ratios["osvd"] - 1) < 0.05
     assert abs(ratios["ssvd"] - 1) > 0.1
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_phae_cbf_is_closer_to_truth_than_osvd_in_grey_matter(delivered, subject):
+    """PHAE's CBF (bundled weights) against oSVD's: both below truth (dispersion), PHAE
+    less so; its sidecar names the weights by their sha256."""
+    root, out, _ = delivered
+    mask = _normal(root, subject, "GM")
+    expected = truth(root, subject, "desc-truth_cbf")[mask]
+    error = {m: np.median(np.abs(_map(out, subject, f"desc-{m}_cbf")[mask] - expected)
+                          / expected) for m in ("phae", "osvd")}
+    assert error["phae"] < error["osvd"]
+    sidecar = json.loads((out / f"sub-{subject}" / "perf"
+                          / f"sub-{subject}_ce-gadolinium_desc-phae_cbf.json").read_text())
+    assert len(sidecar["ModelWeightsSHA256"]) == 64

@@ -105,3 +105,12 @@ def test_top_level_has_one_workflow_per_run_and_dose():
 def test_unknown_citation_is_an_error():
     with pytest.raises(KeyError, match="nobody2020"):
         methods_text("as shown [@nobody2020]")
+
+
+def test_phae_is_a_method_without_tmax():
+    workflow = init_dsc_wf(_run(), DSCOptions(methods=("osvd", "phae"), device="cpu"), "/out")
+    nodes = _nodes(workflow)
+    assert {"phae", "ds_phae_cbf", "ds_phae_mtt", "ds_phaeNawm_cbf"} <= nodes
+    assert "ds_phae_tmax" not in nodes and "deconvolve_phae" not in nodes
+    assert workflow.get_node("phae").inputs.device == "cpu"
+    assert "physics-informed autoencoder" in workflow.visit_desc()

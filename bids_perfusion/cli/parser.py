@@ -108,6 +108,11 @@ def build_parser():
                        default="linear", help="ΔR2* of whole blood (Kjolby et al. 2006)")
     group.add_argument("--no-leakage-correction", action="store_true",
                        help="skip the Boxerman-Schmainda-Weisskoff correction")
+    group.add_argument("--device", default="auto",
+                       help="where deep models run: auto, cpu, cuda or cuda:N")
+    group.add_argument("--phae-weights", type=Path, metavar="FILE", default=argparse.SUPPRESS,
+                       help="PHAE weights (.safetensors beside its .json model card; "
+                            "default: the bundled ones, trained on the phantom)")
     group.add_argument("--simulate-dose", nargs="+", type=_dose, default=[], metavar="D",
                        help="also process each run at simulated dose fractions D in (0, 1)")
 
@@ -164,4 +169,6 @@ def dsc_options(args):
         blood_relaxivity=args.blood_relaxivity,
         leakage_correction=not args.no_leakage_correction,
         simulate_doses=tuple(sorted(set(args.simulate_dose), reverse=True)),
+        device=args.device,
+        phae_weights=str(args.phae_weights) if hasattr(args, "phae_weights") else None,
     )

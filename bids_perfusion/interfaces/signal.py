@@ -10,7 +10,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_perfusion.dsc import relaxivity, timing
+from bids_perfusion.dsc.signal import series_to_delta_r2star
 from bids_perfusion.interfaces.nifti import load, load_mask, save_like
 
 
@@ -48,25 +48,13 @@ class SignalToDeltaR2Star(SimpleInterface):
             if bad.any():
                 raise ValueError(f"{path}: {int(bad.sum())} brain voxel(s) hold NaN or "
                                  "infinite values; fix or mask them before processing.")
-        mean_signal = series[0][mask].mean(axis=0)
-        n_discard = timing.steady_state_frames(mean_signal)
-        start, stop = timing.baseline_window(mean_signal, n_discard)
-        s0 = [data[..., start:stop].mean(axis=-1, keepdims=True) for data in series]
-        kept = [data[..., start:] for data in series]
+        delta, start, stop = series_to_delta_r2star(series, self.inputs.echo_times, mask)
         te = self.inputs.echo_times
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if len(series) == 1:
-                delta = relaxivity.signal_to_delta_r2star(kept[0], s0[0], te[0])
-                formula = "-ln(S/S0)/TE"
-            else:
-                delta = relaxivity.dual_echo_delta_r2star(kept[0], s0[0], kept[1], s0[1],
-                                                          te[0], te[1])
-                formula = "ln[(S1/S1,0)/(S2/S2,0)]/(TE2-TE1)"
-        delta = np.where(mask[..., None] & np.isfinite(delta), delta, 0.0)
+        formula = "-ln(S/S0)/TE" if len(series) == 1 else "ln[(S1/S1,0)/(S2/S2,0)]/(TE2-TE1)"
         reference = self.inputs.in_files[0]
         self._results["delta_r2star"] = save_like(delta, reference, "delta_r2star.nii.gz")
-        self._results["baseline_image"] = save_like(s0[0][..., 0], reference,
-                                                     "baseline.nii.gz")
+        self._results["baseline_image"] = save_like(
+            series[0][..., start:stop].mean(axis=-1), reference, "baseline.nii.gz")
         tr = self.inputs.repetition_time
         self._results["frame_times"] = [float(t) for t in (start + np.arange(
             delta.shape[-1])) * tr]

@@ -46,6 +46,8 @@ REFERENCES = {
     "dai2012": "Dai W, Robson PM, Shankaranarayanan A, Alsop DC. Reduced resolution transit "
                "delay prescan for quantitative continuous arterial spin labeling perfusion "
                "imaging. Magn Reson Med 2012;67:1252-1265.",
+    "phae": "The physics-informed autoencoder paper for DSC deconvolution and glioma "
+            "grading (seeds/phae-physics-informed-autoencoder-dsc.txt).",
     "stunet2023": "The stU-Net low-dose DSC paper (seeds/stunet-lowdose-dsc.txt), Eq. 1: "
                   "simulation of a reduced contrast dose from a full-dose series.",
 }

@@ -11,6 +11,7 @@ from bids_perfusion.interfaces.leakage import LeakageCorrection
 from bids_perfusion.interfaces.lowdose import SimulateLowDose
 from bids_perfusion.interfaces.maps import BloodVolume, BolusTiming, RelativeMaps
 from bids_perfusion.interfaces.masks import BrainMask, NAWMMask
+from bids_perfusion.interfaces.phae import PHAEInference
 from bids_perfusion.interfaces.roi import ROIStatistics
 from bids_perfusion.interfaces.signal import SignalToDeltaR2Star
 from bids_perfusion.workflows.bids_uris import raw_uris
@@ -18,7 +19,8 @@ from bids_perfusion.workflows.bids_uris import raw_uris
 METHOD_NAMES = {"ssvd": "standard truncated SVD (sSVD)",
                 "csvd": "block-circulant truncated SVD (cSVD)",
                 "osvd": "oscillation-index SVD (oSVD)",
-                "tikhonov": "Tikhonov regularisation"}
+                "tikhonov": "Tikhonov regularisation",
+                "phae": "physics-informed autoencoder (PHAE)"}
 #: ROI masks that ROI statistics use when they are given or derived.
 ROI_NAMES = ("brain", "tumor", "NAWM", "GM", "WM")
 #: Suffixes of outputs written as TSV tables (the others are compressed NIfTI).
@@ -49,7 +51,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     simulated = dose < 1.0
     name = name or f"{run.name}_{dose_label(dose) if simulated else 'acquired'}_wf"
     workflow = Workflow(name=name)
-    methods = ", ".join(METHOD_NAMES[m] for m in options.methods)
+    methods = ", ".join(METHOD_NAMES[m] for m in options.methods if m != "phae")
     workflow.__desc__ = (
         "The DSC-MRI series was converted to the change in transverse relaxation rate "
         + ("ΔR2*(t) = -ln(S(t)/S0)/TE [@rosen1990] " if len(run.files) == 1 else
@@ -143,7 +145,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         outputs.append((leak, "cbv", "cbv_bsw", {"desc": "bsw", "suffix": "cbv"}, leak,
                         {"Units": "mL/100 g",
                          "EstimationMethod": "area ratio, leakage-corrected"}))
-    for method in options.methods:
+    for method in (m for m in options.methods if m != "phae"):
         deconvolve = pe.Node(Deconvolve(method=method, **scaling,
                                         parameters=options.method_parameters.get(method, {})),
                              name=f"deconvolve_{method}")
@@ -156,6 +158,23 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         outputs.append((deconvolve, "cbf", f"cbf_{method}", {"desc": method, "suffix": "cbf"},
                         deconvolve, {"Units": "mL/100 g/min",
                                      "EstimationMethod": METHOD_NAMES[method]}))
+
+    if "phae" in options.methods:
+        workflow.__desc__ += (
+            " CBF and MTT were also estimated by a physics-informed autoencoder whose "
+            "encoder predicts MTT from the tissue curve and the AIF, with CBV from the area "
+            "ratio and CBF = CBV/MTT, trained self-supervised on simulated data [@phae].")
+        phae = pe.Node(PHAEInference(device=options.device, **scaling), name="phae",
+                       n_procs=1)
+        if options.phae_weights:
+            phae.inputs.weights = options.phae_weights
+        workflow.connect([
+            (signal, phae, [("delta_r2star", "delta_r2star")]),
+            (masks, phae, [("brain", "brain_mask")]),
+            (aif, phae, [("aif_tsv", "aif_tsv")]),
+        ])
+        outputs.append((phae, "cbf", "cbf_phae", {"desc": "phae", "suffix": "cbf"}, phae,
+                        {"Units": "mL/100 g/min", "EstimationMethod": METHOD_NAMES["phae"]}))
 
     relative = pe.Node(RelativeMaps(), name="relative_maps")
     merge_maps = pe.Node(niu.Merge(len(outputs)), name="merge_maps")
@@ -210,11 +229,13 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         sinks.append((leak, "k2", {"desc": "bsw", "suffix": "k2"}, leak,
                       {"Units": "1/s", "Description": "leakage constant K2"}))
     for method in options.methods:
-        node = workflow.get_node(f"deconvolve_{method}")
+        node = workflow.get_node("phae" if method == "phae" else f"deconvolve_{method}")
         sinks += [
-            (node, "tmax", {"desc": method, "suffix": "tmax"}, node, {"Units": "s"}),
             (node, "mtt", {"desc": method, "suffix": "mtt"}, node, {"Units": "s"}),
         ]
+        if method != "phae":  # PHAE's residue has no delay: it has no Tmax
+            sinks.append((node, "tmax", {"desc": method, "suffix": "tmax"}, node,
+                          {"Units": "s"}))
 
     barrier = pe.Node(RunBarrier(source_file=run.files[0]), name="barrier")
     merge_all = pe.Node(niu.Merge(len(sinks)), name="merge_outputs")

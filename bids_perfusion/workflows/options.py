@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 from bids_perfusion import constants
 
-#: Deconvolution methods in the order they are reported.
-DSC_METHODS = ("ssvd", "csvd", "osvd", "tikhonov")
+#: Quantification methods in the order they are reported: classical deconvolution, then
+#: the physics-informed autoencoder.
+DSC_METHODS = ("ssvd", "csvd", "osvd", "tikhonov", "phae")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class DSCOptions:
     leakage_correction : bool
     simulate_doses : tuple of float
         Dose factors in (0, 1) processed as extra runs simulated from each acquired one.
+    device : str
+        Where deep models run: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    phae_weights : str or None
+        PHAE weights (with their model card); None: the bundled ones.
     """
 
     methods: tuple = ("osvd",)
@@ -40,6 +45,8 @@ class DSCOptions:
     blood_relaxivity: str = "linear"
     leakage_correction: bool = True
     simulate_doses: tuple = ()
+    device: str = "auto"
+    phae_weights: str | None = None
 
 
 @dataclass(frozen=True)

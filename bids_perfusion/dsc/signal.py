@@ -1,0 +1,34 @@
+"""From the echo series of a DSC run to ΔR2*(t) of its brain voxels."""
+
+import numpy as np
+
+from bids_perfusion.dsc import relaxivity, timing
+
+
+def series_to_delta_r2star(series, echo_times, brain):
+    """ΔR2* (x, y, z, T') from the baseline window on, with the window's frames.
+
+    ``series``: list of 4-D arrays, one per echo (ascending TE, s). The approach to steady
+    state and the baseline window come from the mean brain curve of the first echo
+    (:func:`timing.steady_state_frames`, :func:`timing.baseline_window`); S0 is each
+    voxel's mean over the baseline frames. One echo: ``ΔR2* = −ln(S/S0)/TE``; two or
+    more: the first two give the T1-insensitive
+    ``ΔR2* = ln[(S1/S1,0)/(S2/S2,0)]/(TE2 − TE1)`` (:mod:`relaxivity`). Voxels outside
+    ``brain`` or non-finite are 0.
+
+    Returns ``(delta_r2star, start, stop)``: the float32 curves of frames ``start`` on,
+    and the baseline window ``[start, stop)`` in frames of the acquired series.
+    """
+    brain = np.asarray(brain, dtype=bool)
+    mean_signal = series[0][brain].mean(axis=0)
+    start, stop = timing.baseline_window(mean_signal, timing.steady_state_frames(mean_signal))
+    s0 = [data[..., start:stop].mean(axis=-1, keepdims=True) for data in series]
+    kept = [data[..., start:] for data in series]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if len(series) == 1:
+            delta = relaxivity.signal_to_delta_r2star(kept[0], s0[0], echo_times[0])
+        else:
+            delta = relaxivity.dual_echo_delta_r2star(kept[0], s0[0], kept[1], s0[1],
+                                                      echo_times[0], echo_times[1])
+    delta = np.where(brain[..., None] & np.isfinite(delta), delta, 0.0)
+    return delta.astype(np.float32), int(start), int(stop)

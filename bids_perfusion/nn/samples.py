@@ -1,0 +1,127 @@
+"""Training samples from DSC series: tissue concentration curves of brain voxels and the AIF.
+
+For one run (one or two echoes, frame interval Δt), the same steps as the participant
+pipeline, without nipype and without any reference map (self-supervised):
+
+1. brain mask from the temporal mean of the first echo (:func:`bids_perfusion.dsc.
+   brain_mask.brain_mask`), unless given;
+2. steady-state frames dropped and the baseline window found on the mean brain curve
+   (:mod:`bids_perfusion.dsc.timing`); ``ΔR2* = −ln(S/S0)/TE``, or the dual-echo
+   ``ln[(S1/S1,0)/(S2/S2,0)]/(TE2−TE1)`` (:mod:`bids_perfusion.dsc.relaxivity`);
+3. the AIF selected automatically (:func:`bids_perfusion.dsc.aif.select_aif`) and converted
+   to concentration with the blood relaxivity, the tissue with the tissue relaxivity;
+4. the end of the first pass of the mean tissue curve (:func:`bids_perfusion.dsc.timing.
+   bolus_end`), the upper limit of the CBV integral.
+
+:func:`training_arrays` then normalises each subject to [0, 1] (PHAE, paper §2.1.3),
+resamples to the model's frame interval, crops every subject to a common number of
+frames and draws at most ``max_voxels`` voxels per subject.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from bids_perfusion import constants
+from bids_perfusion.dsc import aif as aif_selection
+from bids_perfusion.dsc import brain_mask as brain_masks
+from bids_perfusion.dsc import relaxivity, timing
+from bids_perfusion.dsc.signal import series_to_delta_r2star
+
+
+@dataclasses.dataclass
+class RunCurves:
+    """Concentration curves of one DSC run, ready for a model.
+
+    ``tissue`` (N, T) mM of the brain voxels (``mask`` (x, y, z)); ``aif`` (T,) mM;
+    ``frame_times`` (T,) s from the first kept frame; ``cbv_end``: frames of the CBV
+    integral; ``subject``: identifier used by the split; ``info``: how it was computed.
+    """
+
+    subject: str
+    tissue: np.ndarray
+    aif: np.ndarray
+    frame_times: np.ndarray
+    mask: np.ndarray
+    cbv_end: int
+    info: dict
+
+
+def run_curves(series, echo_times, repetition_time, subject, brain=None, aif_mask=None,
+               blood_relaxivity="linear"):
+    """:class:`RunCurves` of one run from its echo arrays (see the module docstring).
+
+    ``brain`` and ``aif_mask`` (x, y, z) are optional given masks; without ``aif_mask`` the
+    AIF is selected automatically, with it the AIF is the mean ΔR2* over the mask
+    (:func:`bids_perfusion.dsc.aif.aif_from_mask`), as the pipeline does with a
+    ``--derivatives`` arterial mask.
+    """
+    series = [np.asarray(s, dtype=np.float32) for s in series]
+    if brain is None:
+        brain = brain_masks.brain_mask(series[0].mean(axis=-1))
+    brain = np.asarray(brain, dtype=bool)
+    delta, start, _stop = series_to_delta_r2star(series, echo_times, brain)
+    times = (start + np.arange(delta.shape[-1])) * float(repetition_time)
+    if aif_mask is None:
+        selection = aif_selection.select_aif(delta, brain, times, echo_time=echo_times[0])
+    else:
+        selection = aif_selection.aif_from_mask(delta, np.asarray(aif_mask, dtype=bool))
+    quadratic = constants.R2STAR_BLOOD_QUADRATIC if blood_relaxivity == "quadratic" else 0.0
+    aif = relaxivity.blood_concentration(selection.curve, quadratic=quadratic)
+    tissue = relaxivity.tissue_concentration(delta[brain]).astype(np.float32)
+    end = timing.bolus_end(tissue.mean(axis=0))
+    return RunCurves(subject, tissue, aif, times, brain, end,
+                     {"first_frame": start, "aif_voxels": int(selection.mask.sum()),
+                      "aif": "automatic" if aif_mask is None else "given mask",
+                      "brain_voxels": int(brain.sum()), "blood_relaxivity": blood_relaxivity})
+
+
+def load_run(files, echo_times, repetition_time, subject, brain_file=None, aif_mask_file=None,
+             **kwargs):
+    """:func:`run_curves` of NIfTI echo files (and optional brain and arterial mask files)."""
+    import nibabel as nib
+
+    def mask(path):
+        return None if path is None else np.asarray(nib.load(str(path)).dataobj) > 0
+
+    series = [np.asarray(nib.load(str(f)).dataobj, dtype=np.float32) for f in files]
+    return run_curves(series, echo_times, repetition_time, subject, mask(brain_file),
+                      mask(aif_mask_file), **kwargs)
+
+
+def training_arrays(runs, dt, quantile=0.999, max_voxels=None, n_frames=None, seed=0):
+    """Normalised samples of several runs: a dict of float32/int64 arrays, one row per voxel.
+
+    ``tissue`` (N, T) = C / s_t and ``aif`` (N, T) = C_a / s_a per subject
+    (:func:`bids_perfusion.nn.phae.normalisation_scales`), resampled onto the grid
+    ``k · dt``; ``end`` (N,) the CBV integration end on that grid; ``subject`` (N,) the
+    index of the run in ``runs``. Every run is cropped to ``n_frames`` (default: the
+    shortest run); at most ``max_voxels`` voxels are drawn per run without replacement,
+    seeded by ``seed``. Returns ``(arrays, n_frames)``.
+    """
+    from bids_perfusion.nn.phae import normalisation_scales, resample
+
+    rng = np.random.default_rng(seed)
+    resampled = []
+    for run in runs:
+        s_t, s_a = normalisation_scales(run.tissue, run.aif, quantile)
+        tissue = resample(run.tissue / s_t, run.frame_times, dt)
+        aif = resample(run.aif / s_a, run.frame_times, dt)
+        last = run.frame_times[min(run.cbv_end, run.frame_times.size) - 1]
+        end = round(float(last - run.frame_times[0]) / dt) + 1
+        resampled.append((tissue, aif, end))
+    shortest = min(t.shape[-1] for t, _a, _e in resampled)
+    n_frames = shortest if n_frames is None else int(n_frames)
+    if n_frames > shortest:
+        raise ValueError(f"n_frames={n_frames} but the shortest run has {shortest} frames")
+    columns = {"tissue": [], "aif": [], "end": [], "subject": []}
+    for index, (tissue, aif, end) in enumerate(resampled):
+        rows = np.arange(len(tissue))
+        if max_voxels is not None and len(rows) > max_voxels:
+            rows = np.sort(rng.choice(rows, max_voxels, replace=False))
+        columns["tissue"].append(tissue[rows, :n_frames].astype(np.float32))
+        columns["aif"].append(np.broadcast_to(aif[:n_frames].astype(np.float32),
+                                              (len(rows), n_frames)))
+        columns["end"].append(np.full(len(rows), min(end, n_frames), dtype=np.int64))
+        columns["subject"].append(np.full(len(rows), index, dtype=np.int64))
+    return {key: np.concatenate(value) for key, value in columns.items()}, n_frames

@@ -1,0 +1,131 @@
+"""Model weights on disk: a safetensors file and its JSON model card.
+
+``name.safetensors`` holds the tensors of a ``state_dict``; ``name.json`` beside it is the
+model card: the model name, its configuration, the data it was trained on, the subject
+split, the command that trained it, its metrics, the library versions and the sha256 of
+the weights file. :func:`load_weights` recomputes the sha256 and refuses a file that does
+not match its card, and reads tensors only (safetensors, or ``torch.load`` with
+``weights_only=True`` for ``.pt`` files): no pickled code is ever executed.
+"""
+
+import hashlib
+import io
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Keys every model card holds.
+CARD_KEYS = ("model", "configuration", "data", "split", "command", "metrics", "libraries",
+             "sha256")
+
+
+class WeightsError(ValueError):
+    """A weights file that is missing, corrupt, or does not match its model card."""
+
+
+def card_path(weights_path):
+    """The model card of ``weights_path``: the same name with the suffix ``.json``."""
+    return Path(weights_path).with_suffix(".json")
+
+
+def sha256_of(path):
+    """Hex sha256 digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions():
+    """Versions of the libraries that trained or ran a model, for the card."""
+    import safetensors
+
+    from bids_perfusion import __version__
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "safetensors": safetensors.__version__,
+            "bids_perfusion": __version__, "platform": sys.platform}
+
+
+def save_weights(state_dict, path, card):
+    """Write ``state_dict`` to ``path`` (safetensors) and its model card beside it.
+
+    ``card`` holds at least ``model`` and ``configuration``; ``libraries`` and ``sha256``
+    are filled in here. Tensors are stored contiguous, on the CPU. Returns the card written.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: weights are written as .safetensors files")
+    missing = [key for key in ("model", "configuration") if key not in card]
+    if missing:
+        raise ValueError(f"the model card needs {missing}")
+    tensors = {key: value.detach().cpu().contiguous().clone()
+               for key, value in state_dict.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"model": str(card["model"])})
+    full = {key: card.get(key) for key in CARD_KEYS}
+    full.update({key: value for key, value in card.items() if key not in full})
+    full["libraries"] = library_versions()
+    full["sha256"] = sha256_of(path)
+    full["weights_file"] = path.name
+    card_path(path).write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
+    return full
+
+
+def read_card(weights_path):
+    """The model card of a weights file, or WeightsError naming the missing or bad file."""
+    card_file = card_path(weights_path)
+    try:
+        card = json.loads(card_file.read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"{weights_path}: no model card {card_file.name} beside it; "
+                           "weights are only loaded with their card (it holds the sha256 "
+                           "and the configuration).") from None
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{card_file}: not valid JSON ({error}).") from None
+    if not isinstance(card, dict) or "sha256" not in card:
+        raise WeightsError(f"{card_file}: the model card has no 'sha256' field.")
+    return card
+
+
+def load_weights(path, expected_model=None):
+    """The ``state_dict`` of a weights file and its model card, after checking the sha256.
+
+    Raises WeightsError when the file or its card is missing, when the file's sha256
+    differs from the card's (a changed, truncated or swapped file), when the card is for
+    another model than ``expected_model``, or when the file cannot be parsed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found.")
+    card = read_card(path)
+    if expected_model is not None and card.get("model") != expected_model:
+        raise WeightsError(f"{path}: the model card is for model {card.get('model')!r}, "
+                           f"not {expected_model!r}.")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != card["sha256"]:
+        raise WeightsError(
+            f"{path}: sha256 {digest} does not match the model card "
+            f"{card_path(path).name} ({card['sha256']}); the file is corrupt or was "
+            "replaced. Re-download or retrain it, or write a new card with save_weights.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load as load_safetensors
+
+            state = load_safetensors(data)
+        else:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # safetensors and torch raise several types
+        raise WeightsError(f"{path}: cannot read the weights ({error}).") from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise WeightsError(f"{path}: the file does not hold a dict of tensors.")
+    return state, card

@@ -1,0 +1,327 @@
+"""PHAE and the deep-learning infrastructure: physics decoder, training, weights, inference."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from helpers import raw, truth  # noqa: E402
+
+from bids_perfusion import constants  # noqa: E402
+from bids_perfusion.dsc import kinetics  # noqa: E402
+from bids_perfusion.nn import phae, training, weights  # noqa: E402
+from bids_perfusion.nn.device import select_device  # noqa: E402
+from bids_perfusion.nn.samples import run_curves, training_arrays  # noqa: E402
+from bids_perfusion.phantom.config import NORMAL_TISSUES, DSCAcquisition  # noqa: E402
+from bids_perfusion.phantom.dsc import arterial_input, compartment_curves  # noqa: E402
+
+DT = 1.5
+N_FRAMES = 60
+TINY = phae.PHAEConfig(channels=(4, 8, 8, 8), dt=DT)
+
+
+def _aif():
+    acq = DSCAcquisition(time_oversampling=1)
+    t = np.arange(N_FRAMES) * DT
+    return t, arterial_input(t, acq, 1.0), acq
+
+
+def _lorentzian_numpy(mtt, t, dt):
+    """Independent numpy form of the decoder's residue: mid-points, ∫ = MTT on the grid."""
+    mid = t + dt / 2
+    r = 1.0 / (1.0 + (np.pi * mid / (2.0 * mtt)) ** 2)
+    return mtt * r / (dt * r.sum())
+
+
+@pytest.mark.parametrize("kind", phae.RESIDUES)
+def test_residue_integrates_to_mtt(kind):
+    mtt = torch.tensor([0.5, 2.0, 4.0, 8.0, 15.0], dtype=torch.float64)
+    residue = phae.residue_function(mtt, N_FRAMES, DT, kind)
+    np.testing.assert_allclose((DT * residue.sum(-1)).numpy(), mtt.numpy(), rtol=1e-12)
+    assert torch.all(residue[:, 1:] <= residue[:, :-1])  # non-increasing
+    # On a fine, long grid the rescaling vanishes: R(0) -> 1, the analytic ∫_0^∞ r = MTT.
+    fine = phae.residue_function(torch.tensor([5.0], dtype=torch.float64), 400_000, 0.005, kind)
+    assert fine[0, 0].item() == pytest.approx(1.0, abs=2e-3)
+
+
+def test_decoder_reproduces_convolution_exactly():
+    t, aif, _ = _aif()
+    mtt = np.array([1.5, 3.3, 6.0, 12.0])
+    cbf = np.array([0.012, 0.006, 0.004, 0.001])  # s^-1, concentration units
+    expected = kinetics.convolve(aif, cbf[:, None] * np.stack(
+        [_lorentzian_numpy(m, t, DT) for m in mtt]), DT)
+    model = phae.PHAE(phae.PHAEConfig(dt=DT))
+    got, _ = model.decode(torch.tensor(mtt, dtype=torch.float32),
+                          torch.tensor(cbf, dtype=torch.float32),
+                          torch.tensor(aif, dtype=torch.float32))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=2e-6 * expected.max())
+
+
+def test_decoder_reproduces_the_phantom_forward_model():
+    """Exponential residue, no delay or dispersion: the phantom's own tissue curve.
+
+    The phantom samples exp(-t/MTT) at mid-points without rescaling, so its residue
+    integrates to Δt Σ r = Δt / (2 sinh(Δt / 2 MTT)); the decoder's integrates to MTT.
+    """
+    t, aif, acq = _aif()
+    acq = replace(acq, residue="exponential")
+    for name in ("GM", "WM"):
+        tissue = replace(NORMAL_TISSUES[name], delay=0.0, dispersion=0.0)
+        curve, _ = compartment_curves(t, aif, [tissue], acq)
+        flow = constants.RHO_BRAIN / constants.KH * tissue.cbf / 6000.0
+        model = phae.PHAE(phae.PHAEConfig(dt=DT, residue="exponential"))
+        got, _ = model.decode(torch.tensor([tissue.mtt]), torch.tensor([flow]),
+                              torch.tensor(aif, dtype=torch.float32))
+        area = DT / (2 * np.sinh(DT / (2 * tissue.mtt)))
+        np.testing.assert_allclose(got[0].numpy() * area / tissue.mtt, curve[0], rtol=0,
+                                   atol=1e-6 * curve.max())
+
+
+def test_forward_cbv_cbf_and_central_volume():
+    t, aif, _ = _aif()
+    tissue = kinetics.convolve(aif, 0.01 * _lorentzian_numpy(4.0, t, DT), DT)
+    model = phae.PHAE(TINY).eval()
+    out = model(torch.tensor(tissue[None], dtype=torch.float32),
+                torch.tensor(aif, dtype=torch.float32))
+    expected_cbv = np.trapezoid(tissue, t) / np.trapezoid(aif, t)
+    assert out["cbv"].item() == pytest.approx(expected_cbv, rel=1e-5)
+    assert out["cbf"].item() == pytest.approx(expected_cbv / out["mtt"].item(), rel=1e-6)
+    # Untrained encoder starts near mtt_init (4 s) and stays positive.
+    assert 0 < out["mtt"].item() < 20
+    # Per-sample integration ends are the trapezoid over the first frames.
+    end = torch.tensor([20])
+    partial = phae.integral_ratio(torch.tensor(tissue[None]), torch.tensor(aif[None]), end)
+    assert partial.item() == pytest.approx(
+        np.trapezoid(tissue[:20], t[:20]) / np.trapezoid(aif[:20], t[:20]), rel=1e-9)
+
+
+def test_gradients_flow_to_every_encoder_parameter():
+    t, aif, _ = _aif()
+    rng = np.random.default_rng(0)
+    mtt = rng.uniform(2, 8, 16)
+    tissue = np.stack([kinetics.convolve(aif, 0.01 * _lorentzian_numpy(m, t, DT), DT)
+                       for m in mtt])
+    scale = tissue.max()
+    batch = {"tissue": torch.tensor(tissue / scale, dtype=torch.float32),
+             "aif": torch.tensor(np.tile(aif / aif.max(), (16, 1)), dtype=torch.float32)}
+    model = phae.PHAE(TINY)
+    phae.loss(model, batch).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.all(torch.isfinite(parameter.grad)), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def _synthetic_arrays(n, seed):
+    """Normalised Lorentzian tissue curves with noise, MTT 2-10 s, and their AIF."""
+    t, aif, _ = _aif()
+    rng = np.random.default_rng(seed)
+    mtt = rng.uniform(2, 10, n)
+    cbv = rng.uniform(0.02, 0.06, n)
+    residues = np.stack([_lorentzian_numpy(m, t, DT) for m in mtt])
+    tissue = kinetics.convolve(aif, (cbv / mtt)[:, None] * residues, DT)
+    s_t, s_a = phae.normalisation_scales(tissue, aif, 1.0)
+    tissue = tissue / s_t + rng.normal(0, 0.01, tissue.shape)
+    return {"tissue": torch.tensor(tissue, dtype=torch.float32),
+            "aif": torch.tensor(np.tile(aif / s_a, (n, 1)), dtype=torch.float32)}, mtt
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one thread, and do not suffer from a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_configuration_trains_on_cpu_and_lowers_the_loss(one_thread):
+    train_set, _ = _synthetic_arrays(512, 0)
+    val_set, mtt = _synthetic_arrays(256, 1)
+    training.seed_everything(0)
+    model = phae.PHAE(TINY)
+    before = training.evaluate(model, phae.loss, val_set, 256, "cpu")
+    history = []
+    config = training.TrainingConfig(epochs=15, batch_size=64, lr=3e-3, progress=False)
+    result = training.train(model, phae.loss, train_set, val_set, config, "cpu",
+                            log=history.append)
+    assert len(history) == 15 and result.best_val_loss == min(h["val_loss"] for h in history)
+    # The noise (SD 0.01) sets a floor of 0.01 sqrt(2/π) to the mean absolute error; training
+    # removes at least half of the error above it.
+    floor = 0.01 * np.sqrt(2 / np.pi)
+    assert result.best_val_loss - floor < 0.5 * (before - floor)
+    estimate = phae.predict_mtt(model, val_set["tissue"].numpy(), val_set["aif"][0].numpy())
+    assert np.corrcoef(estimate, mtt)[0, 1] > 0.8
+    # Same seed, same weights.
+    training.seed_everything(0)
+    again = phae.PHAE(TINY)
+    training.train(again, phae.loss, train_set, val_set, config, "cpu")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_split_by_subject_is_reproducible_and_disjoint():
+    subjects = [f"sub-{i:02d}" for i in range(20)]
+    split = training.split_subjects(subjects, 0.15, 0.15, seed=3)
+    assert split == training.split_subjects(reversed(subjects), 0.15, 0.15, seed=3)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [14, 3, 3]
+    assert sorted(split["train"] + split["val"] + split["test"]) == subjects
+    assert split != training.split_subjects(subjects, 0.15, 0.15, seed=4)
+    with pytest.raises(ValueError, match="at least two subjects"):
+        training.split_subjects(["sub-01"])
+
+
+def test_weights_round_trip_and_integrity(tmp_path):
+    model = phae.PHAE(TINY)
+    path = tmp_path / "phae.safetensors"
+    card = weights.save_weights(model.state_dict(), path,
+                                {"model": "phae", "configuration": TINY.as_dict()})
+    assert set(weights.CARD_KEYS) <= set(card) and len(card["sha256"]) == 64
+    loaded, read = phae.load_model(path)
+    assert read["sha256"] == card["sha256"] and loaded.config == TINY
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
+
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(weights.WeightsError, match=r"sha256 .* does not match"):
+        weights.load_weights(path)
+    # A truncated file whose card was rewritten to match: caught by the parser.
+    path.write_bytes(bytes(data[:100]))
+    card_file = weights.card_path(path)
+    card_file.write_text(json.dumps({**card, "sha256": weights.sha256_of(path)}))
+    with pytest.raises(weights.WeightsError, match="cannot read"):
+        weights.load_weights(path)
+    with pytest.raises(weights.WeightsError, match="not 'stunet'"):
+        weights.load_weights(path, expected_model="stunet")
+    card_file.unlink()
+    with pytest.raises(weights.WeightsError, match="no model card"):
+        weights.load_weights(path)
+
+
+def test_bundled_weights_match_their_card():
+    _state, card = weights.load_weights(phae.bundled_weights(), expected_model="phae")
+    assert card["data"]["synthetic"] is True
+    assert card["command"].startswith("bids-perfusion-train phae")
+    assert phae.bundled_weights().stat().st_size < 4 * 2**20
+    assert {"train", "val", "test", "seed"} <= set(card["split"])
+
+
+def test_device_selection():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        select_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            select_device("cuda")
+
+
+def _phantom_curves(noisy, subject):
+    import json as _json
+
+    root, _config = noisy
+    sidecar = _json.loads((root / f"sub-{subject}" / "perf"
+                           / f"sub-{subject}_ce-gadolinium_dsc.json").read_text())
+    arteries = truth(root, subject, "label-arteries_mask") > 0
+    return run_curves([raw(root, subject, "ce-gadolinium_dsc")], [sidecar["EchoTime"]],
+                      sidecar["RepetitionTime"], subject, aif_mask=arteries)
+
+
+def test_bundled_phae_maps_on_a_phantom_are_plausible(noisy):
+    """GM and WM medians near the truth (AIF from the arterial voxels).
+
+    CBF within 40 %; MTT within -40 % / +80 %: the decoder has no delay or dispersion, which
+    the phantom applies (0.5-1 s each), so the encoder's MTT absorbs them and reads long
+    (about 1.3-1.5 times the truth at SNR 50, bundled weights).
+    """
+    root, _ = noisy
+    model, _ = phae.load_model()
+    for subject in ("01", "02"):
+        curves = _phantom_curves(noisy, subject)
+        maps = phae.estimate_maps(model, curves.tissue, curves.aif, curves.frame_times,
+                                  cbv_end=curves.cbv_end)
+        bounds = {"cbf": (0.6, 1.4), "mtt": (0.6, 1.8)}
+        for roi in ("GM", "WM"):
+            mask = (truth(root, subject, f"label-{roi}_mask") > 0)[curves.mask]
+            for name, (low, high) in bounds.items():
+                reference = truth(root, subject, f"desc-truth_{name}")[curves.mask][mask]
+                ratio = np.median(maps[name][mask]) / np.median(reference)
+                assert low < ratio < high, (subject, roi, name, ratio)
+        assert np.all(maps["mtt"] > 0) and np.all(np.isfinite(maps["cbf"]))
+
+
+def test_training_arrays_normalise_per_subject(noisy):
+    curves = [_phantom_curves(noisy, s) for s in ("01", "02")]
+    arrays, n_frames = training_arrays(curves, DT, max_voxels=300, seed=1)
+    assert arrays["tissue"].shape == (600, n_frames) and arrays["aif"].shape == (600, n_frames)
+    for index in (0, 1):
+        rows = arrays["subject"] == index
+        assert arrays["aif"][rows].max() == pytest.approx(1.0)
+        assert np.quantile(arrays["tissue"][rows].max(axis=1), 0.5) < 1.0
+        assert np.all(arrays["end"][rows] == min(curves[index].cbv_end, n_frames))
+    again, _ = training_arrays(curves, DT, max_voxels=300, seed=1)
+    np.testing.assert_array_equal(again["tissue"], arrays["tissue"])
+
+
+def test_train_command_writes_weights_card_and_log(noisy, tmp_path):
+    from bids_perfusion.cli import train
+
+    root, _ = noisy
+    out = tmp_path / "model"
+    assert train.main(["phae", str(root), str(out), "--epochs", "1", "--device", "cpu",
+                       "--max-voxels-per-subject", "128", "--val-fraction", "0.5",
+                       "--test-fraction", "0", "--quiet", "--seed", "7"]) == 0
+    _state, card = weights.load_weights(out / "phae.safetensors", expected_model="phae")
+    assert card["split"]["train"] and card["split"]["val"] and card["split"]["seed"] == 7
+    assert card["data"]["synthetic"] and card["data"]["samples"]["train"] == 128
+    assert card["metrics"]["best_epoch"] == 1 and "--epochs 1" in card["command"]
+    assert (out / "losses.tsv").read_text().splitlines()[0].split("\t") == [
+        "epoch", "train_loss", "val_loss", "seconds"]
+    with pytest.raises(SystemExit):
+        train.main(["phae", str(root), str(out), "--quiet"])  # refuses to overwrite
+
+
+def test_train_help_does_not_import_torch():
+    code = ("import sys; import bids_perfusion.cli.train as t; t.build_parser().format_help();"
+            " assert 'torch' not in sys.modules and 'numpy' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_phae_inference_interface(noisy, tmp_path, monkeypatch):
+    import nibabel as nib
+
+    from bids_perfusion.dsc.signal import series_to_delta_r2star
+    from bids_perfusion.interfaces.nifti import write_tsv
+    from bids_perfusion.interfaces.phae import PHAEInference
+
+    root, _ = noisy
+    monkeypatch.chdir(tmp_path)
+    curves = _phantom_curves(noisy, "01")
+    series = raw(root, "01", "ce-gadolinium_dsc")
+    delta, _start, _stop = series_to_delta_r2star([series], [0.03], curves.mask)
+    source = nib.load(root / "sub-01" / "perf" / "sub-01_ce-gadolinium_dsc.nii.gz")
+    nib.Nifti1Image(delta, source.affine).to_filename(tmp_path / "delta.nii.gz")
+    nib.Nifti1Image(curves.mask.astype(np.uint8), source.affine).to_filename(
+        tmp_path / "brain.nii.gz")
+    rows = [{"time": t, "delta_r2star": 0.0, "concentration": c}
+            for t, c in zip(curves.frame_times, curves.aif, strict=True)]
+    aif_tsv = write_tsv(rows, ("time", "delta_r2star", "concentration"), "aif.tsv")
+    result = PHAEInference(delta_r2star=str(tmp_path / "delta.nii.gz"),
+                           brain_mask=str(tmp_path / "brain.nii.gz"), aif_tsv=aif_tsv,
+                           device="cpu", kh=constants.KH, rho=constants.RHO_BRAIN).run()
+    outputs = result.outputs
+    cbf, mtt, cbv = (np.asarray(nib.load(getattr(outputs, k)).dataobj)
+                     for k in ("cbf", "mtt", "cbv"))
+    brain = curves.mask
+    np.testing.assert_allclose(cbf[brain], 60 * cbv[brain] / mtt[brain], rtol=1e-4)
+    assert np.all(cbf[~brain] == 0)
+    card = json.loads(weights.card_path(phae.bundled_weights()).read_text())
+    assert outputs.metadata["ModelWeightsSHA256"] == card["sha256"]
+    assert outputs.metadata["Device"] == "cpu"
