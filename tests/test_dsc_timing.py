@@ -52,6 +52,17 @@ def test_baseline_window_closed_form():
         assert 3 <= start <= 5 and stop == 13
 
 
+def test_baseline_window_trades_transient_bias_for_s0_noise():
+    """S0 over [k, 13) has squared error e(k)² + σ_v²/(13 − k), e(k) = Σ 80·0.3^n / (13 − k).
+
+    σ_v = 6 (SNR 50 on 300): k = 2, 3, 4 give 4.15, 3.70, 4.01, so the window starts at
+    3, four frames before the end of the transient; without voxel noise it stays at 7.
+    """
+    assert timing.baseline_window(_signal(), voxel_noise_sd=6.0) == (3, 13)
+    assert timing.baseline_window(_signal(), voxel_noise_sd=0.0) == (7, 13)
+    assert timing.baseline_window(_signal(), n_discard=9, voxel_noise_sd=6.0) == (9, 13)
+
+
 def test_baseline_window_rejects_short_baselines():
     with pytest.raises(ValueError, match="too few baseline frames"):
         timing.baseline_window(_signal(baseline=5, transient=(80.0, 0.5)))

@@ -10,8 +10,9 @@ def series_to_delta_r2star(series, echo_times, brain):
 
     ``series``: list of 4-D arrays, one per echo (ascending TE, s). The approach to steady
     state and the baseline window come from the mean brain curve of the first echo
-    (:func:`timing.steady_state_frames`, :func:`timing.baseline_window`); S0 is each
-    voxel's mean over the baseline frames. One echo: ``ΔR2* = −ln(S/S0)/TE``; two or
+    (:func:`timing.baseline_window`), the window reaching back into the end of the
+    transient where that lowers the mean squared error of S0 for the median voxel noise;
+    S0 is each voxel's mean over the baseline frames. One echo: ``ΔR2* = −ln(S/S0)/TE``; two or
     more: the first two give the T1-insensitive
     ``ΔR2* = ln[(S1/S1,0)/(S2/S2,0)]/(TE2 − TE1)`` (:mod:`relaxivity`). Voxels outside
     ``brain`` or non-finite are 0.
@@ -20,8 +21,13 @@ def series_to_delta_r2star(series, echo_times, brain):
     and the baseline window ``[start, stop)`` in frames of the acquired series.
     """
     brain = np.asarray(brain, dtype=bool)
-    mean_signal = series[0][brain].mean(axis=0)
-    start, stop = timing.baseline_window(mean_signal, timing.steady_state_frames(mean_signal))
+    first_echo = series[0][brain]
+    mean_signal = first_echo.mean(axis=0)
+    start, stop = timing.baseline_window(mean_signal)
+    baseline = first_echo[:, start:stop]
+    relative_sd = np.median(baseline.std(axis=1, ddof=1) / np.abs(baseline.mean(axis=1)))
+    start, stop = timing.baseline_window(
+        mean_signal, voxel_noise_sd=relative_sd * np.median(baseline))
     s0 = [data[..., start:stop].mean(axis=-1, keepdims=True) for data in series]
     kept = [data[..., start:] for data in series]
     with np.errstate(divide="ignore", invalid="ignore"):

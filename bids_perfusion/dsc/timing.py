@@ -107,10 +107,17 @@ def steady_state_frames(mean_signal, n_sd=3.0, rel_tol=1e-4, noise_sd=None):
 
 
 def baseline_window(mean_signal, n_discard=None, n_sd=3.0, rel_tol=1e-4, min_frames=3,
-                    noise_sd=None):
+                    noise_sd=None, voxel_noise_sd=None):
     """Frames ``[start, stop)`` of the pre-bolus baseline of the mean brain curve.
 
-    ``start`` is ``n_discard`` (:func:`steady_state_frames` when None); ``stop`` is the
+    ``start`` is ``n_discard`` (:func:`steady_state_frames` when None), or, when the noise
+    SD of a single voxel's signal ``voxel_noise_sd`` is given (in the units of
+    ``mean_signal``), the earlier frame ``k`` that minimises the mean squared error of a
+    voxel's ``S0`` averaged over ``[k, stop)``: ``e(k)² + σ_v²/(stop − k)``, with ``e(k)``
+    the mean excess of the mean curve over ``L`` in that window (the bias left by the
+    steady-state transient) and ``σ_v²/(stop − k)`` the variance of the average. At SNR 50
+    a transient frame 0.1 % above ``L`` is worth keeping: its bias is far below the noise
+    it averages out. ``stop`` is the
     first frame ``i ≥ start`` where the bolus has clearly arrived: ``S_i`` and ``S_i+1``
     both below ``L − max(n_sd · σ, rel_tol · L)``, with L the baseline level (median of the
     flattest three pre-bolus frames) and σ the noise SD of the curve
@@ -125,15 +132,28 @@ def baseline_window(mean_signal, n_discard=None, n_sd=3.0, rel_tol=1e-4, min_fra
         else int(n_discard)
     if not 0 <= start < curve.size:
         raise ValueError(f"n_discard must be in [0, {curve.size}), got {n_discard}")
-    low = curve < _plateau_level(curve) - _tolerance(curve, n_sd, rel_tol, noise_sd)
+    level = _plateau_level(curve)
+    low = curve < level - _tolerance(curve, n_sd, rel_tol, noise_sd)
     arrived = np.flatnonzero(low[start:-1] & low[start + 1:])
     stop = start + int(arrived[0]) if arrived.size else curve.size
+    if voxel_noise_sd is not None and n_discard is None and stop > start:
+        start = _least_squared_error_start(curve - level, start, stop, voxel_noise_sd)
     if stop - start < min_frames:
         raise ValueError(
             f"too few baseline frames: {stop - start} between the end of the steady-state "
             f"transient (frame {start}) and the bolus arrival (frame {stop}); at least "
             f"{min_frames} are needed: acquire more pre-bolus frames or pass n_discard")
     return start, stop
+
+
+def _least_squared_error_start(excess, start, stop, voxel_noise_sd):
+    """The ``k ≤ start`` minimising ``mean(excess[k:stop])² + σ_v²/(stop − k)``."""
+    if not voxel_noise_sd >= 0:
+        raise ValueError(f"voxel_noise_sd must be >= 0, got {voxel_noise_sd}")
+    candidates = np.arange(start + 1)
+    bias = np.array([excess[k:stop].mean() for k in candidates])
+    error = bias**2 + float(voxel_noise_sd) ** 2 / (stop - candidates)
+    return int(candidates[np.argmin(error)])
 
 
 def bolus_end(mean_curve, fraction=0.01):
