@@ -213,6 +213,22 @@ def test_bundled_weights_match_their_card():
     assert {"train", "val", "test", "seed"} <= set(card["split"])
 
 
+def test_fused_encoder_matches_the_trained_one():
+    """BatchNorm folded into the convolutions: the same MTT to float rounding."""
+    torch.manual_seed(3)
+    model = phae.PHAE(phae.PHAEConfig(channels=(8, 16)))
+    model.train()
+    model(torch.rand(64, 30), torch.rand(30))  # move the running statistics off (0, 1)
+    model.eval()
+    tissue, aif = torch.rand(16, 30), torch.rand(30)
+    with torch.inference_mode():
+        expected = model.encode(tissue, aif)
+        fused = model.fused()
+        assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in fused.modules())
+        torch.testing.assert_close(fused.encode(tissue, aif), expected, rtol=1e-5,
+                                   atol=1e-6)
+
+
 def test_device_selection():
     assert select_device("cpu").type == "cpu"
     assert select_device("auto").type in ("cpu", "cuda")

@@ -49,6 +49,11 @@ def build_parser():
     group.add_argument("--heterogeneity", type=float, default=cohort.heterogeneity,
                        help="SD of the smooth log-normal modulation of CBF and CBV")
     group.add_argument("--no-arteries", action="store_true", help="no arterial voxels")
+    group.add_argument("--grade-ranges", choices=("separated", "overlapping"),
+                       default=cohort.grade_ranges,
+                       help="tumour rCBV ranges of the grades: typical and disjoint, or "
+                            "overlapping as measured by Law et al. 2003 (for grading "
+                            "benchmarks)")
 
     group = parser.add_argument_group("DSC acquisition")
     group.add_argument("--no-dsc", action="store_true", help="do not simulate DSC")
@@ -118,7 +123,8 @@ def config_from_args(args):
     common = dict(seed=args.seed, matrix=tuple(args.matrix), fov_mm=args.fov,
                   slab_mm=args.slab, jitter=not args.no_jitter,
                   flow_scale=tuple(args.flow_scale), heterogeneity=args.heterogeneity,
-                  arteries=not args.no_arteries, dsc=dsc, asl=asl)
+                  arteries=not args.no_arteries, grade_ranges=args.grade_ranges,
+                  dsc=dsc, asl=asl)
     if args.grades:
         return PhantomConfig(grades=tuple(args.grades), **common)
     return PhantomConfig.cohort(args.n_subjects, args.hgg_fraction, **common)

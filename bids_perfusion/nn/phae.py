@@ -64,6 +64,7 @@ training data (``dt`` of :class:`PHAEConfig`); :func:`estimate_maps` resamples c
 acquired at another interval onto that grid (linear interpolation) before encoding.
 """
 
+import copy
 import dataclasses
 import math
 import time
@@ -203,6 +204,22 @@ class PHAE(nn.Module):
         features = self.pool(self.features(torch.stack([tissue, aif], dim=1)))
         return F.softplus(self.head(features.flatten(1))[:, 0].float())
 
+    def fused(self):
+        """A copy for inference, every BatchNorm folded into its convolution.
+
+        In eval mode BatchNorm is the affine map ``γ (x − μ)/√(σ² + ε) + β``, which
+        :func:`torch.nn.utils.fusion.fuse_conv_bn_eval` merges into the preceding
+        convolution's weights: the same MTT to float rounding, about twice as fast on CPU.
+        """
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        fused = copy.deepcopy(self).eval()
+        layers = list(fused.features)
+        fused.features = nn.Sequential(*(
+            layer for i in range(0, len(layers), 3)
+            for layer in (fuse_conv_bn_eval(layers[i], layers[i + 1]), layers[i + 2])))
+        return fused
+
     def decode(self, mtt, cbf, aif):
         """``Ĉ = Δt · C_a ⊛ (CBF · R_MTT)`` in float32 (autocast off)."""
         with torch.autocast(mtt.device.type, enabled=False):
@@ -293,9 +310,10 @@ def bundled_weights():
 
 @torch.inference_mode()
 def predict_mtt(model, tissue, aif, batch_size=8192, device=None):
-    """MTT (N,) s of normalised tissue curves (N, T) and one normalised AIF (T,)."""
+    """MTT (N,) s of normalised tissue curves (N, T) and one normalised AIF (T,), by the
+    BatchNorm-folded copy of ``model`` (:meth:`PHAE.fused`)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval()
+    model = model.fused().to(device)
     aif_t = torch.as_tensor(np.asarray(aif, dtype=np.float32), device=device)
     out = np.empty(len(tissue), dtype=np.float32)
     for start in range(0, len(tissue), batch_size):

@@ -184,7 +184,8 @@ def _write_dataset_files(root, config):
         "config": config.as_dict(),
         "constants": {k: v for k, v in vars(constants).items() if k.isupper()},
         "normal_tissues": {k: asdict(v) for k, v in phantom_config.NORMAL_TISSUES.items()},
-        "grade_models": {k: asdict(v) for k, v in phantom_config.GRADE_MODELS.items()},
+        "grade_models": {k: asdict(v) for k, v in
+                         phantom_config.GRADE_MODELS[config.grade_ranges].items()},
         "necrosis": asdict(phantom_config.NECROSIS),
         "oedema": asdict(phantom_config.OEDEMA),
         "tumour_relaxation": phantom_config.TUMOUR_RELAXATION,

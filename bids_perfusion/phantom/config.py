@@ -82,10 +82,18 @@ class GradeModel:
     oedema: float = 1.3
 
 
+_HGG = GradeModel(radius_mm=(12.0, 22.0), rcbv=(3.0, 7.0), rcbf_over_rcbv=(0.7, 0.95),
+                 k2=(0.004, 0.015), necrosis=0.45, oedema=1.6)
+
+#: Grade models by name. ``separated``: the typical ranges above, which never overlap, so
+#: any method grades a cohort perfectly. ``overlapping``: ranges spanning the spread
+#: Law et al. (AJNR 2003;24:1989) measured, rCBV 2.14 ± 1.67 in low-grade and
+#: 5.18 ± 3.60 in high-grade glioma (their best cut-off, 1.75, gave 95 % sensitivity and
+#: 57.5 % specificity): LGG 1.0-3.5 and HGG 2.0-7.0, for grading benchmarks whose AUC
+#: must be able to fall below 1.
 GRADE_MODELS = {
-    "LGG": GradeModel(),
-    "HGG": GradeModel(radius_mm=(12.0, 22.0), rcbv=(3.0, 7.0), rcbf_over_rcbv=(0.7, 0.95),
-                      k2=(0.004, 0.015), necrosis=0.45, oedema=1.6),
+    "separated": {"LGG": GradeModel(), "HGG": _HGG},
+    "overlapping": {"LGG": GradeModel(rcbv=(1.0, 3.5)), "HGG": replace(_HGG, rcbv=(2.0, 7.0))},
 }
 
 #: Tumour compartments other than the enhancing rim, relative to normal white matter.
@@ -180,7 +188,8 @@ class PhantomConfig:
     per subject; ``flow_scale`` bounds a global CBF scaling per subject (CBV follows
     Grubb's law, CBV ∝ CBF^0.38; Grubb et al., Stroke 1974;5:630). ``heterogeneity`` is
     the standard deviation of a smooth log-normal field that modulates CBF and CBV
-    voxel by voxel (MTT unchanged).
+    voxel by voxel (MTT unchanged). ``grade_ranges`` names the tumour ranges of
+    :data:`GRADE_MODELS` (``separated`` or ``overlapping``).
     """
 
     grades: tuple = ("HGG", "LGG", "HGG", "LGG")
@@ -193,6 +202,7 @@ class PhantomConfig:
     heterogeneity: float = 0.1
     heterogeneity_fwhm_mm: float = 12.0
     arteries: bool = True
+    grade_ranges: str = "separated"
     dsc: DSCAcquisition | None = field(default_factory=DSCAcquisition)
     asl: ASLAcquisition | None = field(default_factory=ASLAcquisition)
 
@@ -228,6 +238,8 @@ class PhantomConfig:
         _check(len(self.grades) >= 1, "grades", "give at least one subject")
         for grade in self.grades:
             _check(grade in GRADES, "grades", f"unknown grade {grade!r}; use one of {GRADES}")
+        _check(self.grade_ranges in GRADE_MODELS, "grade_ranges",
+               f"use one of {tuple(GRADE_MODELS)}")
         _check(len(self.matrix) == 3 and min(self.matrix) >= 4, "matrix",
                "give three sizes (x y slices), each at least 4")
         _check(self.fov_mm > 0 and self.slab_mm > 0, "fov_mm/slab_mm", "must be positive")

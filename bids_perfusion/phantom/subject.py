@@ -132,7 +132,7 @@ def make_subject(label, grade, config, rng, grid):
     """Draw one subject of ``grade`` from ``rng`` (anatomy, tumour, arteries, flow)."""
     transform = anatomy.random_rigid(rng) if config.jitter else np.eye(4)
     gm, wm, csf = anatomy.tissue_fractions(grid, transform)
-    model = GRADE_MODELS[grade]
+    model = GRADE_MODELS[config.grade_ranges][grade]
     tumour = lesion.draw_tumour(rng, grade, model, grid, wm, gm + wm + csf)
     flow_scale = float(rng.uniform(*config.flow_scale))
     normal = [_scaled(NORMAL_TISSUES[name], flow_scale) for name in ("GM", "WM", "CSF")]
