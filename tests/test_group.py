@@ -1,7 +1,8 @@
 """The group level end to end: a four-subject phantom cohort, participant level, then group.
 
-Two HGG and two LGG subjects on the small grid (DSC only, SNR 50), quantified with oSVD and
-Tikhonov with the truth tumour masks given as a user would (``--derivatives``); then
+Two HGG and two LGG subjects on the small grid (DSC only, SNR 50), quantified with oSVD,
+Tikhonov and PHAE (bundled weights, CPU) with the truth tumour masks given as a user would
+(``--derivatives``); then
 :func:`bids_perfusion.cli.group.run_group` gathers the ROI tables and grades.
 """
 
@@ -38,7 +39,8 @@ def cohort(tmp_path_factory):
         shutil.copy(path, target)
     out = tmp / "out"
     status = main([str(root), str(out), "participant", "--skip-bids-validation",
-                   "-w", str(tmp / "work"), "--dsc-methods", "osvd,tikhonov",
+                   "-w", str(tmp / "work"), "--dsc-methods", "osvd,tikhonov,phae",
+                   "--device", "cpu",
                    "--derivatives", str(masks)])
     assert status == 0
     group_status = main([str(root), str(out), "group", "--n-bootstrap", "200",
@@ -62,8 +64,8 @@ def test_tidy_table_has_one_row_per_subject_roi_and_measure(cohort):
 
     _root, out, _status = cohort
     table = _read(out / "group" / "group_desc-roi_stats.tsv")
-    measures = {"cbv", "cbv_bsw", "cbf_osvd", "cbf_tikhonov", "rcbv", "rcbv_bsw",
-                "rcbf_osvd", "rcbf_tikhonov", "ttp", "bat"}
+    measures = {"cbv", "cbv_bsw", "cbf_osvd", "cbf_tikhonov", "cbf_phae", "rcbv", "rcbv_bsw",
+                "rcbf_osvd", "rcbf_tikhonov", "rcbf_phae", "ttp", "bat"}
     assert set(table["measure"]) == measures
     assert set(table["roi"]) == {"brain", "NAWM", "tumor"}
     assert len(table) == 4 * 3 * len(measures)
@@ -85,7 +87,8 @@ def test_grading_rows_and_values_are_plausible(cohort):
     _root, out, _status = cohort
     grading = _read(out / "group" / "group_desc-grading_stats.tsv")
     assert sorted(zip(grading["quantity"], grading["method"], strict=True)) == [
-        ("cbf", "osvd"), ("cbf", "tikhonov"), ("cbv", "areaRatio"), ("cbv", "bsw")]
+        ("cbf", "osvd"), ("cbf", "phae"), ("cbf", "tikhonov"), ("cbv", "areaRatio"),
+        ("cbv", "bsw")]
     assert (grading["n_positive"] == 2).all() and (grading["n_negative"] == 2).all()
     assert (grading["negative_class"] == "LGG").all()
     assert (grading["median_positive"] > grading["median_negative"]).all()
