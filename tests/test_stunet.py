@@ -267,7 +267,7 @@ def test_tiny_phantom_train_and_participant_run(tmp_path):
     from bids_perfusion.cli import run, train
     from bids_perfusion.phantom import PhantomConfig, write_dataset
 
-    config = PhantomConfig(grades=("HGG", "LGG", "HGG"), matrix=(24, 24, 4), fov_mm=220.0,
+    config = PhantomConfig(grades=("HGG", "LGG", "HGG"), matrix=(24, 24, 6), fov_mm=220.0,
                            slab_mm=64.0).with_(dsc={"n_frames": 30}, asl=None)
     root = write_dataset(tmp_path / "bids", config)
     model = tmp_path / "model"
