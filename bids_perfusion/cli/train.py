@@ -185,7 +185,9 @@ class _StripRecipe:
                    for part, value in arrays.items()}
         return result, cbv_models.configuration(architecture, config), metrics, {
             "n_frames": n_frames, "samples": samples, "train_config": vars_of(train_config),
-            "data": {"reference": {"derivatives": str(args.reference_derivatives),
+            "data": {"aif": "not used (the model reads the raw series)",
+                     "max_voxels_per_subject": None,
+                     "reference": {"derivatives": str(args.reference_derivatives),
                                    "desc": args.reference_desc},
                      "doses": list(args.train_doses),
                      "low_dose": "simulated from the full-dose series (stU-Net paper, Eq. 1)",

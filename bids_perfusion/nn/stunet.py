@@ -23,7 +23,7 @@ Training (paper §3): L2 loss between ŷ and the standardised reference CBV, Ada
 default hyper-parameters; here the squared error is averaged over the brain voxels of the
 strip only (``mask``), since outside the brain the reference is undefined.
 
-Defaults: ``widths = (8, 16, 32)`` (3 levels, 2 downsamplings) — 42 k parameters, see
+Defaults: ``widths = (8, 16, 32)`` (3 levels, 2 downsamplings): 110 265 parameters, see
 :func:`parameter_count`; the paper gives neither widths nor depth. The bundled weights
 use these defaults at an in-plane size of 64 (the paper: 256), so that they train on a
 CPU in minutes (``docs/stunet.md``).
