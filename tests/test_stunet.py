@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,3 +295,32 @@ def test_tiny_phantom_train_and_participant_run(tmp_path):
                            .dataobj) > 0
         assert cbv.shape == brain.shape and np.all(cbv[~brain] == 0)
         assert 0.5 < np.median(cbv[brain]) < 20  # mL/100 g
+
+
+def test_reference_map_matches_the_runs_entities(tmp_path):
+    from types import SimpleNamespace
+
+    from bids_perfusion.cli.train import _reference_map
+
+    def touch(relative):
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        return path
+
+    raw = touch("bids/sub-01/perf/sub-01_ce-gadolinium_dsc.nii.gz")
+    out = "derivatives/out/sub-01/perf/sub-01_ce-gadolinium"
+    full = touch(f"bids/{out}_desc-areaRatio_cbv.nii.gz")
+    touch(f"bids/{out}_rec-dose50_desc-areaRatio_cbv.nii.gz")  # a simulated dose: never
+    touch("bids/derivatives/out/sub-01/perf/sub-01_ce-other_desc-areaRatio_cbv.nii.gz")
+    truth = touch("bids/derivatives/phantom-truth/sub-01/perf/sub-01_desc-truth_cbv.nii.gz")
+    run = SimpleNamespace(files=(str(raw),), subject="01", session=None)
+    args = SimpleNamespace(reference_derivatives=Path("derivatives/out"),
+                           reference_desc="areaRatio")
+    assert _reference_map(args, run) == full
+    args = SimpleNamespace(reference_derivatives=Path("derivatives/phantom-truth"),
+                           reference_desc="truth")
+    assert _reference_map(args, run) == truth
+    args.reference_desc = "osvd"
+    with pytest.raises(FileNotFoundError, match="--reference-desc"):
+        _reference_map(args, run)
