@@ -7,10 +7,11 @@ simulate_low_dose_run`; baseline found on the mean brain curve) are quantified b
 
 - the classical pipeline: automatic brain mask, steady state and baseline, ΔR2*, tissue
   concentration, AIF from the phantom's arterial voxels (the paper also used given
-  vessel masks), first-pass area-ratio CBV. This is the CBV of the pipeline's oSVD run:
-  oSVD's ∫k(t)dt equals the area ratio, since the circulant deconvolution never
-  truncates the zero frequency. The full-dose map is the *reference*, as the paper's
-  Verbena full-dose map;
+  vessel masks), first-pass area-ratio CBV. This is the CBV of the pipeline's oSVD run
+  (its MTT is CBV/CBF): oSVD's own ∫k(t)dt is the same ratio of areas, up to the
+  integration window, since the zero frequency, the largest singular value of a positive
+  AIF's circulant matrix, is never truncated. The full-dose map is the *reference*, as
+  the paper's Verbena full-dose map;
 - the baseline of Hess et al. (2018) and the stU-Net (weights given on the command line
   or bundled), from the raw series, strips every row averaged.
 
@@ -30,8 +31,15 @@ the whole stU-Net inference (preprocessing, strips, averaging, back to the nativ
 units), on the CPU with ``OMP_NUM_THREADS`` threads and on CUDA when available; peak
 memory: the growth of the process's peak resident set (CPU) and the peak CUDA allocation.
 
-    NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_stunet.py \\
-        --test-dir /tmp/stunet-test --hess-weights /tmp/hess/hess.safetensors
+Models are scored against the target they were trained on: ``--reference-models``
+(trained on the full-dose reference, the paper's protocol; their references come from
+``--write-references``) against the reference, ``--truth-models`` (the bundled stU-Net
+by default) against the truth. The full commands are in ``docs/stunet.md``:
+
+    NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_stunet.py --test-dir TEST \\
+        --truth-models stunet=bundled hess=HESS_TRUTH/hess.safetensors \\
+        --reference-models stunet=STUNET_REF/stunet.safetensors \\
+                           hess=HESS_REF/hess.safetensors
 """
 
 import os
@@ -58,6 +66,7 @@ from bids_perfusion.phantom import PhantomConfig, write_dataset  # noqa: E402
 from bids_perfusion.phantom.bids import TRUTH  # noqa: E402
 
 DOSES = (1.0, 0.5, 0.25)
+TARGETS = ("reference", "truth")
 METRICS = ("L2", "t-L2", "L1", "t-L1", "SSIM")
 SCALE = {"L2": 100, "t-L2": 100, "L1": 100, "t-L1": 100, "SSIM": 100}
 UNITS = {"L2": "1e-2", "t-L2": "1e-2", "L1": "1e-2", "t-L1": "1e-2", "SSIM": "%"}
@@ -103,16 +112,44 @@ def slice_metrics(prediction, reference, mask, tumour, min_brain):
     return rows
 
 
-def evaluate_subject(root, subject, models, args):
-    """Per-slice rows of every method and dose against the reference and the truth."""
-    from bids_perfusion.nn import cbv_models
-    from bids_perfusion.nn.cbv_preprocessing import prepare_map, prepare_mask
-
+def _subject(root, subject):
+    """Series, sidecar, automatic brain mask and the phantom's arterial mask of a subject."""
     sidecar = json.loads((Path(root) / f"sub-{subject}" / "perf"
                           / f"sub-{subject}_ce-gadolinium_dsc.json").read_text())
     series = _image(root, subject, "ce-gadolinium_dsc").astype(np.float32)
     brain = brain_mask.brain_mask(series.mean(axis=-1))
     arteries = _image(root, subject, "label-arteries_mask", TRUTH) > 0
+    return series, sidecar, brain, arteries
+
+
+def write_references(root, folder):
+    """The full-dose reference CBV of every subject of ``root`` as a derivatives folder
+    (``sub-X_ce-gadolinium_desc-areaRatio_cbv.nii.gz``), to train on it as the paper did."""
+    for path in sorted(Path(root).glob("sub-*/perf/sub-*_ce-gadolinium_dsc.nii.gz")):
+        subject = path.name.split("_")[0][4:]
+        series, sidecar, brain, arteries = _subject(root, subject)
+        cbv = classical_cbv(series, sidecar["EchoTime"], sidecar["RepetitionTime"], brain,
+                            arteries)
+        out = Path(folder) / f"sub-{subject}" / "perf"
+        out.mkdir(parents=True, exist_ok=True)
+        image = nib.load(path)
+        nib.Nifti1Image(cbv, image.affine).to_filename(
+            out / f"sub-{subject}_ce-gadolinium_desc-areaRatio_cbv.nii.gz")
+    (Path(folder) / "dataset_description.json").write_text(json.dumps(
+        {"Name": "full-dose area-ratio CBV (bench_stunet.py references)",
+         "BIDSVersion": "1.10.0", "DatasetType": "derivative"}, indent=2) + "\n")
+
+
+def evaluate_subject(root, subject, models, args):
+    """Per-slice rows of every method and dose against the reference and the truth.
+
+    ``models`` maps ``(target, name)`` to ``(model, preprocessing)``: the models trained
+    on that target (the full-dose reference or the truth) are scored against it.
+    """
+    from bids_perfusion.nn import cbv_models
+    from bids_perfusion.nn.cbv_preprocessing import prepare_map, prepare_mask
+
+    series, sidecar, brain, arteries = _subject(root, subject)
     tumour_native = _image(root, subject, "label-tumor_mask", TRUTH) > 0
     truth_native = _image(root, subject, "desc-truth_cbv", TRUTH).astype(np.float32)
     preprocessing = next(iter(models.values()))[1]
@@ -125,23 +162,23 @@ def evaluate_subject(root, subject, models, args):
         dosed = dosed.astype(np.float32)
         cbv = classical_cbv(dosed, sidecar["EchoTime"], sidecar["RepetitionTime"], brain,
                             arteries)
-        standardised[("osvd", dose)] = prepare_map(cbv, brain, preprocessing, crop)
-        for name, (model, config) in models.items():
+        for target in TARGETS:
+            standardised[(target, "osvd", dose)] = prepare_map(cbv, brain, preprocessing, crop)
+        for (target, name), (model, config) in models.items():
             tic = time.perf_counter()
             _run, z = cbv_models.predict_standardised(model, config, dosed, brain,
                                                       device=args.device)
-            seconds[(name, dose)] = time.perf_counter() - tic
-            standardised[(name, dose)] = np.clip(z, -config.clip, config.clip)
-    targets = {"reference": standardised[("osvd", 1.0)],
-               "truth": prepare_map(truth_native, brain, preprocessing, crop)}
+            seconds[(target, name, dose)] = time.perf_counter() - tic
+            standardised[(target, name, dose)] = np.clip(z, -config.clip, config.clip)
+    references = {"reference": standardised[("reference", "osvd", 1.0)],
+                  "truth": prepare_map(truth_native, brain, preprocessing, crop)}
     rows = []
-    for (method, dose), values in standardised.items():
-        for target, reference in targets.items():
-            if method == "osvd" and dose == 1.0 and target == "reference":
-                continue  # the reference itself
-            for row in slice_metrics(values, reference, mask, tumour, args.min_brain):
-                rows.append({"subject": subject, "method": method, "dose": dose,
-                             "target": target, **row})
+    for (target, method, dose), values in standardised.items():
+        if method == "osvd" and dose == 1.0 and target == "reference":
+            continue  # the reference itself
+        for row in slice_metrics(values, references[target], mask, tumour, args.min_brain):
+            rows.append({"subject": subject, "method": method, "dose": dose,
+                         "target": target, **row})
     return rows, seconds
 
 
@@ -208,8 +245,16 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=12,
                         help="seed of a generated test cohort (the bundled weights were "
                              "trained on seed 11)")
-    parser.add_argument("--stunet-weights", type=Path, help="default: the bundled ones")
-    parser.add_argument("--hess-weights", type=Path, help="the baseline (skipped if absent)")
+    parser.add_argument("--truth-models", nargs="+", default=["stunet=bundled"],
+                        metavar="NAME=PATH", help="stunet and hess weights trained on the "
+                        "ground truth, scored against it ('bundled': the bundled stU-Net)")
+    parser.add_argument("--reference-models", nargs="+", default=[], metavar="NAME=PATH",
+                        help="weights trained on the full-dose reference (--write-"
+                             "references), scored against it; default: the truth models")
+    parser.add_argument("--write-references", type=Path, nargs=2,
+                        metavar=("DATASET", "FOLDER"),
+                        help="only write the full-dose reference CBV of DATASET's subjects "
+                             "to the derivatives FOLDER, and stop")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--min-brain", type=int, default=100,
                         help="brain pixels a resampled slice needs to be scored")
@@ -221,23 +266,33 @@ def main(argv=None):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     from bids_perfusion.nn import cbv_models
 
+    if args.write_references:
+        write_references(*args.write_references)
+        print(f"references written to {args.write_references[1]}")
+        return
     if not (args.test_dir / "dataset_description.json").is_file():
         config = PhantomConfig.cohort(args.n_subjects, seed=args.seed, asl=None)
         write_dataset(args.test_dir, config)
     subjects = sorted(p.name[4:] for p in args.test_dir.glob("sub-*"))
-    models, cards = {}, {}
-    for name, path in (("hess", args.hess_weights), ("stunet", args.stunet_weights)):
-        if name == "hess" and path is None:
-            continue
-        model, preprocessing, card = cbv_models.load_model(path, args.device)
-        models[name], cards[name] = (model, preprocessing), card
-        count = sum(p.numel() for p in model.parameters())
-        print(f"{name}: sha256 {card['sha256'][:16]}..., {count} parameters, trained on "
-              f"{card['data']['datasets'][0].get('path')}")
+    given = {"truth": args.truth_models, "reference": args.reference_models or args.truth_models}
+    models = {}
+    for target, entries in given.items():
+        for entry in entries:
+            name, path = entry.split("=", 1)
+            model, preprocessing, card = cbv_models.load_model(
+                None if path == "bundled" else Path(path), args.device)
+            if card["model"] != name:
+                parser.error(f"{entry}: the card is for {card['model']!r}")
+            models[(target, name)] = (model, preprocessing)
+            reference = card["data"].get("reference", {})
+            print(f"{target} table, {name}: {path}, sha256 {card['sha256'][:16]}..., "
+                  f"{sum(p.numel() for p in model.parameters())} parameters, trained on "
+                  f"{card['data']['datasets'][0].get('path')} against desc-"
+                  f"{reference.get('desc')}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, test subjects "
           f"{subjects}", flush=True)
 
-    stunet_model, stunet_config = models["stunet"]
+    stunet_model, stunet_config = models[("truth", "stunet")]
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         record = speed(stunet_model, stunet_config, args.test_dir, subjects[0], device)
         print("speed: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
@@ -258,18 +313,17 @@ def main(argv=None):
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
                              for k, v in row.items()})
-    methods = ["osvd"] + [m for m in ("hess", "stunet") if m in models]
-    for name in models:
-        mean = np.mean([t[(name, d)] for t in seconds for d in DOSES])
-        print(f"{name}: {mean:.1f} s per test series (64x64x16x60 native, stride 1)")
-    for target in ("reference", "truth"):
+    for key in models:
+        mean = np.mean([t[(*key, d)] for t in seconds for d in DOSES])
+        print(f"{key[1]} ({key[0]} table): {mean:.1f} s per test series (stride 1)")
+    for target in TARGETS:
+        methods = ["osvd"] + [m for m in ("hess", "stunet") if (target, m) in models]
         text, summary = table(rows, target, methods)
         print("\n" + text)
-        rival = [m for m in methods if m != "stunet"]
-        wins = [all(summary.get((dose, metric, "stunet"), np.nan)
-                    * (-1 if metric == "SSIM" else 1)
-                    <= summary.get((dose, metric, m), np.inf) * (-1 if metric == "SSIM" else 1)
-                    for m in rival if (dose, metric, m) in summary)
+        sign = {metric: -1 if metric == "SSIM" else 1 for metric in METRICS}
+        wins = [all(sign[metric] * summary[(dose, metric, "stunet")]
+                    <= sign[metric] * summary[(dose, metric, m)]
+                    for m in methods[:-1] if (dose, metric, m) in summary)
                 for dose in DOSES for metric in METRICS]
         quarter = summary[(0.25, "L1", "stunet")] / summary[(0.25, "L1", "osvd")]
         print(f"stU-Net best on {sum(wins)}/{len(wins)} rows; quarter-dose L1 stU-Net/oSVD "
