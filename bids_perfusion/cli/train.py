@@ -29,6 +29,7 @@ class _PHAERecipe:
     """Physics-informed autoencoder (self-supervised on DSC curves)."""
 
     name = "phae"
+    batch_size = 1024
     help = "physics-informed autoencoder for DSC-MRI (self-supervised)"
 
     @staticmethod
@@ -97,6 +98,8 @@ class _PHAERecipe:
 
 class _StripRecipe:
     """CBV from raw DSC strips, supervised by reference CBV maps (stU-Net and Hess et al.)."""
+
+    batch_size = 16
 
     @staticmethod
     def add_arguments(group):
@@ -279,7 +282,9 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the split, the voxel draw, initialisation and shuffling")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="samples per batch (default: 1024 voxels for phae, 16 strips "
+                             "for stunet and hess)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--patience", type=int, default=None,
@@ -369,6 +374,7 @@ def main(argv=None):
     if weights.exists() and not args.overwrite:
         parser.error(f"{weights} exists; pass --overwrite to replace it")
     recipe = MODELS[args.model]
+    args.batch_size = args.batch_size or recipe.batch_size
 
     from bids_perfusion.nn import device as devices
     from bids_perfusion.nn import training
