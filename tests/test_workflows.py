@@ -114,3 +114,20 @@ def test_phae_is_a_method_without_tmax():
     assert "ds_phae_tmax" not in nodes and "deconvolve_phae" not in nodes
     assert workflow.get_node("phae").inputs.device == "cpu"
     assert "physics-informed autoencoder" in workflow.visit_desc()
+
+
+def test_stunet_writes_cbv_only_for_every_dose():
+    weights = _touch("model/stunet.safetensors")
+    options = DSCOptions(methods=("osvd", "stunet"), device="cpu", stunet_weights=weights)
+    for dose in (1.0, 0.5):
+        workflow = init_dsc_wf(_run(), options, "/out", dose=dose)
+        nodes = _nodes(workflow)
+        assert {"stunet", "ds_stunet_cbv", "ds_stunetNawm_cbv"} <= nodes
+        assert not {"ds_stunet_mtt", "ds_stunet_cbf", "deconvolve_stunet"} & nodes
+        node = workflow.get_node("stunet")
+        assert node.inputs.device == "cpu" and node.inputs.weights == weights
+        edges = {(u.name, v.name) for u, v in workflow._graph.edges()}
+        source = "simulate_low_dose" if dose < 1 else "source"
+        assert {(source, "stunet"), ("cbv", "stunet"), ("masks", "stunet")} <= edges
+        text = methods_text(workflow.visit_desc())
+        assert "stU-Net" in text and "Veron Vialard" in text

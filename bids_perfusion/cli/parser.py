@@ -113,6 +113,10 @@ def build_parser():
     group.add_argument("--phae-weights", type=Path, metavar="FILE", default=argparse.SUPPRESS,
                        help="PHAE weights (.safetensors beside its .json model card; "
                             "default: the bundled ones, trained on the phantom)")
+    group.add_argument("--stunet-weights", type=Path, metavar="FILE",
+                       default=argparse.SUPPRESS,
+                       help="stU-Net weights (.safetensors beside its .json model card; "
+                            "default: the bundled ones, trained on the phantom)")
     group.add_argument("--simulate-dose", nargs="+", type=_dose, default=[], metavar="D",
                        help="also process each run at simulated dose fractions D in (0, 1)")
 
@@ -171,4 +175,5 @@ def dsc_options(args):
         simulate_doses=tuple(sorted(set(args.simulate_dose), reverse=True)),
         device=args.device,
         phae_weights=str(args.phae_weights) if hasattr(args, "phae_weights") else None,
+        stunet_weights=str(args.stunet_weights) if hasattr(args, "stunet_weights") else None,
     )

@@ -6,10 +6,12 @@ bars and a loss log (``OUTPUT/losses.tsv``), keeps the best checkpoint on valida
 writes ``OUTPUT/<MODEL>.safetensors`` with its model card ``OUTPUT/<MODEL>.json``.
 
 Models are registered in :data:`MODELS` as recipes: an object with ``add_arguments(group)``
-(model options), ``samples(args, runs)`` (numpy arrays per run) and ``fit(args, arrays,
-split, device)`` returning the state_dict, the configuration and metrics. ``phae`` is the
-first; later models (stU-Net, DeepASL...) add a recipe. torch is imported only when a model
-is trained, never for ``--help``.
+(model options), ``load(args, run)`` (the samples of one run) and ``fit(args, loaded,
+split, device, log)`` returning the training result, the configuration, metrics and
+extra card entries. ``phae`` is self-supervised; ``stunet`` and ``hess`` learn CBV from
+raw DSC against reference CBV maps of a derivatives folder (``--reference-derivatives``,
+``--reference-desc``), at full dose and at doses simulated by the seed's Eq. 1
+(``--train-doses``). torch is imported only when a model is trained, never for ``--help``.
 """
 
 import argparse
@@ -27,6 +29,7 @@ class _PHAERecipe:
     """Physics-informed autoencoder (self-supervised on DSC curves)."""
 
     name = "phae"
+    batch_size = 1024
     help = "physics-informed autoencoder for DSC-MRI (self-supervised)"
 
     @staticmethod
@@ -93,6 +96,165 @@ class _PHAERecipe:
                                                    "train_config": vars_of(train_config)}
 
 
+class _StripRecipe:
+    """CBV from raw DSC strips, supervised by reference CBV maps (stU-Net and Hess et al.)."""
+
+    batch_size = 16
+
+    @staticmethod
+    def add_arguments(group):
+        group.add_argument("--reference-derivatives", type=Path,
+                           default=Path("derivatives/phantom-truth"), metavar="PATH",
+                           help="stunet/hess: folder with the reference CBV maps (relative "
+                                "paths are looked up inside each BIDS_DIR)")
+        group.add_argument("--reference-desc", default="truth", metavar="DESC",
+                           help="stunet/hess: desc entity of the reference maps "
+                                "(sub-X_[...]desc-DESC_cbv.nii.gz): 'truth' for the "
+                                "phantom's ground truth, 'areaRatio' for the pipeline's own "
+                                "full-dose CBV")
+        group.add_argument("--train-doses", type=float, nargs="+", default=(1.0, 0.5, 0.25),
+                           metavar="D", help="stunet/hess: dose factors of the training "
+                                             "series (d < 1 simulated by the seed's Eq. 1)")
+        group.add_argument("--in-plane-size", type=int, default=64,
+                           help="stunet/hess: in-plane size of the resampled slices "
+                                "(paper: 256)")
+        group.add_argument("--strip-width", type=int, default=16,
+                           help="stunet/hess: rows of a strip")
+        group.add_argument("--train-stride", type=int, default=8,
+                           help="stunet/hess: rows between training strips (paper: 8)")
+        group.add_argument("--test-stride", type=int, default=1,
+                           help="stunet/hess: rows between inference strips (paper: 1)")
+        group.add_argument("--widths", type=int, nargs="+", default=(8, 16, 32),
+                           help="stunet: channels of the encoder levels (depth = count)")
+
+    @staticmethod
+    def preprocessing(args):
+        from bids_perfusion.nn.cbv_preprocessing import PreprocessingConfig
+
+        return PreprocessingConfig(size=args.in_plane_size, strip_width=args.strip_width,
+                                   train_stride=args.train_stride,
+                                   test_stride=args.test_stride)
+
+    @classmethod
+    def load(cls, args, run):
+        import nibabel as nib
+        import numpy as np
+
+        from bids_perfusion.dsc import brain_mask, lowdose
+        from bids_perfusion.nn.cbv_preprocessing import prepare_run
+
+        series = np.asarray(nib.load(str(run.files[0])).dataobj, dtype=np.float32)
+        if "brain" in run.masks:
+            brain = np.asarray(nib.load(str(run.masks["brain"])).dataobj) > 0
+        else:
+            brain = brain_mask.brain_mask(series.mean(axis=-1))
+        reference = np.asarray(nib.load(str(_reference_map(args, run))).dataobj,
+                               dtype=np.float32)
+        config = cls.preprocessing(args)
+        window = lowdose.baseline_of_run(series, brain)
+        prepared = [prepare_run(series if dose >= 1 else
+                                lowdose.simulate_low_dose_run(series, dose, window),
+                                brain, config, reference) for dose in args.train_doses]
+        return _Prepared(run.key, prepared)
+
+    @classmethod
+    def fit(cls, args, loaded, split, device, log):
+        from bids_perfusion.nn import cbv_models, stunet, training
+
+        config = cls.preprocessing(args)
+        arrays, n_frames = {}, None
+        for part in ("train", "val", "test"):
+            runs = [p for item in loaded if item.subject in split[part] for p in item.runs]
+            arrays[part] = None
+            if runs:
+                arrays[part], n_frames = cbv_models.strip_arrays(runs, config, n_frames)
+        train_config = training.TrainingConfig(
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            weight_decay=args.weight_decay, seed=args.seed, amp=not args.no_amp,
+            patience=args.patience, progress=not args.quiet)
+        training.seed_everything(args.seed)
+        module, architecture = cls.architecture(args)
+        model = module(architecture)
+        result = training.train(model, stunet.masked_l2, arrays["train"], arrays["val"],
+                                train_config, device, log=log)
+        metrics = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                   "training_seconds": round(result.seconds, 1),
+                   "parameters": stunet.parameter_count(model),
+                   "loss": "mean squared error of the standardised CBV over brain voxels"}
+        if arrays["test"] is not None:
+            metrics["test_loss"] = training.evaluate(model, stunet.masked_l2, arrays["test"],
+                                                     args.batch_size, device)
+        samples = {part: (0 if value is None else len(value["dsc"]))
+                   for part, value in arrays.items()}
+        return result, cbv_models.configuration(architecture, config), metrics, {
+            "n_frames": n_frames, "samples": samples, "train_config": vars_of(train_config),
+            "data": {"aif": "not used (the model reads the raw series)",
+                     "max_voxels_per_subject": None,
+                     "reference": {"derivatives": str(args.reference_derivatives),
+                                   "desc": args.reference_desc},
+                     "doses": list(args.train_doses),
+                     "low_dose": "simulated from the full-dose series (stU-Net paper, Eq. 1)",
+                     "samples_are": "strips of rows of the resampled slices"}}
+
+
+class _StUNetRecipe(_StripRecipe):
+    """Spatio-temporal U-Net (CBV from raw DSC)."""
+
+    name = "stunet"
+    help = "spatio-temporal U-Net: CBV from raw (low-dose) DSC, against reference CBV maps"
+
+    @staticmethod
+    def architecture(args):
+        from bids_perfusion.nn import stunet
+
+        return stunet.StUNet, stunet.StUNetConfig(widths=tuple(args.widths))
+
+
+class _HessRecipe(_StripRecipe):
+    """Baseline of Hess et al. (2018): sequence encoder and spatial correlation module."""
+
+    name = "hess"
+    help = "baseline of Hess et al. 2018 (same data and options as stunet)"
+
+    @staticmethod
+    def add_arguments(group):
+        group.description = "uses the reference, dose and strip options of stunet"
+
+    @staticmethod
+    def architecture(args):
+        from bids_perfusion.nn import hess
+
+        return hess.Hess, hess.HessConfig()
+
+
+class _Prepared:
+    """The prepared runs (one per training dose) of one subject's DSC run."""
+
+    def __init__(self, subject, runs):
+        self.subject, self.runs = subject, runs
+
+
+def _reference_map(args, run):
+    """The reference CBV map of a run: ``sub-X[_ses-Y]_*desc-DESC_cbv.nii.gz`` in the
+    reference folder, whose entities are all among the run's (no simulated ``rec-``)."""
+    folder = args.reference_derivatives
+    if not folder.is_absolute():
+        inside = Path(run.files[0]).parents[3 if run.session else 2] / folder
+        folder = inside if inside.is_dir() else folder
+    entities = set(Path(run.files[0]).name.split(".")[0].split("_")[:-1])
+    prefix = f"sub-{run.subject}" + (f"_ses-{run.session}" if run.session else "")
+    found = []
+    for path in sorted(folder.glob(f"**/{prefix}_*desc-{args.reference_desc}_cbv.nii*")):
+        extra = set(path.name.split(".")[0].split("_")[:-1]) - entities
+        if extra == {f"desc-{args.reference_desc}"}:
+            found.append(path)
+    if not found:
+        raise FileNotFoundError(f"{folder}: no reference CBV {prefix}_*desc-"
+                                f"{args.reference_desc}_cbv.nii.gz for {run.files[0]}; set "
+                                "--reference-derivatives and --reference-desc")
+    return max(found, key=lambda path: len(path.name))
+
+
 def vars_of(dataclass_instance):
     import dataclasses
 
@@ -100,7 +262,7 @@ def vars_of(dataclass_instance):
 
 
 #: Trainable models: name -> recipe.
-MODELS = {"phae": _PHAERecipe}
+MODELS = {"phae": _PHAERecipe, "stunet": _StUNetRecipe, "hess": _HessRecipe}
 
 
 def build_parser():
@@ -120,7 +282,9 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the split, the voxel draw, initialisation and shuffling")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="samples per batch (default: 1024 voxels for phae, 16 strips "
+                             "for stunet and hess)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--patience", type=int, default=None,
@@ -166,15 +330,18 @@ def _runs(args, parser):
             prefix = f"{index}:{bids_dir.name}/"
         for run in found:
             run_key = f"{prefix}sub-{run.subject}"
-            runs.append(_Run(run_key, run.files, run.metadata, run.masks))
+            runs.append(_Run(run_key, run))
     if not runs:
         parser.error(f"no usable DSC run in {[str(d) for d in args.bids_dir]}")
     return runs
 
 
 class _Run:
-    def __init__(self, key, files, metadata, masks):
-        self.key, self.files, self.metadata, self.masks = key, files, metadata, masks
+    """A DSC run (:class:`~bids_perfusion.workflows.options.DSCRun`) and its unique key."""
+
+    def __init__(self, key, run):
+        self.key, self.files, self.metadata, self.masks = key, run.files, run.metadata, run.masks
+        self.subject, self.session = run.subject, run.session
 
 
 def _dataset_record(bids_dir):
@@ -207,6 +374,7 @@ def main(argv=None):
     if weights.exists() and not args.overwrite:
         parser.error(f"{weights} exists; pass --overwrite to replace it")
     recipe = MODELS[args.model]
+    args.batch_size = args.batch_size or recipe.batch_size
 
     from bids_perfusion.nn import device as devices
     from bids_perfusion.nn import training
@@ -250,7 +418,8 @@ def main(argv=None):
                  "max_voxels_per_subject": args.max_voxels_per_subject,
                  "n_frames": extra["n_frames"], "samples": extra["samples"],
                  "synthetic": all((d / "derivatives" / "phantom-truth").is_dir()
-                                  for d in args.bids_dir)},
+                                  for d in args.bids_dir),
+                 **extra.get("data", {})},
         "split": {**split, "seed": args.seed, "val_fraction": args.val_fraction,
                   "test_fraction": args.test_fraction},
         "command": "bids-perfusion-train " + shlex.join(argv),

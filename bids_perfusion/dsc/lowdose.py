@@ -24,6 +24,8 @@ The linear model is a first-order expansion of the gradient-echo signal
 import numpy as np
 from scipy import ndimage
 
+from bids_perfusion.dsc import timing
+
 
 def simulate_low_dose(signal, dose, *, baseline, spatial_size=3, temporal_size=1):
     """Low-dose DSC series by the seed's Eq. 1: ``S_d = S - (1 - d) [S̄(t) - S(0)]``.
@@ -64,3 +66,26 @@ def simulate_low_dose(signal, dose, *, baseline, spatial_size=3, temporal_size=1
                                    mode="nearest")
     s0 = local[..., frames].mean(axis=-1, keepdims=True)
     return (values - (1.0 - dose) * (local - s0)).astype(out_dtype)
+
+
+def baseline_of_run(first_echo, brain):
+    """``(start, stop)``: the first frame after the approach to steady state and the end of
+    the baseline, found on the mean brain curve (:func:`bids_perfusion.dsc.timing.
+    baseline_window`)."""
+    first_echo = np.asarray(first_echo)
+    return timing.baseline_window(first_echo[np.asarray(brain, dtype=bool)].mean(axis=0))
+
+
+def simulate_low_dose_run(signal, dose, window):
+    """:func:`simulate_low_dose` of a whole acquired series (x, y, z, T), float64.
+
+    ``window`` = ``(start, stop)`` of :func:`baseline_of_run`: frames before ``start``
+    (approach to steady state) are copied unchanged, since they are discarded downstream
+    and Eq. 1 would read their extra signal as contrast agent; S(0) is the mean over
+    ``[start, stop)``.
+    """
+    start, stop = window
+    simulated = np.asarray(signal, dtype=np.float64).copy()
+    simulated[..., start:] = simulate_low_dose(simulated[..., start:], dose,
+                                               baseline=slice(0, stop - start))
+    return simulated

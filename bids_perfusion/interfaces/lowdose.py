@@ -14,7 +14,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_perfusion.dsc import lowdose, timing
+from bids_perfusion.dsc import lowdose
 from bids_perfusion.interfaces.nifti import load, load_mask
 
 
@@ -43,13 +43,12 @@ class SimulateLowDose(SimpleInterface):
     def _run_interface(self, runtime):
         first = load(self.inputs.in_files[0])
         brain = load_mask(self.inputs.brain_mask, first.shape)
-        start, stop = timing.baseline_window(first[brain].mean(axis=0))
+        window = lowdose.baseline_of_run(first, brain)
         outputs = []
         for index, path in enumerate(self.inputs.in_files):
             image = nib.load(path)
-            simulated = load(path, np.float64)
-            simulated[..., start:] = lowdose.simulate_low_dose(
-                simulated[..., start:], self.inputs.dose, baseline=slice(0, stop - start))
+            simulated = lowdose.simulate_low_dose_run(load(path, np.float64),
+                                                      self.inputs.dose, window)
             out = Path(f"lowdose_echo{index + 1}.nii.gz").absolute()
             header = image.header.copy()
             header.set_data_dtype(np.float32)

@@ -23,6 +23,16 @@ CARD_KEYS = ("model", "configuration", "data", "split", "command", "metrics", "l
              "sha256")
 
 
+def config_from_dict(cls, values):
+    """The dataclass ``cls`` of a model card's configuration: unknown keys are ignored and
+    JSON lists become tuples again (the configurations are frozen, hashable dataclasses)."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{key: tuple(value) if isinstance(value, list) else value
+                  for key, value in dict(values).items() if key in fields})
+
+
 class WeightsError(ValueError):
     """A weights file that is missing, corrupt, or does not match its model card."""
 

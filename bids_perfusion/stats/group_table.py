@@ -69,10 +69,10 @@ DICTIONARY = {
                             "residue function", "ttp": "time to peak", "bat": "bolus "
                             "arrival time", "att": "arterial transit time",
                             "k2": "leakage constant K2"}},
-    "method": {"Description": "estimation method, the desc label of the map: areaRatio or "
-                              "bsw (leakage-corrected) for CBV; ssvd, csvd, osvd, tikhonov, "
-                              "phae... for CBF/MTT/Tmax; scanner, gkm, consensus for ASL; "
-                              "n/a for TTP and BAT"},
+    "method": {"Description": "estimation method, the desc label of the map: areaRatio, "
+                              "bsw (leakage-corrected) or stunet for CBV; ssvd, csvd, osvd, "
+                              "tikhonov, phae... for CBF/MTT/Tmax; scanner, gkm, consensus "
+                              "for ASL; n/a for TTP and BAT"},
     "relative": {"Description": "true: the map divided by its NAWM median (rCBV, rCBF)",
                  "Levels": {"true": "relative", "false": "absolute"}},
     "units": {"Description": "units of mean, sd, median, q1 and q3 (from the map's JSON "

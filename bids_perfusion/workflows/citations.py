@@ -48,6 +48,10 @@ REFERENCES = {
                "imaging. Magn Reson Med 2012;67:1252-1265.",
     "phae": "The physics-informed autoencoder paper for DSC deconvolution and glioma "
             "grading (seeds/phae-physics-informed-autoencoder-dsc.txt).",
+    "stunet": "Veron Vialard J, Rohé MM, Robert P, Nicolas F, Bône A. Going beyond "
+              "voxel-wise deconvolution in perfusion MRI: learning and leveraging "
+              "spatio-temporal regularities with the stU-Net. 2021, hal-03128610 "
+              "(seeds/stunet-lowdose-dsc.txt).",
     "stunet2023": "The stU-Net low-dose DSC paper (seeds/stunet-lowdose-dsc.txt), Eq. 1: "
                   "simulation of a reduced contrast dose from a full-dose series.",
 }

@@ -14,13 +14,16 @@ from bids_perfusion.interfaces.masks import BrainMask, NAWMMask
 from bids_perfusion.interfaces.phae import PHAEInference
 from bids_perfusion.interfaces.roi import ROIStatistics
 from bids_perfusion.interfaces.signal import SignalToDeltaR2Star
+from bids_perfusion.interfaces.stunet import StUNetInference
 from bids_perfusion.workflows.bids_uris import raw_uris
+from bids_perfusion.workflows.options import DECONVOLUTION_METHODS
 
 METHOD_NAMES = {"ssvd": "standard truncated SVD (sSVD)",
                 "csvd": "block-circulant truncated SVD (cSVD)",
                 "osvd": "oscillation-index SVD (oSVD)",
                 "tikhonov": "Tikhonov regularisation",
-                "phae": "physics-informed autoencoder (PHAE)"}
+                "phae": "physics-informed autoencoder (PHAE)",
+                "stunet": "spatio-temporal U-Net (stU-Net)"}
 #: ROI masks that ROI statistics use when they are given or derived.
 ROI_NAMES = ("brain", "tumor", "NAWM", "GM", "WM")
 #: Suffixes of outputs written as TSV tables (the others are compressed NIfTI).
@@ -51,7 +54,8 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     simulated = dose < 1.0
     name = name or f"{run.name}_{dose_label(dose) if simulated else 'acquired'}_wf"
     workflow = Workflow(name=name)
-    methods = ", ".join(METHOD_NAMES[m] for m in options.methods if m != "phae")
+    classical = [m for m in options.methods if m in DECONVOLUTION_METHODS]
+    methods = ", ".join(METHOD_NAMES[m] for m in classical) or "none of the classical methods"
     workflow.__desc__ = (
         "The DSC-MRI series was converted to the change in transverse relaxation rate "
         + ("ΔR2*(t) = -ln(S(t)/S0)/TE [@rosen1990] " if len(run.files) == 1 else
@@ -145,7 +149,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         outputs.append((leak, "cbv", "cbv_bsw", {"desc": "bsw", "suffix": "cbv"}, leak,
                         {"Units": "mL/100 g",
                          "EstimationMethod": "area ratio, leakage-corrected"}))
-    for method in (m for m in options.methods if m != "phae"):
+    for method in classical:
         deconvolve = pe.Node(Deconvolve(method=method, **scaling,
                                         parameters=options.method_parameters.get(method, {})),
                              name=f"deconvolve_{method}")
@@ -175,6 +179,25 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         ])
         outputs.append((phae, "cbf", "cbf_phae", {"desc": "phae", "suffix": "cbf"}, phae,
                         {"Units": "mL/100 g/min", "EstimationMethod": METHOD_NAMES["phae"]}))
+
+    if "stunet" in options.methods:
+        workflow.__desc__ += (
+            " CBV was also predicted from the raw series by a spatio-temporal U-Net "
+            "(stU-Net) whose 3-D encoder convolves space and time jointly, applied to strips "
+            "of slices cropped to the brain, resampled and standardised, with the "
+            "predictions of overlapping strips averaged [@stunet]; its standardised output "
+            "was mapped to mL/100 g by a least-squares fit onto the area-ratio CBV.")
+        stunet = pe.Node(StUNetInference(device=options.device), name="stunet", n_procs=1)
+        if options.stunet_weights:
+            stunet.inputs.weights = options.stunet_weights
+        workflow.connect([
+            (series[0], stunet, [(series[1], "in_files")]),
+            (masks, stunet, [("brain", "brain_mask")]),
+            (cbv, stunet, [("cbv", "cbv")]),
+        ])
+        outputs.append((stunet, "cbv", "cbv_stunet", {"desc": "stunet", "suffix": "cbv"},
+                        stunet, {"Units": "mL/100 g",
+                                 "EstimationMethod": METHOD_NAMES["stunet"]}))
 
     relative = pe.Node(RelativeMaps(), name="relative_maps")
     merge_maps = pe.Node(niu.Merge(len(outputs)), name="merge_maps")
@@ -228,7 +251,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     if options.leakage_correction:
         sinks.append((leak, "k2", {"desc": "bsw", "suffix": "k2"}, leak,
                       {"Units": "1/s", "Description": "leakage constant K2"}))
-    for method in options.methods:
+    for method in (m for m in options.methods if m != "stunet"):  # stU-Net: CBV only
         node = workflow.get_node("phae" if method == "phae" else f"deconvolve_{method}")
         sinks += [
             (node, "mtt", {"desc": method, "suffix": "mtt"}, node, {"Units": "s"}),

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 from bids_perfusion import constants
 
-#: Quantification methods in the order they are reported: classical deconvolution, then
-#: the physics-informed autoencoder.
-DSC_METHODS = ("ssvd", "csvd", "osvd", "tikhonov", "phae")
+#: Classical deconvolution methods (one Deconvolve node each).
+DECONVOLUTION_METHODS = ("ssvd", "csvd", "osvd", "tikhonov")
+#: Quantification methods in the order they are reported: classical deconvolution, the
+#: physics-informed autoencoder (CBF, MTT), the stU-Net (CBV from the raw series).
+DSC_METHODS = (*DECONVOLUTION_METHODS, "phae", "stunet")
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,7 @@ class DSCOptions:
     Attributes
     ----------
     methods : tuple of str
-        Deconvolution methods among :data:`DSC_METHODS`.
+        Quantification methods among :data:`DSC_METHODS`.
     method_parameters : dict
         Per method, keyword parameters of its parameter class (``deconvolution.py``);
         omitted ones take the literature defaults.
@@ -35,6 +37,8 @@ class DSCOptions:
         Where deep models run: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     phae_weights : str or None
         PHAE weights (with their model card); None: the bundled ones.
+    stunet_weights : str or None
+        stU-Net weights (with their model card); None: the bundled ones.
     """
 
     methods: tuple = ("osvd",)
@@ -47,6 +51,7 @@ class DSCOptions:
     simulate_doses: tuple = ()
     device: str = "auto"
     phae_weights: str | None = None
+    stunet_weights: str | None = None
 
 
 @dataclass(frozen=True)

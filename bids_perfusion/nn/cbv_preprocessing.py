@@ -1,0 +1,192 @@
+r"""Preprocessing of DSC series and CBV maps for the strip models, and its inverse.
+
+As in the stU-Net paper (``seeds/stunet-lowdose-dsc.txt``, §4.2, "Data and
+pre-processing"):
+
+1. **Crop** to a square prism tightly fitted on the brain: the in-plane bounding box of
+   the brain mask over all slices, widened on its shorter side to a square of side
+   ``a`` (centred; zero padding where it leaves the image).
+2. **Resample** every slice to ``size × size`` (paper: 256; here configurable, 64 for
+   the bundled weights) by linear interpolation (``scipy.ndimage.zoom``, order 1); the
+   brain mask by nearest neighbour.
+3. **Standardise** with brain statistics and **clip** to ``[−c, c]`` (c = 5):
+
+   .. math::
+
+       \tilde S(x, t) = \mathrm{clip}\Big(\frac{S(x, t) − μ_5}{σ_5}\Big),\qquad
+       \tilde y(x) = \mathrm{clip}\Big(\frac{\mathrm{CBV}(x) − μ}{σ}\Big),
+
+   with μ₅, σ₅ the mean and standard deviation of the DSC signal over the brain voxels
+   of the first five frames (all frames are normalised "according to the signal
+   statistics of the first five frames only") and μ, σ those of the CBV map over the
+   brain voxels.
+
+The inverse (:func:`to_native`) resamples a ``size × size`` map back to the square of
+side ``a`` and places it in the native grid. CBV units: the network predicts ỹ, in
+which μ and σ of the unseen target are lost; :func:`calibrate_units` restores them by
+the least-squares affine fit of a CBV map in physical units (the run's own area-ratio
+CBV) onto the prediction, ``CBV ≈ α + β ŷ`` over the brain. Noise in that map is
+independent of ŷ, so it does not bias the slope β (errors in the dependent variable
+only add variance), which makes the fit usable at low dose.
+"""
+
+import dataclasses
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessingConfig:
+    """Data conventions of a strip model, stored in its model card.
+
+    size: in-plane size of the resampled slices (paper: 256); baseline_frames: frames of
+    the DSC statistics (paper: 5); clip: c of the clipping to [−c, c] (paper: 5);
+    strip_width: rows of a strip; train_stride / test_stride: rows between strips
+    (paper: 8 and 1).
+    """
+
+    size: int = 64
+    baseline_frames: int = 5
+    clip: float = 5.0
+    strip_width: int = 16
+    train_stride: int = 8
+    test_stride: int = 1
+
+    def __post_init__(self):
+        if not 1 <= self.strip_width <= self.size:
+            raise ValueError(f"strip_width must be in [1, size={self.size}]")
+        if self.baseline_frames < 1 or self.clip <= 0:
+            raise ValueError("baseline_frames must be at least 1 and clip positive")
+        if not (1 <= self.train_stride <= self.strip_width
+                and 1 <= self.test_stride <= self.strip_width):
+            raise ValueError("strides must be in [1, strip_width]")
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SquareCrop:
+    """The square ``[x0, x0 + side) × [y0, y0 + side)`` of a grid of ``shape`` (X, Y)."""
+
+    x0: int
+    y0: int
+    side: int
+    shape: tuple
+
+    def crop(self, array):
+        """The square of ``array`` (X, Y, ...), zero-padded where it leaves the grid."""
+        array = np.asarray(array)
+        out = np.zeros((self.side, self.side, *array.shape[2:]), dtype=array.dtype)
+        xs, ys = self._overlap()
+        out[xs[1], ys[1]] = array[xs[0], ys[0]]
+        return out
+
+    def uncrop(self, square):
+        """A native grid (X, Y, ...) holding ``square`` (side, side, ...), zero elsewhere."""
+        square = np.asarray(square)
+        out = np.zeros(tuple(self.shape) + square.shape[2:], dtype=square.dtype)
+        xs, ys = self._overlap()
+        out[xs[0], ys[0]] = square[xs[1], ys[1]]
+        return out
+
+    def _overlap(self):
+        def axis(start, n):
+            lo, hi = max(start, 0), min(start + self.side, n)
+            return slice(lo, hi), slice(lo - start, hi - start)
+
+        return axis(self.x0, self.shape[0]), axis(self.y0, self.shape[1])
+
+
+def brain_crop(brain):
+    """The :class:`SquareCrop` tightly fitted on the brain mask (X, Y, Z) over all slices."""
+    brain = np.asarray(brain, dtype=bool)
+    if not brain.any():
+        raise ValueError("the brain mask is empty")
+    rows = np.flatnonzero(brain.any(axis=(1, 2)))
+    cols = np.flatnonzero(brain.any(axis=(0, 2)))
+    side = int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
+    x0 = int(rows[0] + (rows[-1] - rows[0] + 1 - side) // 2)
+    y0 = int(cols[0] + (cols[-1] - cols[0] + 1 - side) // 2)
+    return SquareCrop(x0, y0, side, tuple(brain.shape[:2]))
+
+
+def resize_slices(array, size, order=1):
+    """Slices of ``array`` (a, a, ...) resampled to (size, size, ...) (``ndimage.zoom``)."""
+    array = np.asarray(array)
+    factors = (size / array.shape[0], size / array.shape[1]) + (1,) * (array.ndim - 2)
+    return ndimage.zoom(array, factors, order=order, mode="nearest")
+
+
+def standardise(values, mask, clip):
+    """``clip((v − μ)/σ, −clip, clip)`` with μ, σ over ``values[mask]``; returns (z, μ, σ)."""
+    values = np.asarray(values, dtype=np.float64)
+    inside = values[np.asarray(mask, dtype=bool)]
+    mean, sd = float(inside.mean()), float(inside.std())
+    if not sd > 0:
+        raise ValueError("cannot standardise: no variation inside the brain mask")
+    return np.clip((values - mean) / sd, -clip, clip).astype(np.float32), mean, sd
+
+
+@dataclasses.dataclass
+class PreparedRun:
+    """A run in the models' space: ``dsc`` (size, size, Z, T) and ``mask`` (size, size, Z);
+    ``cbv`` (size, size, Z) the standardised reference when given; ``crop`` the square."""
+
+    dsc: np.ndarray
+    mask: np.ndarray
+    crop: SquareCrop
+    cbv: np.ndarray | None = None
+
+
+def prepare_mask(brain, config, crop=None):
+    """The brain mask (X, Y, Z) cropped and resampled (nearest neighbour), and its crop."""
+    crop = crop or brain_crop(brain)
+    mask = resize_slices(crop.crop(np.asarray(brain, dtype=np.uint8)), config.size, order=0)
+    return mask.astype(bool), crop
+
+
+def prepare_map(values, brain, config, crop=None):
+    """A map (X, Y, Z) cropped, resampled and standardised with its brain statistics."""
+    mask, crop = prepare_mask(brain, config, crop)
+    resized = resize_slices(crop.crop(np.asarray(values, dtype=np.float32)), config.size)
+    return standardise(resized, mask, config.clip)[0]
+
+
+def prepare_run(series, brain, config, cbv=None):
+    """:class:`PreparedRun` of a DSC series (X, Y, Z, T), its brain mask and optional CBV.
+
+    The DSC statistics are those of the brain voxels in the first ``baseline_frames``
+    frames (module docstring, step 3).
+    """
+    series = np.asarray(series, dtype=np.float32)
+    if series.ndim != 4 or series.shape[-1] <= config.baseline_frames:
+        raise ValueError(f"the DSC series must be 4-D with more than {config.baseline_frames} "
+                         f"frames (got shape {series.shape})")
+    mask, crop = prepare_mask(brain, config)
+    resized = resize_slices(crop.crop(series), config.size)
+    _z, mean, sd = standardise(resized[..., :config.baseline_frames], mask, config.clip)
+    dsc = np.clip((resized - mean) / sd, -config.clip, config.clip).astype(np.float32)
+    target = None if cbv is None else prepare_map(cbv, brain, config, crop)
+    return PreparedRun(dsc, mask, crop, target)
+
+
+def to_native(values, crop, order=1):
+    """A (size, size, Z) map resampled back to the crop's square and placed on its grid."""
+    return crop.uncrop(resize_slices(values, crop.side, order=order))
+
+
+def calibrate_units(prediction, reference, brain, clip=5.0):
+    """``(α, β)`` of the least-squares fit ``reference ≈ α + β · prediction`` over the brain.
+
+    Voxels where the standardised ``reference`` lies outside ``[−clip, clip]`` (large
+    vessels, noise spikes) are left out. See the module docstring.
+    """
+    brain = np.asarray(brain, dtype=bool)
+    z, _mean, _sd = standardise(reference, brain, np.inf)
+    keep = brain & (np.abs(z) <= clip)
+    x = np.asarray(prediction, dtype=np.float64)[keep]
+    y = np.asarray(reference, dtype=np.float64)[keep]
+    beta = float(np.cov(x, y, bias=True)[0, 1] / x.var()) if x.var() > 0 else 0.0
+    return float(y.mean() - beta * x.mean()), beta
