@@ -80,3 +80,14 @@ def noise_free_dsc(noise_free):
 def noisy_dsc(noisy):
     """``{subject: curves}`` of the SNR-50 phantom (sub-01 HGG, sub-02 LGG)."""
     return {s: _dsc_curves(noisy[0], s) for s in ("01", "02")}
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one thread, and do not suffer from a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

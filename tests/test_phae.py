@@ -131,15 +131,6 @@ def _synthetic_arrays(n, seed):
             "aif": torch.tensor(np.tile(aif / s_a, (n, 1)), dtype=torch.float32)}, mtt
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train fastest on one thread, and do not suffer from a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_tiny_configuration_trains_on_cpu_and_lowers_the_loss(one_thread):
     train_set, _ = _synthetic_arrays(512, 0)
     val_set, mtt = _synthetic_arrays(256, 1)

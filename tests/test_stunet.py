@@ -29,14 +29,6 @@ from bids_perfusion.nn.strips import (  # noqa: E402
 TINY = stunet.StUNetConfig(widths=(4, 8, 8))
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- architecture ------------------------------------------------------------------------
 
 

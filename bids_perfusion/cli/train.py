@@ -57,7 +57,7 @@ class _PHAERecipe:
     def fit(args, curves, split, device, log):
         import torch
 
-        from bids_perfusion.nn import phae, training
+        from bids_perfusion.nn import phae
         from bids_perfusion.nn.samples import training_arrays
 
         dt = args.frame_interval or float(curves[0].frame_times[1] - curves[0].frame_times[0])
@@ -74,26 +74,10 @@ class _PHAERecipe:
                                                seed=args.seed)
             values.pop("subject")
             arrays[part] = {k: torch.from_numpy(v) for k, v in values.items()}
-        train_config = training.TrainingConfig(
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=args.weight_decay, seed=args.seed, amp=not args.no_amp,
-            patience=args.patience, progress=not args.quiet)
-        training.seed_everything(args.seed)
-        model = phae.PHAE(config)
-        result = training.train(model, phae.loss, arrays["train"], arrays["val"],
-                                train_config, device, log=log)
-        metrics = {"best_epoch": result.best_epoch,
-                   "best_val_loss": result.best_val_loss,
-                   "training_seconds": round(result.seconds, 1),
-                   "loss": "mean absolute error of the normalised tissue curve"}
-        if arrays["test"] is not None:
-            metrics["test_loss"] = training.evaluate(model, phae.loss, arrays["test"],
-                                                     args.batch_size, device)
-        samples = {part: (0 if value is None else len(value["tissue"]))
-                   for part, value in arrays.items()}
-        return result, config.as_dict(), metrics, {"n_frames": n_frames,
-                                                   "samples": samples,
-                                                   "train_config": vars_of(train_config)}
+        _model, result, metrics, extra = _train(
+            lambda: phae.PHAE(config), phae.loss, arrays, args, device, log,
+            sample_key="tissue", loss="mean absolute error of the normalised tissue curve")
+        return result, config.as_dict(), metrics, {"n_frames": n_frames, **extra}
 
 
 class _StripRecipe:
@@ -159,7 +143,7 @@ class _StripRecipe:
 
     @classmethod
     def fit(cls, args, loaded, split, device, log):
-        from bids_perfusion.nn import cbv_models, stunet, training
+        from bids_perfusion.nn import cbv_models, stunet
 
         config = cls.preprocessing(args)
         arrays, n_frames = {}, None
@@ -168,26 +152,13 @@ class _StripRecipe:
             arrays[part] = None
             if runs:
                 arrays[part], n_frames = cbv_models.strip_arrays(runs, config, n_frames)
-        train_config = training.TrainingConfig(
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=args.weight_decay, seed=args.seed, amp=not args.no_amp,
-            patience=args.patience, progress=not args.quiet)
-        training.seed_everything(args.seed)
         module, architecture = cls.architecture(args)
-        model = module(architecture)
-        result = training.train(model, stunet.masked_l2, arrays["train"], arrays["val"],
-                                train_config, device, log=log)
-        metrics = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                   "training_seconds": round(result.seconds, 1),
-                   "parameters": stunet.parameter_count(model),
-                   "loss": "mean squared error of the standardised CBV over brain voxels"}
-        if arrays["test"] is not None:
-            metrics["test_loss"] = training.evaluate(model, stunet.masked_l2, arrays["test"],
-                                                     args.batch_size, device)
-        samples = {part: (0 if value is None else len(value["dsc"]))
-                   for part, value in arrays.items()}
+        model, result, metrics, extra = _train(
+            lambda: module(architecture), stunet.masked_l2, arrays, args, device, log,
+            sample_key="dsc", loss="mean squared error of the standardised CBV over brain voxels")
+        metrics["parameters"] = stunet.parameter_count(model)
         return result, cbv_models.configuration(architecture, config), metrics, {
-            "n_frames": n_frames, "samples": samples, "train_config": vars_of(train_config),
+            "n_frames": n_frames, **extra,
             "data": {"aif": "not used (the model reads the raw series)",
                      "max_voxels_per_subject": None,
                      "reference": {"derivatives": str(args.reference_derivatives),
@@ -253,6 +224,34 @@ def _reference_map(args, run):
                                 f"{args.reference_desc}_cbv.nii.gz for {run.files[0]}; set "
                                 "--reference-derivatives and --reference-desc")
     return max(found, key=lambda path: len(path.name))
+
+
+def _train(build, loss_fn, arrays, args, device, log, *, sample_key, loss):
+    """Seed, build the model with ``build()`` and train it on ``arrays['train']``, keeping
+    the best epoch on ``arrays['val']`` (:func:`bids_perfusion.nn.training.train`).
+
+    Returns the model, the training result, the card's metrics (best epoch and validation
+    loss, time, ``loss`` described, test loss when there is a test split) and the card's
+    ``samples`` (counted on ``sample_key``) and ``train_config``.
+    """
+    from bids_perfusion.nn import training
+
+    train_config = training.TrainingConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, seed=args.seed, amp=not args.no_amp,
+        patience=args.patience, progress=not args.quiet)
+    training.seed_everything(args.seed)
+    model = build()
+    result = training.train(model, loss_fn, arrays["train"], arrays["val"], train_config,
+                            device, log=log)
+    metrics = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+               "training_seconds": round(result.seconds, 1), "loss": loss}
+    if arrays["test"] is not None:
+        metrics["test_loss"] = training.evaluate(model, loss_fn, arrays["test"],
+                                                 args.batch_size, device)
+    samples = {part: (0 if value is None else len(value[sample_key]))
+               for part, value in arrays.items()}
+    return model, result, metrics, {"samples": samples, "train_config": vars_of(train_config)}
 
 
 def vars_of(dataclass_instance):
