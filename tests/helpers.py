@@ -1,6 +1,7 @@
 """Small helpers shared by the tests: phantom configurations and file access."""
 
 import csv
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -34,3 +35,14 @@ def raw(root, subject, name):
 def read_tsv(path):
     with open(path) as handle:
         return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def tumour_derivatives(root, dest):
+    """A derivatives folder ``dest`` holding only the truth tumour masks, as a user would
+    give them with ``--derivatives``."""
+    dest = Path(dest)
+    for path in (Path(root) / TRUTH).glob("sub-*/perf/*_label-tumor_mask.nii.gz"):
+        target = dest / path.relative_to(Path(root) / TRUTH)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    return dest

@@ -7,16 +7,14 @@ the tumour mask is given (``--derivatives``): brain mask, AIF and NAWM are autom
 """
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import load, read_tsv, small_config, truth
+from helpers import load, read_tsv, small_config, truth, tumour_derivatives
 
 from bids_perfusion.cli.run import main
 from bids_perfusion.phantom import write_dataset
-from bids_perfusion.phantom.bids import TRUTH
 
 pytestmark = pytest.mark.slow
 SUBJECTS = ("01", "02")  # HGG, LGG
@@ -26,20 +24,11 @@ TR = 1.5
 PROTOCOL = {"baseline_frames": 20, "n_frames": 68}
 
 
-def _tumour_derivatives(root, dest):
-    """A derivatives folder holding only the truth tumour masks, as a user would give."""
-    for path in (Path(root) / TRUTH).glob("sub-*/perf/*_label-tumor_mask.nii.gz"):
-        target = dest / path.relative_to(Path(root) / TRUTH)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target)
-    return dest
-
-
 def _quantify(tmp, root, *options):
     out = tmp / "out"
     status = main([str(root), str(out), "participant", "--skip-bids-validation",
                    "-w", str(tmp / "work"), "--nprocs", "2",
-                   "--derivatives", str(_tumour_derivatives(root, tmp / "masks")),
+                   "--derivatives", str(tumour_derivatives(root, tmp / "masks")),
                    *options])
     return status, out
 

@@ -16,7 +16,6 @@ import pytest
 from bids_perfusion.cli.group import run_group
 from bids_perfusion.cli.run import main
 from bids_perfusion.phantom import write_dataset
-from bids_perfusion.phantom.bids import TRUTH
 
 pytestmark = pytest.mark.slow
 GRADES = ("HGG", "LGG", "HGG", "LGG")
@@ -28,15 +27,11 @@ def _read(path):
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from helpers import small_config
+    from helpers import small_config, tumour_derivatives
 
     tmp = tmp_path_factory.mktemp("group")
     root = write_dataset(tmp / "bids", small_config(grades=GRADES, asl=None))
-    masks = tmp / "masks"
-    for path in (Path(root) / TRUTH).glob("sub-*/perf/*_label-tumor_mask.nii.gz"):
-        target = masks / path.relative_to(Path(root) / TRUTH)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target)
+    masks = tumour_derivatives(root, tmp / "masks")
     out = tmp / "out"
     status = main([str(root), str(out), "participant", "--skip-bids-validation",
                    "-w", str(tmp / "work"), "--dsc-methods", "osvd,tikhonov,phae",

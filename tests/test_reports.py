@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import small_config
+from helpers import small_config, tumour_derivatives
 
 from bids_perfusion.cli.run import main
 from bids_perfusion.phantom import write_dataset
-from bids_perfusion.phantom.bids import TRUTH
 from bids_perfusion.reports import figures
 from bids_perfusion.reports.html import (
     figure_name,
@@ -129,11 +128,7 @@ def test_display_helpers(volume):
 def derivatives(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reports")
     root = write_dataset(tmp / "bids", small_config(asl=None))
-    masks = tmp / "masks"
-    for path in (Path(root) / TRUTH).glob("sub-*/perf/*_label-tumor_mask.nii.gz"):
-        target = masks / path.relative_to(Path(root) / TRUTH)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target)
+    masks = tumour_derivatives(root, tmp / "masks")
     out = tmp / "out"
     status = main([str(root), str(out), "participant", "--skip-bids-validation",
                    "-w", str(tmp / "work"), "--nprocs", "2", "--dsc-methods", "osvd"])
