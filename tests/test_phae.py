@@ -290,7 +290,7 @@ def test_train_command_writes_weights_card_and_log(noisy, tmp_path):
     assert card["data"]["synthetic"] and card["data"]["samples"]["train"] == 128
     assert card["metrics"]["best_epoch"] == 1 and "--epochs 1" in card["command"]
     assert (out / "losses.tsv").read_text().splitlines()[0].split("\t") == [
-        "epoch", "train_loss", "val_loss", "seconds"]
+        "epoch", "lr", "train_loss", "val_loss", "seconds"]
     with pytest.raises(SystemExit):
         train.main(["phae", str(root), str(out), "--quiet"])  # refuses to overwrite
 

@@ -110,6 +110,9 @@ class _StripRecipe:
                            help="stunet/hess: rows between inference strips (paper: 1)")
         group.add_argument("--widths", type=int, nargs="+", default=(8, 16, 32),
                            help="stunet: channels of the encoder levels (depth = count)")
+        group.add_argument("--augment", choices=("none", "flips"), default="none",
+                           help="stunet/hess: random flips of the training strips' rows "
+                                "and columns (not in the paper)")
 
     @staticmethod
     def preprocessing(args):
@@ -144,6 +147,7 @@ class _StripRecipe:
     @classmethod
     def fit(cls, args, loaded, split, device, log):
         from bids_perfusion.nn import cbv_models, stunet
+        from bids_perfusion.nn.strips import flip_strips
 
         config = cls.preprocessing(args)
         arrays, n_frames = {}, None
@@ -155,7 +159,8 @@ class _StripRecipe:
         module, architecture = cls.architecture(args)
         model, result, metrics, extra = _train(
             lambda: module(architecture), stunet.masked_l2, arrays, args, device, log,
-            sample_key="dsc", loss="mean squared error of the standardised CBV over brain voxels")
+            sample_key="dsc", loss="mean squared error of the standardised CBV over brain voxels",
+            augment=flip_strips if args.augment == "flips" else None)
         metrics["parameters"] = stunet.parameter_count(model)
         return result, cbv_models.configuration(architecture, config), metrics, {
             "n_frames": n_frames, **extra,
@@ -164,6 +169,7 @@ class _StripRecipe:
                      "reference": {"derivatives": str(args.reference_derivatives),
                                    "desc": args.reference_desc},
                      "doses": list(args.train_doses),
+                     "augmentation": args.augment,
                      "low_dose": "simulated from the full-dose series (stU-Net paper, Eq. 1)",
                      "samples_are": "strips of rows of the resampled slices"}}
 
@@ -226,9 +232,10 @@ def _reference_map(args, run):
     return max(found, key=lambda path: len(path.name))
 
 
-def _train(build, loss_fn, arrays, args, device, log, *, sample_key, loss):
-    """Seed, build the model with ``build()`` and train it on ``arrays['train']``, keeping
-    the best epoch on ``arrays['val']`` (:func:`bids_perfusion.nn.training.train`).
+def _train(build, loss_fn, arrays, args, device, log, *, sample_key, loss, augment=None):
+    """Seed, build the model with ``build()`` and train it on ``arrays['train']``
+    (batches transformed by ``augment``, if given), keeping the best epoch on
+    ``arrays['val']`` (:func:`bids_perfusion.nn.training.train`).
 
     Returns the model, the training result, the card's metrics (best epoch and validation
     loss, time, ``loss`` described, test loss when there is a test split) and the card's
@@ -238,12 +245,12 @@ def _train(build, loss_fn, arrays, args, device, log, *, sample_key, loss):
 
     train_config = training.TrainingConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, seed=args.seed, amp=not args.no_amp,
-        patience=args.patience, progress=not args.quiet)
+        weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, seed=args.seed,
+        amp=not args.no_amp, patience=args.patience, progress=not args.quiet)
     training.seed_everything(args.seed)
     model = build()
     result = training.train(model, loss_fn, arrays["train"], arrays["val"], train_config,
-                            device, log=log)
+                            device, log=log, augment=augment)
     metrics = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                "training_seconds": round(result.seconds, 1), "loss": loss}
     if arrays["test"] is not None:
@@ -285,6 +292,9 @@ def build_parser():
                         help="samples per batch (default: 1024 voxels for phae, 16 strips "
                              "for stunet and hess)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="learning rate constant, or on a cosine from --lr to ~0 over "
+                             "--epochs")
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--patience", type=int, default=None,
                         help="stop after this many epochs without a better validation loss")
@@ -397,7 +407,7 @@ def main(argv=None):
     output.mkdir(parents=True, exist_ok=True)
     log_path = output / "losses.tsv"
     with log_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, ["epoch", "train_loss", "val_loss", "seconds"],
+        writer = csv.DictWriter(handle, ["epoch", "lr", "train_loss", "val_loss", "seconds"],
                                 delimiter="\t", lineterminator="\n")
         writer.writeheader()
 

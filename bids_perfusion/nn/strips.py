@@ -12,7 +12,8 @@ the predictions of overlapping strips are averaged:
 
 The start positions are ``0, stride, 2·stride, ...`` plus ``size − width`` when the
 stride does not land on it, so every row is covered by at least one strip; averaging
-a constant field returns it exactly.
+a constant field returns it exactly. Training strips may be augmented by random flips
+of their rows and columns (:func:`flip_strips`).
 """
 
 import numpy as np
@@ -61,30 +62,51 @@ def predict_slices(model, dsc, mask, width, stride=1, batch_size=64, device=None
     Slices without a voxel in ``mask`` (X, Y, Z) are skipped (0); the others are cut into
     strips of ``width`` rows every ``stride`` rows, predicted in batches, and averaged
     (:func:`assemble_strips`). The model takes (B, width, Y, T) and returns (B, width, Y).
+    Strips are cut for as many slices as fill about one batch at a time, so memory does
+    not grow with the number of slices.
     """
     import torch
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    dsc = np.asarray(dsc, dtype=np.float32)
     out = np.zeros(dsc.shape[:3], dtype=np.float32)
     slices = [z for z in range(dsc.shape[2]) if np.any(mask[..., z])]
-    if not slices:
-        return out
-    pieces, index = [], []
-    for z in slices:
-        strips, starts = extract_strips(dsc[:, :, z], width, stride)
-        pieces.append(strips)
-        index.append((z, starts))
-    strips = np.concatenate(pieces)
-    predictions = np.empty(strips.shape[:3], dtype=np.float32)
+    starts = strip_starts(dsc.shape[0], width, stride)
+    group = max(1, batch_size // len(starts))
     with torch.inference_mode():
-        for start in range(0, len(strips), batch_size):
-            block = torch.from_numpy(strips[start:start + batch_size]).to(device)
-            predictions[start:start + batch_size] = model(block).float().cpu().numpy()
-    offset = 0
-    for z, starts in index:
-        out[:, :, z] = assemble_strips(predictions[offset:offset + len(starts)], starts,
-                                       dsc.shape[0])
-        offset += len(starts)
+        for first in range(0, len(slices), group):
+            chosen = slices[first:first + group]
+            strips = np.concatenate([extract_strips(np.asarray(dsc[:, :, z], np.float32),
+                                                    width, stride)[0] for z in chosen])
+            predictions = np.concatenate([
+                model(torch.from_numpy(strips[i:i + batch_size]).to(device)).float().cpu().numpy()
+                for i in range(0, len(strips), batch_size)])
+            for k, z in enumerate(chosen):
+                out[:, :, z] = assemble_strips(predictions[k * len(starts):(k + 1) * len(starts)],
+                                               starts, dsc.shape[0])
+    return out
+
+
+def flip_strips(batch, generator):
+    """Training batch with each strip flipped, at random, along its rows and its columns.
+
+    ``batch`` holds tensors (B, H, W, ...) that share their strips' geometry (``dsc``,
+    ``cbv``, ``mask``); each strip is reversed along H with probability ½ and along W
+    with probability ½, independently, the same way in every tensor. A strip model is
+    meant to be equivariant to these mirror images (the hemispheres of a brain are
+    mirror images of each other, and so are the two edges of a strip), so the flips add
+    training views without new data. The draws use ``generator`` (CPU), so a seeded
+    training run is reproducible.
+    """
+    import torch
+
+    n = len(next(iter(batch.values())))
+    flips = torch.rand(n, 2, generator=generator) < 0.5
+    out = {}
+    for key, value in batch.items():
+        shape = (n,) + (1,) * (value.ndim - 1)
+        for axis in (0, 1):
+            chosen = flips[:, axis].to(value.device).reshape(shape)
+            value = torch.where(chosen, value.flip(axis + 1), value)
+        out[key] = value
     return out

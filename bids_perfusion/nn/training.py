@@ -7,9 +7,11 @@ A model is trained by :func:`train` from
   dimension (one row per sample, e.g. one voxel's curves);
 - a :class:`TrainingConfig` (epochs, batch size, Adam learning rate, seed...).
 
-It shuffles with a seeded generator, steps Adam (Kingma and Ba, ICLR 2015), shows tqdm
-progress bars, logs the mean training and validation loss of every epoch, and returns
-the weights of the epoch with the lowest validation loss. Mixed precision (autocast) is
+It shuffles with a seeded generator, steps Adam (Kingma and Ba, ICLR 2015) at a constant
+learning rate or on a cosine schedule (Loshchilov and Hutter, SGDR, ICLR 2017), optionally
+augments the training batches (e.g. :func:`bids_perfusion.nn.strips.flip_strips`), shows
+tqdm progress bars, logs the mean training and validation loss of every epoch, and
+returns the weights of the epoch with the lowest validation loss. Mixed precision (autocast) is
 used only on CUDA and only where the model allows it: models run their physics in
 float32 themselves (see :mod:`bids_perfusion.nn.phae`). Samples are split by subject
 with :func:`split_subjects`, so no subject contributes to two of train, validation and
@@ -19,6 +21,7 @@ test.
 import copy
 import dataclasses
 import logging
+import math
 import os
 import random
 import time
@@ -28,18 +31,24 @@ import torch
 
 LOGGER = logging.getLogger("bids_perfusion.nn")
 
+#: Learning-rate schedules of :class:`TrainingConfig`.
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """How to train: ``epochs`` over the training samples in batches of ``batch_size``,
     Adam with learning rate ``lr`` and ``weight_decay``, shuffling seeded by ``seed``;
-    ``amp``: mixed precision on CUDA (ignored on CPU); ``patience``: stop after that many
-    epochs without a better validation loss (None: never); ``progress``: tqdm bars."""
+    ``lr_schedule``: ``"constant"`` or ``"cosine"`` (epoch e of E trains at
+    lr·(1 + cos(π(e − 1)/E))/2, from lr down to nearly 0); ``amp``: mixed precision on
+    CUDA (ignored on CPU); ``patience``: stop after that many epochs without a better
+    validation loss (None: never); ``progress``: tqdm bars."""
 
     epochs: int = 10
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"
     seed: int = 0
     amp: bool = True
     patience: int | None = None
@@ -50,6 +59,15 @@ class TrainingConfig:
             raise ValueError("epochs and batch_size must be positive")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got "
+                             f"{self.lr_schedule!r}")
+
+    def learning_rate(self, epoch):
+        """Learning rate of ``epoch`` (1-based) under the schedule."""
+        if self.lr_schedule == "cosine":
+            return self.lr * (1 + math.cos(math.pi * (epoch - 1) / self.epochs)) / 2
+        return self.lr
 
 
 @dataclasses.dataclass
@@ -151,12 +169,14 @@ def evaluate(model, loss_fn, arrays, batch_size, device, amp=False):
     return total / max(count, 1)
 
 
-def train(model, loss_fn, train_arrays, val_arrays, config, device, log=None):
+def train(model, loss_fn, train_arrays, val_arrays, config, device, log=None, augment=None):
     """Train ``model`` in place and load the best validation checkpoint into it.
 
-    ``log``, when given, is called with each epoch's record ``{"epoch", "train_loss",
-    "val_loss", "seconds"}`` (e.g. to write a TSV); the records are also returned in
-    :class:`TrainingResult` ``.history``. Returns the result with the best state_dict.
+    ``log``, when given, is called with each epoch's record ``{"epoch", "lr",
+    "train_loss", "val_loss", "seconds"}`` (e.g. to write a TSV); the records are also
+    returned in :class:`TrainingResult` ``.history``. ``augment(batch, generator)``, when
+    given, transforms every training batch (never the validation batches) with draws from
+    a CPU generator seeded by ``config.seed``. Returns the result with the best state_dict.
     """
     from tqdm.auto import tqdm
 
@@ -164,6 +184,7 @@ def train(model, loss_fn, train_arrays, val_arrays, config, device, log=None):
     seed_everything(config.seed)
     model.to(device)
     generator = torch.Generator().manual_seed(config.seed)
+    augmenter = torch.Generator().manual_seed(config.seed + 1)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
     amp = config.amp and device.type == "cuda"
@@ -176,12 +197,17 @@ def train(model, loss_fn, train_arrays, val_arrays, config, device, log=None):
                   unit="epoch")
     for epoch in epochs:
         tic = time.perf_counter()
+        learning_rate = config.learning_rate(epoch)
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate
         model.train()
         total, count = 0.0, 0
         bar = tqdm(batches(train_arrays, config.batch_size, device, generator),
                    total=n_batches, desc=f"epoch {epoch}", leave=False,
                    disable=not config.progress, unit="batch")
         for batch in bar:
+            if augment is not None:
+                batch = augment(batch, augmenter)
             optimiser.zero_grad(set_to_none=True)
             with _autocast(device, amp):
                 loss = loss_fn(model, batch)
@@ -196,8 +222,8 @@ def train(model, loss_fn, train_arrays, val_arrays, config, device, log=None):
             count += size
             bar.set_postfix(loss=f"{total / count:.4g}")
         val_loss = evaluate(model, loss_fn, val_arrays, config.batch_size, device, amp)
-        record = {"epoch": epoch, "train_loss": total / count, "val_loss": val_loss,
-                  "seconds": time.perf_counter() - tic}
+        record = {"epoch": epoch, "lr": learning_rate, "train_loss": total / count,
+                  "val_loss": val_loss, "seconds": time.perf_counter() - tic}
         history.append(record)
         epochs.set_postfix(train=f"{record['train_loss']:.4g}", val=f"{val_loss:.4g}")
         LOGGER.info("epoch %d: train loss %.5g, validation loss %.5g (%.1f s)", epoch,
