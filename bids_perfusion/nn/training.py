@@ -222,8 +222,9 @@ def train(model, loss_fn, train_arrays, val_arrays, config, device, log=None, au
             count += size
             bar.set_postfix(loss=f"{total / count:.4g}")
         val_loss = evaluate(model, loss_fn, val_arrays, config.batch_size, device, amp)
-        record = {"epoch": epoch, "lr": learning_rate, "train_loss": total / count,
-                  "val_loss": val_loss, "seconds": time.perf_counter() - tic}
+        record = {"epoch": epoch, "lr": optimiser.param_groups[0]["lr"],
+                  "train_loss": total / count, "val_loss": val_loss,
+                  "seconds": time.perf_counter() - tic}
         history.append(record)
         epochs.set_postfix(train=f"{record['train_loss']:.4g}", val=f"{val_loss:.4g}")
         LOGGER.info("epoch %d: train loss %.5g, validation loss %.5g (%.1f s)", epoch,

@@ -1,0 +1,54 @@
+"""The generic trainer: learning-rate schedules and augmentation of training batches."""
+
+import itertools
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bids_perfusion.nn import training  # noqa: E402
+
+
+def test_cosine_schedule_closed_form():
+    config = training.TrainingConfig(epochs=10, lr=2e-3, lr_schedule="cosine")
+    rates = [config.learning_rate(e) for e in range(1, 11)]
+    assert rates[0] == pytest.approx(2e-3)
+    assert rates[5] == pytest.approx(1e-3)  # epoch 6 of 10: cos(π/2) = 0
+    assert rates[-1] == pytest.approx(1e-3 * (1 + math.cos(0.9 * math.pi)))
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    constant = training.TrainingConfig(epochs=10, lr=2e-3)
+    assert {constant.learning_rate(e) for e in range(1, 11)} == {2e-3}
+    with pytest.raises(ValueError, match="lr_schedule"):
+        training.TrainingConfig(lr_schedule="step")
+
+
+def _line_data(n, seed):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, generator=generator)
+    return {"x": x, "y": 3 * x - 1}
+
+
+def _mse(model, batch):
+    return ((model(batch["x"]) - batch["y"]) ** 2).mean()
+
+
+def test_train_steps_adam_at_the_scheduled_rate_and_augments_training_batches_only(one_thread):
+    seen = []
+
+    def augment(batch, generator):
+        seen.append(len(batch["x"]))
+        noise = torch.randn(batch["x"].shape, generator=generator)
+        return {"x": batch["x"], "y": batch["y"] + 1e-3 * noise}
+
+    config = training.TrainingConfig(epochs=8, batch_size=16, lr=0.3, lr_schedule="cosine",
+                                     progress=False)
+    training.seed_everything(0)
+    model = torch.nn.Linear(1, 1)
+    validation = _line_data(32, 1)
+    before = training.evaluate(model, _mse, validation, 32, "cpu")
+    result = training.train(model, _mse, _line_data(64, 0), validation, config, "cpu",
+                            augment=augment)
+    assert [h["lr"] for h in result.history] == [config.learning_rate(e) for e in range(1, 9)]
+    assert seen == [16] * 32  # 4 batches per epoch, never a validation batch
+    assert result.best_val_loss < 0.01 * before
