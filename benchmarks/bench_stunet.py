@@ -287,8 +287,8 @@ def main(argv=None):
             reference = card["data"].get("reference", {})
             print(f"{target} table, {name}: {path}, sha256 {card['sha256'][:16]}..., "
                   f"{sum(p.numel() for p in model.parameters())} parameters, trained on "
-                  f"{card['data']['datasets'][0].get('path')} against desc-"
-                  f"{reference.get('desc')}")
+                  f"{' + '.join(d.get('path') for d in card['data']['datasets'])} against "
+                  f"desc-{reference.get('desc')}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, test subjects "
           f"{subjects}", flush=True)
 
