@@ -244,7 +244,7 @@ def main(argv=None):
     parser.add_argument("--n-subjects", type=int, default=6)
     parser.add_argument("--seed", type=int, default=12,
                         help="seed of a generated test cohort (the bundled weights were "
-                             "trained on seed 11)")
+                             "trained on seeds 11 and 13)")
     parser.add_argument("--truth-models", nargs="+", default=["stunet=bundled"],
                         metavar="NAME=PATH", help="stunet and hess weights trained on the "
                         "ground truth, scored against it ('bundled': the bundled stU-Net)")
