@@ -264,7 +264,7 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    from bids_perfusion.nn import cbv_models
+    from bids_perfusion.nn import cbv_models, stunet
 
     if args.write_references:
         write_references(*args.write_references)
@@ -286,7 +286,7 @@ def main(argv=None):
             models[(target, name)] = (model, preprocessing)
             reference = card["data"].get("reference", {})
             print(f"{target} table, {name}: {path}, sha256 {card['sha256'][:16]}..., "
-                  f"{sum(p.numel() for p in model.parameters())} parameters, trained on "
+                  f"{stunet.parameter_count(model)} parameters, trained on "
                   f"{' + '.join(d.get('path') for d in card['data']['datasets'])} against "
                   f"desc-{reference.get('desc')}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, test subjects "

@@ -16,6 +16,7 @@ raw DSC against reference CBV maps of a derivatives folder (``--reference-deriva
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import shlex
@@ -124,19 +125,16 @@ class _StripRecipe:
 
     @classmethod
     def load(cls, args, run):
-        import nibabel as nib
-        import numpy as np
-
         from bids_perfusion.dsc import brain_mask, lowdose
+        from bids_perfusion.interfaces.nifti import load, load_mask
         from bids_perfusion.nn.cbv_preprocessing import prepare_run
 
-        series = np.asarray(nib.load(str(run.files[0])).dataobj, dtype=np.float32)
+        series = load(str(run.files[0]))
         if "brain" in run.masks:
-            brain = np.asarray(nib.load(str(run.masks["brain"])).dataobj) > 0
+            brain = load_mask(str(run.masks["brain"]), series.shape)
         else:
             brain = brain_mask.brain_mask(series.mean(axis=-1))
-        reference = np.asarray(nib.load(str(_reference_map(args, run))).dataobj,
-                               dtype=np.float32)
+        reference = load(str(_reference_map(args, run)))
         config = cls.preprocessing(args)
         window = lowdose.baseline_of_run(series, brain)
         prepared = [prepare_run(series if dose >= 1 else
@@ -258,13 +256,8 @@ def _train(build, loss_fn, arrays, args, device, log, *, sample_key, loss, augme
                                                  args.batch_size, device)
     samples = {part: (0 if value is None else len(value[sample_key]))
                for part, value in arrays.items()}
-    return model, result, metrics, {"samples": samples, "train_config": vars_of(train_config)}
-
-
-def vars_of(dataclass_instance):
-    import dataclasses
-
-    return dataclasses.asdict(dataclass_instance)
+    return model, result, metrics, {"samples": samples,
+                                    "train_config": dataclasses.asdict(train_config)}
 
 
 #: Trainable models: name -> recipe.

@@ -6,6 +6,8 @@ the CBV map of the strip model (:mod:`bids_perfusion.nn.cbv_models`) with a meta
 for the sidecar (the weights' sha256, device, timing, unit calibration).
 """
 
+from pathlib import Path
+
 import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -59,7 +61,7 @@ class StUNetInference(SimpleInterface):
             "EstimationMethod": "spatio-temporal U-Net (stU-Net) from the raw DSC series"
                                 if card["model"] == "stunet" else
                                 f"strip model {card['model']!r} from the raw DSC series",
-            "ModelWeights": str(weights or cbv_models.bundled_weights()).rsplit("/", 1)[-1],
+            "ModelWeights": Path(str(weights or cbv_models.bundled_weights())).name,
             "ModelWeightsSHA256": card["sha256"],
             "ModelTrainingData": "synthetic (bids-perfusion phantom)"
                                  if card.get("data", {}).get("synthetic") else "see model card",

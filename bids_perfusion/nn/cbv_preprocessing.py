@@ -119,14 +119,20 @@ def resize_slices(array, size, order=1):
     return ndimage.zoom(array, factors, order=order, mode="nearest")
 
 
-def standardise(values, mask, clip):
-    """``clip((v − μ)/σ, −clip, clip)`` with μ, σ over ``values[mask]``; returns (z, μ, σ)."""
-    values = np.asarray(values, dtype=np.float64)
-    inside = values[np.asarray(mask, dtype=bool)]
+def brain_statistics(values, mask):
+    """``(μ, σ)``: mean and standard deviation of ``values[mask]`` (σ > 0, else ValueError)."""
+    inside = np.asarray(values, dtype=np.float64)[np.asarray(mask, dtype=bool)]
     mean, sd = float(inside.mean()), float(inside.std())
     if not sd > 0:
         raise ValueError("cannot standardise: no variation inside the brain mask")
-    return np.clip((values - mean) / sd, -clip, clip).astype(np.float32), mean, sd
+    return mean, sd
+
+
+def standardise(values, mask, clip):
+    """``clip((v − μ)/σ, −clip, clip)`` with μ, σ over ``values[mask]``; returns (z, μ, σ)."""
+    mean, sd = brain_statistics(values, mask)
+    z = (np.asarray(values, dtype=np.float64) - mean) / sd
+    return np.clip(z, -clip, clip).astype(np.float32), mean, sd
 
 
 @dataclasses.dataclass
@@ -166,7 +172,7 @@ def prepare_run(series, brain, config, cbv=None):
                          f"frames (got shape {series.shape})")
     mask, crop = prepare_mask(brain, config)
     resized = resize_slices(crop.crop(series), config.size)
-    _z, mean, sd = standardise(resized[..., :config.baseline_frames], mask, config.clip)
+    mean, sd = brain_statistics(resized[..., :config.baseline_frames], mask)
     dsc = np.clip((resized - mean) / sd, -config.clip, config.clip).astype(np.float32)
     target = None if cbv is None else prepare_map(cbv, brain, config, crop)
     return PreparedRun(dsc, mask, crop, target)
@@ -184,9 +190,10 @@ def calibrate_units(prediction, reference, brain, clip=5.0):
     vessels, noise spikes) are left out. See the module docstring.
     """
     brain = np.asarray(brain, dtype=bool)
-    z, _mean, _sd = standardise(reference, brain, np.inf)
-    keep = brain & (np.abs(z) <= clip)
+    reference = np.asarray(reference, dtype=np.float64)
+    mean, sd = brain_statistics(reference, brain)
+    keep = brain & (np.abs(reference - mean) <= clip * sd)
     x = np.asarray(prediction, dtype=np.float64)[keep]
-    y = np.asarray(reference, dtype=np.float64)[keep]
+    y = reference[keep]
     beta = float(np.cov(x, y, bias=True)[0, 1] / x.var()) if x.var() > 0 else 0.0
     return float(y.mean() - beta * x.mean()), beta
