@@ -6,16 +6,16 @@ the one whose ``IntendedFor`` names the series (BIDS URI ``bids::sub-01/perf/...
 path relative to the subject folder), else the one with the same entities.
 """
 
+import os
 from collections import defaultdict
 from pathlib import Path
 
-import nibabel as nib
-
 from bids_perfusion.asl.context import read_aslcontext
 from bids_perfusion.asl.metadata import ASLRunMetadata
-from bids_perfusion.cli.inputs import InputError, _derivative_masks, _sidecar
+from bids_perfusion.cli.inputs import InputError, _derivative_masks, _sidecar, check_masks
 from bids_perfusion.dsc.metadata import MetadataError
-from bids_perfusion.interfaces.nifti import load_mask
+from bids_perfusion.errors import InputDataError
+from bids_perfusion.interfaces.images import check_image, check_same_grid
 from bids_perfusion.workflows.asl_options import ASLRun
 
 IMAGE_EXTENSIONS = [".nii", ".nii.gz"]
@@ -48,11 +48,11 @@ def collect_asl_runs(layout, subjects=None, sessions=None, filters=None, derivat
         path = image.path
         try:
             run = _run(layout, image, m0_links, masks, options)
-        except MetadataError as error:
+        except InputDataError as error:
             errors.append(str(error))
             continue
-        except ValueError as error:  # masks: load_mask names the file and the fix
-            errors.append(f"{error} (needed by {path})")
+        except (ValueError, TypeError) as error:  # a sidecar value of an unexpected type
+            errors.append(f"{path} or its sidecars: {error}; fix the field it names.")
             continue
         runs.append(run)
     return runs, errors
@@ -68,13 +68,16 @@ def _run(layout, image, m0_links, masks, options):
                             "cbf or noRF).")
     volume_types = read_aslcontext(context_path)
     sidecar = _sidecar(layout, path)
-    shape = nib.load(path).shape
+    header = check_image(path, kind="ASL series")
+    shape = header.shape
     m0_file = m0_sidecar = m0_shape = None
     if sidecar.get("M0Type") == "Separate":
         m0_file = _find_m0(layout, image, m0_links)
         if m0_file is not None:
             m0_sidecar = _sidecar(layout, m0_file)
-            m0_shape = nib.load(m0_file).shape
+            m0_header = check_image(m0_file, kind="M0 scan")
+            check_same_grid([path, m0_file], [header, m0_header], what="M0 scan")
+            m0_shape = m0_header.shape
     metadata = ASLRunMetadata.from_sidecar(path, sidecar, context_path, volume_types, shape,
                                            m0_file, m0_sidecar, m0_shape)
     if options is not None and metadata.quantifiable:
@@ -85,8 +88,7 @@ def _run(layout, image, m0_links, masks, options):
         metadata.t1_blood()
     subject, session = entities["subject"], entities.get("session")
     run_masks = masks.get((subject, session), masks.get((subject, None), {}))
-    for mask in run_masks.values():
-        load_mask(mask, shape)
+    check_masks(run_masks, path, header)
     return ASLRun(subject, session, path, metadata, dict(run_masks))
 
 
@@ -100,7 +102,10 @@ def _stem(path):
 
 
 def _relative(layout, path):
-    return Path(path).resolve().relative_to(Path(layout.root).resolve()).as_posix()
+    """``path`` relative to the dataset, links not followed (a dataset made of symbolic
+    links, as ``cp -rs`` or DataLad make, is read like any other)."""
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(layout.root))
+                ).as_posix()
 
 
 def _m0_links(layout, subjects, sessions):
@@ -110,7 +115,10 @@ def _m0_links(layout, subjects, sessions):
         query["session"] = sessions
     links = defaultdict(list)
     for m0 in layout.get(**query):
-        targets = _sidecar(layout, m0.path).get("IntendedFor") or []
+        try:
+            targets = _sidecar(layout, m0.path).get("IntendedFor") or []
+        except MetadataError:  # an invalid sidecar: reported with the run that needs it
+            continue
         for target in [targets] if isinstance(targets, str) else targets:
             target = str(target)
             if target.startswith("bids::"):

@@ -1,12 +1,23 @@
-"""Find the DSC runs of a BIDS dataset and validate them before any graph is built."""
+"""Find the DSC runs of a BIDS dataset and validate them before any graph is built.
+
+Everything a run needs is opened here, before processing: its sidecars (a sidecar that is
+not valid JSON skips the runs it applies to, and only those), its image headers (a file
+that is not NIfTI, a truncated file, impossible dimensions, grids that differ) and the
+masks given with ``--derivatives``.
+"""
 
 import json
 from collections import defaultdict
+from dataclasses import replace
+from importlib import import_module
 from pathlib import Path
 
-import nibabel as nib
+from bids import BIDSLayout, BIDSLayoutIndexer
+from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE
 
 from bids_perfusion.dsc.metadata import DSCRunMetadata, MetadataError
+from bids_perfusion.errors import InputDataError
+from bids_perfusion.interfaces.images import check_image, check_same_grid
 from bids_perfusion.interfaces.nifti import load_mask
 from bids_perfusion.workflows.options import DSCRun
 
@@ -20,12 +31,76 @@ class InputError(ValueError):
     """The request cannot be served: no dataset, unknown subjects, no DSC data."""
 
 
-def layout_of(bids_dir):
-    from bids import BIDSLayout
+#: Top-level folders of a dataset that hold no raw data (pybids' defaults, and derivatives).
+NOT_RAW = ("code", "derivatives", "models", "sourcedata", "stimuli")
 
-    if not (Path(bids_dir) / "dataset_description.json").is_file():
+
+def layout_of(bids_dir):
+    """The pybids layout of the raw data, indexed without the sidecars that are not valid
+    JSON objects; those are kept in ``layout.invalid_sidecars`` ({path: problem}) and make
+    ``get_metadata`` raise :class:`MetadataError` for the files they apply to."""
+    description = Path(bids_dir) / "dataset_description.json"
+    if not description.is_file():
         raise InputError(f"{bids_dir}: not a BIDS dataset (no dataset_description.json).")
-    return BIDSLayout(str(bids_dir), validate=False, derivatives=False)
+    if problem := _json_problem(description):
+        raise InputError(f"{description}: {problem}; fix it (BIDS needs at least 'Name' "
+                         "and 'BIDSVersion').")
+    invalid = {}
+    for path in sorted(Path(bids_dir).rglob("*.json")):
+        parts = path.relative_to(bids_dir).parts
+        if parts[0] in NOT_RAW or any(part.startswith(".") for part in parts):
+            continue
+        if problem := _json_problem(path):
+            invalid[path] = problem
+    indexer = BIDSLayoutIndexer(validate=False, ignore=[*DEFAULT_LOCATIONS_TO_IGNORE,
+                                                        *map(str, invalid)])
+    return CheckedLayout(str(bids_dir), validate=False, derivatives=False, indexer=indexer,
+                         invalid_sidecars=invalid)
+
+
+def _json_problem(path):
+    """Why ``path`` is not a JSON object, or None."""
+    try:
+        content = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"not valid JSON ({error})"
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if not isinstance(content, dict):
+        return f"holds a JSON {type(content).__name__}, not an object of fields"
+    return None
+
+
+class CheckedLayout(BIDSLayout):
+    """A BIDSLayout that refuses the metadata of files an invalid sidecar applies to."""
+
+    def __init__(self, root, *args, invalid_sidecars=None, **kwargs):
+        super().__init__(root, *args, **kwargs)
+        self.invalid_sidecars = dict(invalid_sidecars or {})
+
+    def get_metadata(self, path, *args, **kwargs):
+        for sidecar, problem in self.invalid_sidecars.items():
+            if _applies_to(sidecar, path):
+                raise MetadataError(
+                    f"{sidecar}: {problem}; it is a sidecar of {path}. Fix the JSON "
+                    "(python -m json.tool shows where it breaks).")
+        return super().get_metadata(path, *args, **kwargs)
+
+
+def _entities(path):
+    """``({key: value}, suffix)`` of a BIDS file name."""
+    stem = Path(path).name.split(".")[0]
+    *pairs, suffix = stem.split("_")
+    return dict(pair.split("-", 1) for pair in pairs if "-" in pair), suffix
+
+
+def _applies_to(sidecar, path):
+    """BIDS inheritance: a sidecar applies to a file in its folder or below, with the same
+    suffix and a subset of its entities."""
+    (keys, suffix), (file_keys, file_suffix) = _entities(sidecar), _entities(path)
+    folder = Path(sidecar).parent
+    return (suffix == file_suffix and keys.items() <= file_keys.items()
+            and (folder == Path(path).parent or folder in Path(path).parents))
 
 
 def collect_dsc_runs(layout, subjects=None, sessions=None, filters=None, derivatives=()):
@@ -55,30 +130,65 @@ def collect_dsc_runs(layout, subjects=None, sessions=None, filters=None, derivat
         images.sort(key=lambda image: image.get_entities().get("echo", 0))
         paths = [image.path for image in images]
         try:
+            headers = [check_image(path, kind="DSC series") for path in paths]
+            check_same_grid(paths, headers)
             metadata = DSCRunMetadata.from_sidecars(
                 paths, [_sidecar(layout, path) for path in paths],
-                [nib.load(path).shape for path in paths])
-        except MetadataError as error:
+                [header.shape for header in headers])
+        except InputDataError as error:
             errors.append(str(error))
             continue
-        files = sorted(paths, key=lambda p: _sidecar(layout, p).get("EchoTime", 0))
+        files = [paths[i] for i in sorted(range(len(paths)), key=lambda i: float(
+            _sidecar(layout, paths[i])["EchoTime"]))]
         subject, session = entities["subject"], entities.get("session")
         run_masks = masks.get((subject, session), masks.get((subject, None), {}))
         try:
-            for mask in run_masks.values():
-                load_mask(mask, nib.load(files[0]).shape)
-        except ValueError as error:
-            errors.append(f"{error} (needed by {files[0]})")
+            check_masks(run_masks, files[0], headers[0])
+        except InputDataError as error:
+            errors.append(str(error))
             continue
         runs.append(DSCRun(subject, session, tuple(files), metadata, run_masks))
     return runs, errors
 
 
+def check_masks(masks, series, header):
+    """Open every mask of a run: readable, non-empty, on the grid of ``series``."""
+    for mask in masks.values():
+        mask_header = check_image(mask, kind="mask")
+        check_same_grid([series, mask], [header, mask_header], what="mask")
+        try:
+            load_mask(mask, header.shape)
+        except ValueError as error:
+            raise InputDataError(f"{error} (needed by {series})") from None
+
+
+def usable_weights(options):
+    """``(options, errors)``: the deep methods whose weights cannot be loaded are dropped
+    from ``options`` (the classical maps of every run are still made), each with a message
+    naming the file and the fix. Weights are read and checked against their model card's
+    sha256 here, before any processing."""
+    from bids_perfusion.nn.weights import WeightsError
+
+    loaders = {"phae": ("phae_weights", "bids_perfusion.nn.phae"),
+               "stunet": ("stunet_weights", "bids_perfusion.nn.cbv_models")}
+    kept, errors = list(options.methods), []
+    for method, (field, module) in loaders.items():
+        if method not in options.methods:
+            continue
+        try:
+            import_module(module).load_model(getattr(options, field), device="cpu")
+        except (WeightsError, OSError, RuntimeError, KeyError, TypeError) as error:
+            kept.remove(method)
+            errors.append(f"--dsc-methods {method}: {error} Its maps are not made; the "
+                          "other methods run. Give valid weights with "
+                          f"--{field.replace('_', '-')}.")
+    return replace(options, methods=tuple(kept)), errors
+
+
 def _sidecar(layout, path):
-    try:
-        return layout.get_metadata(path)
-    except json.JSONDecodeError as error:
-        raise MetadataError(f"{path}: its JSON sidecar is not valid JSON ({error}).") from None
+    """The metadata of ``path`` (BIDS inheritance applied); MetadataError names a bad
+    sidecar."""
+    return layout.get_metadata(path)
 
 
 def _derivative_masks(folders):

@@ -27,6 +27,32 @@ def _dose(value):
     return dose
 
 
+def _existing_path(value):
+    """A path resolved against the current directory now, so that nodes running elsewhere
+    find it; argparse refuses one that does not exist."""
+    path = Path(value).expanduser().absolute()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{value}: no such file or folder")
+    return path
+
+
+def _count(minimum):
+    """An integer of at least ``minimum``."""
+    def parse(value):
+        number = int(value)
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return number
+    return parse
+
+
+def _positive(value):
+    number = float(value)
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return number
+
+
 def _fraction(value):
     fraction = float(value)
     if not 0 < fraction <= 1:
@@ -63,10 +89,11 @@ def build_parser():
                        default=argparse.SUPPRESS, help="subjects to process (default: all)")
     group.add_argument("--session-label", nargs="+", type=_label, metavar="LABEL",
                        default=argparse.SUPPRESS, help="sessions to process (default: all)")
-    group.add_argument("--bids-filter-file", type=Path, metavar="FILE",
+    group.add_argument("--bids-filter-file", type=_existing_path, metavar="FILE",
                        help="JSON of pybids filters for the 'dsc' query, e.g. "
                             '{"dsc": {"acquisition": null}}')
-    group.add_argument("--derivatives", nargs="+", type=Path, default=[], metavar="PATH",
+    group.add_argument("--derivatives", nargs="+", type=_existing_path, default=[],
+                       metavar="PATH",
                        help="derivatives folders with masks: *_label-{brain,tumor,NAWM,"
                             "arteries,GM,WM}_mask.nii.gz on the DSC grid")
     group.add_argument("--skip-bids-validation", action="store_true",
@@ -74,12 +101,14 @@ def build_parser():
 
     group = parser.add_argument_group("resources")
     group.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
-                       help="intermediate results; reusing it resumes finished steps")
-    group.add_argument("--nprocs", type=int, default=0,
+                       help="intermediate results; reusing it resumes finished steps "
+                            "(never inside the input dataset)")
+    group.add_argument("--nprocs", type=_count(0), default=0,
                        help="parallel processes (0: all CPUs)")
-    group.add_argument("--omp-nthreads", type=int, default=0,
+    group.add_argument("--omp-nthreads", type=_count(0), default=0,
                        help="threads per process for linear algebra (0: nprocs)")
-    group.add_argument("--mem", type=float, metavar="GB", help="memory limit of the run, GB")
+    group.add_argument("--mem", type=_positive, metavar="GB",
+                       help="memory limit of the run, GB")
 
     group = parser.add_argument_group("DSC quantification")
     group.add_argument("--dsc-methods", type=_methods, default=("osvd",), metavar="M[,M...]",
@@ -90,7 +119,7 @@ def build_parser():
     group.add_argument("--csvd-threshold", type=_fraction, default=argparse.SUPPRESS,
                        help="cSVD truncation, relative to the largest singular value "
                             f"(default: 0.1){LITERATURE}")
-    group.add_argument("--osvd-oi", type=float, default=argparse.SUPPRESS,
+    group.add_argument("--osvd-oi", type=_positive, default=argparse.SUPPRESS,
                        help=f"oSVD oscillation-index threshold (default: 0.035){LITERATURE}")
     group.add_argument("--tikhonov-criterion", choices=["lcurve", "gcv", "fixed"],
                        default=argparse.SUPPRESS,
@@ -98,9 +127,9 @@ def build_parser():
     group.add_argument("--tikhonov-lambda", type=_fraction, default=argparse.SUPPRESS,
                        help="λ relative to the largest singular value, for criterion 'fixed' "
                             f"(default: 0.2){LITERATURE}")
-    group.add_argument("--kh", type=float, default=constants.KH,
+    group.add_argument("--kh", type=_positive, default=constants.KH,
                        help="haematocrit correction kH of CBV and CBF")
-    group.add_argument("--rho", type=float, default=constants.RHO_BRAIN,
+    group.add_argument("--rho", type=_positive, default=constants.RHO_BRAIN,
                        help="brain density, g/mL")
     group.add_argument("--no-scaling", action="store_true",
                        help="no kH/rho: CBV in mL/100 mL, CBF in mL/100 mL/min")
@@ -110,10 +139,11 @@ def build_parser():
                        help="skip the Boxerman-Schmainda-Weisskoff correction")
     group.add_argument("--device", default="auto",
                        help="where deep models run: auto, cpu, cuda or cuda:N")
-    group.add_argument("--phae-weights", type=Path, metavar="FILE", default=argparse.SUPPRESS,
+    group.add_argument("--phae-weights", type=_existing_path, metavar="FILE",
+                       default=argparse.SUPPRESS,
                        help="PHAE weights (.safetensors beside its .json model card; "
                             "default: the bundled ones, trained on the phantom)")
-    group.add_argument("--stunet-weights", type=Path, metavar="FILE",
+    group.add_argument("--stunet-weights", type=_existing_path, metavar="FILE",
                        default=argparse.SUPPRESS,
                        help="stU-Net weights (.safetensors beside its .json model card; "
                             "default: the bundled ones, trained on the phantom)")
@@ -121,21 +151,21 @@ def build_parser():
                        help="also process each run at simulated dose fractions D in (0, 1)")
 
     group = parser.add_argument_group("ASL quantification")
-    group.add_argument("--m0-scale", type=float, default=1.0,
+    group.add_argument("--m0-scale", type=_positive, default=1.0,
                        help="multiply M0 by this factor (relative gain of M0 and ASL images)")
     group.add_argument("--labeling-efficiency", type=_fraction,
                        default=argparse.SUPPRESS,
                        help="labelling efficiency, overriding the sidecar and the consensus "
                             "value (0.85 PCASL, 0.98 PASL, times 0.95 per background-"
                             "suppression pulse)")
-    group.add_argument("--t1-blood", type=float, metavar="S",
+    group.add_argument("--t1-blood", type=_positive, metavar="S",
                        default=argparse.SUPPRESS,
                        help="T1 of arterial blood, s (default: 1.35 at 1.5 T, 1.65 at 3 T)")
-    group.add_argument("--t1-tissue", type=float, metavar="S",
+    group.add_argument("--t1-tissue", type=_positive, metavar="S",
                        default=argparse.SUPPRESS,
                        help="T1 of tissue in the multi-delay model (default: the consensus "
                             "single-compartment assumption T1' = T1 of blood)")
-    group.add_argument("--m0-t1", type=float, metavar="S",
+    group.add_argument("--m0-t1", type=_positive, metavar="S",
                        default=argparse.SUPPRESS,
                        help="T1 used to correct M0 for incomplete recovery (default: grey "
                             "matter at the field strength)")

@@ -10,15 +10,18 @@ import logging
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
-from bids_perfusion import __version__
+from bids_perfusion import __version__, guards
 from bids_perfusion.cli.parser import asl_options, build_parser, dsc_options
+from bids_perfusion.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SKIPPED
 
 LOGGER = logging.getLogger("bids_perfusion")
 
 
 def main(argv=None):
+    """Run the App; the exit status is one of :mod:`bids_perfusion.errors`' codes."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = logging.StreamHandler()
@@ -28,28 +31,42 @@ def main(argv=None):
         LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     os.environ.setdefault("NIPYPE_NO_ET", "1")
-    bids_dir, output_dir = args.bids_dir.absolute(), args.output_dir.absolute()
-    inside = bids_dir in output_dir.parents and (
-        "derivatives" not in output_dir.relative_to(bids_dir).parts)
-    if output_dir == bids_dir or inside:
-        parser.error(f"output_dir {output_dir} must not be inside the input dataset "
-                     "(except under its derivatives/ folder)")
-    if args.analysis_level == "group":
-        from bids_perfusion.cli.group import run_group
+    bids_dir, output_dir = guards.resolved(args.bids_dir), guards.resolved(args.output_dir)
+    if not bids_dir.is_dir():
+        parser.error(f"bids_dir {args.bids_dir}: no such folder.")
+    if problem := guards.output_problem(args.output_dir, bids_dir):
+        parser.error(problem)
+    try:
+        if args.analysis_level == "group":
+            from bids_perfusion.cli.group import run_group
 
-        return run_group(bids_dir, output_dir, grade_column=args.grade_column,
-                         positive=args.positive_class, roi=args.grading_roi,
-                         seed=args.bootstrap_seed, n_bootstrap=args.n_bootstrap,
-                         participant_label=getattr(args, "participant_label", None))
-    if args.omp_nthreads:
-        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[variable] = str(args.omp_nthreads)
-    return participant(args, bids_dir, output_dir, parser)
+            if args.n_bootstrap < 0:
+                parser.error(f"--n-bootstrap {args.n_bootstrap}: give 0 (no CIs) or more.")
+            return run_group(bids_dir, output_dir, grade_column=args.grade_column,
+                             positive=args.positive_class, roi=args.grading_roi,
+                             seed=args.bootstrap_seed, n_bootstrap=args.n_bootstrap,
+                             participant_label=getattr(args, "participant_label", None))
+        if problem := guards.work_problem(args.work_dir, bids_dir, output_dir):
+            parser.error(problem)
+        args.work_dir = guards.resolved(args.work_dir)
+        if args.omp_nthreads:
+            for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[variable] = str(args.omp_nthreads)
+        return participant(args, bids_dir, output_dir, parser)
+    except Exception:  # a bug or the machine, not the user's data: say so, with the trace
+        LOGGER.exception("Internal error of bids-perfusion %s; please report it with the "
+                         "message above.", __version__)
+        return EXIT_INTERNAL
 
 
 def participant(args, bids_dir, output_dir, parser):
     from bids_perfusion.cli.asl_inputs import collect_asl_runs
-    from bids_perfusion.cli.inputs import InputError, collect_dsc_runs, layout_of
+    from bids_perfusion.cli.inputs import (
+        InputError,
+        collect_dsc_runs,
+        layout_of,
+        usable_weights,
+    )
 
     if not args.skip_bids_validation:
         validate_bids(bids_dir)
@@ -57,13 +74,20 @@ def participant(args, bids_dir, output_dir, parser):
     if args.bids_filter_file:
         try:
             filters = json.loads(args.bids_filter_file.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             parser.error(f"--bids-filter-file {args.bids_filter_file}: {error}")
+        if not isinstance(filters, dict) or not all(isinstance(v, dict)
+                                                    for v in filters.values()):
+            parser.error(f"--bids-filter-file {args.bids_filter_file}: give a JSON object "
+                         'such as {"dsc": {"acquisition": null}, "asl": {}}.')
     subjects = getattr(args, "participant_label", None)
     sessions = getattr(args, "session_label", None)
     asl_opts = asl_options(args)
     try:
         layout = layout_of(bids_dir)
+        if not layout.get_subjects():
+            raise InputError(f"{bids_dir}: the dataset has no subject (no sub-* folder with "
+                             "data); there is nothing to process.")
         runs, errors = collect_dsc_runs(layout, subjects, sessions, filters.get("dsc", {}),
                                         args.derivatives)
         asl_runs, asl_errors = collect_asl_runs(layout, subjects, sessions,
@@ -82,32 +106,38 @@ def participant(args, bids_dir, output_dir, parser):
         LOGGER.error("Skipping a run: %s", message)
     if not runs and not asl_runs:
         LOGGER.error("No run can be processed.")
-        return 1
+        return EXIT_SKIPPED
+
+    options = dsc_options(args)
+    if runs:
+        options, weight_errors = usable_weights(options)
+        for message in weight_errors:
+            LOGGER.error("%s", message)
+        errors += weight_errors
 
     from bids_perfusion.workflows.base import init_bids_perfusion_wf
     from bids_perfusion.workflows.citations import methods_text
 
-    options = dsc_options(args)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_description(output_dir, bids_dir)
-    workflow = init_bids_perfusion_wf(runs, options, output_dir, args.work_dir.absolute(),
+    workflow = init_bids_perfusion_wf(runs, options, output_dir, args.work_dir,
                                       asl_runs=asl_runs, asl_options=asl_opts)
     (output_dir / "logs").mkdir(exist_ok=True)
     (output_dir / "logs" / "CITATION.md").write_text(methods_text(workflow.visit_desc()))
     LOGGER.info("Processing %d DSC and %d ASL run(s) of %d subject(s)", len(runs),
                 len(asl_runs), len(found))
-    failed = run_workflow(workflow, args)
+    run_errors, internal = run_workflow(workflow, args)
 
     from bids_perfusion.reports.html import write_reports
 
-    failures = [f"Some runs failed; their crash files are in {args.work_dir.absolute()}"]
-    reports = write_reports(output_dir, sorted(found),
-                            errors=[*errors, *(failures if failed else [])],
+    reports = write_reports(output_dir, sorted(found), errors=[*errors, *run_errors],
                             bids_dir=bids_dir, derivatives=args.derivatives)
     print(f"Derivatives: {output_dir}")
     for report in reports:
         print(f"Report: {report}")
-    return 1 if failed or errors else 0
+    if internal:
+        return EXIT_INTERNAL
+    return EXIT_SKIPPED if run_errors or errors else EXIT_OK
 
 
 def _subject_of(message):
@@ -117,8 +147,15 @@ def _subject_of(message):
 
 
 def run_workflow(workflow, args):
-    """Run with MultiProc (or Linear for one process); True if any node failed."""
-    workflow.config["execution"].update({"crashdump_dir": str(args.work_dir.absolute()),
+    """Run with MultiProc (or Linear for one process).
+
+    Returns ``(messages, internal)``: one message per failed node, and whether any failure
+    was internal rather than caused by the input (:class:`~bids_perfusion.errors.
+    InputDataError` and the other errors that name a file and a fix).
+    """
+    from bids_perfusion.workflows.engine import MultiProcPlugin
+
+    workflow.config["execution"].update({"crashdump_dir": str(args.work_dir),
                                          "stop_on_first_crash": False,
                                          "crashfile_format": "txt",
                                          "poll_sleep_duration": 0.05})
@@ -126,12 +163,40 @@ def run_workflow(workflow, args):
     plugin_args = {"n_procs": nprocs, "raise_insufficient": False}
     if args.mem:
         plugin_args["memory_gb"] = args.mem
+    started = time.time()
     try:
-        workflow.run(plugin="MultiProc" if nprocs > 1 else "Linear", plugin_args=plugin_args)
+        if nprocs > 1:
+            workflow.run(plugin=MultiProcPlugin(plugin_args=plugin_args))
+        else:
+            workflow.run(plugin="Linear", plugin_args=plugin_args)
     except RuntimeError as error:
-        LOGGER.error("Some runs failed; their outputs were not written. %s", error)
-        return True
-    return False
+        crashes = [path for path in Path(args.work_dir).glob("crash-*.txt")
+                   if path.stat().st_mtime >= started - 1]
+        if not crashes:
+            LOGGER.error("The workflow failed: %s", error)
+            return [str(error)], True
+        messages, internal = [], False
+        for crash in sorted(crashes):
+            message = input_error_of(crash.read_text(errors="replace"))
+            if message is None:
+                internal = True
+                message = (f"internal error in step {crash.stem.split('-')[-2]}: see "
+                           f"{crash}; please report it")
+            LOGGER.error("A run was not written: %s", message)
+            messages.append(message)
+        return messages, internal
+    return [], False
+
+
+#: Exceptions raised for the user's data: their message names the file and the fix.
+INPUT_ERRORS = ("InputDataError", "MetadataError", "WeightsError")
+
+
+def input_error_of(crash_text):
+    """The message of an input error in a nipype crash report, or None if it was another."""
+    pattern = rf"(?:^|\.)({'|'.join(INPUT_ERRORS)}): (.+)$"
+    matches = re.findall(pattern, crash_text, flags=re.MULTILINE)
+    return matches[-1][1].strip() if matches else None
 
 
 def validate_bids(bids_dir):

@@ -5,9 +5,12 @@ skipped while the others are processed (DESIGN.md, section 3). Times are in seco
 BIDS requires; values that only make sense in milliseconds are refused rather than guessed.
 """
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
+
+from bids_perfusion.errors import InputDataError
 
 #: Longest plausible gradient-echo DSC echo time, s (clinical TEs are 20-50 ms).
 MAX_ECHO_TIME = 0.2
@@ -17,7 +20,7 @@ MAX_REPETITION_TIME = 10.0
 MIN_FRAMES = 20
 
 
-class MetadataError(ValueError):
+class MetadataError(InputDataError):
     """A DSC run cannot be processed as it is; the message says which file, field and fix."""
 
 
@@ -83,7 +86,7 @@ def _echo_time(path, meta):
     if isinstance(te, list):
         raise MetadataError(f"{path}: field 'EchoTime' is a list; split the echoes into "
                             "one file each with the 'echo' entity.")
-    te = float(te)
+    te = number(path, "EchoTime", te, "0.03")
     if not 0 < te <= MAX_ECHO_TIME:
         hint = (f" It looks like milliseconds: write {te / 1000:g}." if te > MAX_ECHO_TIME
                 else "")
@@ -95,7 +98,10 @@ def _echo_time(path, meta):
 def _repetition_time(path, meta, n_frames):
     tr = meta.get("RepetitionTime")
     if tr is None and "VolumeTiming" in meta:
-        timing = np.asarray(meta["VolumeTiming"], dtype=float)
+        timing = meta["VolumeTiming"]
+        if not isinstance(timing, list):
+            timing = [timing]
+        timing = np.array([number(path, "VolumeTiming", t, "[0, 1.5, 3.0]") for t in timing])
         steps = np.diff(timing)
         if timing.size != n_frames or steps.size == 0 or np.ptp(steps) > 1e-3 * steps.mean():
             raise MetadataError(f"{path}: field 'VolumeTiming' must list {n_frames} equally "
@@ -104,10 +110,21 @@ def _repetition_time(path, meta, n_frames):
     if tr is None:
         raise MetadataError(f"{path}: field 'RepetitionTime' is missing from the JSON "
                             "sidecar; add the frame interval in seconds (e.g. 1.5).")
-    tr = float(tr)
+    tr = number(path, "RepetitionTime", tr, "1.5")
     if not 0 < tr <= MAX_REPETITION_TIME:
         hint = (f" It looks like milliseconds: write {tr / 1000:g}."
                 if tr > MAX_REPETITION_TIME else "")
         raise MetadataError(f"{path}: field 'RepetitionTime' is {tr:g}; it must be the frame "
                             f"interval in seconds, between 0 and {MAX_REPETITION_TIME}.{hint}")
     return tr
+
+
+def number(path, field, value, example):
+    """``value`` of sidecar ``field`` as a finite float, or MetadataError naming the file,
+    the field and an ``example`` of a valid value (JSON numbers only: ``"30ms"``,
+    ``true`` or ``null`` are refused rather than guessed)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(
+            value):
+        raise MetadataError(f"{path}: field {field!r} is {value!r}; it must be a JSON number "
+                            f"in seconds, e.g. {example}.")
+    return float(value)
