@@ -108,4 +108,4 @@ def test_subject_without_dsc_is_refused_before_processing(dataset, tmp_path, cap
 def test_output_inside_the_input_is_refused(dataset, capsys):
     with pytest.raises(SystemExit):
         main([str(dataset), str(Path(dataset) / "sub-01"), "participant", *FAST])
-    assert "must not be inside the input dataset" in capsys.readouterr().err
+    assert "is inside the input dataset" in capsys.readouterr().err

@@ -177,10 +177,12 @@ def run_workflow(workflow, args):
             return [str(error)], True
         messages, internal = [], False
         for crash in sorted(crashes):
-            message = input_error_of(crash.read_text(errors="replace"))
+            text = crash.read_text(errors="replace")
+            message = input_error_of(text)
             if message is None:
                 internal = True
-                message = (f"internal error in step {crash.stem.split('-')[-2]}: see "
+                node = re.search(r"^Node: (\S+)", text, flags=re.MULTILINE)
+                message = (f"internal error in step {node.group(1) if node else '?'}: see "
                            f"{crash}; please report it")
             LOGGER.error("A run was not written: %s", message)
             messages.append(message)

@@ -104,7 +104,7 @@ def check_same_grid(paths, headers, what="echo files"):
     for path, header in zip(paths[1:], headers[1:], strict=True):
         if header.shape[:3] != first.shape[:3]:
             raise InputDataError(
-                f"{path}: grid {header.shape[:3]} differs from {paths[0]} "
+                f"{path}: grid {header.shape[:3]} does not match {paths[0]} "
                 f"{first.shape[:3]}; the {what} must be on the series grid: resample it.")
         if not np.allclose(header.affine, first.affine, atol=GRID_TOLERANCE):
             raise InputDataError(
