@@ -137,6 +137,17 @@ def test_out_of_range_options_are_refused(dataset, tmp_path, capsys, option):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("content", "expected"), [("{", "Expecting"),
+                                                   ('["dsc"]', "JSON object"),
+                                                   ('{"dsc": {"foo": 1}}', "'foo'")])
+def test_bad_filter_file_is_refused(dataset, tmp_path, capsys, content, expected):
+    filters = tmp_path / "filters.json"
+    filters.write_text(content)
+    message = _refused([dataset, tmp_path / "out", "participant", *FAST, "-w", tmp_path / "w",
+                        "--bids-filter-file", filters], capsys)
+    assert "--bids-filter-file" in message and expected in message
+
+
 def test_relative_paths_are_resolved_when_parsed(tmp_path, monkeypatch):
     (tmp_path / "masks").mkdir()
     (tmp_path / "w.safetensors").write_bytes(b"")

@@ -95,6 +95,10 @@ def participant(args, bids_dir, output_dir, parser):
                                                 options=asl_opts)
     except InputError as error:
         parser.error(str(error))
+    except ValueError as error:  # pybids refuses a filter of --bids-filter-file
+        if not args.bids_filter_file:
+            raise
+        parser.error(f"--bids-filter-file {args.bids_filter_file}: {error}")
     errors += asl_errors
     found = {run.subject for run in (*runs, *asl_runs)}
     if without := sorted(set(subjects or layout.get_subjects()) - found - {
