@@ -96,7 +96,7 @@ def participant(args, bids_dir, output_dir, parser):
     except InputError as error:
         parser.error(str(error))
     except ValueError as error:  # pybids refuses a filter of --bids-filter-file
-        if not args.bids_filter_file:
+        if not args.bids_filter_file or "entity" not in str(error):
             raise
         parser.error(f"--bids-filter-file {args.bids_filter_file}: {error}")
     errors += asl_errors
