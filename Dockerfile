@@ -7,6 +7,7 @@ FROM python:3.11-slim
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 ENV NIPYPE_NO_ET=1 \
+    BIDS_PERFUSION_CONTAINER=docker \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1
 

@@ -340,6 +340,17 @@ def test_internal_error_in_a_node_exits_3_and_other_runs_are_written(dataset, tm
     assert not list((tmp_path / "out" / "sub-01" / "perf").glob("*_dsc*cbf.nii.gz"))
 
 
+# --- Provenance ----------------------------------------------------------------------------
+
+
+def test_container_is_named_only_inside_one():
+    from bids_perfusion.cli.run import container_type
+
+    assert container_type({}) is None
+    assert container_type({"BIDS_PERFUSION_CONTAINER": "docker"}) == "docker"
+    assert container_type({"APPTAINER_CONTAINER": "/x.sif"}) == "apptainer"
+
+
 # --- Faults ------------------------------------------------------------------------------
 
 

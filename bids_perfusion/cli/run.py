@@ -227,15 +227,32 @@ def validate_bids(bids_dir):
             LOGGER.warning("BIDS validator: %s %s", issue.get("code"), issue.get("location"))
 
 
+#: Environment variables that tell which container runs the App: the image sets the first
+#: (Dockerfile); Apptainer and Singularity set theirs in every container they run.
+CONTAINER_VARIABLES = {"BIDS_PERFUSION_CONTAINER": None, "APPTAINER_CONTAINER": "apptainer",
+                       "SINGULARITY_CONTAINER": "singularity"}
+
+
+def container_type(environ=os.environ):
+    """``GeneratedBy.Container.Type`` of this process ('docker', 'apptainer'...), or None
+    outside a container."""
+    for variable, kind in CONTAINER_VARIABLES.items():
+        if environ.get(variable):
+            return kind or environ[variable]
+    return None
+
+
 def write_dataset_description(output_dir, bids_dir):
+    """The derivatives' ``dataset_description.json`` (BIDS-Derivatives: GeneratedBy with
+    the version, and the container only when the App runs in one)."""
+    generated = {"Name": "bids-perfusion", "Version": __version__}
+    if kind := container_type():
+        generated["Container"] = {"Type": kind}
     description = {
         "Name": "bids-perfusion derivatives",
         "BIDSVersion": "1.10.0",
         "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "bids-perfusion", "Version": __version__,
-                         "CodeURL": "https://github.com/bids-perfusion/bids-perfusion",
-                         **({"Container": {"Type": "docker"}}
-                            if Path("/.dockerenv").exists() else {})}],
+        "GeneratedBy": [generated],
         "SourceDatasets": [{"URL": bids_dir.as_uri()}],
         "DatasetLinks": {"raw": bids_dir.as_uri()},
     }
