@@ -38,8 +38,8 @@ M0_TYPES = ("Separate", "Included", "Estimate", "Absent")
 #: written in milliseconds (hundreds to thousands).
 MAX_TIME = 10.0
 #: Longest plausible repetition time of ASL or M0 volumes, s. ASL runs use 3-6 s; an M0
-#: scan for full recovery of CSF needs 5 T1 of CSF (T1 4.2 s at 3 T, Lu et al., JMRI
-#: 2005;22:13), 21 s. A TR written in milliseconds (2000-10 000) is far above 30.
+#: scan for full recovery of CSF needs 5 T1 of CSF (T1 4.2 s at 3 T, Lin et al., MRM
+#: 2001;45:1040), 21 s. A TR written in milliseconds (2000-10 000) is far above 30.
 MAX_REPETITION_TIME = 30.0
 #: Largest difference, tesla, between the sidecar's field and a tabulated one
 #: (Siemens "3 T" scanners write 2.89).
