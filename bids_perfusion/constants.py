@@ -47,15 +47,15 @@ T1_GREY_MATTER = {1.5: 1.124, 3.0: T1_TISSUE_3T["GM"]}
 
 # --- ASL: M0 safeguards, defaults of the command line (bids_perfusion.asl.m0) -------------
 #: Default of ``--m0-min-fraction``: brain voxels whose M0 is below this fraction of the
-#: median M0 of the brain are excluded from CBF. Tissue never comes near it: proton
+#: median M0 of the brain are excluded from CBF. Tissue stays well above it: the proton
 #: density of white matter is about 0.7 and of grey matter 0.8 (Tofts, *Quantitative MRI
-#: of the brain*, 2003, ch. 4), so the M0 of every tissue and of CSF is within a factor
-#: of 2 of the brain median, and a voxel with 10 % of the median is at least 90 % outside
-#: the brain, a signal void or an artefact. There ΔM / M0 multiplies the noise of ΔM by
-#: 10 or more. ExploreASL's conventional M0 masking cuts higher (a threshold between 20
-#: and 60 % of the maximum; Mutsaerts et al., NeuroImage 2020;219:117031); 0.1 removes
-#: only voxels that cannot be tissue.
-M0_MIN_FRACTION = 0.1
+#: of the brain*, 2003, ch. 4), so the M0 of every tissue and of CSF is within a factor of
+#: 2 of the brain median, and a voxel below 0.2 of it is mostly outside the brain, a
+#: signal void or an artefact. There ΔM / M0 multiplies the noise of ΔM by 5 or more
+#: relative to the median voxel. ExploreASL's conventional M0 masking searches its
+#: threshold between 20 and 60 % of the maximum M0 (``xASL_im_ProcessM0Conventional``;
+#: Mutsaerts et al., NeuroImage 2020;219:117031), above this default.
+M0_MIN_FRACTION = 0.2
 #: Default of ``--m0-smoothing-fwhm``, mm: no smoothing. The M0 and ΔM images then share
 #: the same resolution and partial volumes, so CBF = ΔM / M0 is exact voxel by voxel (a
 #: smoothed M0 mixes the high M0 of CSF into the tissue voxels around the ventricles and
