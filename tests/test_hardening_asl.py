@@ -154,11 +154,12 @@ def test_low_m0_voxels_are_excluded_from_cbf_and_roi_statistics(dataset, tmp_pat
     status, _, perf = _run(root, tmp_path, caplog)
     assert status == 0
     brain = load(perf / "sub-01_desc-brain_mask.nii.gz") > 0
-    excluded = load(perf / "sub-01_desc-excluded_mask.nii.gz") > 0
     cbf = load(perf / "sub-01_desc-consensus_cbf.nii.gz")
-    assert brain[voxels].all() and excluded[voxels].all()
+    assert brain[voxels].all()
+    assert (cbf[voxels] == 0).all()  # before the fix: 100 times the true CBF
+    excluded = load(perf / "sub-01_desc-excluded_mask.nii.gz") > 0
+    assert excluded[voxels].all()
     assert np.abs(cbf[brain & ~excluded]).max() < 500
-    assert (cbf[voxels] == 0).all()
     sidecar = json.loads((perf / "sub-01_desc-consensus_cbf.json").read_text())
     assert sidecar["M0MinFraction"] == 0.2 and sidecar["M0SmoothingFWHM"] == 0.0
     reference = load(perf / "sub-01_desc-reference_m0scan.nii.gz")
@@ -213,7 +214,7 @@ def _metadata(root, sidecar=None, m0_sidecar=None):
     ("asl", "RepetitionTime", 4500, "write 4.5."),
     ("asl", "SliceTiming", [40.0 * i for i in range(12)], "write 0.44."),
     ("asl", "BolusCutOffDelayTime", [800, 1600], "write 1.6."),
-    ("asl", "PostLabelingDelay", -1.8, "is negative"),
+    ("m0scan", "RepetitionTimePreparation", [10.0, 3000], "write 3."),
 ])
 def test_timing_fields_in_milliseconds_are_refused(dataset, sidecar, field, value, fix):
     asl = json.loads((dataset / PERF / "sub-01_asl.json").read_text())
