@@ -114,7 +114,7 @@ def test_partly_nan_series_excludes_and_counts_the_voxels(dataset, tmp_path, cap
     assert n_nan > 20
 
     def poison(data):
-        data[voxels + (3,)] = np.nan  # one volume of each voxel
+        data[(*voxels, 3)] = np.nan  # one volume of each voxel
         return data
 
     _edit(root / SERIES, poison)
@@ -150,7 +150,12 @@ def test_low_m0_voxels_are_excluded_from_cbf_and_roi_statistics(dataset, tmp_pat
     root = _copy(dataset, tmp_path)
     voxels = _interior_voxels(root, 300)
     assert len(voxels[0]) >= 5
-    _edit(root / M0SCAN, lambda d: (d.__setitem__(voxels, 0.01 * d[voxels]), d)[1])
+
+    def darken(data):
+        data[voxels] *= 0.01  # every M0 volume of each voxel
+        return data
+
+    _edit(root / M0SCAN, darken)
     status, _, perf = _run(root, tmp_path, caplog)
     assert status == 0
     brain = load(perf / "sub-01_desc-brain_mask.nii.gz") > 0

@@ -129,13 +129,15 @@ class _MaskOutputSpec(TraitedSpec):
 
 
 class ASLBrainMask(SimpleInterface):
-    """Brain mask of the M0 image (or the mean series): :func:`dsc.brain_mask.brain_mask`."""
+    """Brain mask of the M0 image (or the mean series): :func:`dsc.brain_mask.brain_mask`.
+
+    Non-finite values count as 0 (they are excluded later, :class:`PrepareM0`)."""
 
     input_spec = _ASLBrainMaskInputSpec
     output_spec = _MaskOutputSpec
 
     def _run_interface(self, runtime):
-        image = load(self.inputs.in_file)
+        image = np.nan_to_num(load(self.inputs.in_file), nan=0.0, posinf=0.0, neginf=0.0)
         if image.ndim == 4:
             image = image.mean(axis=-1)
         with refused(_optional(self.inputs.source_file, self.inputs.in_file),
