@@ -45,5 +45,23 @@ T1_TISSUE_3T = {"GM": 1.33, "WM": 0.83, "CSF": 4.16}
 #: 2005;54:507; 3 T as above. Used to correct M0 for incomplete recovery.
 T1_GREY_MATTER = {1.5: 1.124, 3.0: T1_TISSUE_3T["GM"]}
 
+# --- ASL: M0 safeguards, defaults of the command line (bids_perfusion.asl.m0) -------------
+#: Default of ``--m0-min-fraction``: brain voxels whose M0 is below this fraction of the
+#: median M0 of the brain are excluded from CBF. Tissue stays well above it: the proton
+#: density of white matter is about 0.7 and of grey matter 0.8 (Tofts, *Quantitative MRI
+#: of the brain*, 2003, ch. 4), so the M0 of every tissue and of CSF is within a factor of
+#: 2 of the brain median, and a voxel below 0.2 of it is mostly outside the brain, a
+#: signal void or an artefact. There ΔM / M0 multiplies the noise of ΔM by 5 or more
+#: relative to the median voxel. ExploreASL's conventional M0 masking searches its
+#: threshold between 20 and 60 % of the maximum M0 (``xASL_im_ProcessM0Conventional``;
+#: Mutsaerts et al., NeuroImage 2020;219:117031), above this default.
+M0_MIN_FRACTION = 0.2
+#: Default of ``--m0-smoothing-fwhm``, mm: no smoothing. The M0 and ΔM images then share
+#: the same resolution and partial volumes, so CBF = ΔM / M0 is exact voxel by voxel (a
+#: smoothed M0 mixes the high M0 of CSF into the tissue voxels around the ventricles and
+#: lowers their CBF). With a noisy M0, 5 mm (ASLPrep's ``--smooth_kernel``) or 8 mm
+#: (ExploreASL's conventional processing, after the consensus paper) lowers its noise.
+M0_SMOOTHING_FWHM = 0.0
+
 #: Conversion from mL/g/s to mL/100 g/min.
 PER_SECOND_TO_PER_100G_MIN = 6000.0

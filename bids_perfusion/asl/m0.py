@@ -24,11 +24,18 @@ relative scale of the M0 and ASL images when, say, they were reconstructed with
 different gains or averages; ASLPrep's ``--m0_scale``). The factor is below 1.001 once TR
 exceeds 7 T1 (9.3 s at 3 T); it is always applied and recorded, so that every CBF sidecar
 states what M0 was.
+
+Two safeguards act on the M0 image before the division (:func:`low_m0`,
+:func:`smooth_m0`): brain voxels whose M0 is a small fraction of the brain's median are
+excluded (CBF = ΔM / M0 there amplifies noise without bound: M0 at 1 % of the median
+multiplies the noise of ΔM by 100), and M0 may be smoothed, as ExploreASL and ASLPrep do,
+to lower its noise.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from bids_perfusion import constants
 
@@ -36,6 +43,9 @@ from bids_perfusion import constants
 #: M0. 3 T: Wansapura et al., JMRI 1999;9:531 (``constants.T1_TISSUE_3T``); 1.5 T:
 #: Stanisz et al., MRM 2005;54:507.
 T1_GREY_MATTER = constants.T1_GREY_MATTER
+
+#: FWHM of a Gaussian in units of its standard deviation, 2 sqrt(2 ln 2).
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 def recovery_fraction(repetition_time, t1):
@@ -119,3 +129,52 @@ def m0_reference(m0_type, *, m0_volumes=None, control_volumes=None, estimate=Non
     if m0_type == "Estimate":
         metadata["M0Estimate"] = float(estimate)
     return M0Reference(image, metadata)
+
+
+def low_m0(m0_image, brain, fraction=constants.M0_MIN_FRACTION, exclude=None):
+    """Brain voxels whose M0 is below ``fraction`` of the median M0 of the brain.
+
+    ``threshold = fraction · median{M0(v) : v in brain, v not in exclude}``; the voxels
+    of ``brain`` (boolean 3-D) outside ``exclude`` with ``M0 < threshold`` (0 and negative
+    M0 included) are returned with the threshold, as ``(mask, threshold)``. ``exclude``
+    (boolean 3-D, e.g. non-finite voxels) is left out of the median and of the mask.
+    Raises ``ValueError`` when the median M0 of the brain is not positive.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"the M0 fraction must be in [0, 1), got {fraction}")
+    image = np.asarray(m0_image, dtype=np.float64)
+    kept = np.asarray(brain, dtype=bool)
+    if exclude is not None:
+        kept = kept & ~np.asarray(exclude, dtype=bool)
+    median = float(np.median(image[kept])) if kept.any() else np.nan
+    if not median > 0:
+        raise ValueError("the median M0 of the brain is 0 or negative; CBF = ΔM / M0 cannot "
+                         "be computed. Check the M0 scan (and --m0-scale) and the brain "
+                         "mask, or give M0Type Estimate with M0Estimate.")
+    threshold = fraction * median
+    return kept & ~(image >= threshold), threshold
+
+
+def smooth_m0(m0_image, support, fwhm, voxel_size):
+    """M0 smoothed by a Gaussian of FWHM ``fwhm`` mm within ``support``.
+
+    Normalised convolution: ``M0_s = G * (M0 · 1_S) / G * 1_S`` on the support S
+    (boolean 3-D), M0 unchanged outside it, with G the Gaussian of standard deviation
+    ``fwhm / (2 sqrt(2 ln 2)) / voxel_size`` voxels along each axis (``voxel_size`` in mm,
+    from the affine). Voxels outside S (background, non-finite and low-M0 voxels) neither
+    contribute nor receive signal, as in ExploreASL's NaN-excluding M0 smoothing
+    (``xASL_im_ProcessM0Conventional``; Mutsaerts et al., NeuroImage 2020;219:117031) and
+    unlike a plain filter, which would darken the edge of the brain. ``fwhm`` 0 returns
+    M0 unchanged.
+    """
+    image = np.asarray(m0_image, dtype=np.float64)
+    if fwhm < 0:
+        raise ValueError(f"the M0 smoothing FWHM must be >= 0 mm, got {fwhm}")
+    if fwhm == 0:
+        return image.copy()
+    support = np.asarray(support, dtype=bool)
+    sigma = float(fwhm) / FWHM_PER_SIGMA / np.asarray(voxel_size, dtype=np.float64)
+    weight = ndimage.gaussian_filter(support.astype(np.float64), sigma, mode="constant")
+    total = ndimage.gaussian_filter(np.where(support, image, 0.0), sigma, mode="constant")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(support, total / weight, image)

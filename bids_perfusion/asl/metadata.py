@@ -7,7 +7,13 @@ run that would otherwise give wrong or empty maps (DESIGN.md, sections 3 and 7):
 context whose length is not the number of volumes, a per-volume list of the wrong length,
 ``RepetitionTimePreparation`` missing or 0 (ASLPrep then writes zero CBF without a word),
 PCASL without ``LabelingDuration``, PASL without bolus cut-off, no M0 with background
-suppression, an M0 image on another grid, times that look like milliseconds.
+suppression, an M0 image on another grid. Every time of the ASL and M0 sidecars that is
+read (``RepetitionTime``, ``RepetitionTimePreparation``, ``PostLabelingDelay``,
+``LabelingDuration``, ``BolusCutOffDelayTime``, ``SliceTiming``) must be in seconds within
+a physical range (:data:`MAX_TIME`, :data:`MAX_REPETITION_TIME`, slice times below the
+repetition time): a value that only makes sense in milliseconds is refused with the value
+in seconds to write, never guessed. ``EchoTime`` is not used by ASL quantification and
+not checked.
 
 The errors are :class:`bids_perfusion.dsc.metadata.MetadataError`, the class the command
 line already reports and skips runs for.
@@ -25,10 +31,16 @@ from bids_perfusion.dsc.metadata import MetadataError
 LABEL_TYPES = ("PCASL", "CASL", "PASL")
 #: ``M0Type`` values of BIDS.
 M0_TYPES = ("Separate", "Included", "Estimate", "Absent")
-#: Longest plausible delay or labelling duration, s: longer values are milliseconds.
+#: Longest plausible post-labelling delay, inversion time, labelling duration or bolus
+#: cut-off time TI1, s. Consensus single-delay protocols use 1.5-2 s (Alsop et al., MRM
+#: 2015;73:102) and multi-delay protocols stop near 4 s, beyond which the label has decayed
+#: (T1 of blood 1.65 s at 3 T); 10 is far above any of them and far below the same times
+#: written in milliseconds (hundreds to thousands).
 MAX_TIME = 10.0
-#: Longest plausible repetition time, s.
-MAX_REPETITION_TIME = 100.0
+#: Longest plausible repetition time of ASL or M0 volumes, s. ASL runs use 3-6 s; an M0
+#: scan for full recovery of CSF needs 5 T1 of CSF (T1 4.2 s at 3 T, Lin et al., MRM
+#: 2001;45:1040), 21 s. A TR written in milliseconds (2000-10 000) is far above 30.
+MAX_REPETITION_TIME = 30.0
 #: Largest difference, tesla, between the sidecar's field and a tabulated one
 #: (Siemens "3 T" scanners write 2.89).
 FIELD_TOLERANCE = 0.25
@@ -209,9 +221,6 @@ class ASLRunMetadata:
         delays = _per_volume(json_name, sidecar, "PostLabelingDelay", n_volumes,
                              "the post-labelling delay (PCASL) or inversion time TI (PASL)")
         used = context.difference_volumes
-        if any(delays[i] < 0 for i in used):
-            raise MetadataError(f"{json_name}: field 'PostLabelingDelay' is negative; "
-                                "delays are seconds after the end of labelling.")
         durations, cutoff, technique = None, None, None
         if label_type in ("PCASL", "CASL"):
             if sidecar.get("LabelingDuration") is None:
@@ -233,6 +242,10 @@ class ASLRunMetadata:
         trp = _per_volume(json_name, sidecar, "RepetitionTimePreparation", n_volumes,
                           "the repetition time of the preparation (usually RepetitionTime)",
                           positive=True, max_value=MAX_REPETITION_TIME)
+        if sidecar.get("RepetitionTime") is not None:
+            _check_seconds(json_name, "RepetitionTime", _numbers(json_name, sidecar,
+                                                                 "RepetitionTime"),
+                           "the repetition time", max_value=MAX_REPETITION_TIME)
         field = sidecar.get("MagneticFieldStrength")
         if not isinstance(field, int | float) or field <= 0:
             raise MetadataError(f"{json_name}: field 'MagneticFieldStrength' is missing or "
@@ -250,7 +263,7 @@ class ASLRunMetadata:
 
         m0_type, m0_estimate, m0_tr = _m0(json_name, sidecar, context, suppression, trp,
                                           m0_file, m0_sidecar, m0_shape, shape, path)
-        slice_timing = _slice_timing(json_name, sidecar, shape)
+        slice_timing = _slice_timing(json_name, sidecar, shape, trp)
         return cls(
             path=path, context_path=str(context_path), label_type=label_type,
             context=context, post_labeling_delay=delays,
@@ -290,15 +303,24 @@ def _per_volume(json_name, sidecar, field, n_volumes, meaning, positive=False,
     except (TypeError, ValueError):
         raise MetadataError(f"{json_name}: field '{field}' must hold numbers "
                             f"(got {value!r}).") from None
-    if positive and any(v <= 0 for v in values):
-        raise MetadataError(
-            f"{json_name}: field '{field}' is 0 or negative; give {meaning} in seconds "
-            "(a zero value would give zero or infinite CBF).")
+    _check_seconds(json_name, field, values, meaning, positive=positive, max_value=max_value)
+    return values
+
+
+def _check_seconds(json_name, field, values, meaning, positive=True, max_value=MAX_TIME):
+    """Refuse times that are negative, 0 (when ``positive``) or only make sense in ms."""
+    if any(not np.isfinite(v) for v in values):
+        raise MetadataError(f"{json_name}: field '{field}' holds a non-finite number; give "
+                            f"{meaning} in seconds.")
+    if any(v < 0 for v in values) or (positive and any(v == 0 for v in values)):
+        why = " (a zero value would give zero or infinite CBF)" if positive else ""
+        raise MetadataError(f"{json_name}: field '{field}' is {'0 or ' if positive else ''}"
+                            f"negative; give {meaning} in seconds{why}.")
     if max_value is not None and any(v > max_value for v in values):
         big = max(values)
-        raise MetadataError(f"{json_name}: field '{field}' has {big:g}; BIDS needs seconds. "
-                            f"It looks like milliseconds: write {big / 1000:g}.")
-    return values
+        raise MetadataError(f"{json_name}: field '{field}' has {big:g}; BIDS needs seconds, "
+                            f"at most {max_value:g} for {meaning}. It looks like "
+                            f"milliseconds: write {big / 1000:g}.")
 
 
 def _bolus_cutoff(json_name, sidecar):
@@ -311,17 +333,15 @@ def _bolus_cutoff(json_name, sidecar):
             "known duration (QUIPSS II or Q2TIPS). Set BolusCutOffFlag true with "
             "BolusCutOffDelayTime (TI1, s) and BolusCutOffTechnique.")
     delay = sidecar.get("BolusCutOffDelayTime")
-    if isinstance(delay, list):  # Q2TIPS: [TI1, TI1s]; TI1 fixes the bolus duration.
-        delay = delay[0] if delay else None
-    if not isinstance(delay, int | float) or delay <= 0:
+    values = delay if isinstance(delay, list) else [delay]
+    if not values or not all(isinstance(v, int | float) for v in values):
         raise MetadataError(
-            f"{json_name}: field 'BolusCutOffDelayTime' is missing or not positive; give "
+            f"{json_name}: field 'BolusCutOffDelayTime' is missing or not a number; give "
             "TI1, the bolus duration in seconds (e.g. 0.8).")
-    if delay > MAX_TIME:
-        raise MetadataError(f"{json_name}: field 'BolusCutOffDelayTime' is {delay:g}; BIDS "
-                            f"needs seconds. It looks like milliseconds: write "
-                            f"{delay / 1000:g}.")
-    return float(delay), sidecar.get("BolusCutOffTechnique")
+    # Q2TIPS: [TI1, TI1s]; TI1 fixes the bolus duration.
+    _check_seconds(json_name, "BolusCutOffDelayTime", [float(v) for v in values],
+                   "TI1, the bolus duration (e.g. 0.8)")
+    return float(values[0]), sidecar.get("BolusCutOffTechnique")
 
 
 def _m0(json_name, sidecar, context, suppression, trp, m0_file, m0_sidecar, m0_shape,
@@ -371,17 +391,30 @@ def _m0(json_name, sidecar, context, suppression, trp, m0_file, m0_sidecar, m0_s
             f"{tuple(shape[:3])} voxels; field 'IntendedFor' links it to {path}. Resample "
             "the M0 scan onto the ASL grid (same matrix) or fix IntendedFor.")
     m0_sidecar = m0_sidecar or {}
-    tr = m0_sidecar.get("RepetitionTimePreparation", m0_sidecar.get("RepetitionTime"))
-    if isinstance(tr, list):
-        tr = float(np.mean(tr)) if tr else None
-    if not isinstance(tr, int | float) or tr <= 0:
+    present = [f for f in ("RepetitionTimePreparation", "RepetitionTime")
+               if m0_sidecar.get(f) is not None]
+    if not present:
         raise MetadataError(
-            f"{m0_json}: field 'RepetitionTimePreparation' is missing or 0; the M0 "
-            "scan's repetition time (s) is needed to correct its T1 recovery.")
-    return m0_type, None, float(tr)
+            f"{m0_json}: field 'RepetitionTimePreparation' is missing; the M0 scan's "
+            "repetition time (s) is needed to correct its T1 recovery. Add it in seconds.")
+    for field in present:
+        _check_seconds(m0_json, field, _numbers(m0_json, m0_sidecar, field),
+                       "the M0 scan's repetition time", max_value=MAX_REPETITION_TIME)
+    return m0_type, None, float(np.mean(_numbers(m0_json, m0_sidecar, present[0])))
 
 
-def _slice_timing(json_name, sidecar, shape):
+def _numbers(json_name, sidecar, field):
+    """A field holding a number or a non-empty list of numbers, as a list of floats."""
+    value = sidecar[field]
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                             for v in values):
+        raise MetadataError(f"{json_name}: field '{field}' must hold a number or a list of "
+                            f"numbers (got {value!r}).")
+    return [float(v) for v in values]
+
+
+def _slice_timing(json_name, sidecar, shape, repetition_time_preparation):
     """Slice acquisition times along the third voxel axis, for 2-D readouts only."""
     if sidecar.get("MRAcquisitionType") != "2D" or sidecar.get("SliceTiming") is None:
         return None
@@ -394,7 +427,11 @@ def _slice_timing(json_name, sidecar, shape):
         raise MetadataError(f"{json_name}: field 'SliceEncodingDirection' is {direction!r}; "
                             "only slices along the third voxel axis ('k' or 'k-') are "
                             "supported. Reorient the series so that slices run along k.")
-    timing = [float(t) for t in timing]
+    timing = _numbers(json_name, sidecar, "SliceTiming")
+    # A slice is acquired within one repetition: every time lies in [0, TR).
+    _check_seconds(json_name, "SliceTiming", timing, "the acquisition time of each slice "
+                   "after the start of the readout", positive=False,
+                   max_value=min(repetition_time_preparation))
     if direction == "k-":
         timing = timing[::-1]
     start = min(timing)

@@ -60,6 +60,20 @@ def _fraction(value):
     return fraction
 
 
+def _m0_fraction(value):
+    fraction = float(value)
+    if not 0 <= fraction < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return fraction
+
+
+def _nonnegative(value):
+    number = float(value)
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return number
+
+
 #: Method parameters left unset take the defaults of the parameter classes in
 #: ``dsc/deconvolution.py``, their one home; the values shown in --help are a reminder.
 LITERATURE = "; the value used is recorded in every sidecar"
@@ -171,6 +185,16 @@ def build_parser():
                             "matter at the field strength)")
     group.add_argument("--no-m0-recovery-correction", action="store_true",
                        help="use M0 as acquired, without T1-recovery correction")
+    group.add_argument("--m0-min-fraction", type=_m0_fraction,
+                       default=constants.M0_MIN_FRACTION, metavar="F",
+                       help="exclude brain voxels whose M0 is below F times the median M0 "
+                            "of the brain from CBF and ROI statistics (default: %(default)s; 0 "
+                            "keeps every voxel with positive M0)")
+    group.add_argument("--m0-smoothing-fwhm", type=_nonnegative,
+                       default=constants.M0_SMOOTHING_FWHM, metavar="MM",
+                       help="smooth M0 within the brain by a Gaussian of this FWHM in mm "
+                            "before the division (default: %(default)s, none; ASLPrep uses 5, "
+                            "ExploreASL 8)")
 
     from bids_perfusion.cli.group import add_group_arguments  # light: standard library only
 
@@ -185,7 +209,9 @@ def asl_options(args):
     overrides = {name: getattr(args, name) for name in
                  ("labeling_efficiency", "t1_blood", "t1_tissue", "m0_t1") if hasattr(args, name)}
     return ASLOptions(m0_scale=args.m0_scale, **overrides,
-                      m0_recovery_correction=not args.no_m0_recovery_correction)
+                      m0_recovery_correction=not args.no_m0_recovery_correction,
+                      m0_min_fraction=args.m0_min_fraction,
+                      m0_smoothing_fwhm=args.m0_smoothing_fwhm)
 
 
 def dsc_options(args):

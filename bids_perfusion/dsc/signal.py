@@ -15,13 +15,18 @@ def series_to_delta_r2star(series, echo_times, brain):
     S0 is each voxel's mean over the baseline frames. One echo: ``ΔR2* = −ln(S/S0)/TE``; two or
     more: the first two give the T1-insensitive
     ``ΔR2* = ln[(S1/S1,0)/(S2/S2,0)]/(TE2 − TE1)`` (:mod:`relaxivity`). Voxels outside
-    ``brain`` or non-finite are 0.
+    ``brain`` or non-finite are 0. Raises ValueError when no brain voxel changes over time
+    (no bolus) or the baseline is too short (:func:`timing.baseline_window`).
 
     Returns ``(delta_r2star, start, stop)``: the float32 curves of frames ``start`` on,
     and the baseline window ``[start, stop)`` in frames of the acquired series.
     """
     brain = np.asarray(brain, dtype=bool)
     first_echo = series[0][brain]
+    if not np.ptp(first_echo, axis=-1).any():
+        raise ValueError("the signal of every brain voxel is constant over time: there is "
+                         "no bolus passage (is this the DSC series, with contrast "
+                         "injected during the acquisition?)")
     mean_signal = first_echo.mean(axis=0)
     start, stop = timing.baseline_window(mean_signal)
     baseline = first_echo[:, start:stop]

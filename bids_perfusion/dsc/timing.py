@@ -142,7 +142,8 @@ def baseline_window(mean_signal, n_discard=None, n_sd=3.0, rel_tol=1e-4, min_fra
         raise ValueError(
             f"too few baseline frames: {stop - start} between the end of the steady-state "
             f"transient (frame {start}) and the bolus arrival (frame {stop}); at least "
-            f"{min_frames} are needed: acquire more pre-bolus frames or pass n_discard")
+            f"{min_frames} are needed: acquire more pre-bolus frames before the "
+            "injection (from Python, n_discard sets the transient)")
     return start, stop
 
 

@@ -14,10 +14,22 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_perfusion.asl import consensus, context, m0
+from bids_perfusion import constants
+from bids_perfusion.asl import consensus, context, m0, quality
 from bids_perfusion.asl.multi_delay import MultiDelayModel
 from bids_perfusion.dsc import brain_mask
-from bids_perfusion.interfaces.nifti import load, load_mask, save_like, write_tsv
+from bids_perfusion.interfaces.nifti import (
+    load,
+    load_mask,
+    refused,
+    save_like,
+    voxel_size,
+    write_tsv,
+)
+
+#: Values of the ``nonfinite`` mask of :class:`ExtractASL` (bits): a non-finite value in
+#: the series, in M0.
+NONFINITE_SERIES, NONFINITE_M0 = 1, 2
 
 
 def _optional(value, default=None):
@@ -38,6 +50,8 @@ class _ExtractASLInputSpec(BaseInterfaceInputSpec):
     m0_scale = traits.Float(1.0, usedefault=True, desc="M0 is multiplied by this")
     m0_recovery_correction = traits.Bool(True, usedefault=True)
     m0_source = traits.Str(desc="M0 file as recorded in the sidecars")
+    m0_path = traits.Str(desc="file M0 is read from, named in error messages (default: "
+                         "m0_file, else in_file)")
 
 
 class _ExtractASLOutputSpec(TraitedSpec):
@@ -48,6 +62,8 @@ class _ExtractASLOutputSpec(TraitedSpec):
     durations = traits.List(traits.Float, desc="labelling duration of each volume")
     counts = traits.List(traits.Int, desc="ΔM estimates averaged into each volume")
     metadata = traits.Dict(desc="how M0 was made")
+    nonfinite = File(exists=True, desc="voxels with a non-finite value: 1 in the series, "
+                     "2 in M0, 3 both")
 
 
 class ExtractASL(SimpleInterface):
@@ -58,11 +74,16 @@ class ExtractASL(SimpleInterface):
     output_spec = _ExtractASLOutputSpec
 
     def _run_interface(self, runtime):
-        series = load(self.inputs.in_file, dtype=np.float64)
+        name = self.inputs.in_file
+        series = load(name, dtype=np.float64)
         if series.ndim == 3:
             series = series[..., None]
+        with refused(name):
+            bad_series = quality.check_series(series)
         ctx = context.ASLContext(tuple(self.inputs.volume_types))
         differences = context.difference_images(series, ctx)
+        with refused(name):
+            quality.check_differences(differences)
         durations = _optional(self.inputs.durations) or None
         means, delays, unique_durations, counts = context.mean_by_delay(
             differences, self.inputs.delays, durations)
@@ -80,7 +101,13 @@ class ExtractASL(SimpleInterface):
             t1_tissue=self.inputs.m0_t1, scale=self.inputs.m0_scale,
             correct_recovery=self.inputs.m0_recovery_correction,
             source=_optional(self.inputs.m0_source))
-        name = self.inputs.in_file
+        bad_m0 = np.zeros(series.shape[:3], dtype=bool)
+        if kind != "Estimate":
+            with refused(_optional(self.inputs.m0_path, _optional(self.inputs.m0_file, name))):
+                bad_m0 = quality.check_m0(reference.image)
+        self._results["nonfinite"] = save_like(
+            NONFINITE_SERIES * bad_series + NONFINITE_M0 * bad_m0, name,
+            "nonfinite_mask.nii.gz", dtype=np.uint8)
         self._results["mean_deltam"] = save_like(mean, name, "mean_deltam.nii.gz")
         self._results["deltam"] = save_like(differences, name, "deltam.nii.gz")
         self._results["m0"] = save_like(reference.image, name, "m0.nii.gz")
@@ -94,6 +121,7 @@ class ExtractASL(SimpleInterface):
 
 class _ASLBrainMaskInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="M0 reference (3-D) or the series (4-D)")
+    source_file = traits.Str(desc="the user's file in_file was made from, named in errors")
 
 
 class _MaskOutputSpec(TraitedSpec):
@@ -101,24 +129,100 @@ class _MaskOutputSpec(TraitedSpec):
 
 
 class ASLBrainMask(SimpleInterface):
-    """Brain mask of the M0 image (or the mean series): :func:`dsc.brain_mask.brain_mask`."""
+    """Brain mask of the M0 image (or the mean series): :func:`dsc.brain_mask.brain_mask`.
+
+    Non-finite values count as 0 (they are excluded later, :class:`PrepareM0`)."""
 
     input_spec = _ASLBrainMaskInputSpec
     output_spec = _MaskOutputSpec
 
     def _run_interface(self, runtime):
-        image = load(self.inputs.in_file)
+        image = np.nan_to_num(load(self.inputs.in_file), nan=0.0, posinf=0.0, neginf=0.0)
         if image.ndim == 4:
             image = image.mean(axis=-1)
-        mask = brain_mask.brain_mask(image)
+        with refused(_optional(self.inputs.source_file, self.inputs.in_file),
+                     "give a brain mask with --derivatives"):
+            mask = brain_mask.brain_mask(image)
         self._results["out_file"] = save_like(mask, self.inputs.in_file, "brain_mask.nii.gz",
                                               dtype=np.uint8)
+        return runtime
+
+
+class _PrepareM0InputSpec(BaseInterfaceInputSpec):
+    m0 = File(exists=True, mandatory=True, desc="M0 reference (ExtractASL)")
+    brain_mask = File(exists=True, mandatory=True)
+    nonfinite = File(exists=True, mandatory=True, desc="non-finite voxels (ExtractASL)")
+    min_fraction = traits.Float(constants.M0_MIN_FRACTION, usedefault=True,
+                                desc="exclude brain voxels with M0 below this fraction of "
+                                "the median M0 of the brain")
+    smoothing_fwhm = traits.Float(constants.M0_SMOOTHING_FWHM, usedefault=True,
+                                  desc="FWHM of the Gaussian smoothing of M0, mm")
+    series_file = traits.Str(mandatory=True, desc="the ASL series, named in errors")
+    m0_file = traits.Str(mandatory=True, desc="the file M0 came from, named in errors")
+    m0_metadata = traits.Dict(desc="how M0 was made (ExtractASL)")
+
+
+class _PrepareM0OutputSpec(TraitedSpec):
+    m0 = File(exists=True, desc="M0 used for CBF (smoothed when asked)")
+    excluded_mask = File(exists=True, desc="brain voxels left out of CBF and ROI statistics")
+    metadata = traits.Dict(desc="how M0 was made and which voxels were excluded")
+
+
+class PrepareM0(SimpleInterface):
+    """The M0 that CBF divides by, and the brain voxels that cannot be quantified.
+
+    Excluded: brain voxels with a non-finite value in the series or M0
+    (:mod:`asl.quality`; the run is refused when they are too many) and those with M0
+    below ``min_fraction`` of the brain median (:func:`asl.m0.low_m0`). M0 is then
+    smoothed within the remaining brain (:func:`asl.m0.smooth_m0`).
+    """
+
+    input_spec = _PrepareM0InputSpec
+    output_spec = _PrepareM0OutputSpec
+
+    def _run_interface(self, runtime):
+        image = load(self.inputs.m0, dtype=np.float64)
+        brain = load_mask(self.inputs.brain_mask, image.shape)
+        code = load(self.inputs.nonfinite).astype(np.uint8)
+        bad_series = (code & NONFINITE_SERIES) > 0
+        bad_m0 = (code & NONFINITE_M0) > 0
+        with refused(self.inputs.series_file):
+            quality.check_nonfinite_fraction(bad_series, brain)
+        with refused(self.inputs.m0_file):
+            quality.check_nonfinite_fraction(bad_m0, brain)
+            low, threshold = m0.low_m0(image, brain, self.inputs.min_fraction,
+                                       exclude=bad_series | bad_m0)
+        nonfinite = brain & (bad_series | bad_m0)
+        excluded = nonfinite | low
+        fwhm = self.inputs.smoothing_fwhm
+        used = m0.smooth_m0(image, brain & ~excluded, fwhm, voxel_size(self.inputs.m0))
+        self._results["m0"] = save_like(used, self.inputs.m0, "m0_used.nii.gz")
+        self._results["excluded_mask"] = save_like(excluded, self.inputs.m0,
+                                                   "excluded_mask.nii.gz", dtype=np.uint8)
+        self._results["metadata"] = {
+            **self.inputs.m0_metadata,
+            "M0SmoothingFWHM": float(fwhm),
+            "M0MinFraction": float(self.inputs.min_fraction),
+            "M0Threshold": float(threshold),
+            "ExcludedVoxels": {
+                "NonFiniteSeries": int(np.count_nonzero(brain & bad_series)),
+                "NonFiniteM0": int(np.count_nonzero(brain & bad_m0 & ~bad_series)),
+                "LowM0": int(np.count_nonzero(low)),
+                "Total": int(np.count_nonzero(excluded)),
+            },
+            "ExcludedVoxelsDescription": (
+                "brain voxels left out of CBF (written 0) and of the ROI statistics: a "
+                "non-finite value in the series (NonFiniteSeries) or else in M0 "
+                "(NonFiniteM0), M0 below M0Threshold = M0MinFraction x the median M0 of "
+                "the brain (LowM0)"),
+        }
         return runtime
 
 
 class _QuantifyInputSpec(BaseInterfaceInputSpec):
     m0 = File(exists=True, mandatory=True)
     brain_mask = File(exists=True, mandatory=True)
+    excluded_mask = File(exists=True, desc="brain voxels left out of CBF (PrepareM0)")
     label_type = traits.Enum("PCASL", "CASL", "PASL", mandatory=True)
     t1_blood = traits.Float(mandatory=True, desc="s")
     efficiency = traits.Float(mandatory=True, desc="labelling efficiency α")
@@ -140,6 +244,14 @@ class _CBFOutputSpec(TraitedSpec):
     metadata = traits.Dict()
 
 
+def _quantified(inputs, shape):
+    """Brain voxels to quantify: the brain mask less the excluded voxels."""
+    brain = load_mask(inputs.brain_mask, shape)
+    if isdefined(inputs.excluded_mask):
+        brain &= load(inputs.excluded_mask) == 0
+    return brain
+
+
 def _cbf_arguments(inputs):
     return {"label_type": inputs.label_type, "t1_blood": inputs.t1_blood,
             "efficiency": inputs.efficiency, "partition": inputs.partition,
@@ -155,7 +267,7 @@ class SingleDelayCBF(SimpleInterface):
 
     def _run_interface(self, runtime):
         delta_m = load(self.inputs.mean_deltam, dtype=np.float64)
-        brain = load_mask(self.inputs.brain_mask, delta_m.shape)
+        brain = _quantified(self.inputs, delta_m.shape)
         cbf = consensus.single_delay_cbf(
             delta_m, load(self.inputs.m0, dtype=np.float64), delay=self.inputs.delay,
             labeling_duration=_optional(self.inputs.labeling_duration),
@@ -184,7 +296,7 @@ class CBFTimeSeries(SimpleInterface):
 
     def _run_interface(self, runtime):
         delta_m = load(self.inputs.deltam, dtype=np.float64)
-        brain = load_mask(self.inputs.brain_mask, delta_m.shape)
+        brain = _quantified(self.inputs, delta_m.shape)
         cbf = consensus.single_delay_cbf(
             delta_m, load(self.inputs.m0, dtype=np.float64)[..., None],
             delay=self.inputs.delay,
@@ -217,7 +329,7 @@ class MultiDelayCBF(SimpleInterface):
 
     def _run_interface(self, runtime):
         delta_m = load(self.inputs.mean_deltam, dtype=np.float64)
-        brain = load_mask(self.inputs.brain_mask, delta_m.shape)
+        brain = _quantified(self.inputs, delta_m.shape)
         m0_image = load(self.inputs.m0, dtype=np.float64)
         inside = brain & (m0_image > 0)
         delays = np.asarray(self.inputs.delays, dtype=float)
@@ -259,6 +371,8 @@ class MeanCBFVolumes(SimpleInterface):
         series = load(self.inputs.in_file, dtype=np.float64)
         if series.ndim == 3:
             series = series[..., None]
+        with refused(self.inputs.in_file):
+            quality.check_series(series)
         ctx = context.ASLContext(tuple(self.inputs.volume_types))
         cbf = series[..., list(ctx.indices("cbf"))].mean(axis=-1)
         brain = load_mask(self.inputs.brain_mask, cbf.shape)

@@ -9,7 +9,7 @@ from nipype.interfaces.base import (
 )
 
 from bids_perfusion.dsc import brain_mask, normalisation
-from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+from bids_perfusion.interfaces.nifti import load, load_mask, refused, save_like
 
 
 class _BrainMaskInputSpec(BaseInterfaceInputSpec):
@@ -28,7 +28,9 @@ class BrainMask(SimpleInterface):
 
     def _run_interface(self, runtime):
         mean_image = load(self.inputs.in_file).mean(axis=-1)
-        mask = brain_mask.brain_mask(mean_image)
+        with refused(self.inputs.in_file, "check the conversion from DICOM, or give a brain "
+                     "mask with --derivatives"):
+            mask = brain_mask.brain_mask(mean_image)
         self._results["out_file"] = save_like(mask, self.inputs.in_file, "brain_mask.nii.gz",
                                               dtype=np.uint8)
         return runtime

@@ -1,10 +1,13 @@
 """Reading and writing the NIfTI and TSV files that interfaces exchange."""
 
 import csv
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from bids_perfusion.errors import InputDataError
 
 
 def load(path, dtype=np.float32):
@@ -13,14 +16,42 @@ def load(path, dtype=np.float32):
 
 
 def load_mask(path, shape):
-    """A mask as a boolean array; ValueError naming the file if it is empty or mismatched."""
+    """A mask as a boolean array; InputDataError naming the file if empty or mismatched."""
     mask = load(path) > 0
     if mask.shape[:3] != tuple(shape[:3]):
-        raise ValueError(f"{path}: mask of shape {mask.shape} does not match the series "
-                         f"{tuple(shape[:3])}; resample it onto the DSC grid.")
+        raise InputDataError(f"{path}: mask of shape {mask.shape} does not match the series "
+                             f"{tuple(shape[:3])}; resample it onto the series grid.")
     if not mask.any():
-        raise ValueError(f"{path}: the mask is empty; give a mask with at least one voxel.")
+        raise InputDataError(f"{path}: the mask is empty; give a mask with at least one "
+                             "voxel.")
     return mask.reshape(shape[:3])
+
+
+def voxel_size(path):
+    """Voxel size (mm) along the three axes of an image, from its affine."""
+    affine = nib.load(path).affine
+    return np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+
+
+@contextmanager
+def refused(path, fix=""):
+    """Re-raise the ``ValueError`` of a data check as :class:`InputDataError`.
+
+    Wrap only calls whose ``ValueError`` means bad data (the checks of the cores);
+    an :class:`InputDataError` raised inside, which names its own file, passes unchanged.
+    The message becomes one line: ``"<path>: <problem and fix of the check>"``, followed by
+    ``fix`` when given (the remedy a user of the command line can apply).
+    """
+    try:
+        yield
+    except InputDataError:
+        raise
+    except ValueError as error:
+        text = " ".join(str(error).split())
+        if text.startswith(f"{path}: "):
+            text = text[len(f"{path}: "):]
+        text = f"{path}: {text.rstrip('.')}" + (f"; {fix}" if fix else "") + "."
+        raise InputDataError(text) from None
 
 
 def save_like(data, reference, name, dtype=np.float32):

@@ -6,6 +6,7 @@ from nipype.interfaces.base import (
     InputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -18,6 +19,8 @@ class _ROIStatisticsInputSpec(BaseInterfaceInputSpec):
     measures = traits.List(traits.Str, mandatory=True, desc="name of each map")
     masks = InputMultiObject(File(exists=True), mandatory=True)
     rois = traits.List(traits.Str, mandatory=True, desc="name of each mask")
+    excluded_mask = File(exists=True, desc="voxels that could not be quantified: left out "
+                         "of every ROI and counted (n_excluded)")
 
 
 class _ROIStatisticsOutputSpec(TraitedSpec):
@@ -36,6 +39,8 @@ class ROIStatistics(SimpleInterface):
         shape = next(iter(maps.values())).shape
         masks = {name: load_mask(path, shape) for name, path in
                  zip(self.inputs.rois, self.inputs.masks, strict=True)}
-        self._results["out_file"] = write_tsv(roi_statistics(maps, masks), COLUMNS,
-                                              "roi_statistics.tsv")
+        excluded = (load(self.inputs.excluded_mask) > 0
+                    if isdefined(self.inputs.excluded_mask) else None)
+        self._results["out_file"] = write_tsv(roi_statistics(maps, masks, excluded),
+                                              COLUMNS, "roi_statistics.tsv")
         return runtime

@@ -7,11 +7,13 @@ from nipype.interfaces.base import (
     InputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
 from bids_perfusion.dsc.signal import series_to_delta_r2star
-from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+from bids_perfusion.errors import InputDataError
+from bids_perfusion.interfaces.nifti import load, load_mask, refused, save_like
 
 
 class _SignalToDeltaR2StarInputSpec(BaseInterfaceInputSpec):
@@ -20,6 +22,8 @@ class _SignalToDeltaR2StarInputSpec(BaseInterfaceInputSpec):
     echo_times = traits.List(traits.Float, mandatory=True, desc="echo times, s")
     repetition_time = traits.Float(mandatory=True, desc="frame interval, s")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the series grid")
+    source_files = traits.List(traits.Str, desc="the user's echo files in_files come from "
+                               "(e.g. before a low-dose simulation), named in errors")
 
 
 class _SignalToDeltaR2StarOutputSpec(TraitedSpec):
@@ -42,13 +46,20 @@ class SignalToDeltaR2Star(SimpleInterface):
 
     def _run_interface(self, runtime):
         series = [load(path) for path in self.inputs.in_files]
+        names = (self.inputs.source_files if isdefined(self.inputs.source_files)
+                 else self.inputs.in_files)
         mask = load_mask(self.inputs.brain_mask, series[0].shape)
-        for path, data in zip(self.inputs.in_files, series, strict=True):
+        for path, data in zip(names, series, strict=True):
             bad = ~np.all(np.isfinite(data[mask]), axis=-1)
             if bad.any():
-                raise ValueError(f"{path}: {int(bad.sum())} brain voxel(s) hold NaN or "
-                                 "infinite values; fix or mask them before processing.")
-        delta, start, stop = series_to_delta_r2star(series, self.inputs.echo_times, mask)
+                raise InputDataError(
+                    f"{path}: {int(bad.sum())} brain voxel(s) hold NaN or infinite values "
+                    "in some frames (the baseline S0 and ΔR2* cannot be computed there); "
+                    "convert the series again, or give a brain mask with --derivatives "
+                    "that leaves them out.")
+        with refused(names[0], "it cannot be quantified as acquired: a DSC series needs "
+                     "the whole bolus passage after at least 3 baseline frames"):
+            delta, start, stop = series_to_delta_r2star(series, self.inputs.echo_times, mask)
         te = self.inputs.echo_times
         formula = "-ln(S/S0)/TE" if len(series) == 1 else "ln[(S1/S1,0)/(S2/S2,0)]/(TE2-TE1)"
         reference = self.inputs.in_files[0]

@@ -13,6 +13,7 @@ from bids_perfusion.interfaces.asl import (
     ExtractASL,
     MeanCBFVolumes,
     MultiDelayCBF,
+    PrepareM0,
     SingleDelayCBF,
 )
 from bids_perfusion.interfaces.bids import DerivativesDataSink, RunBarrier
@@ -107,14 +108,14 @@ def init_asl_wf(run, options, output_dir, name=None):
         return _finish(workflow, run, output_dir, masks, outputs, sinks)
 
     parameters = quantification_parameters(run, options)
+    m0_path = meta.m0_file or run.file
     m0_t1 = options.m0_t1 or T1_GREY_MATTER[meta.nominal_field_strength]
     extract = pe.Node(ExtractASL(
         in_file=run.file, volume_types=list(meta.context.volume_types),
         delays=list(meta.delays), m0_type=meta.m0_type, m0_t1=m0_t1,
         m0_scale=options.m0_scale, m0_recovery_correction=options.m0_recovery_correction,
-        m0_source=(raw_uris([meta.m0_file or run.file])[0]
-                   if meta.m0_type != "Estimate" else "M0Estimate")),
-        name="extract_asl")
+        m0_source=(raw_uris([m0_path])[0] if meta.m0_type != "Estimate" else "M0Estimate"),
+        m0_path=m0_path), name="extract_asl")
     if meta.durations is not None:
         extract.inputs.durations = list(meta.durations)
     if meta.m0_file:
@@ -124,12 +125,20 @@ def init_asl_wf(run, options, output_dir, name=None):
     if meta.m0_repetition_time is not None:
         extract.inputs.m0_repetition_time = meta.m0_repetition_time
     if "brain" not in run.masks:
-        brain = pe.Node(ASLBrainMask(), name="brain_mask")
+        brain = pe.Node(ASLBrainMask(source_file=m0_path), name="brain_mask")
         if meta.m0_type == "Estimate":
             brain.inputs.in_file = run.file
         else:
             workflow.connect(extract, "m0", brain, "in_file")
         workflow.connect(brain, "out_file", masks, "brain")
+    prepare = pe.Node(PrepareM0(min_fraction=options.m0_min_fraction,
+                                smoothing_fwhm=options.m0_smoothing_fwhm,
+                                series_file=run.file, m0_file=m0_path), name="prepare_m0")
+    workflow.connect([
+        (extract, prepare, [("m0", "m0"), ("nonfinite", "nonfinite"),
+                            ("metadata", "m0_metadata")]),
+        (masks, prepare, [("brain", "brain_mask")]),
+    ])
 
     efficiency, t1_blood = parameters["LabelingEfficiency"], parameters["T1Blood"]
     common = {"label_type": meta.label_type, "t1_blood": t1_blood, "efficiency": efficiency,
@@ -144,7 +153,12 @@ def init_asl_wf(run, options, output_dir, name=None):
         "model of arterial spin labelling [@buxton1998]. Control and label volumes were "
         "subtracted pairwise. The M0 reference was "
         f"{_m0_text(meta.m0_type)}, corrected for incomplete T1 recovery at its repetition "
-        f"time and scaled by {options.m0_scale:g}. Constants: λ = {options.partition:g} mL/g, "
+        f"time and scaled by {options.m0_scale:g}"
+        + (f", then smoothed by a Gaussian of {options.m0_smoothing_fwhm:g} mm FWHM within "
+           "the brain" if options.m0_smoothing_fwhm > 0 else "")
+        + f". Brain voxels whose M0 was below {options.m0_min_fraction:g} times the brain "
+        "median, or that held non-finite values, were excluded from CBF and from the ROI "
+        f"statistics. Constants: λ = {options.partition:g} mL/g, "
         f"T1 of blood {t1_blood:g} s, labelling efficiency α = {efficiency:.4g} "
         f"({parameters['LabelingEfficiencySource']}) [@alsop2015].")
     if meta.multi_delay:
@@ -158,9 +172,10 @@ def init_asl_wf(run, options, output_dir, name=None):
         if options.t1_tissue is not None:
             fit.inputs.t1_tissue = options.t1_tissue
         workflow.connect([
-            (extract, fit, [("mean_deltam", "mean_deltam"), ("m0", "m0"),
-                            ("delays", "delays"), ("durations", "durations"),
-                            ("counts", "counts"), ("metadata", "m0_metadata")]),
+            (extract, fit, [("mean_deltam", "mean_deltam"), ("delays", "delays"),
+                            ("durations", "durations"), ("counts", "counts")]),
+            (prepare, fit, [("m0", "m0"), ("excluded_mask", "excluded_mask"),
+                            ("metadata", "m0_metadata")]),
             (masks, fit, [("brain", "brain_mask")]),
         ])
         workflow.__desc__ += (
@@ -181,7 +196,8 @@ def init_asl_wf(run, options, output_dir, name=None):
             **parameters, "EstimationMethod": "ISMRM consensus single-delay formula",
             "Equation": equation}), name="single_delay_cbf")
         workflow.connect([
-            (extract, cbf_node, [("mean_deltam", "mean_deltam"), ("m0", "m0"),
+            (extract, cbf_node, [("mean_deltam", "mean_deltam")]),
+            (prepare, cbf_node, [("m0", "m0"), ("excluded_mask", "excluded_mask"),
                                  ("metadata", "m0_metadata")]),
             (masks, cbf_node, [("brain", "brain_mask")]),
         ])
@@ -191,7 +207,9 @@ def init_asl_wf(run, options, output_dir, name=None):
                     {"Units": CBF_UNITS})]
         if len(meta.delays) > 1:
             series = pe.Node(CBFTimeSeries(**single), name="cbf_timeseries")
-            workflow.connect([(extract, series, [("deltam", "deltam"), ("m0", "m0")]),
+            workflow.connect([(extract, series, [("deltam", "deltam")]),
+                              (prepare, series, [("m0", "m0"),
+                                                 ("excluded_mask", "excluded_mask")]),
                               (masks, series, [("brain", "brain_mask")])])
             sinks.append((series, "out_file", {"desc": "meanCbf", "suffix": "timeseries"},
                           None, {"pair": {"Description": "index of the ΔM estimate "
@@ -208,11 +226,14 @@ def init_asl_wf(run, options, output_dir, name=None):
           + (", one volume per delay" if meta.multi_delay else ""),
           delay_name: (list(meta.unique_delays) if meta.multi_delay
                        else meta.unique_delays[0])}),
-        (extract, "m0", {"desc": "reference", "suffix": "m0scan"}, extract,
+        (prepare, "m0", {"desc": "reference", "suffix": "m0scan"}, prepare,
          {"Units": "arbitrary (units of the ASL series)",
           "Description": "M0 reference used for CBF"}),
+        (prepare, "excluded_mask", {"desc": "excluded", "suffix": "mask"}, prepare,
+         {"Description": "brain voxels excluded from CBF (written 0) and from the ROI "
+          "statistics; counts and reasons in ExcludedVoxels"}),
     ]
-    return _finish(workflow, run, output_dir, masks, outputs, sinks)
+    return _finish(workflow, run, output_dir, masks, outputs, sinks, excluded=prepare)
 
 
 def _m0_text(m0_type):
@@ -222,8 +243,9 @@ def _m0_text(m0_type):
             "Absent": "the mean control image"}[m0_type]
 
 
-def _finish(workflow, run, output_dir, masks, outputs, sinks):
-    """ROI statistics of the maps, then sinks behind a barrier."""
+def _finish(workflow, run, output_dir, masks, outputs, sinks, excluded=None):
+    """ROI statistics of the maps (less the ``excluded_mask`` of the node ``excluded``),
+    then sinks behind a barrier."""
     roi_names = [key for key in ROI_NAMES if key in run.masks or key == "brain"]
     roi = pe.Node(ROIStatistics(rois=roi_names,
                                 measures=[measure for _n, _f, measure, *_r in outputs]),
@@ -236,6 +258,8 @@ def _finish(workflow, run, output_dir, masks, outputs, sinks):
         workflow.connect(masks, key, merge_masks, f"in{index}")
     workflow.connect([(merge_maps, roi, [("out", "in_files")]),
                       (merge_masks, roi, [("out", "masks")])])
+    if excluded is not None:
+        workflow.connect(excluded, "excluded_mask", roi, "excluded_mask")
 
     sinks = [
         (masks, "brain", {"desc": "brain", "suffix": "mask"}, None, {}),

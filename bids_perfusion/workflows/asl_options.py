@@ -31,6 +31,13 @@ class ASLOptions:
         (:data:`bids_perfusion.asl.m0.T1_GREY_MATTER`).
     m0_recovery_correction : bool
         Correct M0 for incomplete T1 recovery at its repetition time.
+    m0_min_fraction : float
+        Brain voxels whose M0 is below this fraction of the median M0 of the brain are
+        excluded from CBF and ROI statistics (``--m0-min-fraction``; default and reasons:
+        :data:`bids_perfusion.constants.M0_MIN_FRACTION`).
+    m0_smoothing_fwhm : float
+        FWHM, mm, of the Gaussian smoothing of M0 before the division
+        (``--m0-smoothing-fwhm``; :data:`bids_perfusion.constants.M0_SMOOTHING_FWHM`).
     """
 
     m0_scale: float = 1.0
@@ -40,6 +47,8 @@ class ASLOptions:
     t1_tissue: float | None = None
     m0_t1: float | None = None
     m0_recovery_correction: bool = True
+    m0_min_fraction: float = constants.M0_MIN_FRACTION
+    m0_smoothing_fwhm: float = constants.M0_SMOOTHING_FWHM
 
 
 @dataclass(frozen=True)

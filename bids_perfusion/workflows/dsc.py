@@ -104,7 +104,8 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         series = (source, "files")
 
     signal = pe.Node(SignalToDeltaR2Star(echo_times=list(run.metadata.echo_times),
-                                         repetition_time=run.metadata.repetition_time),
+                                         repetition_time=run.metadata.repetition_time,
+                                         source_files=list(run.files)),
                      name="delta_r2star")
     aif = pe.Node(ArterialInputFunction(blood_relaxivity=options.blood_relaxivity),
                   name="aif")
