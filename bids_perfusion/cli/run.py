@@ -85,18 +85,17 @@ def participant(args, bids_dir, output_dir, parser):
         return 1
 
     from bids_perfusion.workflows.base import init_bids_perfusion_wf
-    from bids_perfusion.workflows.citations import methods_text
+    from bids_perfusion.workflows.citations import write_citation
 
     options = dsc_options(args)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_description(output_dir, bids_dir)
     workflow = init_bids_perfusion_wf(runs, options, output_dir, args.work_dir.absolute(),
                                       asl_runs=asl_runs, asl_options=asl_opts)
-    (output_dir / "logs").mkdir(exist_ok=True)
-    (output_dir / "logs" / "CITATION.md").write_text(methods_text(workflow.visit_desc()))
     LOGGER.info("Processing %d DSC and %d ASL run(s) of %d subject(s)", len(runs),
                 len(asl_runs), len(found))
     failed = run_workflow(workflow, args)
+    write_citation(output_dir)  # the methods of every run with a completion record
 
     from bids_perfusion.reports.html import write_reports
 
