@@ -99,7 +99,7 @@ class Audit:
     """Files of a derivatives dataset sorted by the completion records (:func:`audit`).
 
     ``complete``: ``{run: record}`` whose every file exists unchanged; ``damaged``:
-    ``{run: [problem, ...]}`` of records with a file missing or changed; ``stale``:
+    ``{run: {relative path: problem}}`` of records with a file missing or changed; ``stale``:
     relative paths under ``sub-*`` (outside ``figures/``) that no record lists; ``files``:
     ``{relative path: run}`` of the files of complete runs.
     """
@@ -127,13 +127,13 @@ def audit(output_dir, subject=None):
         if not files:
             continue
         listed |= files.keys()
-        problems = []
+        problems = {}
         for relative, digest in files.items():
             path = output_dir / relative
             if not path.is_file():
-                problems.append(f"{relative} is missing")
+                problems[relative] = "is missing"
             elif sha256(path) != digest:
-                problems.append(f"{relative} was changed after the run wrote it")
+                problems[relative] = "was changed after the run wrote it"
         if problems:
             result.damaged[run] = problems
         else:
