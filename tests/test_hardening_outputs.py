@@ -10,7 +10,6 @@ writing) works on a copy.
 import json
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -153,8 +152,11 @@ def test_deleted_map_is_noticed(processed, copy, caplog):
     (copy / deleted).unlink()
     assert _group(root, copy, caplog) == 1
     assert f"{deleted} is missing" in caplog.text and "--participant-label 02" in caplog.text
-    # a subject left out of the group is not checked
-    assert _group(root, copy, caplog, participant_label=["01", "03"]) == 0
+    # a subject left out of the group is not checked (two HGG subjects: no grading)
+    _group(root, copy, caplog, participant_label=["01", "03"])
+    assert "damaged" not in caplog.text and "only one class" in caplog.text
+    assert set(_read(copy / "group" / "group_desc-roi_stats.tsv")["participant_id"]) == {
+        "sub-01", "sub-03"}
     page = (copy / "sub-02.html")
     from bids_perfusion.reports.html import write_report
 
