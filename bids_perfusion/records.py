@@ -110,11 +110,9 @@ class Audit:
     files: dict = field(default_factory=dict)
 
     def run_of(self, path, output_dir):
-        """The complete run that wrote ``path`` (absolute or relative), or None."""
-        path = Path(path)
-        if path.is_absolute():
-            path = path.relative_to(Path(output_dir).absolute())
-        return self.files.get(path.as_posix())
+        """The complete run that wrote the file ``path`` of ``output_dir``, or None."""
+        relative = Path(path).absolute().relative_to(Path(output_dir).absolute())
+        return self.files.get(relative.as_posix())
 
 
 def audit(output_dir, subject=None):
