@@ -74,10 +74,11 @@ def test_single_pld_files_and_accuracy(single):
     root, perf, _ = single
     names = sorted(p.name for p in perf.iterdir())
     assert names == sorted([
-        "sub-01_desc-brain_mask.nii.gz", "sub-01_desc-consensus_cbf.json",
-        "sub-01_desc-consensus_cbf.nii.gz", "sub-01_desc-excluded_mask.json",
-        "sub-01_desc-excluded_mask.nii.gz", "sub-01_desc-meanCbf_timeseries.json",
-        "sub-01_desc-meanCbf_timeseries.tsv", "sub-01_desc-mean_deltam.json",
+        "sub-01_desc-brain_mask.json", "sub-01_desc-brain_mask.nii.gz",
+        "sub-01_desc-consensus_cbf.json", "sub-01_desc-consensus_cbf.nii.gz",
+        "sub-01_desc-excluded_mask.json", "sub-01_desc-excluded_mask.nii.gz",
+        "sub-01_desc-meanCbf_timeseries.json", "sub-01_desc-meanCbf_timeseries.tsv",
+        "sub-01_desc-mean_deltam.json",
         "sub-01_desc-mean_deltam.nii.gz", "sub-01_desc-reference_m0scan.json",
         "sub-01_desc-reference_m0scan.nii.gz", "sub-01_desc-roi_roistats.json",
         "sub-01_desc-roi_roistats.tsv"])

@@ -131,3 +131,25 @@ def test_stunet_writes_cbv_only_for_every_dose():
         assert {(source, "stunet"), ("cbv", "stunet"), ("masks", "stunet")} <= edges
         text = methods_text(workflow.visit_desc())
         assert "stU-Net" in text and "Veron Vialard" in text
+
+
+def test_completion_record_waits_for_every_sink_and_holds_options_and_methods():
+    options = DSCOptions(methods=("osvd", "csvd"))
+    workflow = init_dsc_wf(_run(), options, "/out", dose=0.5)
+    sinks = {n for n in _nodes(workflow) if n.startswith("ds_")}
+    written = workflow.get_node("merge_written")
+    edges = [(u.name, c) for u, _v, data in workflow._graph.in_edges(written, data=True)
+             for c in data["connect"]]
+    assert {name for name, _c in edges} == sinks
+    assert sorted({field for _name, (field, _in) in edges}) == ["out_file", "out_meta"]
+    assert len(edges) == 2 * len(sinks)
+    record = workflow.get_node("run_record")
+    assert record.inputs.run == workflow.get_node("barrier").inputs.run == workflow.name
+    assert record.inputs.options["methods"] == ["osvd", "csvd"]
+    assert record.inputs.options["simulate_doses"] == []
+    assert "oscillation-index SVD" in record.inputs.methods
+    assert "simulated dose fractions of 0.5" in record.inputs.methods
+    for name in sinks:  # every file gets a sidecar naming its sources
+        sources = workflow.get_node(name).interface._metadata["Sources"]
+        assert len(sources) == 1 and sources[0].startswith("bids:raw:"), name
+        assert sources[0].endswith(SOURCE), name

@@ -14,14 +14,20 @@ Reads the participant ROI tables of the derivatives dataset ``output_dir`` and
 - ``group_[<entities>_]desc-roc_<quantity>.svg``: ROC curves of every method and the
   ratios by grade with the cut-offs, one figure per acquisition and quantity.
 
-Only the tidy table is needed for the others; it is written even when grading is not
-possible (no tumour ROI, no grade column, one class), in which case the exit status is 1.
+Only the ROI tables whose runs have a complete record (:mod:`bids_perfusion.records`) are
+read, after checking their content; damaged outputs stop the group level with a message
+naming the files and the subjects to re-run, files listed by no record are left out with
+a warning. Only the tidy table is needed for the others; it is written even when grading
+is not possible (no tumour ROI, no grade column, one class), in which case the exit
+status is 1. A class of one subject is graded without bootstrap intervals (NaN, with a
+warning).
 See docs/group.md. Heavy imports (pandas, scikit-learn, matplotlib) happen inside the
 functions.
 """
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 LOGGER = logging.getLogger("bids_perfusion")
@@ -110,20 +116,19 @@ def run_group(bids_dir, output_dir, *, grade_column="grade", positive="HGG", roi
     from bids_perfusion.stats import grading, group_table
 
     bids_dir, output_dir = Path(bids_dir), Path(output_dir)
+    wanted = None
+    if participant_label:
+        wanted = {f"sub-{label.removeprefix('sub-')}" for label in participant_label}
     try:
-        table, dictionary, participants = group_table.collect(output_dir, bids_dir)
+        table, dictionary, participants, notes = group_table.collect(output_dir, bids_dir,
+                                                                     wanted)
     except (FileNotFoundError, ValueError) as error:
         LOGGER.error("Group level: %s", error)
         return 1
-    if participant_label:
-        wanted = {f"sub-{label.removeprefix('sub-')}" for label in participant_label}
-        table = table[table["participant_id"].isin(wanted)].reset_index(drop=True)
-        if participants is not None:
-            participants = participants[participants["participant_id"].isin(wanted)]
-        if table.empty:
-            LOGGER.error("Group level: no ROI table of the subjects %s in %s",
-                         ", ".join(sorted(wanted)), output_dir)
-            return 1
+    for note in notes:
+        LOGGER.warning("Group level: %s", note)
+    if wanted and participants is not None:
+        participants = participants[participants["participant_id"].isin(wanted)]
     out = output_dir / GROUP_DIR
     out.mkdir(parents=True, exist_ok=True)
     for stale in [*out.glob("group_*_stats.*"), *out.glob("group_*desc-roc_*.svg")]:
@@ -149,14 +154,18 @@ def run_group(bids_dir, output_dir, *, grade_column="grade", positive="HGG", roi
         ratios = grading.tumour_ratios(table, roi=roi)
         if ratios.empty:
             raise ValueError(f"no subject has both {roi!r} and 'NAWM' values of CBF or CBV")
-        result, skipped = grading.grading_table(ratios, participants,
-                                                grade_column=grade_column,
-                                                positive=positive, n_bootstrap=n_bootstrap,
-                                                seed=seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", grading.BootstrapWarning)
+            result, skipped = grading.grading_table(ratios, participants,
+                                                    grade_column=grade_column,
+                                                    positive=positive,
+                                                    n_bootstrap=n_bootstrap, seed=seed)
     except ValueError as error:
         LOGGER.error("Group level, grading: %s", error)
         print(f"Group table: {out / 'group_desc-roi_stats.tsv'} (grading not done: {error})")
         return 1
+    for warning in caught:
+        LOGGER.warning("Group level, grading: %s", warning.message)
     for stratum in skipped:
         LOGGER.warning("Not graded (%s): %s", stratum.pop("reason"),
                        ", ".join(f"{k}={v}" for k, v in stratum.items()

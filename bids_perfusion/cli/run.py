@@ -2,7 +2,8 @@
 
 The request is validated (dataset, subjects, metadata of every run) before the workflow
 is built; runs that fail validation are reported and skipped, the others are processed,
-and the exit code is 1 when anything failed. The input dataset is only read.
+and the exit code says what happened (docs/usage.md, "Exit status"). The input dataset
+is only read.
 """
 
 import json
@@ -120,17 +121,16 @@ def participant(args, bids_dir, output_dir, parser):
         errors += weight_errors
 
     from bids_perfusion.workflows.base import init_bids_perfusion_wf
-    from bids_perfusion.workflows.citations import methods_text
+    from bids_perfusion.workflows.citations import write_citation
 
     output_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_description(output_dir, bids_dir)
     workflow = init_bids_perfusion_wf(runs, options, output_dir, args.work_dir,
                                       asl_runs=asl_runs, asl_options=asl_opts)
-    (output_dir / "logs").mkdir(exist_ok=True)
-    (output_dir / "logs" / "CITATION.md").write_text(methods_text(workflow.visit_desc()))
     LOGGER.info("Processing %d DSC and %d ASL run(s) of %d subject(s)", len(runs),
                 len(asl_runs), len(found))
     run_errors, internal = run_workflow(workflow, args)
+    write_citation(output_dir)  # the methods of every run with a completion record
 
     from bids_perfusion.reports.html import write_reports
 

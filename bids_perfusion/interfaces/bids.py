@@ -5,9 +5,12 @@ from nipype.interfaces.base import (
     File,
     InputMultiObject,
     SimpleInterface,
+    Str,
     TraitedSpec,
 )
 from niworkflows.interfaces.bids import DerivativesDataSink as _DerivativesDataSink
+
+from bids_perfusion import records
 
 #: Path pattern of every output of a perfusion run (DESIGN.md, section 4).
 PERF_PATTERN = (
@@ -29,6 +32,8 @@ class _RunBarrierInputSpec(BaseInterfaceInputSpec):
     source_file = File(mandatory=True, desc="the run's raw series")
     in_files = InputMultiObject(File(exists=True), mandatory=True,
                                 desc="every file the run will write")
+    output_dir = Str(mandatory=True, desc="the derivatives dataset")
+    run = Str(mandatory=True, desc="name of the run's completion record")
 
 
 class _RunBarrierOutputSpec(TraitedSpec):
@@ -39,12 +44,17 @@ class RunBarrier(SimpleInterface):
     """Releases the run's source file to the sinks only when all of its outputs exist.
 
     Sinks take their ``source_file`` from here, so a run that fails at any step writes
-    nothing to the output folder instead of a partial set of maps.
+    nothing to the output folder instead of a partial set of maps. The run's previous
+    completion record (:mod:`bids_perfusion.records`) is removed first: until the new
+    one is written, readers take none of the run's files as complete. It always runs,
+    cached or not, as the sinks after it do.
     """
 
     input_spec = _RunBarrierInputSpec
     output_spec = _RunBarrierOutputSpec
+    _always_run = True
 
     def _run_interface(self, runtime):
+        records.invalidate(self.inputs.output_dir, self.inputs.run)
         self._results["source_file"] = self.inputs.source_file
         return runtime

@@ -12,6 +12,13 @@ a map ``..._desc-osvd_cbf.nii.gz`` gives ``..._desc-osvd_cbf.svg`` (maps without
 get ``desc-map``), the masks ``..._desc-aif_mask.svg`` and ``..._desc-rois_mask.svg``, the
 AIF ``..._desc-aif_timeseries.svg`` and the tissue curves ``..._desc-tissue_timeseries.svg``.
 
+Only files that a run's completion record lists unchanged are shown
+(:mod:`bids_perfusion.records`); the others (stale files of an earlier run with other
+options, files of an interrupted run, files missing or changed since their run) are
+listed, not drawn, and each run shows the options of its record. A derivatives folder
+without any record (written by hand, or by a version before records) is shown whole,
+with a note that its completeness could not be checked.
+
 Tissue curves need the DSC series, which the derivatives do not hold: they are recomputed
 from the input dataset (``bids_dir``, or the ``SourceDatasets`` URL of
 ``dataset_description.json``) with the frames and formula recorded in the AIF sidecar,
@@ -27,6 +34,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from bids_perfusion import records
 from bids_perfusion.reports import figures
 
 LOGGER = logging.getLogger("bids_perfusion")
@@ -250,8 +258,9 @@ def _tumour_mask(files, derivatives, run):
 class _Run:
     """Figures, tables and parameters of one run, collected for the template."""
 
-    def __init__(self, name, files, figures_dir, output_dir):
+    def __init__(self, name, files, figures_dir, output_dir, record=None):
         self.name = name
+        self.record = record
         self.files = files
         self.figures_dir = figures_dir
         self.output_dir = output_dir
@@ -274,7 +283,17 @@ class _Run:
             sections.setdefault(figure["section"], []).append(figure)
         return {"name": self.name, "anchor": re.sub(r"[^A-Za-z0-9_-]", "-", self.name),
                 "sections": sections, "notes": self.notes, "roi_table": self.roi_table,
-                "maps": self.maps, "aif": self.aif}
+                "maps": self.maps, "aif": self.aif, "record": _record_context(self.record)}
+
+
+def _record_context(record):
+    """What the report shows of a run's completion record: name, time, version, options."""
+    if not record:
+        return None
+    return {"run": record.get("Run", ""), "completed": record.get("Completed", ""),
+            "version": record.get("Version", ""),
+            "options": [{"key": k, "value": format_value(v)}
+                        for k, v in (record.get("Options") or {}).items()]}
 
 
 def _map_items(files):
@@ -395,9 +414,10 @@ def _roi_table(run):
                                    else row.get(c) or "" for c in columns] for row in rows]}
 
 
-def report_run(name, files, output_dir, figures_dir, *, bids_dir=None, derivatives=()):
+def report_run(name, files, output_dir, figures_dir, *, bids_dir=None, derivatives=(),
+               record=None):
     """Draw the figures of one run and return its part of the template context."""
-    run = _Run(name, files, figures_dir, output_dir)
+    run = _Run(name, files, figures_dir, output_dir, record)
     brain_path = _nifti(files, "brain", "mask")
     brain, zooms = (None, (1.0, 1.0))
     if brain_path is not None:
@@ -430,7 +450,7 @@ def _safe_report_run(name, files, output_dir, figures_dir, **options):
         return report_run(name, files, output_dir, figures_dir, **options)
     except Exception as error:  # an unreadable derivative must not lose the whole report
         LOGGER.error("Report of %s incomplete: %s: %s", name, type(error).__name__, error)
-        run = _Run(name, files, figures_dir, output_dir)
+        run = _Run(name, files, figures_dir, output_dir, options.get("record"))
         run.notes.append(f"the figures of this run failed: {type(error).__name__}: {error}")
         return run.context()
 
@@ -463,13 +483,39 @@ def render(context):
     return environment.get_template("report.html").render(**context)
 
 
+def _checked_runs(output_dir, subject_dir, subject):
+    """``(runs, records of the runs, unchecked, problems)`` of a subject's derivatives.
+
+    ``runs`` is :func:`find_runs` restricted to files that a completion record lists
+    unchanged; ``problems`` lists the other files (stale, or of a damaged run) with why.
+    ``unchecked`` is True when the folder holds no record at all: everything is shown.
+    """
+    runs = find_runs(subject_dir) if subject_dir.is_dir() else {}
+    if not records.read_records(output_dir):
+        return runs, {}, bool(runs), []
+    checked = records.audit(output_dir, subject)
+    problems = [f"{relative}: {problem}" for damaged in checked.damaged.values()
+                for relative, problem in sorted(damaged.items())]
+    problems += [f"{relative}: listed by no completion record (an interrupted run, or an "
+                 "earlier run with other options), not shown" for relative in checked.stale]
+    kept, run_records = {}, {}
+    for name, files in runs.items():
+        files = {key: path for key, path in files.items()
+                 if checked.run_of(path, output_dir) is not None}
+        if files:
+            kept[name] = files
+            record = checked.run_of(next(iter(files.values())), output_dir)
+            run_records[name] = checked.complete[record]
+    return kept, run_records, False, problems
+
+
 def write_report(output_dir, subject, errors=(), *, bids_dir=None, derivatives=()):
     """Draw the figures of ``subject`` and write ``output_dir/sub-<subject>.html``."""
     output_dir = Path(output_dir)
     subject = str(subject).removeprefix("sub-")
     subject_dir = output_dir / f"sub-{subject}"
     figures_dir = subject_dir / "figures"
-    runs = find_runs(subject_dir) if subject_dir.is_dir() else {}
+    runs, run_records, unchecked, problems = _checked_runs(output_dir, subject_dir, subject)
     if runs:
         figures_dir.mkdir(parents=True, exist_ok=True)
     if bids_dir is None:
@@ -483,8 +529,11 @@ def write_report(output_dir, subject, errors=(), *, bids_dir=None, derivatives=(
         "version": generated.get("Version", ""),
         "errors": _errors_of(subject, errors),
         "runs": [_safe_report_run(name, files, output_dir, figures_dir, bids_dir=bids_dir,
-                                  derivatives=derivatives) for name, files in runs.items()],
+                                  derivatives=derivatives, record=run_records.get(name))
+                 for name, files in runs.items()],
         "methods": _methods(output_dir),
+        "unchecked": unchecked,
+        "not_shown": problems,
     }
     path = output_dir / f"sub-{subject}.html"
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,8 @@ Statistics, for the labels ``y`` (1: positive class) and the scores ``s`` (the r
   and the negative subjects separately, with replacement, each to its own size
   (stratified bootstrap, so that every resample holds both classes), from a seeded
   :class:`numpy.random.Generator`: the same data and seed give the same intervals.
+  A class of one subject has no bootstrap distribution (every resample repeats that
+  subject): its intervals are NaN, with a :class:`BootstrapWarning` saying why.
 
 References: Hanley JA, McNeil BJ, Radiology 1982;143:29-36. Youden WJ, Cancer
 1950;3:32-35. Ruopp MD et al., Biom J 2008;50:419-430. Robin X et al., BMC Bioinformatics
@@ -36,6 +38,7 @@ References: Hanley JA, McNeil BJ, Radiology 1982;143:29-36. Youden WJ, Cancer
 et al., Clin Radiol 2005;60:493-502.
 """
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -45,6 +48,10 @@ RESULT_FIELDS = ("n_positive", "n_negative", "auc", "auc_ci_low", "auc_ci_high",
                  "cutoff_ci_low", "cutoff_ci_high", "youden_index", "sensitivity",
                  "specificity", "accuracy", "mannwhitney_u", "p_value", "median_positive",
                  "median_negative")
+
+
+class BootstrapWarning(UserWarning):
+    """The bootstrap intervals could not be computed (a class of one subject)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,8 @@ def grade(labels, scores, *, n_bootstrap=2000, seed=0, confidence_level=0.95):
 
     ``labels``: booleans, True for the positive class; ``scores``: finite values, higher
     meaning more likely positive. Returns a :class:`Grading`; see the module docstring for
-    every statistic. ``n_bootstrap`` 0 skips the intervals (NaN).
+    every statistic. ``n_bootstrap`` 0 skips the intervals (NaN); so does a class of one
+    subject, with a :class:`BootstrapWarning`.
     """
     from scipy.stats import bootstrap, mannwhitneyu
     from sklearn import config_context
@@ -144,7 +152,13 @@ def grade(labels, scores, *, n_bootstrap=2000, seed=0, confidence_level=0.95):
     cutoff, youden, _sensitivity, _specificity = youden_cutoff(labels, scores)
     tn, fp, fn, tp = confusion_matrix(labels, scores > cutoff, labels=[False, True]).ravel()
     test = mannwhitneyu(positive, negative, alternative="two-sided")
-    if n_bootstrap > 0:
+    auc_low = auc_high = cut_low = cut_high = np.nan
+    if n_bootstrap > 0 and min(positive.size, negative.size) < 2:
+        warnings.warn(f"no bootstrap CI: {positive.size} positive and {negative.size} "
+                      "negative subjects; a class of one subject cannot be resampled "
+                      "(every resample repeats it), so the intervals are NaN",
+                      BootstrapWarning, stacklevel=2)
+    elif n_bootstrap > 0:
         with config_context(assume_finite=True, skip_parameter_validation=True):
             result = bootstrap((positive, negative), _auc_and_cutoff,
                                n_resamples=n_bootstrap, vectorized=False, paired=False,
@@ -152,8 +166,6 @@ def grade(labels, scores, *, n_bootstrap=2000, seed=0, confidence_level=0.95):
                                rng=np.random.default_rng(seed))
         (auc_low, cut_low), (auc_high, cut_high) = (result.confidence_interval.low,
                                                     result.confidence_interval.high)
-    else:
-        auc_low = auc_high = cut_low = cut_high = np.nan
     return Grading(
         n_positive=int(positive.size), n_negative=int(negative.size), auc=auc,
         auc_ci_low=float(auc_low), auc_ci_high=float(auc_high), cutoff=cutoff,
@@ -217,7 +229,9 @@ def grading_table(ratios, participants, *, grade_column="grade", positive="HGG",
     ``participants`` is ``participants.tsv`` as a DataFrame (``participant_id`` and
     ``grade_column``). Subjects whose grade is missing are left out; every grade other than
     ``positive`` is negative. Returns ``(table, skipped)``: ``skipped`` lists the strata
-    that could not be graded (one class only) with the reason. Raises ValueError when the
+    that could not be graded (one class only) with the reason. A stratum with a class of
+    one subject is graded without intervals, with a :class:`BootstrapWarning` naming it.
+    Raises ValueError when the
     grade column is missing or the cohort does not hold both classes.
     """
     import pandas as pd
@@ -245,8 +259,13 @@ def grading_table(ratios, participants, *, grade_column="grade", positive="HGG",
             skipped.append({**described, "reason": f"{int(labels.sum())} positive and "
                             f"{int((~labels).sum())} negative subjects"})
             continue
-        result = grade(labels, frame["ratio"].to_numpy(), n_bootstrap=n_bootstrap,
-                       seed=seed, confidence_level=confidence_level)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BootstrapWarning)
+            result = grade(labels, frame["ratio"].to_numpy(), n_bootstrap=n_bootstrap,
+                           seed=seed, confidence_level=confidence_level)
+        for warning in caught:
+            stratum = ", ".join(f"{k}={v}" for k, v in described.items() if isinstance(v, str))
+            warnings.warn(f"{stratum}: {warning.message}", BootstrapWarning, stacklevel=2)
         rows.append({**described, "grade_column": grade_column, "positive_class": positive,
                      "negative_class": negative, **result.as_dict(),
                      "n_bootstrap": n_bootstrap, "seed": seed})

@@ -17,10 +17,15 @@ Reference: Wickham H, Tidy Data, J Stat Softw 2014;59(10).
 """
 
 import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
+
+from bids_perfusion import records
+from bids_perfusion.errors import InputDataError
+from bids_perfusion.stats.roi import COLUMNS as ROI_COLUMNS
 
 #: BIDS entities of a run's file name (key in the name, column of the table), in BIDS order.
 ENTITIES = (("sub", "participant_id"), ("ses", "session_id"), ("task", "task"),
@@ -36,8 +41,8 @@ DEFAULT_UNITS = {"cbf": "mL/100 g/min", "cbv": "mL/100 g", "mtt": "s", "tmax": "
                  "ttp": "s", "bat": "s", "att": "s", "k2": "1/s"}
 #: Units of a relative measure.
 RELATIVE_UNITS = "1 (ratio to the NAWM median)"
-#: Statistics columns of the participant ROI tables (``stats.roi.COLUMNS``).
-STATISTICS = ("n_voxels", "mean", "sd", "median", "q1", "q3")
+#: Statistics columns of the participant ROI tables (after roi and measure).
+STATISTICS = ROI_COLUMNS[2:]
 #: Columns of :func:`tidy_table`, in order (participants' columns follow).
 COLUMNS = (*(column for _key, column in ENTITIES), "dose", "modality", "roi", "measure",
            "quantity", "method", "relative", "units", *STATISTICS, "source")
@@ -266,20 +271,141 @@ def read_participants(bids_dir):
     return table, description
 
 
-def collect(derivatives_dir, bids_dir):
-    """``(tidy table joined with participants.tsv, data dictionary, participants table)``.
+def _roi_table_problem(path):
+    """What is wrong with a participant ROI table (a sentence), or None.
 
-    Raises FileNotFoundError when the derivatives dataset holds no participant ROI table.
+    The table must hold exactly the columns of :data:`bids_perfusion.stats.roi.COLUMNS`,
+    end with a newline (a truncated last line does not), and every row must hold an ROI,
+    a measure, a non-negative integer ``n_voxels`` and numbers; ``n/a`` only where the
+    statistic is undefined: every statistic of an ROI without voxels, ``sd`` of one voxel.
     """
-    paths = find_roi_tables(derivatives_dir)
-    if not paths:
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        return f"cannot be read ({error})"
+    if not text.endswith("\n"):
+        return "is truncated (its last line does not end with a newline)"
+    lines = text.split("\n")[:-1]
+    header = lines[0].split("\t") if lines else []
+    if tuple(header) != ROI_COLUMNS:
+        return (f"has the columns {', '.join(header) or 'none'}, not "
+                f"{', '.join(ROI_COLUMNS)}")
+    if len(lines) < 2:
+        return "holds no row"
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != len(ROI_COLUMNS):
+            return f"line {number} has {len(fields)} fields instead of {len(ROI_COLUMNS)}"
+        row = dict(zip(ROI_COLUMNS, fields, strict=True))
+        if not row["roi"] or not row["measure"]:
+            return f"line {number} has no ROI or no measure"
+        if not row["n_voxels"].isdigit():
+            return f"line {number}: n_voxels {row['n_voxels']!r} is not a voxel count"
+        voxels = int(row["n_voxels"])
+        for column in STATISTICS[1:]:
+            value = row[column]
+            undefined = voxels == 0 or (voxels == 1 and column == "sd")
+            if value == "n/a" and undefined:
+                continue
+            try:
+                number_ok = math.isfinite(float(value))
+            except ValueError:
+                number_ok = False
+            if not number_ok:
+                return (f"line {number} ({row['roi']}, {row['measure']}, {voxels} voxels): "
+                        f"{column} is {value!r}, not a number")
+    return None
+
+
+def usable_roi_tables(derivatives_dir, subjects=None):
+    """``(paths, warnings)``: the participant ROI tables the group level may read.
+
+    A table is usable when the completion record of its run (:mod:`bids_perfusion.records`)
+    lists it and every other file of the run unchanged, and its content is whole
+    (:func:`_roi_table_problem`). Files of ``sub-*`` listed by no record (an interrupted
+    run, or an earlier run with other options) are left out, with a warning naming them.
+    ``subjects`` (``sub-<label>``) restricts everything to those subjects. Raises
+    FileNotFoundError when no table is usable, and
+    :class:`~bids_perfusion.errors.InputDataError` naming each damaged file (a record's
+    file missing or changed, a malformed table) and the subjects to re-run.
+    """
+    root = Path(derivatives_dir)
+
+    def wanted(relative):
+        return subjects is None or relative.split("/", 1)[0] in subjects
+
+    found = [path for path in find_roi_tables(root)
+             if wanted(path.relative_to(root).as_posix())]
+    if not found:
         raise FileNotFoundError(
             f"no participant ROI table (sub-*/[ses-*/]perf/*_desc-roi_roistats.tsv) in "
             f"{derivatives_dir}: run the participant level into this folder first")
+    checked = records.audit(root)
+    stale = sorted(relative for relative in checked.stale if wanted(relative))
+    problems = {}
+    for path in found:
+        relative = path.relative_to(root).as_posix()
+        if relative not in stale and (problem := _roi_table_problem(path)):
+            problems[relative] = problem
+    for run_problems in checked.damaged.values():
+        for relative, problem in run_problems.items():
+            if wanted(relative):
+                problems.setdefault(relative, problem)
+    if problems:
+        damaged = sorted({relative.split("/", 1)[0] for relative in problems})
+        raise InputDataError(
+            f"damaged participant outputs in {derivatives_dir}: "
+            + "; ".join(f"{relative} {problem}" for relative, problem in
+                        sorted(problems.items()))
+            + ". Re-run the participant level for " + ", ".join(damaged)
+            + " (--participant-label "
+            + " ".join(s.removeprefix("sub-") for s in damaged) + ").")
+    warnings = []
+    if stale:
+        warnings.append(
+            f"ignored {len(stale)} file(s) that no completion record lists (an interrupted "
+            "run, or an earlier run with other options; re-run the participant level of "
+            "those subjects, or delete the files): " + ", ".join(stale))
+    usable = [path for path in found if path.relative_to(root).as_posix() in checked.files]
+    if not usable:
+        raise FileNotFoundError(
+            f"no participant ROI table of {derivatives_dir} has a completion record "
+            "(logs/runs/): re-run the participant level into this folder")
+    used = {checked.files[path.relative_to(root).as_posix()] for path in usable}
+    warnings += _option_differences({run: checked.complete[run] for run in sorted(used)})
+    return usable, warnings
+
+
+def _option_differences(complete):
+    """Warnings naming the options that differ between runs of the same kind."""
+    kinds = {}
+    for run, record in complete.items():
+        options = record.get("Options") or {}
+        kinds.setdefault(tuple(sorted(options)), {})[run] = options
+    warnings = []
+    for runs in kinds.values():
+        keys = sorted({key for options in runs.values() for key in options
+                       if len({json.dumps(o.get(key), sort_keys=True)
+                               for o in runs.values()}) > 1})
+        if keys:
+            values = "; ".join(
+                f"{run}: " + ", ".join(f"{key}={runs[run].get(key)}" for key in keys)
+                for run in sorted(runs))
+            warnings.append("runs were processed with different options (see "
+                            f"logs/runs/<run>.json), compare with care: {values}")
+    return warnings
+
+
+def collect(derivatives_dir, bids_dir, subjects=None):
+    """``(tidy table joined with participants.tsv, data dictionary, participants table,
+    warnings)`` of the usable ROI tables of ``subjects`` (``sub-<label>``; default all)
+    (:func:`usable_roi_tables`, whose errors it raises).
+    """
+    paths, warnings = usable_roi_tables(derivatives_dir, subjects)
     table = tidy_table(read_roi_table(path, derivatives_dir) for path in paths)
     participants, sidecar = read_participants(bids_dir)
     table = join_participants(table, participants)
-    return table, data_dictionary(table.columns, sidecar), participants
+    return table, data_dictionary(table.columns, sidecar), participants, warnings
 
 
 def write_tsv(table, path):

@@ -16,14 +16,12 @@ from bids_perfusion.interfaces.asl import (
     PrepareM0,
     SingleDelayCBF,
 )
-from bids_perfusion.interfaces.bids import DerivativesDataSink, RunBarrier
 from bids_perfusion.interfaces.roi import ROIStatistics
 from bids_perfusion.workflows.bids_uris import raw_uris
+from bids_perfusion.workflows.outputs import connect_outputs, mask_sidecar
 
 #: ROI masks that ROI statistics use when they are given or derived.
 ROI_NAMES = ("brain", "tumor", "NAWM", "GM", "WM")
-#: Suffixes of outputs written as TSV tables (the others are compressed NIfTI).
-TABLES = ("timeseries", "roistats")
 CBF_UNITS = "mL/100 g/min"
 
 EQUATIONS = {
@@ -75,8 +73,9 @@ def init_asl_wf(run, options, output_dir, name=None):
     The graph is decided here from the run's metadata: single delay (consensus formula,
     plus the CBF of each pair as a time series when there are several) or multiple delays
     (general kinetic model fit of CBF and ATT), scanner CBF volumes when the series holds
-    no ΔM, brain mask given or derived from M0. Sinks take their source file from a
-    :class:`RunBarrier`, so a run that fails writes nothing.
+    no ΔM, brain mask given or derived from M0. The outputs are written by
+    :func:`~bids_perfusion.workflows.outputs.connect_outputs`: nothing when the run
+    fails, and a completion record (options, methods, files) when it succeeds.
 
     Parameters
     ----------
@@ -105,7 +104,7 @@ def init_asl_wf(run, options, output_dir, name=None):
         outputs = [(cbf_node, "cbf", "cbf_scanner", {"desc": "scanner", "suffix": "cbf"},
                     {"Units": CBF_UNITS,
                      "EstimationMethod": "mean of the scanner's CBF volumes"})]
-        return _finish(workflow, run, output_dir, masks, outputs, sinks)
+        return _finish(workflow, run, output_dir, masks, outputs, sinks, options)
 
     parameters = quantification_parameters(run, options)
     m0_path = meta.m0_file or run.file
@@ -228,12 +227,14 @@ def init_asl_wf(run, options, output_dir, name=None):
                        else meta.unique_delays[0])}),
         (prepare, "m0", {"desc": "reference", "suffix": "m0scan"}, prepare,
          {"Units": "arbitrary (units of the ASL series)",
-          "Description": "M0 reference used for CBF"}),
+          "Description": "M0 reference used for CBF",
+          "Sources": raw_uris([run.file, *([meta.m0_file] if meta.m0_file else [])])}),
         (prepare, "excluded_mask", {"desc": "excluded", "suffix": "mask"}, prepare,
-         {"Description": "brain voxels excluded from CBF (written 0) and from the ROI "
-          "statistics; counts and reasons in ExcludedVoxels"}),
+         mask_sidecar("ROI", "brain voxels excluded from CBF (written 0) and from the ROI "
+                      "statistics; counts and reasons in ExcludedVoxels")),
     ]
-    return _finish(workflow, run, output_dir, masks, outputs, sinks, excluded=prepare)
+    return _finish(workflow, run, output_dir, masks, outputs, sinks, options,
+                   excluded=prepare)
 
 
 def _m0_text(m0_type):
@@ -243,9 +244,9 @@ def _m0_text(m0_type):
             "Absent": "the mean control image"}[m0_type]
 
 
-def _finish(workflow, run, output_dir, masks, outputs, sinks, excluded=None):
+def _finish(workflow, run, output_dir, masks, outputs, sinks, options, excluded=None):
     """ROI statistics of the maps (less the ``excluded_mask`` of the node ``excluded``),
-    then sinks behind a barrier."""
+    then the output block (barrier, sinks, record)."""
     roi_names = [key for key in ROI_NAMES if key in run.masks or key == "brain"]
     roi = pe.Node(ROIStatistics(rois=roi_names,
                                 measures=[measure for _n, _f, measure, *_r in outputs]),
@@ -262,26 +263,15 @@ def _finish(workflow, run, output_dir, masks, outputs, sinks, excluded=None):
         workflow.connect(excluded, "excluded_mask", roi, "excluded_mask")
 
     sinks = [
-        (masks, "brain", {"desc": "brain", "suffix": "mask"}, None, {}),
+        (masks, "brain", {"desc": "brain", "suffix": "mask"}, None,
+         mask_sidecar("Brain", "brain mask of the run (" + (
+             "given with --derivatives)" if "brain" in run.masks else
+             "derived from the M0 image or the mean ASL volume)"))),
         (roi, "out_file", {"desc": "roi", "suffix": "roistats"}, None,
          {"Description": "ROI statistics of every ASL map"}),
         *[(node, field, entities, node, sidecar)
           for node, field, _measure, entities, sidecar in outputs],
         *sinks,
     ]
-    barrier = pe.Node(RunBarrier(source_file=run.file), name="barrier")
-    merge_all = pe.Node(niu.Merge(len(sinks)), name="merge_outputs")
-    workflow.connect(merge_all, "out", barrier, "in_files")
-    for index, (node, field, entities, meta_node, sidecar) in enumerate(sinks, start=1):
-        workflow.connect(node, field, merge_all, f"in{index}")
-        label = "_".join(str(v) for v in entities.values())
-        sink = pe.Node(
-            DerivativesDataSink(base_directory=str(output_dir),
-                                compress=entities["suffix"] not in TABLES or None,
-                                **entities, **sidecar),
-            name=f"ds_{label}", run_without_submitting=True)
-        workflow.connect([(node, sink, [(field, "in_file")]),
-                          (barrier, sink, [("source_file", "source_file")])])
-        if meta_node is not None:
-            workflow.connect(meta_node, "metadata", sink, "meta_dict")
-    return workflow
+    return connect_outputs(workflow, [run.file], output_dir, sinks, options=options,
+                           methods=workflow.__desc__)

@@ -3,7 +3,7 @@
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_perfusion.workflows.asl import init_asl_wf
-from bids_perfusion.workflows.dsc import init_dsc_wf
+from bids_perfusion.workflows.dsc import init_dsc_wf, simulated_dose_text
 
 
 def init_bids_perfusion_wf(runs, options, output_dir, work_dir, asl_runs=(), asl_options=None):
@@ -14,11 +14,7 @@ def init_bids_perfusion_wf(runs, options, output_dir, work_dir, asl_runs=(), asl
     """
     workflow = Workflow(name="bids_perfusion_wf", base_dir=str(work_dir))
     if options.simulate_doses:
-        doses = ", ".join(f"{dose:g}" for dose in options.simulate_doses)
-        workflow.__postdesc__ = (
-            f"Each run was also processed at simulated dose fractions of {doses}, obtained "
-            "from the acquired series as S_d(t) = S(t) - (1 - d)[mean_local(S)(t) - S(0)] "
-            "[@stunet2023].\n")
+        workflow.__postdesc__ = simulated_dose_text(options.simulate_doses)
     for run in runs:
         for dose in (1.0, *options.simulate_doses):
             workflow.add_nodes([init_dsc_wf(run, options, output_dir, dose=dose)])

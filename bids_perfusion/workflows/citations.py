@@ -1,6 +1,10 @@
-"""References cited by the workflows' methods text (``[@key]`` in ``__desc__``)."""
+"""References cited by the workflows' methods text (``[@key]`` in ``__desc__``), and
+``logs/CITATION.md``, the methods of every run of a derivatives dataset."""
 
 import re
+from pathlib import Path
+
+from bids_perfusion import records
 
 REFERENCES = {
     "rosen1990": "Rosen BR, Belliveau JW, Vevea JM, Brady TJ. Perfusion imaging with NMR "
@@ -66,3 +70,24 @@ def methods_text(description):
     listing = "\n".join(f"{i}. [{key}] {REFERENCES[key]}" for i, key in
                         enumerate(keys, start=1))
     return f"{description.strip()}\n\n### References\n\n{listing}\n"
+
+
+def write_citation(output_dir):
+    """Write ``output_dir/logs/CITATION.md``: the methods of every run with a completion
+    record (:mod:`bids_perfusion.records`), each paragraph once, with their references.
+
+    Paragraphs follow the order of the records (sorted by run name), so a later run with
+    other options adds its methods to those of the earlier runs instead of replacing
+    them. Returns the path, or None when no run has a record yet.
+    """
+    paragraphs = []
+    for record in records.read_records(output_dir).values():
+        for paragraph in re.split(r"\n\s*\n", str(record.get("Methods", ""))):
+            if paragraph.strip() and paragraph.strip() not in paragraphs:
+                paragraphs.append(paragraph.strip())
+    if not paragraphs:
+        return None
+    path = Path(output_dir) / "logs" / "CITATION.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(methods_text("\n\n".join(paragraphs)))
+    return path

@@ -5,7 +5,6 @@ from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_perfusion.interfaces.aif import ArterialInputFunction
-from bids_perfusion.interfaces.bids import DerivativesDataSink, RunBarrier
 from bids_perfusion.interfaces.deconvolution import Deconvolve
 from bids_perfusion.interfaces.leakage import LeakageCorrection
 from bids_perfusion.interfaces.lowdose import SimulateLowDose
@@ -15,8 +14,8 @@ from bids_perfusion.interfaces.phae import PHAEInference
 from bids_perfusion.interfaces.roi import ROIStatistics
 from bids_perfusion.interfaces.signal import SignalToDeltaR2Star
 from bids_perfusion.interfaces.stunet import StUNetInference
-from bids_perfusion.workflows.bids_uris import raw_uris
 from bids_perfusion.workflows.options import DECONVOLUTION_METHODS
+from bids_perfusion.workflows.outputs import connect_outputs, mask_sidecar
 
 METHOD_NAMES = {"ssvd": "standard truncated SVD (sSVD)",
                 "csvd": "block-circulant truncated SVD (cSVD)",
@@ -26,8 +25,6 @@ METHOD_NAMES = {"ssvd": "standard truncated SVD (sSVD)",
                 "stunet": "spatio-temporal U-Net (stU-Net)"}
 #: ROI masks that ROI statistics use when they are given or derived.
 ROI_NAMES = ("brain", "tumor", "NAWM", "GM", "WM")
-#: Suffixes of outputs written as TSV tables (the others are compressed NIfTI).
-TABLES = ("timeseries", "roistats")
 
 
 def dose_label(dose):
@@ -35,13 +32,22 @@ def dose_label(dose):
     return f"dose{round(100 * dose):02d}"
 
 
+def simulated_dose_text(doses):
+    """Methods text of the simulation of reduced doses (fractions ``doses``)."""
+    fractions = ", ".join(f"{dose:g}" for dose in doses)
+    return (f"Each run was also processed at simulated dose fractions of {fractions}, "
+            "obtained from the acquired series as S_d(t) = S(t) - (1 - d)[mean_local(S)(t) "
+            "- S(0)] [@stunet2023].\n")
+
+
 def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     """Quantify one DSC run (or a low dose simulated from it) and write its derivatives.
 
     The graph is decided here from the run's metadata, masks and options: automatic or
     mask-based brain mask, AIF and NAWM; one deconvolution node per method; leakage
-    correction when requested. Sinks take their source file from a :class:`RunBarrier`,
-    so a run that fails writes nothing.
+    correction when requested. The outputs are written by
+    :func:`~bids_perfusion.workflows.outputs.connect_outputs`: nothing when the run
+    fails, and a completion record (options, methods, files) when it succeeds.
 
     Parameters
     ----------
@@ -228,10 +234,14 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
 
     # Every file to write, as (node, field, entities, metadata node or None, sidecar).
     sinks = [
-        (masks, "brain", {"desc": "brain", "suffix": "mask"}, None, {}),
+        (masks, "brain", {"desc": "brain", "suffix": "mask"}, None,
+         mask_sidecar("Brain", "brain mask of the run (" + (
+             "given with --derivatives)" if "brain" in run.masks else
+             "derived from the first DSC frames)"))),
         (reference, "NAWM", {"desc": "NAWM", "suffix": "mask"}, None,
-         {"Description": "normal-appearing white matter, reference of relative maps"}),
-        (aif, "aif_mask", {"desc": "aif", "suffix": "mask"}, aif, {}),
+         mask_sidecar("ROI", "normal-appearing white matter, reference of relative maps")),
+        (aif, "aif_mask", {"desc": "aif", "suffix": "mask"}, aif,
+         mask_sidecar("ROI", "voxels averaged into the arterial input function")),
         (aif, "aif_tsv", {"desc": "aif", "suffix": "timeseries"}, aif,
          {"time": {"Units": "s"}, "delta_r2star": {"Units": "1/s"},
           "concentration": {"Units": "mM"}}),
@@ -261,22 +271,8 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
             sinks.append((node, "tmax", {"desc": method, "suffix": "tmax"}, node,
                           {"Units": "s"}))
 
-    barrier = pe.Node(RunBarrier(source_file=run.files[0]), name="barrier")
-    merge_all = pe.Node(niu.Merge(len(sinks)), name="merge_outputs")
-    workflow.connect(merge_all, "out", barrier, "in_files")
-    extra = {"reconstruction": dose_label(dose)} if simulated else {}
-    for index, (node, field, entities, meta_node, sidecar) in enumerate(sinks, start=1):
-        workflow.connect(node, field, merge_all, f"in{index}")
-        label = "_".join(str(v) for v in entities.values())
-        sink = pe.Node(
-            DerivativesDataSink(base_directory=str(output_dir), dismiss_entities=["echo"],
-                                compress=entities["suffix"] not in TABLES or None,
-                                **entities, **extra, **sidecar,
-                                Sources=raw_uris(run.files)),
-            name=f"ds_{label}", run_without_submitting=True)
-        workflow.connect([(node, sink, [(field, "in_file")]),
-                          (barrier, sink, [("source_file", "source_file")])])
-        if meta_node is not None:
-            workflow.connect(meta_node, "metadata", sink, "meta_dict")
-    return workflow
-
+    return connect_outputs(workflow, list(run.files), output_dir, sinks, options=options,
+                           methods=workflow.__desc__ + (simulated_dose_text((dose,))
+                                                        if simulated else ""),
+                           extra_entities={"reconstruction": dose_label(dose)} if simulated
+                           else None)

@@ -1,0 +1,77 @@
+"""The output block of every run: a barrier, one sink per file, then the completion record.
+
+DSC and ASL runs end the same way (DESIGN.md, section 4): nothing is written until every
+output of the run exists (:class:`~bids_perfusion.interfaces.bids.RunBarrier`, which also
+removes the run's previous completion record), every NIfTI and table gets a JSON sidecar
+naming its ``Sources``, and once every sink has written, the run's completion record
+``logs/runs/<workflow name>.json`` (:mod:`bids_perfusion.records`) lists the files with
+their SHA-256, the run's options and its methods text.
+"""
+
+import json
+from dataclasses import asdict
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from bids_perfusion.interfaces.bids import DerivativesDataSink, RunBarrier
+from bids_perfusion.interfaces.provenance import RunRecord
+from bids_perfusion.workflows.bids_uris import raw_uris
+
+#: Suffixes of outputs written as TSV tables (the others are compressed NIfTI).
+TABLES = ("timeseries", "roistats")
+
+
+def mask_sidecar(mask_type, description):
+    """BIDS-Derivatives sidecar of a mask: ``Type`` (Brain, ROI...) and ``Description``."""
+    return {"Type": mask_type, "Description": description}
+
+
+def connect_outputs(workflow, source_files, output_dir, sinks, *, options, methods,
+                    extra_entities=None):
+    """Add the barrier, the sinks and the completion record of a run to ``workflow``.
+
+    Parameters
+    ----------
+    workflow : LiterateWorkflow
+        The run's workflow; its name names the completion record.
+    source_files : list of str
+        The run's raw files (the first is the sinks' ``source_file``; all are ``Sources``).
+    output_dir : str or Path
+    sinks : list of tuple
+        ``(node, field, entities, metadata node or None, sidecar)`` of every file to write;
+        a sidecar's own ``Sources`` replaces the default.
+    options : dataclass
+        The run's options (``DSCOptions`` or ``ASLOptions``), saved in the record.
+    methods : str
+        The run's methods text, saved in the record (``logs/CITATION.md`` is their union).
+    extra_entities : dict, optional
+        Entities added to every file name (``reconstruction`` of a simulated dose).
+    """
+    output_dir = str(output_dir)
+    sources = raw_uris(source_files)
+    barrier = pe.Node(RunBarrier(source_file=source_files[0], output_dir=output_dir,
+                                 run=workflow.name), name="barrier")
+    merge_all = pe.Node(niu.Merge(len(sinks)), name="merge_outputs")
+    written = pe.Node(niu.Merge(2 * len(sinks)), name="merge_written")
+    record = pe.Node(RunRecord(output_dir=output_dir, run=workflow.name, methods=methods,
+                               options=json.loads(json.dumps(asdict(options), default=str))),
+                     name="run_record", run_without_submitting=True)
+    workflow.connect([(merge_all, barrier, [("out", "in_files")]),
+                      (written, record, [("out", "in_files")])])
+    for index, (node, field, entities, meta_node, sidecar) in enumerate(sinks, start=1):
+        workflow.connect(node, field, merge_all, f"in{index}")
+        label = "_".join(str(v) for v in entities.values())
+        sink = pe.Node(
+            DerivativesDataSink(base_directory=output_dir, dismiss_entities=["echo"],
+                                compress=entities["suffix"] not in TABLES or None,
+                                **entities, **(extra_entities or {}),
+                                **{"Sources": sources, **sidecar}),
+            name=f"ds_{label}", run_without_submitting=True)
+        workflow.connect([(node, sink, [(field, "in_file")]),
+                          (barrier, sink, [("source_file", "source_file")]),
+                          (sink, written, [("out_file", f"in{2 * index - 1}"),
+                                           ("out_meta", f"in{2 * index}")])])
+        if meta_node is not None:
+            workflow.connect(meta_node, "metadata", sink, "meta_dict")
+    return workflow
