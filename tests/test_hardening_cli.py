@@ -322,6 +322,16 @@ def test_input_errors_are_told_from_internal_ones_in_crash_reports():
         """)
     assert input_error_of(crash) == "/d/sub-01_dsc.nii.gz: 12 brain voxel(s) hold NaN; fix"
     assert input_error_of("Traceback\nZeroDivisionError: division by zero\n") is None
+    check = textwrap.dedent("""\
+        Traceback (most recent call last):
+          File "/x/bids_perfusion/interfaces/masks.py", line 50, in _run_interface
+          File "/x/bids_perfusion/dsc/normalisation.py", line 40, in automatic_nawm_mask
+        ValueError: too few voxels; give a NAWM mask with --derivatives
+        """)
+    assert input_error_of(check, "/d/sub-01_dsc.nii.gz") == (
+        "/d/sub-01_dsc.nii.gz: too few voxels; give a NAWM mask with --derivatives")
+    bug = check.replace("dsc/normalisation.py", "interfaces/masks.py")
+    assert input_error_of(bug, "/d/sub-01_dsc.nii.gz") is None
 
 
 def test_internal_error_in_a_node_exits_3_and_other_runs_are_written(dataset, tmp_path,
@@ -349,6 +359,22 @@ def test_container_is_named_only_inside_one():
     assert container_type({}) is None
     assert container_type({"BIDS_PERFUSION_CONTAINER": "docker"}) == "docker"
     assert container_type({"APPTAINER_CONTAINER": "/x.sif"}) == "apptainer"
+
+
+def test_failed_data_check_of_a_core_is_an_input_error(dataset, tmp_path, caplog):
+    """A brain mask of 20 voxels: the automatic steps of the DSC run cannot work on it."""
+    folder = tmp_path / "masks" / "sub-01" / "perf"
+    folder.mkdir(parents=True)
+    grid = nib.load(_dsc(dataset))
+    data = np.zeros(grid.shape[:3], dtype=np.uint8)
+    data[24:26, 24:26, 5:10] = 1
+    nib.Nifti1Image(data, grid.affine).to_filename(folder / "sub-01_label-brain_mask.nii.gz")
+    status = main([str(dataset), str(tmp_path / "out"), "participant", *FAST, "-w",
+                   str(tmp_path / "work"), "--participant-label", "01",
+                   "--derivatives", str(tmp_path / "masks")])
+    assert status == errors.EXIT_SKIPPED
+    assert f"A run was not written: {_dsc(dataset)}: " in caplog.text
+    assert "internal error" not in caplog.text
 
 
 # --- Faults ------------------------------------------------------------------------------

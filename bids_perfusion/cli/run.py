@@ -129,7 +129,9 @@ def participant(args, bids_dir, output_dir, parser):
                                       asl_runs=asl_runs, asl_options=asl_opts)
     LOGGER.info("Processing %d DSC and %d ASL run(s) of %d subject(s)", len(runs),
                 len(asl_runs), len(found))
-    run_errors, internal = run_workflow(workflow, args)
+    sources = {run.name: run.files[0] for run in runs}
+    sources.update({run.name: run.file for run in asl_runs})
+    run_errors, internal = run_workflow(workflow, args, sources)
     write_citation(output_dir)  # the methods of every run with a completion record
 
     from bids_perfusion.reports.html import write_reports
@@ -150,12 +152,13 @@ def _subject_of(message):
     return match.group(1) if match else None
 
 
-def run_workflow(workflow, args):
+def run_workflow(workflow, args, sources=None):
     """Run with MultiProc (or Linear for one process).
 
     Returns ``(messages, internal)``: one message per failed node, and whether any failure
-    was internal rather than caused by the input (:class:`~bids_perfusion.errors.
-    InputDataError` and the other errors that name a file and a fix).
+    was internal rather than caused by the input (:func:`input_error_of`). ``sources``
+    maps each run's name (the prefix of its sub-workflow's name) to its raw file, named in
+    messages.
     """
     from bids_perfusion.workflows.engine import MultiProcPlugin
 
@@ -182,12 +185,12 @@ def run_workflow(workflow, args):
         messages, internal = [], False
         for crash in sorted(crashes):
             text = crash.read_text(errors="replace")
-            message = input_error_of(text)
+            node = re.search(r"^Node: (\S+)", text, flags=re.MULTILINE)
+            node = node.group(1) if node else "?"
+            message = input_error_of(text, _source_of(node, sources or {}))
             if message is None:
                 internal = True
-                node = re.search(r"^Node: (\S+)", text, flags=re.MULTILINE)
-                message = (f"internal error in step {node.group(1) if node else '?'}: see "
-                           f"{crash}; please report it")
+                message = f"internal error in step {node}: see {crash}; please report it"
             LOGGER.error("A run was not written: %s", message)
             messages.append(message)
         return messages, internal
@@ -196,13 +199,36 @@ def run_workflow(workflow, args):
 
 #: Exceptions raised for the user's data: their message names the file and the fix.
 INPUT_ERRORS = ("InputDataError", "MetadataError", "WeightsError")
+#: Packages of the numeric cores, whose ValueErrors are checks of the data (their
+#: docstrings say when they raise) rather than bugs.
+CORE_PACKAGES = ("dsc", "asl", "stats")
 
 
-def input_error_of(crash_text):
-    """The message of an input error in a nipype crash report, or None if it was another."""
+def input_error_of(crash_text, source=None):
+    """The message of an input error in a nipype crash report, or None if it was another.
+
+    Input errors are the :data:`INPUT_ERRORS`, which name their file, and the ValueErrors
+    raised by a data check of a numeric core, which are prefixed with ``source`` (the
+    run's raw file).
+    """
     pattern = rf"(?:^|\.)({'|'.join(INPUT_ERRORS)}): (.+)$"
-    matches = re.findall(pattern, crash_text, flags=re.MULTILINE)
-    return matches[-1][1].strip() if matches else None
+    if matches := re.findall(pattern, crash_text, flags=re.MULTILINE):
+        return matches[-1][1].strip()
+    frames = re.findall(r'^\s*File "([^"]+)"', crash_text, flags=re.MULTILINE)
+    check = re.findall(r"^\s*ValueError: (.+)$", crash_text, flags=re.MULTILINE)
+    core = f"({'|'.join(CORE_PACKAGES)})"
+    if check and frames and re.search(rf"bids_perfusion/{core}/", frames[-1]):
+        return f"{source or 'a run'}: {check[-1].strip()}"
+    return None
+
+
+def _source_of(node, sources):
+    """The raw file of the run whose sub-workflow holds ``node`` (the longest run name
+    that prefixes the sub-workflow's name), or None."""
+    parts = node.split(".")
+    workflow = parts[1] if len(parts) > 2 else ""
+    names = [name for name in sources if workflow.startswith(name)]
+    return sources[max(names, key=len)] if names else None
 
 
 def validate_bids(bids_dir):
