@@ -310,6 +310,28 @@ def test_bad_weights_drop_only_their_method(tmp_path):
     assert kept.methods == ("osvd", "phae") and none == []
 
 
+def test_weights_are_checked_without_torch_before_workers_fork():
+    """torch's thread pools do not survive a fork: the parent of the worker processes
+    must not run torch, so the check reads bytes only."""
+    code = ("import sys\n"
+            "from bids_perfusion.cli.inputs import usable_weights\n"
+            "from bids_perfusion.workflows.options import DSCOptions\n"
+            "options, problems = usable_weights(DSCOptions(methods=('phae', 'stunet')))\n"
+            "assert options.methods == ('phae', 'stunet') and not problems, problems\n"
+            "assert 'torch' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bundled_weights_name_the_models_of_their_method():
+    from bids_perfusion.nn import cbv_models, phae
+    from bids_perfusion.nn.weights import BUNDLED, read_card
+
+    assert BUNDLED["phae"][1] == (phae.MODEL_NAME,)
+    assert set(BUNDLED["stunet"][1]) == set(cbv_models.MODELS)
+    assert read_card(phae.bundled_weights())["model"] in BUNDLED["phae"][1]
+    assert read_card(cbv_models.bundled_weights())["model"] in BUNDLED["stunet"][1]
+
+
 # --- Exit codes and crash reports ----------------------------------------------------------
 
 

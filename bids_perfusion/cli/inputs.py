@@ -9,7 +9,6 @@ masks given with ``--derivatives``.
 import json
 from collections import defaultdict
 from dataclasses import replace
-from importlib import import_module
 from pathlib import Path
 
 from bids import BIDSLayout, BIDSLayoutIndexer
@@ -163,25 +162,24 @@ def check_masks(masks, series, header):
 
 
 def usable_weights(options):
-    """``(options, errors)``: the deep methods whose weights cannot be loaded are dropped
+    """``(options, errors)``: the deep methods whose weights fail their check are dropped
     from ``options`` (the classical maps of every run are still made), each with a message
-    naming the file and the fix. Weights are read and checked against their model card's
-    sha256 here, before any processing."""
-    from bids_perfusion.nn.weights import WeightsError
+    naming the file and the fix. Weights are checked against their model card's sha256
+    here, before any processing (:func:`bids_perfusion.nn.weights.verify_weights`)."""
+    from bids_perfusion.nn.weights import BUNDLED, WeightsError, bundled_weights, verify_weights
 
-    loaders = {"phae": ("phae_weights", "bids_perfusion.nn.phae"),
-               "stunet": ("stunet_weights", "bids_perfusion.nn.cbv_models")}
     kept, errors = list(options.methods), []
-    for method, (field, module) in loaders.items():
+    for method, (_file, models) in BUNDLED.items():
         if method not in options.methods:
             continue
+        option = f"{method}_weights"
         try:
-            import_module(module).load_model(getattr(options, field), device="cpu")
-        except (WeightsError, OSError, RuntimeError, KeyError, TypeError) as error:
+            verify_weights(getattr(options, option) or bundled_weights(method), models)
+        except WeightsError as error:
             kept.remove(method)
             errors.append(f"--dsc-methods {method}: {error} Its maps are not made; the "
                           "other methods run. Give valid weights with "
-                          f"--{field.replace('_', '-')}.")
+                          f"--{option.replace('_', '-')}.")
     return replace(options, methods=tuple(kept)), errors
 
 

@@ -46,9 +46,9 @@ def build_model(name, configuration, state_dict=None, device="cpu"):
 
 def bundled_weights():
     """Path of the stU-Net weights shipped with the package (trained on phantom data)."""
-    from importlib.resources import files
+    from bids_perfusion.nn.weights import bundled_weights
 
-    return files("bids_perfusion") / "data" / "stunet" / "stunet.safetensors"
+    return bundled_weights("stunet")
 
 
 def load_model(path=None, device="cpu"):

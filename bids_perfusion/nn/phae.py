@@ -303,9 +303,9 @@ def load_model(path=None, device="cpu"):
 
 def bundled_weights():
     """Path of the weights shipped with the package (trained on phantom data)."""
-    from importlib.resources import files
+    from bids_perfusion.nn.weights import bundled_weights
 
-    return files("bids_perfusion") / "data" / "phae" / "phae.safetensors"
+    return bundled_weights("phae")
 
 
 @torch.inference_mode()

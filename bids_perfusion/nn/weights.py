@@ -16,7 +16,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
+
+#: Weights shipped with the package, per deep method of the DSC workflow: the file under
+#: ``bids_perfusion/data`` and the models its card may name (stU-Net weights may hold
+#: the Hess et al. baseline, which predicts the same CBV).
+BUNDLED = {"phae": ("phae/phae.safetensors", ("phae",)),
+           "stunet": ("stunet/stunet.safetensors", ("stunet", "hess"))}
 
 #: Keys every model card holds.
 CARD_KEYS = ("model", "configuration", "data", "split", "command", "metrics", "libraries",
@@ -31,6 +36,14 @@ def config_from_dict(cls, values):
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{key: tuple(value) if isinstance(value, list) else value
                   for key, value in dict(values).items() if key in fields})
+
+
+def bundled_weights(method):
+    """Path of the weights shipped for ``method`` ('phae', 'stunet'; trained on phantom
+    data, see their model cards)."""
+    from importlib.resources import files
+
+    return files("bids_perfusion") / "data" / BUNDLED[method][0]
 
 
 class WeightsError(ValueError):
@@ -54,6 +67,7 @@ def sha256_of(path):
 def library_versions():
     """Versions of the libraries that trained or ran a model, for the card."""
     import safetensors
+    import torch
 
     from bids_perfusion import __version__
 
@@ -105,27 +119,38 @@ def read_card(weights_path):
     return card
 
 
-def load_weights(path, expected_model=None):
-    """The ``state_dict`` of a weights file and its model card, after checking the sha256.
+def verify_weights(path, expected_models=None):
+    """The model card of a weights file once the file is known to be the one it describes.
 
     Raises WeightsError when the file or its card is missing, when the file's sha256
-    differs from the card's (a changed, truncated or swapped file), when the card is for
-    another model than ``expected_model``, or when the file cannot be parsed.
+    differs from the card's (a changed, truncated or swapped file), or when the card names
+    a model not in ``expected_models``. Reads bytes only: no tensor is made, so that this
+    can run in a process that forks workers afterwards (torch's thread pools do not
+    survive a fork).
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found.")
     card = read_card(path)
-    if expected_model is not None and card.get("model") != expected_model:
+    if expected_models is not None and card.get("model") not in expected_models:
         raise WeightsError(f"{path}: the model card is for model {card.get('model')!r}, "
-                           f"not {expected_model!r}.")
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != card["sha256"]:
+                           f"not {' or '.join(map(repr, expected_models))}.")
+    if (digest := sha256_of(path)) != card["sha256"]:
         raise WeightsError(
             f"{path}: sha256 {digest} does not match the model card "
             f"{card_path(path).name} ({card['sha256']}); the file is corrupt or was "
             "replaced. Re-download or retrain it, or write a new card with save_weights.")
+    return card
+
+
+def load_weights(path, expected_model=None):
+    """The ``state_dict`` of a weights file and its model card, after checking the sha256
+    (:func:`verify_weights`); WeightsError also when the file cannot be parsed."""
+    import torch
+
+    path = Path(path)
+    card = verify_weights(path, None if expected_model is None else (expected_model,))
+    data = path.read_bytes()
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load as load_safetensors
