@@ -130,9 +130,11 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         reference.inputs.NAWM = run.masks["NAWM"]
     else:
         nawm = pe.Node(NAWMMask(), name="nawm_mask")
-        if "tumor" in run.masks:
-            nawm.inputs.tumor_mask = run.masks["tumor"]
-        workflow.connect([(cbv, nawm, [("cbv", "cbv")]), (masks, nawm, [("brain", "brain_mask")]),
+        for key, field in (("tumor", "tumor_mask"), ("WM", "wm_mask")):
+            if key in run.masks:
+                setattr(nawm.inputs, field, run.masks[key])
+        workflow.connect([(signal, nawm, [("baseline_image", "baseline")]),
+                          (masks, nawm, [("brain", "brain_mask")]),
                           (nawm, reference, [("out_file", "NAWM")])])
 
     # Outputs, in the order of the maps merged for normalisation and ROI statistics:
