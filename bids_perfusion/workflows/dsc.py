@@ -7,6 +7,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 from bids_perfusion.interfaces.aif import ArterialInputFunction
 from bids_perfusion.interfaces.bids import DerivativesDataSink, RunBarrier
 from bids_perfusion.interfaces.deconvolution import Deconvolve
+from bids_perfusion.interfaces.first_pass import FirstPassFit
 from bids_perfusion.interfaces.leakage import LeakageCorrection
 from bids_perfusion.interfaces.lowdose import SimulateLowDose
 from bids_perfusion.interfaces.maps import BloodVolume, BolusTiming, RelativeMaps
@@ -75,11 +76,25 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         f"the tissue and arterial curves with kH = {options.kh} and ρ = {options.rho} g/mL "
         "[@rempp1994], MTT = CBV/CBF [@stewart1894]."
     )
+    if options.first_pass == "gamma":
+        workflow.__desc__ += (
+            " For CBV and deconvolution, the tissue curves and the arterial input function "
+            "were replaced by gamma variates fitted to their first pass, from the first "
+            "frame to half the peak on the downslope, which leaves out the recirculation "
+            "[@madsen1992; @benner1997].")
     if options.leakage_correction:
         workflow.__desc__ += (" CBV was corrected for contrast agent leakage with the "
                               "Boxerman-Schmainda-Weisskoff model [@boxerman2006].")
     workflow.__desc__ += (" Maps were normalised to the median of normal-appearing white "
-                          "matter [@wetzel2002].\n\n")
+                          "matter [@wetzel2002]"
+                          + ("." if "NAWM" in run.masks else
+                             ", chosen without reference to the maps: white matter of the "
+                             + ("given segmentation" if "WM" in run.masks else
+                                "darkest of three Otsu classes of the pre-contrast image "
+                                "[@otsu1979]")
+                             + ", eroded, 2 voxels from the tumour and in the other "
+                             "hemisphere, found from the image orientation.")
+                          + "\n\n")
 
     masks = pe.Node(niu.IdentityInterface(fields=["brain", "tumor", "GM", "WM"]),
                     name="masks")
@@ -113,15 +128,26 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     scaling = {"kh": options.kh, "rho": options.rho, "scaled": options.scaled}
     cbv = pe.Node(BloodVolume(**scaling), name="cbv")
     timing = pe.Node(BolusTiming(), name="bolus_timing")
+    # Curves of CBV and deconvolution: as measured, or their gamma-variate first passes.
+    curves, arterial = (signal, "delta_r2star"), (aif, "aif_tsv")
+    if options.first_pass == "gamma":
+        first_pass = pe.Node(FirstPassFit(), name="first_pass")
+        workflow.connect([
+            (signal, first_pass, [("delta_r2star", "delta_r2star")]),
+            (masks, first_pass, [("brain", "brain_mask")]),
+            (aif, first_pass, [("aif_tsv", "aif_tsv")]),
+            (first_pass, cbv, [("metadata", "first_pass")]),
+        ])
+        curves, arterial = (first_pass, "delta_r2star"), (first_pass, "aif_tsv")
     workflow.connect([
         (series[0], signal, [(series[1], "in_files")]),
         (masks, signal, [("brain", "brain_mask")]),
         (signal, aif, [("delta_r2star", "delta_r2star"), ("frame_times", "frame_times"),
                        ("metadata", "signal_metadata")]),
         (masks, aif, [("brain", "brain_mask")]),
-        (signal, cbv, [("delta_r2star", "delta_r2star")]),
+        (curves[0], cbv, [(curves[1], "delta_r2star")]),
         (masks, cbv, [("brain", "brain_mask")]),
-        (aif, cbv, [("aif_tsv", "aif_tsv")]),
+        (arterial[0], cbv, [(arterial[1], "aif_tsv")]),
         (signal, timing, [("delta_r2star", "delta_r2star"), ("frame_times", "frame_times")]),
         (masks, timing, [("brain", "brain_mask")]),
     ])
@@ -156,11 +182,13 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
                                         parameters=options.method_parameters.get(method, {})),
                              name=f"deconvolve_{method}")
         workflow.connect([
-            (signal, deconvolve, [("delta_r2star", "delta_r2star")]),
+            (curves[0], deconvolve, [(curves[1], "delta_r2star")]),
             (masks, deconvolve, [("brain", "brain_mask")]),
-            (aif, deconvolve, [("aif_tsv", "aif_tsv")]),
+            (arterial[0], deconvolve, [(arterial[1], "aif_tsv")]),
             (cbv, deconvolve, [("cbv", "cbv")]),
         ])
+        if options.first_pass == "gamma":
+            workflow.connect(first_pass, "metadata", deconvolve, "first_pass")
         outputs.append((deconvolve, "cbf", f"cbf_{method}", {"desc": method, "suffix": "cbf"},
                         deconvolve, {"Units": "mL/100 g/min",
                                      "EstimationMethod": METHOD_NAMES[method]}))

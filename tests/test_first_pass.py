@@ -1,0 +1,87 @@
+"""Gamma-variate first pass: closed-form curves with a known recirculation."""
+
+import numpy as np
+import pytest
+from scipy import integrate, special
+
+from bids_perfusion.dsc import kinetics
+from bids_perfusion.dsc.first_pass import fit_gamma_variate, gamma_variate_area
+
+#: A fine grid for the curves' construction; frames every 1.5 s for 60 frames.
+STEP = 10
+TR = 1.5
+FINE = np.arange(60 * STEP) * TR / STEP
+FRAMES = FINE[::STEP]
+
+
+def _passes(alpha, beta, delay, t0=18.0, fraction=0.25, dispersion=3.0):
+    """First pass ``K s^α e^(−s/β)`` (K = 1) and a recirculation: the same gamma delayed by
+    ``delay`` s, dispersed by an exponential of ``dispersion`` s and scaled to
+    ``fraction`` of the first pass's area. Returns (first, both) at the frames, and the
+    first pass's closed-form area ``β^(α+1) Γ(α+1)``."""
+    def gamma(start):
+        s = np.clip(FINE - start, 0.0, None)
+        return s**alpha * np.exp(-s / beta)
+
+    dt = FINE[1] - FINE[0]
+    kernel = kinetics.dispersion_kernel(FINE, dispersion)
+    second = kinetics.convolve(gamma(t0 + delay), kernel / (kernel.sum() * dt), dt)
+    first = gamma(t0)
+    second *= fraction * first.sum() / second.sum()
+    area = beta ** (alpha + 1) * special.gamma(alpha + 1)
+    return first[::STEP], (first + second)[::STEP], area
+
+
+#: (α, β, recirculation delay): the phantom's AIF, a sharp and a broad bolus.
+CASES = [(3.0, 1.5, 8.0), (4.0, 1.0, 10.0), (2.0, 3.0, 12.0)]
+
+
+@pytest.mark.parametrize(("alpha", "beta", "delay"), CASES)
+def test_fit_recovers_the_first_pass_despite_recirculation(alpha, beta, delay):
+    first, both, area = _passes(alpha, beta, delay)
+    raw = integrate.trapezoid(both, FRAMES)
+    assert raw > 1.2 * area  # the recirculation adds its 25 %
+    fit = fit_gamma_variate(both, FRAMES)
+    assert fit.area == pytest.approx(area, rel=0.02)
+    assert integrate.trapezoid(fit.curves, FRAMES) == pytest.approx(area, rel=0.02)
+    assert fit.r_squared > 0.99
+    assert np.max(np.abs(fit.curves - first)) < 0.03 * first.max()
+
+
+def test_fit_is_exact_on_a_pure_gamma_variate():
+    first, _, area = _passes(3.0, 1.5, 8.0)
+    fit = fit_gamma_variate(first, FRAMES)
+    assert (fit.t0, fit.alpha, fit.beta) == pytest.approx((18.0, 3.0, 1.5), rel=1e-3)
+    assert fit.area == pytest.approx(area, rel=1e-4)
+    assert fit.r_squared == pytest.approx(1.0, abs=1e-8)
+    assert gamma_variate_area(fit.peak, fit.time_to_peak, fit.alpha) == pytest.approx(area,
+                                                                                      rel=1e-4)
+
+
+@pytest.mark.parametrize(("alpha", "beta", "delay"), CASES)
+def test_fit_at_snr_20(alpha, beta, delay):
+    """400 noisy copies (noise SD = peak / 20), fitted at once: median area within 2.5 %
+    of the first pass, interquartile range within ±6 %, median R² above 0.95; the raw
+    area stays 25 % high."""
+    _, both, area = _passes(alpha, beta, delay)
+    rng = np.random.default_rng(1)
+    noisy = both + both.max() / 20.0 * rng.standard_normal((400, FRAMES.size))
+    fit = fit_gamma_variate(noisy, FRAMES)
+    ratio = fit.area / area
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.025)
+    assert np.percentile(ratio, 25) > 0.94 and np.percentile(ratio, 75) < 1.06
+    assert np.median(fit.r_squared) > 0.95
+    assert np.median(integrate.trapezoid(noisy, FRAMES)) / area > 1.2
+
+
+def test_flat_curves_give_zero_and_no_quality():
+    curves = np.zeros((3, FRAMES.size))
+    curves[1] = _passes(3.0, 1.5, 8.0)[1]
+    fit = fit_gamma_variate(curves, FRAMES)
+    assert np.all(fit.curves[[0, 2]] == 0) and np.isnan(fit.r_squared[[0, 2]]).all()
+    assert fit.r_squared[1] > 0.99
+
+
+def test_mismatched_times_are_refused():
+    with pytest.raises(ValueError, match="time axis"):
+        fit_gamma_variate(np.ones((2, 10)), np.arange(9.0))
