@@ -85,3 +85,42 @@ def test_flat_curves_give_zero_and_no_quality():
 def test_mismatched_times_are_refused():
     with pytest.raises(ValueError, match="time axis"):
         fit_gamma_variate(np.ones((2, 10)), np.arange(9.0))
+
+
+def test_interfaces_record_the_fit_in_the_sidecar(tmp_path, monkeypatch):
+    """FirstPassFit on a small volume of scaled copies of the AIF: CBV by the area ratio is
+    the scale either way; the sidecar says FirstPass gamma with its R², or none."""
+    import nibabel as nib
+
+    from bids_perfusion.interfaces.aif import AIF_COLUMNS
+    from bids_perfusion.interfaces.first_pass import FirstPassFit
+    from bids_perfusion.interfaces.maps import BloodVolume
+    from bids_perfusion.interfaces.nifti import load, write_tsv
+
+    monkeypatch.chdir(tmp_path)
+    _, both, _ = _passes(3.0, 1.5, 8.0)
+    aif = 5.0 * both / both.max()
+    scales = np.linspace(0.01, 0.05, 4 * 4 * 3).reshape(4, 4, 3)
+    nib.Nifti1Image((scales[..., None] * aif).astype(np.float32), np.eye(4)).to_filename(
+        "delta.nii.gz")
+    nib.Nifti1Image(np.ones((4, 4, 3), np.uint8), np.eye(4)).to_filename("brain.nii.gz")
+    rows = [dict(zip(AIF_COLUMNS, (t, c, c), strict=True)) for t, c in zip(FRAMES, aif,
+                                                                          strict=True)]
+    aif_tsv = write_tsv(rows, AIF_COLUMNS, "aif.tsv")
+    fit = FirstPassFit(delta_r2star="delta.nii.gz", brain_mask="brain.nii.gz",
+                       aif_tsv=aif_tsv).run().outputs
+    assert fit.metadata["FirstPass"] == "gamma"
+    assert fit.metadata["FirstPassAIFRSquared"] > 0.99
+    assert fit.metadata["FirstPassMedianRSquared"] > 0.99
+    scaling = {"kh": 1.0, "rho": 1.0}
+    gamma = BloodVolume(delta_r2star=fit.delta_r2star, brain_mask="brain.nii.gz",
+                        aif_tsv=fit.aif_tsv, first_pass=fit.metadata, **scaling).run()
+    none = BloodVolume(delta_r2star="delta.nii.gz", brain_mask="brain.nii.gz",
+                       aif_tsv=aif_tsv, **scaling).run()
+    assert gamma.outputs.metadata["FirstPassMedianRSquared"] > 0.99
+    assert none.outputs.metadata["FirstPass"] == "none"
+    # ΔR2* of tissue is r2* C: the area ratio of the copies is scale / r2* (× 100).
+    for result in (gamma, none):
+        ratio = load(result.outputs.cbv) / (100.0 * scales)
+        np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-3)
+    np.testing.assert_allclose(load(gamma.outputs.cbv), load(none.outputs.cbv), rtol=2e-3)

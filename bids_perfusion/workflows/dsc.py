@@ -80,7 +80,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         workflow.__desc__ += (
             " For CBV and deconvolution, the tissue curves and the arterial input function "
             "were replaced by gamma variates fitted to their first pass, from the first "
-            "frame to half the peak on the downslope, which leaves out the recirculation "
+            "frame to 70 % of the peak on the downslope, which leaves out the recirculation "
             "[@madsen1992; @benner1997].")
     if options.leakage_correction:
         workflow.__desc__ += (" CBV was corrected for contrast agent leakage with the "
