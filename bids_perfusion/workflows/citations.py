@@ -33,8 +33,6 @@ REFERENCES = {
     "wetzel2002": "Wetzel SG, Cha S, Johnson G, et al. Relative cerebral blood volume "
                   "measurements in intracranial mass lesions: interobserver and "
                   "intraobserver reproducibility study. Radiology 2002;224:797-803.",
-    "otsu1979": "Otsu N. A threshold selection method from gray-level histograms. IEEE "
-                "Trans Syst Man Cybern 1979;9:62-66.",
     "madsen1992": "Madsen MT. A simplified formulation of the gamma variate function. Phys "
                   "Med Biol 1992;37:1597-1600.",
     "benner1997": "Benner T, Heiland S, Erb G, Forsting M, Sartor K. Accuracy of gamma-"

@@ -90,8 +90,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
                           + ("." if "NAWM" in run.masks else
                              ", chosen without reference to the maps: white matter of the "
                              + ("given segmentation" if "WM" in run.masks else
-                                "darkest of three Otsu classes of the pre-contrast image "
-                                "[@otsu1979]")
+                                "darkest 40 % of the smoothed pre-contrast image")
                              + ", eroded, 2 voxels from the tumour and in the other "
                              "hemisphere, found from the image orientation.")
                           + "\n\n")
