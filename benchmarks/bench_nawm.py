@@ -66,7 +66,8 @@ def phantom_runs(snr, n_subjects, seed=0):
 
     Yields dicts with the baseline image, the tissue concentration of the brain voxels
     and the AIF (mean over the truth arterial voxels) with their frame times, the brain
-    mask (automatic), the affine, and the truth CBV and masks.
+    mask (automatic), the affine, and the truth CBV and masks (``gm``, ``normal_wm``: no
+    artery, tumour or oedema).
     """
     config = PhantomConfig.cohort(n_subjects, seed=seed, asl=None, **SMALL).with_(
         dsc={"snr": float(snr)})
@@ -85,8 +86,11 @@ def phantom_runs(snr, n_subjects, seed=0):
             def truth(name, subject=subject):
                 return np.asarray(_image(root, subject, name, TRUTH).dataobj)
 
-            arterial = aif.aif_from_mask(delta, truth("label-arteries_mask") > 0).curve
+            arteries = truth("label-arteries_mask") > 0
+            arterial = aif.aif_from_mask(delta, arteries).curve
             enhancing = truth("label-enhancing_mask") > 0
+            normal = ~arteries & ~(truth("label-tumor_mask") > 0) & ~(truth("label-edema_mask")
+                                                                      > 0)
             yield {
                 "subject": subject, "grade": config.grades[index], "brain": brain,
                 "affine": image.affine, "baseline": series[..., start:stop].mean(axis=-1),
@@ -99,7 +103,8 @@ def phantom_runs(snr, n_subjects, seed=0):
                 else truth("label-tumor_mask") > 0,
                 "nawm": truth("label-NAWM_mask") > 0,
                 "wm_fraction": truth("label-WM_probseg"),
-                "gm": (truth("label-GM_mask") > 0) & (truth("label-arteries_mask") == 0),
+                "gm": (truth("label-GM_mask") > 0) & normal,
+                "normal_wm": (truth("label-WM_mask") > 0) & normal,
             }
 
 
