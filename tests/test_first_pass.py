@@ -124,3 +124,39 @@ def test_interfaces_record_the_fit_in_the_sidecar(tmp_path, monkeypatch):
         ratio = load(result.outputs.cbv) / (100.0 * scales)
         np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-3)
     np.testing.assert_allclose(load(gamma.outputs.cbv), load(none.outputs.cbv), rtol=2e-3)
+
+
+@pytest.mark.slow
+def test_participant_run_with_gamma_first_pass(tmp_path):
+    """The command line with ``--first-pass gamma``: the CBV and CBF sidecars carry the fit
+    and its quality; the automatic NAWM is white matter on the side opposite the tumour."""
+    import json
+
+    import nibabel as nib
+    from helpers import load, small_config, truth, tumour_derivatives
+
+    from bids_perfusion.cli.run import main
+    from bids_perfusion.dsc.normalisation import world_x
+    from bids_perfusion.phantom import write_dataset
+
+    root = write_dataset(tmp_path / "bids", small_config(asl=None, grades=("HGG",)))
+    out = tmp_path / "out"
+    status = main([str(root), str(out), "participant", "--skip-bids-validation",
+                   "-w", str(tmp_path / "work"), "--nprocs", "2", "--dsc-methods", "osvd",
+                   "--no-leakage-correction", "--first-pass", "gamma",
+                   "--derivatives", str(tumour_derivatives(root, tmp_path / "masks"))])
+    assert status == 0
+    perf = out / "sub-01" / "perf"
+    for name in ("desc-areaRatio_cbv", "desc-osvd_cbf", "desc-areaRatioNawm_cbv"):
+        sidecar = json.loads((perf / f"sub-01_ce-gadolinium_{name}.json").read_text())
+        assert sidecar["FirstPass"] == "gamma", name
+        assert sidecar["FirstPassMedianRSquared"] > 0.9
+        assert sidecar["FirstPassAIFRSquared"] > 0.95
+    path = perf / "sub-01_ce-gadolinium_desc-NAWM_mask.nii.gz"
+    nawm = load(path) > 0
+    assert truth(root, "01", "label-WM_probseg")[nawm].mean() > 0.75
+    x = world_x(nawm.shape, nib.load(path).affine)
+    brain = truth(root, "01", "label-brain_mask") > 0
+    tumour = truth(root, "01", "label-tumor_mask") > 0
+    centre = x[brain].mean()
+    assert np.all(np.sign(x[nawm] - centre) == -np.sign(x[tumour].mean() - centre))

@@ -166,7 +166,8 @@ def test_automatic_nawm_reads_the_baseline_image():
     assert _edges(workflow, "delta_r2star", "nawm_mask") == {("baseline_image", "baseline")}
     assert not _edges(workflow, "cbv", "nawm_mask")
     assert workflow.get_node("nawm_mask").inputs.wm_mask.endswith("label-WM_mask.nii.gz")
-    assert "given segmentation" in workflow.visit_desc()
+    assert "given white-matter segmentation" in workflow.visit_desc()
+    assert "pre-contrast image" in init_dsc_wf(_run(), DSCOptions(), "/out").visit_desc()
 
 
 def test_first_pass_option_on_the_command_line():

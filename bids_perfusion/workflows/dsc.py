@@ -88,9 +88,10 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     workflow.__desc__ += (" Maps were normalised to the median of normal-appearing white "
                           "matter [@wetzel2002]"
                           + ("." if "NAWM" in run.masks else
-                             ", chosen without reference to the maps: white matter of the "
-                             + ("given segmentation" if "WM" in run.masks else
-                                "darkest 40 % of the smoothed pre-contrast image")
+                             ", chosen without reference to the maps: "
+                             + ("the given white-matter segmentation" if "WM" in run.masks
+                                else "the darkest 40 % of the smoothed pre-contrast image, "
+                                "where white matter is darkest")
                              + ", eroded, 2 voxels from the tumour and in the other "
                              "hemisphere, found from the image orientation.")
                           + "\n\n")
