@@ -4,6 +4,8 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
+from bids_perfusion.dsc.first_pass import DOWNSLOPE_FRACTION
+from bids_perfusion.dsc.normalisation import TUMOUR_MARGIN, WHITE_MATTER_QUANTILE
 from bids_perfusion.interfaces.aif import ArterialInputFunction
 from bids_perfusion.interfaces.bids import DerivativesDataSink, RunBarrier
 from bids_perfusion.interfaces.deconvolution import Deconvolve
@@ -80,7 +82,8 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         workflow.__desc__ += (
             " For CBV and deconvolution, the tissue curves and the arterial input function "
             "were replaced by gamma variates fitted to their first pass, from the first "
-            "frame to 70 % of the peak on the downslope, which leaves out the recirculation "
+            f"frame to {100 * DOWNSLOPE_FRACTION:.0f} % of the peak on the downslope, which "
+            "leaves out the recirculation "
             "[@madsen1992; @benner1997].")
     if options.leakage_correction:
         workflow.__desc__ += (" CBV was corrected for contrast agent leakage with the "
@@ -90,10 +93,12 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
                           + ("." if "NAWM" in run.masks else
                              ", chosen without reference to the maps: "
                              + ("the given white-matter segmentation" if "WM" in run.masks
-                                else "the darkest 40 % of the smoothed pre-contrast image, "
-                                "where white matter is darkest")
-                             + ", eroded, 2 voxels from the tumour and in the other "
-                             "hemisphere, found from the image orientation.")
+                                else f"the darkest {100 * WHITE_MATTER_QUANTILE:.0f} % of the "
+                                "smoothed pre-contrast image, where white matter is darkest")
+                             + ", eroded"
+                             + (f", {TUMOUR_MARGIN} voxels from the tumour and in the other "
+                                "hemisphere, found from the image orientation"
+                                if "tumor" in run.masks else "") + ".")
                           + "\n\n")
 
     masks = pe.Node(niu.IdentityInterface(fields=["brain", "tumor", "GM", "WM"]),
