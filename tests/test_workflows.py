@@ -153,3 +153,51 @@ def test_completion_record_waits_for_every_sink_and_holds_options_and_methods():
         sources = workflow.get_node(name).interface._metadata["Sources"]
         assert len(sources) == 1 and sources[0].startswith("bids:raw:"), name
         assert sources[0].endswith(SOURCE), name
+
+
+def _edges(workflow, source, target):
+    """Fields connected from node ``source`` to node ``target``."""
+    data = workflow._graph.get_edge_data(workflow.get_node(source), workflow.get_node(target))
+    return set(data["connect"]) if data else set()
+
+
+def test_first_pass_gamma_feeds_cbv_and_deconvolution():
+    """``--first-pass gamma`` adds the fit between ΔR2*/AIF and CBV/deconvolution."""
+    default = init_dsc_wf(_run(), DSCOptions(), "/out")
+    assert "first_pass" not in _nodes(default)
+    assert ("delta_r2star", "delta_r2star") in _edges(default, "delta_r2star", "cbv")
+    workflow = init_dsc_wf(_run(), DSCOptions(first_pass="gamma", methods=("osvd", "ssvd")),
+                           "/out")
+    assert "first_pass" in _nodes(workflow)
+    for target in ("cbv", "deconvolve_osvd", "deconvolve_ssvd"):
+        assert {("delta_r2star", "delta_r2star"), ("aif_tsv", "aif_tsv"),
+                ("metadata", "first_pass")} <= _edges(workflow, "first_pass", target)
+        assert not _edges(workflow, "delta_r2star", target)
+        assert not _edges(workflow, "aif", target)
+    # Leakage correction and the AIF output keep the measured curves.
+    assert ("delta_r2star", "delta_r2star") in _edges(workflow, "delta_r2star",
+                                                      "leakage_correction")
+    assert "gamma variates" in workflow.visit_desc()
+    assert "Madsen MT" in methods_text(workflow.visit_desc())
+
+
+def test_automatic_nawm_reads_the_baseline_image():
+    """The NAWM is chosen from the pre-contrast image, never from the CBV it normalises."""
+    workflow = init_dsc_wf(_run({"WM": "masks/sub-01_label-WM_mask.nii.gz"}), DSCOptions(),
+                           "/out")
+    assert _edges(workflow, "delta_r2star", "nawm_mask") == {("baseline_image", "baseline")}
+    assert not _edges(workflow, "cbv", "nawm_mask")
+    assert workflow.get_node("nawm_mask").inputs.wm_mask.endswith("label-WM_mask.nii.gz")
+    assert "given white-matter segmentation" in workflow.visit_desc()
+    assert "pre-contrast image" in init_dsc_wf(_run(), DSCOptions(), "/out").visit_desc()
+
+
+def test_first_pass_option_on_the_command_line():
+    from bids_perfusion.cli.parser import build_parser, dsc_options
+
+    parser = build_parser()
+    base = ["/bids", "/out", "participant"]
+    assert dsc_options(parser.parse_args(base)).first_pass == "none"
+    assert dsc_options(parser.parse_args([*base, "--first-pass", "gamma"])).first_pass == "gamma"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--first-pass", "spline"])

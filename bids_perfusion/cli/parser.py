@@ -151,6 +151,10 @@ def build_parser():
                        default="linear", help="ΔR2* of whole blood (Kjolby et al. 2006)")
     group.add_argument("--no-leakage-correction", action="store_true",
                        help="skip the Boxerman-Schmainda-Weisskoff correction")
+    group.add_argument("--first-pass", choices=["none", "gamma"], default="none",
+                       help="gamma: CBV and CBF from gamma-variate fits of the first pass "
+                            "of the tissue curves and the AIF, without recirculation "
+                            "(Madsen 1992)")
     group.add_argument("--device", default="auto",
                        help="where deep models run: auto, cpu, cuda or cuda:N")
     group.add_argument("--phae-weights", type=_existing_path, metavar="FILE",
@@ -228,6 +232,7 @@ def dsc_options(args):
         kh=args.kh, rho=args.rho, scaled=not args.no_scaling,
         blood_relaxivity=args.blood_relaxivity,
         leakage_correction=not args.no_leakage_correction,
+        first_pass=args.first_pass,
         simulate_doses=tuple(sorted(set(args.simulate_dose), reverse=True)),
         device=args.device,
         phae_weights=str(args.phae_weights) if hasattr(args, "phae_weights") else None,

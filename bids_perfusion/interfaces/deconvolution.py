@@ -13,6 +13,7 @@ from nipype.interfaces.base import (
 
 from bids_perfusion.dsc import maps, relaxivity
 from bids_perfusion.dsc.deconvolution import DeconvolutionModel
+from bids_perfusion.interfaces.maps import first_pass_metadata
 from bids_perfusion.interfaces.nifti import load, load_mask, read_tsv_columns, save_like
 
 
@@ -26,6 +27,7 @@ class _DeconvolveInputSpec(BaseInterfaceInputSpec):
     kh = traits.Float(mandatory=True, desc="haematocrit correction kH")
     rho = traits.Float(mandatory=True, desc="brain density, g/mL")
     scaled = traits.Bool(True, usedefault=True, desc="apply kH/rho (mL/100 g/min)")
+    first_pass = traits.Dict(desc="first-pass fit for the sidecar; FirstPass none if absent")
 
 
 class _DeconvolveOutputSpec(TraitedSpec):
@@ -66,5 +68,6 @@ class Deconvolve(SimpleInterface):
             "FrameInterval": dt,
             "kH": self.inputs.kh if self.inputs.scaled else None,
             "BrainDensity": self.inputs.rho if self.inputs.scaled else None,
+            **first_pass_metadata(self.inputs),
         }
         return runtime

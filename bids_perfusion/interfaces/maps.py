@@ -8,6 +8,7 @@ from nipype.interfaces.base import (
     OutputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -22,6 +23,7 @@ class _BloodVolumeInputSpec(BaseInterfaceInputSpec):
     kh = traits.Float(mandatory=True)
     rho = traits.Float(mandatory=True)
     scaled = traits.Bool(True, usedefault=True)
+    first_pass = traits.Dict(desc="first-pass fit for the sidecar; FirstPass none if absent")
 
 
 class _BloodVolumeOutputSpec(TraitedSpec):
@@ -43,8 +45,14 @@ class BloodVolume(SimpleInterface):
         self._results["cbv"] = save_like(cbv, self.inputs.delta_r2star, "cbv.nii.gz")
         self._results["metadata"] = {"kH": self.inputs.kh, "BrainDensity": self.inputs.rho,
                                      "Scaled": self.inputs.scaled,
-                                     "IntegrationFrames": end}
+                                     "IntegrationFrames": end,
+                                     **first_pass_metadata(self.inputs)}
         return runtime
+
+
+def first_pass_metadata(inputs):
+    """The sidecar keys of the first-pass fit the curves went through, or FirstPass none."""
+    return inputs.first_pass if isdefined(inputs.first_pass) else {"FirstPass": "none"}
 
 
 def first_pass_cbv(delta_r2star, inputs):

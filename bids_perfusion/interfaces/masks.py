@@ -1,5 +1,6 @@
 """Brain and normal-appearing white matter masks derived from the series."""
 
+import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -37,23 +38,29 @@ class BrainMask(SimpleInterface):
 
 
 class _NAWMMaskInputSpec(BaseInterfaceInputSpec):
-    cbv = File(exists=True, mandatory=True, desc="CBV map the segmentation is based on")
+    baseline = File(exists=True, mandatory=True,
+                    desc="mean pre-contrast (baseline) image of the series, first echo")
     brain_mask = File(exists=True, mandatory=True)
+    wm_mask = File(exists=True, desc="white-matter segmentation; else from the baseline")
     tumor_mask = File(exists=True, desc="tumour, excluded with its hemisphere")
 
 
 class NAWMMask(SimpleInterface):
-    """Automatic NAWM: white-matter class of the CBV map, away from the tumour."""
+    """Automatic NAWM (:func:`dsc.normalisation.automatic_nawm_mask`): white matter of a
+    given segmentation or of the baseline contrast, contralateral to the tumour."""
 
     input_spec = _NAWMMaskInputSpec
     output_spec = _MaskOutputSpec
 
     def _run_interface(self, runtime):
-        cbv = load(self.inputs.cbv)
-        brain = load_mask(self.inputs.brain_mask, cbv.shape)
-        tumour = (load_mask(self.inputs.tumor_mask, cbv.shape)
-                  if self.inputs.tumor_mask else None)
-        mask = normalisation.automatic_nawm_mask(cbv, brain, exclude=tumour)
-        self._results["out_file"] = save_like(mask, self.inputs.cbv, "nawm_mask.nii.gz",
+        image = nib.load(self.inputs.baseline)
+        baseline = np.asarray(image.dataobj, dtype=np.float32)
+        brain = load_mask(self.inputs.brain_mask, baseline.shape)
+        optional = {key: load_mask(getattr(self.inputs, name), baseline.shape)
+                    for key, name in (("white_matter", "wm_mask"), ("exclude", "tumor_mask"))
+                    if getattr(self.inputs, name)}
+        mask = normalisation.automatic_nawm_mask(brain, image.affine, baseline=baseline,
+                                                 **optional)
+        self._results["out_file"] = save_like(mask, self.inputs.baseline, "nawm_mask.nii.gz",
                                               dtype=np.uint8)
         return runtime

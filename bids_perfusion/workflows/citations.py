@@ -37,6 +37,12 @@ REFERENCES = {
     "wetzel2002": "Wetzel SG, Cha S, Johnson G, et al. Relative cerebral blood volume "
                   "measurements in intracranial mass lesions: interobserver and "
                   "intraobserver reproducibility study. Radiology 2002;224:797-803.",
+    "madsen1992": "Madsen MT. A simplified formulation of the gamma variate function. Phys "
+                  "Med Biol 1992;37:1597-1600.",
+    "benner1997": "Benner T, Heiland S, Erb G, Forsting M, Sartor K. Accuracy of gamma-"
+                  "variate fits to concentration-time curves from dynamic susceptibility-"
+                  "contrast enhanced MRI: influence of time resolution, maximal signal drop "
+                  "and signal-to-noise. Magn Reson Imaging 1997;15:307-317.",
     "mouridsen2006": "Mouridsen K, Christensen S, Gyldensted L, Østergaard L. Automatic "
                      "selection of arterial input function using cluster analysis. Magn "
                      "Reson Med 2006;55:524-531.",

@@ -4,8 +4,11 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
+from bids_perfusion.dsc.first_pass import DOWNSLOPE_FRACTION
+from bids_perfusion.dsc.normalisation import TUMOUR_MARGIN, WHITE_MATTER_QUANTILE
 from bids_perfusion.interfaces.aif import ArterialInputFunction
 from bids_perfusion.interfaces.deconvolution import Deconvolve
+from bids_perfusion.interfaces.first_pass import FirstPassFit
 from bids_perfusion.interfaces.leakage import LeakageCorrection
 from bids_perfusion.interfaces.lowdose import SimulateLowDose
 from bids_perfusion.interfaces.maps import BloodVolume, BolusTiming, RelativeMaps
@@ -81,11 +84,28 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         f"the tissue and arterial curves with kH = {options.kh} and ρ = {options.rho} g/mL "
         "[@rempp1994], MTT = CBV/CBF [@stewart1894]."
     )
+    if options.first_pass == "gamma":
+        workflow.__desc__ += (
+            " For CBV and deconvolution, the tissue curves and the arterial input function "
+            "were replaced by gamma variates fitted to their first pass, from the first "
+            f"frame to {100 * DOWNSLOPE_FRACTION:.0f} % of the peak on the downslope, which "
+            "leaves out the recirculation "
+            "[@madsen1992; @benner1997].")
     if options.leakage_correction:
         workflow.__desc__ += (" CBV was corrected for contrast agent leakage with the "
                               "Boxerman-Schmainda-Weisskoff model [@boxerman2006].")
     workflow.__desc__ += (" Maps were normalised to the median of normal-appearing white "
-                          "matter [@wetzel2002].\n\n")
+                          "matter [@wetzel2002]"
+                          + ("." if "NAWM" in run.masks else
+                             ", chosen without reference to the maps: "
+                             + ("the given white-matter segmentation" if "WM" in run.masks
+                                else f"the darkest {100 * WHITE_MATTER_QUANTILE:.0f} % of the "
+                                "smoothed pre-contrast image, where white matter is darkest")
+                             + ", eroded"
+                             + (f", {TUMOUR_MARGIN} voxels from the tumour and in the other "
+                                "hemisphere, found from the image orientation"
+                                if "tumor" in run.masks else "") + ".")
+                          + "\n\n")
 
     masks = pe.Node(niu.IdentityInterface(fields=["brain", "tumor", "GM", "WM"]),
                     name="masks")
@@ -120,15 +140,26 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     scaling = {"kh": options.kh, "rho": options.rho, "scaled": options.scaled}
     cbv = pe.Node(BloodVolume(**scaling), name="cbv")
     timing = pe.Node(BolusTiming(), name="bolus_timing")
+    # Curves of CBV and deconvolution: as measured, or their gamma-variate first passes.
+    curves, arterial = (signal, "delta_r2star"), (aif, "aif_tsv")
+    if options.first_pass == "gamma":
+        first_pass = pe.Node(FirstPassFit(), name="first_pass")
+        workflow.connect([
+            (signal, first_pass, [("delta_r2star", "delta_r2star")]),
+            (masks, first_pass, [("brain", "brain_mask")]),
+            (aif, first_pass, [("aif_tsv", "aif_tsv")]),
+            (first_pass, cbv, [("metadata", "first_pass")]),
+        ])
+        curves, arterial = (first_pass, "delta_r2star"), (first_pass, "aif_tsv")
     workflow.connect([
         (series[0], signal, [(series[1], "in_files")]),
         (masks, signal, [("brain", "brain_mask")]),
         (signal, aif, [("delta_r2star", "delta_r2star"), ("frame_times", "frame_times"),
                        ("metadata", "signal_metadata")]),
         (masks, aif, [("brain", "brain_mask")]),
-        (signal, cbv, [("delta_r2star", "delta_r2star")]),
+        (curves[0], cbv, [(curves[1], "delta_r2star")]),
         (masks, cbv, [("brain", "brain_mask")]),
-        (aif, cbv, [("aif_tsv", "aif_tsv")]),
+        (arterial[0], cbv, [(arterial[1], "aif_tsv")]),
         (signal, timing, [("delta_r2star", "delta_r2star"), ("frame_times", "frame_times")]),
         (masks, timing, [("brain", "brain_mask")]),
     ])
@@ -137,9 +168,11 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         reference.inputs.NAWM = run.masks["NAWM"]
     else:
         nawm = pe.Node(NAWMMask(), name="nawm_mask")
-        if "tumor" in run.masks:
-            nawm.inputs.tumor_mask = run.masks["tumor"]
-        workflow.connect([(cbv, nawm, [("cbv", "cbv")]), (masks, nawm, [("brain", "brain_mask")]),
+        for key, field in (("tumor", "tumor_mask"), ("WM", "wm_mask")):
+            if key in run.masks:
+                setattr(nawm.inputs, field, run.masks[key])
+        workflow.connect([(signal, nawm, [("baseline_image", "baseline")]),
+                          (masks, nawm, [("brain", "brain_mask")]),
                           (nawm, reference, [("out_file", "NAWM")])])
 
     # Outputs, in the order of the maps merged for normalisation and ROI statistics:
@@ -161,11 +194,13 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
                                         parameters=options.method_parameters.get(method, {})),
                              name=f"deconvolve_{method}")
         workflow.connect([
-            (signal, deconvolve, [("delta_r2star", "delta_r2star")]),
+            (curves[0], deconvolve, [(curves[1], "delta_r2star")]),
             (masks, deconvolve, [("brain", "brain_mask")]),
-            (aif, deconvolve, [("aif_tsv", "aif_tsv")]),
+            (arterial[0], deconvolve, [(arterial[1], "aif_tsv")]),
             (cbv, deconvolve, [("cbv", "cbv")]),
         ])
+        if options.first_pass == "gamma":
+            workflow.connect(first_pass, "metadata", deconvolve, "first_pass")
         outputs.append((deconvolve, "cbf", f"cbf_{method}", {"desc": method, "suffix": "cbf"},
                         deconvolve, {"Units": "mL/100 g/min",
                                      "EstimationMethod": METHOD_NAMES[method]}))

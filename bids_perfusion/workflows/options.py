@@ -31,6 +31,9 @@ class DSCOptions:
         Apply ``kH/rho``; ``False`` gives mL/100 mL and mL/100 mL/min.
     blood_relaxivity : {"linear", "quadratic"}
     leakage_correction : bool
+    first_pass : {"none", "gamma"}
+        ``gamma``: area-ratio CBV and deconvolution use gamma-variate fits of the first
+        pass of the tissue curves and the AIF (:mod:`bids_perfusion.dsc.first_pass`).
     simulate_doses : tuple of float
         Dose factors in (0, 1) processed as extra runs simulated from each acquired one.
     device : str
@@ -48,6 +51,7 @@ class DSCOptions:
     scaled: bool = True
     blood_relaxivity: str = "linear"
     leakage_correction: bool = True
+    first_pass: str = "none"
     simulate_doses: tuple = ()
     device: str = "auto"
     phae_weights: str | None = None
