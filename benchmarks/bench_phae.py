@@ -4,7 +4,7 @@ For every SNR the same cohort (same seed: same anatomy, tumours and perfusion; f
 noise) is simulated on the small test grid; each subject's series goes through the
 pipeline's core steps (automatic brain mask, steady state and baseline, ΔR2*, tissue
 concentration, first-pass area-ratio CBV). The AIF is the mean over the phantom's
-arterial voxels, as the seed paper's manually defined arterial voxels, so that the
+arterial voxels, as the PHAE paper's manually defined arterial voxels, so that the
 methods are compared and not the AIF selection. Then:
 
 - oSVD and Tikhonov (GCV) deconvolution: CBF, and MTT = 60 CBV / CBF;

@@ -2,7 +2,7 @@
 
 For every test subject (a phantom cohort generated with another seed than the training
 cohort, every subject with a glioma), the acquired full-dose series and the half and
-quarter doses simulated from it by the seed's Eq. 1 (:func:`bids_perfusion.dsc.lowdose.
+quarter doses simulated from it by the stU-Net paper's Eq. 1 (:func:`bids_perfusion.dsc.lowdose.
 simulate_low_dose_run`; baseline found on the mean brain curve) are quantified by
 
 - the classical pipeline: automatic brain mask, steady state and baseline, ΔR2*, tissue

@@ -201,3 +201,15 @@ def test_first_pass_option_on_the_command_line():
     assert dsc_options(parser.parse_args([*base, "--first-pass", "gamma"])).first_pass == "gamma"
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--first-pass", "spline"])
+
+
+@pytest.mark.parametrize(("scaled", "cbv", "cbf"), [(True, "mL/100 g", "mL/100 g/min"),
+                                                    (False, "mL/100 mL", "mL/100 mL/min")])
+def test_units_of_the_sidecars_follow_the_scaling(scaled, cbv, cbf):
+    """--no-scaling writes per 100 mL of tissue, and its sidecars must say so."""
+    workflow = init_dsc_wf(_run(), DSCOptions(methods=("osvd", "phae", "stunet"),
+                                              scaled=scaled), "/out")
+    units = {name: workflow.get_node(name).interface._metadata.get("Units")
+             for name in _nodes(workflow) if name.startswith("ds_")}
+    assert units["ds_areaRatio_cbv"] == units["ds_bsw_cbv"] == units["ds_stunet_cbv"] == cbv
+    assert units["ds_osvd_cbf"] == units["ds_phae_cbf"] == cbf

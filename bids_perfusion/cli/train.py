@@ -10,7 +10,7 @@ Models are registered in :data:`MODELS` as recipes: an object with ``add_argumen
 split, device, log)`` returning the training result, the configuration, metrics and
 extra card entries. ``phae`` is self-supervised; ``stunet`` and ``hess`` learn CBV from
 raw DSC against reference CBV maps of a derivatives folder (``--reference-derivatives``,
-``--reference-desc``), at full dose and at doses simulated by the seed's Eq. 1
+``--reference-desc``), at full dose and at doses simulated by the stU-Net paper's Eq. 1
 (``--train-doses``). torch is imported only when a model is trained, never for ``--help``.
 """
 
@@ -99,7 +99,8 @@ class _StripRecipe:
                                 "full-dose CBV")
         group.add_argument("--train-doses", type=float, nargs="+", default=(1.0, 0.5, 0.25),
                            metavar="D", help="stunet/hess: dose factors of the training "
-                                             "series (d < 1 simulated by the seed's Eq. 1)")
+                                             "series (d < 1 simulated by Eq. 1 of the "
+                                             "stU-Net paper)")
         group.add_argument("--in-plane-size", type=int, default=64,
                            help="stunet/hess: in-plane size of the resampled slices "
                                 "(paper: 256)")

@@ -1,6 +1,6 @@
 """Simulated low-dose DSC series from a full-dose acquisition.
 
-The seed paper (stU-Net; seeds/stunet-lowdose-dsc.txt, section 2, Eq. 1) models the
+The stU-Net paper (Veron Vialard et al. 2021, hal-03128610, section 2, Eq. 1) models the
 signal of a voxel as ``S(t) = S(0) + κ C(t) + ε(t)`` with white noise ε. A local average
 ``S̄`` removes the noise (``ε̄ ≈ 0``) but keeps the slowly varying contrast term
 (``C̄ ≈ C``), so that ``S̄(t) - S(0) ≈ κ C(t)`` and the signal at a dose reduced by the
@@ -28,7 +28,7 @@ from bids_perfusion.dsc import timing
 
 
 def simulate_low_dose(signal, dose, *, baseline, spatial_size=3, temporal_size=1):
-    """Low-dose DSC series by the seed's Eq. 1: ``S_d = S - (1 - d) [S̄(t) - S(0)]``.
+    """Low-dose DSC series by the stU-Net paper's Eq. 1: ``S_d = S - (1 - d) [S̄(t) - S(0)]``.
 
     Parameters
     ----------

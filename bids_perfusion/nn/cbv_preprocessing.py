@@ -1,6 +1,6 @@
 r"""Preprocessing of DSC series and CBV maps for the strip models, and its inverse.
 
-As in the stU-Net paper (``seeds/stunet-lowdose-dsc.txt``, §4.2, "Data and
+As in the stU-Net paper (Veron Vialard et al. 2021, hal-03128610, §4.2, "Data and
 pre-processing"):
 
 1. **Crop** to a square prism tightly fitted on the brain: the in-plane bounding box of

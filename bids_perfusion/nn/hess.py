@@ -2,7 +2,7 @@ r"""The baseline of Hess et al. (2018): a per-voxel sequence encoder and a 2-D s
 
 Hess A, Meier R, Kaesmacher J, et al., "Synthetic perfusion maps: imaging perfusion
 deficits in DSC-MRI with deep learning", MICCAI Brainlesion workshop 2018, pp. 447-455;
-as described by the stU-Net paper (``seeds/stunet-lowdose-dsc.txt``, §1 and [8]), which
+as described by the stU-Net paper (Veron Vialard et al. 2021, hal-03128610, §1 and [8]), which
 compares against it: a **sequence encoder** of 1-D convolutions reads the time curve of
 every voxel on its own, and a **spatial correlation** module of 2-D convolutions then
 combines the voxels' features. The stU-Net generalises it by mixing space and time from

@@ -1,8 +1,7 @@
 r"""Physics-informed autoencoder (PHAE) for DSC-MRI deconvolution.
 
-After the physics-informed autoencoder of the seed paper (``seeds/phae-physics-informed-
-autoencoder-dsc.txt``, "Physics-Informed autoencoder for DSC-MRI perfusion
-post-processing: application to glioma grading"): a 1-D convolutional **encoder** reads a
+After "Physics-Informed autoencoder for DSC-MRI perfusion post-processing: application to
+glioma grading" (arXiv:2510.13886, 2025): a 1-D convolutional **encoder** reads a
 voxel's tissue concentration curve C(t) and the subject's arterial input function
 C_a(t) as two channels and returns the mean transit time; a **physics decoder** with no
 trainable parameters turns MTT back into a tissue curve, and the mean absolute error

@@ -1,6 +1,6 @@
 r"""Strips of a slice: sampling with a stride and reassembly by averaging.
 
-After the stU-Net paper (``seeds/stunet-lowdose-dsc.txt``, §3): the network reads
+After the stU-Net paper (Veron Vialard et al. 2021, hal-03128610, §3): the network reads
 "strips", rectangular 2-D patches of a slice, with all their frames. Here a strip is the
 slab of ``width`` consecutive rows ``[s, s + width)`` of a slice (all columns, all frames).
 Training strips start every ``stride`` = 8 rows, test strips every row (stride 1), and

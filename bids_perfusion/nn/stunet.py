@@ -2,7 +2,7 @@ r"""Spatio-temporal U-Net (stU-Net): CBV from raw, possibly low-dose, DSC strips
 
 After Veron Vialard et al., "Going beyond voxel-wise deconvolution in perfusion MRI:
 learning and leveraging spatio-temporal regularities with the stU-Net" (2021,
-hal-03128610; ``seeds/stunet-lowdose-dsc.txt``, §3, Fig. 3). A hybrid 2/3-D U-Net
+hal-03128610, §3, Fig. 3). A hybrid 2/3-D U-Net
 (Ronneberger et al., MICCAI 2015) maps a strip of a standardised DSC series,
 x ∈ ℝ^{H×W×T} (rows × columns × frames, :mod:`bids_perfusion.nn.strips`), to the strip
 of the standardised CBV map, ŷ ∈ ℝ^{H×W}:

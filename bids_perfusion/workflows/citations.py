@@ -56,14 +56,11 @@ REFERENCES = {
     "dai2012": "Dai W, Robson PM, Shankaranarayanan A, Alsop DC. Reduced resolution transit "
                "delay prescan for quantitative continuous arterial spin labeling perfusion "
                "imaging. Magn Reson Med 2012;67:1252-1265.",
-    "phae": "The physics-informed autoencoder paper for DSC deconvolution and glioma "
-            "grading (seeds/phae-physics-informed-autoencoder-dsc.txt).",
+    "phae": "Physics-informed autoencoder for DSC-MRI perfusion post-processing: "
+            "application to glioma grading. arXiv:2510.13886, 2025.",
     "stunet": "Veron Vialard J, Rohé MM, Robert P, Nicolas F, Bône A. Going beyond "
               "voxel-wise deconvolution in perfusion MRI: learning and leveraging "
-              "spatio-temporal regularities with the stU-Net. 2021, hal-03128610 "
-              "(seeds/stunet-lowdose-dsc.txt).",
-    "stunet2023": "The stU-Net low-dose DSC paper (seeds/stunet-lowdose-dsc.txt), Eq. 1: "
-                  "simulation of a reduced contrast dose from a full-dose series.",
+              "spatio-temporal regularities with the stU-Net. 2021, hal-03128610.",
 }
 
 

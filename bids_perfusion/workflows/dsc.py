@@ -40,7 +40,7 @@ def simulated_dose_text(doses):
     fractions = ", ".join(f"{dose:g}" for dose in doses)
     return (f"Each run was also processed at simulated dose fractions of {fractions}, "
             "obtained from the acquired series as S_d(t) = S(t) - (1 - d)[mean_local(S)(t) "
-            "- S(0)] [@stunet2023].\n")
+            "- S(0)] (Eq. 1 of [@stunet]).\n")
 
 
 def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
@@ -178,7 +178,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     # Outputs, in the order of the maps merged for normalisation and ROI statistics:
     # (node, field, measure name, entities, metadata node, sidecar)
     outputs = [(cbv, "cbv", "cbv", {"desc": "areaRatio", "suffix": "cbv"}, cbv,
-                {"Units": "mL/100 g", "EstimationMethod": "area ratio"})]
+                {"Units": options.cbv_units, "EstimationMethod": "area ratio"})]
     if options.leakage_correction:
         leak = pe.Node(LeakageCorrection(**scaling), name="leakage_correction")
         workflow.connect([
@@ -187,7 +187,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
             (aif, leak, [("aif_tsv", "aif_tsv"), ("aif_mask", "aif_mask")]),
         ])
         outputs.append((leak, "cbv", "cbv_bsw", {"desc": "bsw", "suffix": "cbv"}, leak,
-                        {"Units": "mL/100 g",
+                        {"Units": options.cbv_units,
                          "EstimationMethod": "area ratio, leakage-corrected"}))
     for method in classical:
         deconvolve = pe.Node(Deconvolve(method=method, **scaling,
@@ -202,7 +202,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         if options.first_pass == "gamma":
             workflow.connect(first_pass, "metadata", deconvolve, "first_pass")
         outputs.append((deconvolve, "cbf", f"cbf_{method}", {"desc": method, "suffix": "cbf"},
-                        deconvolve, {"Units": "mL/100 g/min",
+                        deconvolve, {"Units": options.cbf_units,
                                      "EstimationMethod": METHOD_NAMES[method]}))
 
     if "phae" in options.methods:
@@ -220,7 +220,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
             (aif, phae, [("aif_tsv", "aif_tsv")]),
         ])
         outputs.append((phae, "cbf", "cbf_phae", {"desc": "phae", "suffix": "cbf"}, phae,
-                        {"Units": "mL/100 g/min", "EstimationMethod": METHOD_NAMES["phae"]}))
+                        {"Units": options.cbf_units, "EstimationMethod": METHOD_NAMES["phae"]}))
 
     if "stunet" in options.methods:
         workflow.__desc__ += (
@@ -238,7 +238,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
             (cbv, stunet, [("cbv", "cbv")]),
         ])
         outputs.append((stunet, "cbv", "cbv_stunet", {"desc": "stunet", "suffix": "cbv"},
-                        stunet, {"Units": "mL/100 g",
+                        stunet, {"Units": options.cbv_units,
                                  "EstimationMethod": METHOD_NAMES["stunet"]}))
 
     relative = pe.Node(RelativeMaps(), name="relative_maps")

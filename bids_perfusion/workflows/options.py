@@ -57,6 +57,16 @@ class DSCOptions:
     phae_weights: str | None = None
     stunet_weights: str | None = None
 
+    @property
+    def cbv_units(self):
+        """Units of CBV maps: per 100 g of tissue with kH/ρ, per 100 mL without."""
+        return "mL/100 g" if self.scaled else "mL/100 mL"
+
+    @property
+    def cbf_units(self):
+        """Units of CBF maps (:attr:`cbv_units` per minute)."""
+        return f"{self.cbv_units}/min"
+
 
 @dataclass(frozen=True)
 class DSCRun:
