@@ -151,7 +151,8 @@ def _roi_table(tumour_cbf, nawm_cbf, tumour_cbv=6.0, nawm_cbv=2.0):
     for roi, cbf, cbv in (("tumor", tumour_cbf, tumour_cbv), ("NAWM", nawm_cbf, nawm_cbv)):
         for measure, value in (("cbf_osvd", cbf), ("rcbf_osvd", cbf / nawm_cbf),
                                ("cbv", cbv), ("ttp", 20.0)):
-            rows.append({"roi": roi, "measure": measure, "n_voxels": 10, "mean": value,
+            rows.append({"roi": roi, "measure": measure, "n_voxels": 10, "n_excluded": 0,
+                         "mean": value,
                          "sd": 1.0, "median": value, "q1": value, "q3": value})
     return pd.DataFrame(rows)
 

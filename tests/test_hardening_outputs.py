@@ -21,6 +21,7 @@ from bids_perfusion.cli.group import run_group
 from bids_perfusion.cli.run import main
 from bids_perfusion.interfaces.bids import RunBarrier
 from bids_perfusion.phantom import write_dataset
+from bids_perfusion.stats.roi import COLUMNS
 
 pytestmark = pytest.mark.slow
 GRADES = ("HGG", "LGG", "HGG")  # one LGG subject: a class of one
@@ -86,8 +87,8 @@ def test_every_nifti_has_a_sidecar_and_masks_say_what_they_are(processed):
     for image in images:
         assert image.with_name(image.name.replace(".nii.gz", ".json")).is_file(), image
     masks = sorted(out.glob("sub-*/perf/*_mask.json"))
-    assert {p.name.split("_desc-")[1] for p in masks} == {"brain_mask.json",
-                                                          "NAWM_mask.json", "aif_mask.json"}
+    assert {p.name.split("_desc-")[1] for p in masks} == {
+        "brain_mask.json", "NAWM_mask.json", "aif_mask.json", "excluded_mask.json"}
     asl_brain = json.loads((out / "sub-01" / "perf" / "sub-01_desc-brain_mask.json")
                            .read_text())
     assert asl_brain["Type"] == "Brain"
@@ -139,7 +140,7 @@ def test_roi_table_with_a_missing_value_is_refused(processed, copy, caplog):
     table = copy / "sub-03" / "perf" / "sub-03_desc-roi_roistats.tsv"
     lines = table.read_text().split("\n")
     fields = lines[1].split("\t")
-    fields[3] = "n/a"  # the mean of an ROI with voxels
+    fields[COLUMNS.index("mean")] = "n/a"  # the mean of an ROI with voxels
     table.write_text("\n".join([lines[0], "\t".join(fields), *lines[2:]]))
     assert _group(root, copy, caplog) == 1
     assert "sub-03/perf/sub-03_desc-roi_roistats.tsv line 2" in caplog.text
