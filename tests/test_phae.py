@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from helpers import raw, truth  # noqa: E402
 
-from bids_perfusion import constants  # noqa: E402
+from bids_perfusion import constants, records  # noqa: E402
 from bids_perfusion.dsc import kinetics  # noqa: E402
 from bids_perfusion.nn import phae, training, weights  # noqa: E402
 from bids_perfusion.nn.device import select_device  # noqa: E402
@@ -186,7 +186,7 @@ def test_weights_round_trip_and_integrity(tmp_path):
     # A truncated file whose card was rewritten to match: caught by the parser.
     path.write_bytes(bytes(data[:100]))
     card_file = weights.card_path(path)
-    card_file.write_text(json.dumps({**card, "sha256": weights.sha256_of(path)}))
+    card_file.write_text(json.dumps({**card, "sha256": records.sha256(path)}))
     with pytest.raises(weights.WeightsError, match="cannot read"):
         weights.load_weights(path)
     with pytest.raises(weights.WeightsError, match="not 'stunet'"):

@@ -8,7 +8,6 @@ not match its card, and reads tensors only (safetensors, or ``torch.load`` with
 ``weights_only=True`` for ``.pt`` files): no pickled code is ever executed.
 """
 
-import hashlib
 import io
 import json
 import platform
@@ -16,6 +15,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from bids_perfusion.records import sha256
 
 #: Weights shipped with the package, per deep method of the DSC workflow: the file under
 #: ``bids_perfusion/data`` and the models its card may name (stU-Net weights may hold
@@ -55,15 +56,6 @@ def card_path(weights_path):
     return Path(weights_path).with_suffix(".json")
 
 
-def sha256_of(path):
-    """Hex sha256 digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def library_versions():
     """Versions of the libraries that trained or ran a model, for the card."""
     import safetensors
@@ -97,7 +89,7 @@ def save_weights(state_dict, path, card):
     full = {key: card.get(key) for key in CARD_KEYS}
     full.update({key: value for key, value in card.items() if key not in full})
     full["libraries"] = library_versions()
-    full["sha256"] = sha256_of(path)
+    full["sha256"] = sha256(path)
     full["weights_file"] = path.name
     card_path(path).write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
     return full
@@ -135,7 +127,7 @@ def verify_weights(path, expected_models=None):
     if expected_models is not None and card.get("model") not in expected_models:
         raise WeightsError(f"{path}: the model card is for model {card.get('model')!r}, "
                            f"not {' or '.join(map(repr, expected_models))}.")
-    if (digest := sha256_of(path)) != card["sha256"]:
+    if (digest := sha256(path)) != card["sha256"]:
         raise WeightsError(
             f"{path}: sha256 {digest} does not match the model card "
             f"{card_path(path).name} ({card['sha256']}); the file is corrupt or was "
