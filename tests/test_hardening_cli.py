@@ -376,7 +376,7 @@ def test_internal_error_in_a_node_exits_3_and_other_runs_are_written(dataset, tm
 
 
 def test_container_is_named_only_inside_one():
-    from bids_perfusion.cli.run import container_type
+    from bids_perfusion.derivatives import container_type
 
     assert container_type({}) is None
     assert container_type({"BIDS_PERFUSION_CONTAINER": "docker"}) == "docker"

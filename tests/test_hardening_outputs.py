@@ -216,3 +216,22 @@ def test_class_of_one_subject_gets_no_bootstrap_interval(processed, caplog):
     assert len(grading) > 0 and (grading["n_negative"] == 1).all()
     assert grading[["auc_ci_low", "auc_ci_high", "cutoff_ci_low"]].isna().all().all()
     assert np.isfinite(grading["auc"]).all()
+
+
+def test_bids_validator_reports_no_error_on_the_outputs(processed):
+    """BIDS-Derivatives rules where they exist (README, required keys), ``.bidsignore``
+    for what the schema has no place for yet."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _root, out, _, _ = processed
+    validator = shutil.which("bids-validator-deno") or str(
+        Path(sys.executable).with_name("bids-validator-deno"))
+    result = subprocess.run([validator, str(out), "--format", "json"], capture_output=True,
+                            text=True, check=False, timeout=300)
+    issues = json.loads(result.stdout)["issues"]["issues"]
+    errors = [(issue["code"], issue.get("location")) for issue in issues
+              if issue.get("severity") == "error"]
+    assert errors == []
+    assert (out / "README").read_text().startswith("# bids-perfusion derivatives")

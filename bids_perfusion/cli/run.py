@@ -120,11 +120,12 @@ def participant(args, bids_dir, output_dir, parser):
             LOGGER.error("%s", message)
         errors += weight_errors
 
+    from bids_perfusion.derivatives import write_dataset_files
     from bids_perfusion.workflows.base import init_bids_perfusion_wf
     from bids_perfusion.workflows.citations import write_citation
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_dataset_description(output_dir, bids_dir)
+    write_dataset_files(output_dir, bids_dir)
     workflow = init_bids_perfusion_wf(runs, options, output_dir, args.work_dir,
                                       asl_runs=asl_runs, asl_options=asl_opts)
     LOGGER.info("Processing %d DSC and %d ASL run(s) of %d subject(s)", len(runs),
@@ -251,38 +252,6 @@ def validate_bids(bids_dir):
     for issue in issues:
         if issue.get("severity") == "error":
             LOGGER.warning("BIDS validator: %s %s", issue.get("code"), issue.get("location"))
-
-
-#: Environment variables that tell which container runs the App: the image sets the first
-#: (Dockerfile); Apptainer and Singularity set theirs in every container they run.
-CONTAINER_VARIABLES = {"BIDS_PERFUSION_CONTAINER": None, "APPTAINER_CONTAINER": "apptainer",
-                       "SINGULARITY_CONTAINER": "singularity"}
-
-
-def container_type(environ=os.environ):
-    """``GeneratedBy.Container.Type`` of this process ('docker', 'apptainer'...), or None
-    outside a container."""
-    for variable, kind in CONTAINER_VARIABLES.items():
-        if environ.get(variable):
-            return kind or environ[variable]
-    return None
-
-
-def write_dataset_description(output_dir, bids_dir):
-    """The derivatives' ``dataset_description.json`` (BIDS-Derivatives: GeneratedBy with
-    the version, and the container only when the App runs in one)."""
-    generated = {"Name": "bids-perfusion", "Version": __version__}
-    if kind := container_type():
-        generated["Container"] = {"Type": kind}
-    description = {
-        "Name": "bids-perfusion derivatives",
-        "BIDSVersion": "1.10.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [generated],
-        "SourceDatasets": [{"URL": bids_dir.as_uri()}],
-        "DatasetLinks": {"raw": bids_dir.as_uri()},
-    }
-    (output_dir / "dataset_description.json").write_text(json.dumps(description, indent=2))
 
 
 if __name__ == "__main__":

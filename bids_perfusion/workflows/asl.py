@@ -227,7 +227,7 @@ def init_asl_wf(run, options, output_dir, name=None):
                        else meta.unique_delays[0])}),
         (prepare, "m0", {"desc": "reference", "suffix": "m0scan"}, prepare,
          {"Units": "arbitrary (units of the ASL series)",
-          "Description": "M0 reference used for CBF",
+          "Description": "M0 reference used for CBF", "SkullStripped": False,
           "Sources": raw_uris([run.file, *([meta.m0_file] if meta.m0_file else [])])}),
         (prepare, "excluded_mask", {"desc": "excluded", "suffix": "mask"}, prepare,
          mask_sidecar("ROI", "brain voxels excluded from CBF (written 0) and from the ROI "
