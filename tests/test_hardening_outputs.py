@@ -8,6 +8,7 @@ writing) works on a copy.
 """
 
 import json
+import re
 import logging
 import shutil
 
@@ -108,6 +109,8 @@ def test_later_run_with_other_options_keeps_both_citations(processed):
     assert both in citation and only in citation  # sub-02/03 (both) and sub-01 (oSVD only)
     assert "CBF was quantified from the PCASL series" in citation
     assert citation.count("### References") == 1 and "Østergaard L" in citation
+    assert not re.search(r"\]\.[A-Z]", citation)  # paragraphs apart: no "[@alsop2015].Each"
+    assert "seeds/" not in citation  # publications, not files of the source tree
 
 
 def test_stale_map_of_an_earlier_method_is_ignored_and_reported(processed, copy, caplog):
