@@ -8,8 +8,8 @@ writing) works on a copy.
 """
 
 import json
-import re
 import logging
+import re
 import shutil
 
 import numpy as np
