@@ -238,7 +238,8 @@ def _phantom_curves(noisy, subject):
                            / f"sub-{subject}_ce-gadolinium_dsc.json").read_text())
     arteries = truth(root, subject, "label-arteries_mask") > 0
     return run_curves([raw(root, subject, "ce-gadolinium_dsc")], [sidecar["EchoTime"]],
-                      sidecar["RepetitionTime"], subject, aif_mask=arteries)
+                      sidecar["RepetitionTime"], subject, aif_mask=arteries,
+                      field_strength=sidecar["MagneticFieldStrength"])
 
 
 def test_bundled_phae_maps_on_a_phantom_are_plausible(noisy):

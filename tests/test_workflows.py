@@ -30,7 +30,8 @@ def _run(masks=None, echoes=1, subject="01"):
     source = SOURCE.replace("01", subject)
     names = [source.replace("_dsc", f"_echo-{e + 1}_dsc") for e in range(echoes)] \
         if echoes > 1 else [source]
-    metadata = DSCRunMetadata(tuple(0.02 * (e + 1) for e in range(echoes)), 1.5, 60)
+    metadata = DSCRunMetadata(tuple(0.02 * (e + 1) for e in range(echoes)), 1.5, 60,
+                              magnetic_field_strength=3.0)
     masks = {key: _touch(path) for key, path in (masks or {}).items()}
     return DSCRun(subject, None, tuple(_touch(n) for n in names), metadata, masks)
 
