@@ -175,3 +175,20 @@ def test_phae_cbf_is_as_close_to_truth_as_osvd(delivered, subject):
     sidecar = json.loads((out / f"sub-{subject}" / "perf"
                           / f"sub-{subject}_ce-gadolinium_desc-phae_cbf.json").read_text())
     assert len(sidecar["ModelWeightsSHA256"]) == 64
+
+
+def test_sidecars_and_methods_record_the_field_and_relaxivities(delivered):
+    """The phantom declares 1.5 T: every CBV/CBF/AIF sidecar records the field and the
+    1.5 T constants used, and the methods text states them (issue 12, item 3)."""
+    _, out, _ = delivered
+    perf = Path(out) / "sub-01" / "perf"
+    expected = {"MagneticFieldStrength": 1.5, "MagneticFieldStrengthSource": "sidecar",
+                "RelaxivityFieldStrength": 1.5,
+                "TissueRelaxivity": 87.0, "BloodRelaxivity": "linear",
+                "BloodRelaxivityLinear": 7.6, "BloodRelaxivityQuadratic": 0.0}
+    for name in ("desc-areaRatio_cbv", "desc-bsw_cbv", "desc-osvd_cbf", "desc-phae_cbf",
+                 "desc-osvdNawm_cbf", "desc-aif_timeseries"):
+        sidecar = json.loads((perf / f"sub-01_ce-gadolinium_{name}.json").read_text())
+        assert {key: sidecar.get(key) for key in expected} == expected, name
+    citation = (Path(out) / "logs" / "CITATION.md").read_text()
+    assert "ΔR2* = 87 C in tissue and ΔR2* = 7.6 C in whole blood" in citation

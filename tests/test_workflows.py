@@ -228,7 +228,7 @@ def test_run_field_selects_relaxivities_of_every_node_and_the_methods(field, tis
                  DSCRunMetadata((0.03,), 1.5, 60, magnetic_field_strength=field), run.masks)
     options = DSCOptions(methods=("osvd", "phae"), blood_relaxivity="quadratic")
     workflow = init_dsc_wf(run, options, "/out")
-    record = at_field(field, "quadratic").sidecar()
+    record = {**at_field(field, "quadratic").sidecar(), "MagneticFieldStrengthSource": "sidecar"}
     for name in ("aif", "cbv", "leakage_correction", "deconvolve_osvd", "phae"):
         assert workflow.get_node(name).inputs.relaxivity == record, name
     assert record["TissueRelaxivity"] == {1.5: 87.0, 3.0: 174.0}[field]

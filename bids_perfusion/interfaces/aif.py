@@ -61,6 +61,6 @@ class ArterialInputFunction(SimpleInterface):
             **self.inputs.signal_metadata,
             "AIFSelection": method,
             "AIFVoxels": int(selection.mask.sum()),
-            **relax.sidecar(),
+            **self.inputs.relaxivity,
         }
         return runtime

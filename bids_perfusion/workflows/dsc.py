@@ -81,7 +81,8 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     classical = [m for m in options.methods if m in DECONVOLUTION_METHODS]
     methods = ", ".join(METHOD_NAMES[m] for m in classical) or "none of the classical methods"
     relax = at_field(run.metadata.magnetic_field_strength, options.blood_relaxivity)
-    record = relax.sidecar()
+    record = {**relax.sidecar(),
+              "MagneticFieldStrengthSource": run.metadata.field_strength_source}
     workflow.__desc__ = (
         "The DSC-MRI series was converted to the change in transverse relaxation rate "
         + ("ΔR2*(t) = -ln(S(t)/S0)/TE [@rosen1990] " if len(run.files) == 1 else
