@@ -51,6 +51,16 @@ def delayed(tmp_path_factory):
     return root, out, status
 
 
+@pytest.fixture(scope="module")
+def at_3t(tmp_path_factory):
+    """The phantom of ``delivered`` simulated and declared at 3 T, quantified with oSVD."""
+    tmp = tmp_path_factory.mktemp("dsc_3t")
+    root = write_dataset(tmp / "bids", small_config(asl=None, dsc=PROTOCOL | {
+        "field_strength": 3.0}))
+    status, out = _quantify(tmp, root, "--dsc-methods", "osvd", "--no-leakage-correction")
+    return root, out, status
+
+
 def _map(out, subject, name, prefix="ce-gadolinium"):
     return load(Path(out) / f"sub-{subject}" / "perf" / f"sub-{subject}_{prefix}_{name}.nii.gz")
 
@@ -86,6 +96,23 @@ def test_cbv_against_truth(delivered, subject, tissue):
     expected = truth(root, subject, "desc-truth_cbv")[mask]
     assert np.median(np.abs(cbv - expected) / expected) < 0.05
     assert abs(np.median(cbv) / np.median(expected) - 1) < 0.02
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+@pytest.mark.parametrize("tissue", ["GM", "WM"])
+def test_cbv_against_truth_at_3t(at_3t, subject, tissue):
+    """The same tolerances at 3 T: the phantom simulates with the 3 T relaxivities it
+    declares and the pipeline reads them back (issue 12, item 3)."""
+    root, out, status = at_3t
+    assert status == 0
+    mask = _normal(root, subject, tissue)
+    cbv = _map(out, subject, "desc-areaRatio_cbv")[mask]
+    expected = truth(root, subject, "desc-truth_cbv")[mask]
+    assert np.median(np.abs(cbv - expected) / expected) < 0.05
+    assert abs(np.median(cbv) / np.median(expected) - 1) < 0.02
+    sidecar = json.loads((Path(out) / f"sub-{subject}" / "perf"
+                          / f"sub-{subject}_ce-gadolinium_desc-areaRatio_cbv.json").read_text())
+    assert sidecar["MagneticFieldStrength"] == 3.0 and sidecar["TissueRelaxivity"] == 174.0
 
 
 @pytest.mark.parametrize("subject", SUBJECTS)
