@@ -53,10 +53,16 @@ def delayed(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def at_3t(tmp_path_factory):
-    """The phantom of ``delivered`` simulated and declared at 3 T, quantified with oSVD."""
+    """The phantom of ``delivered`` simulated and declared at 3 T, quantified with oSVD.
+
+    TE 20 ms: ΔR2* per mM doubles at 3 T, and at the phantom's default 30 ms the arterial
+    signal at the bolus peak falls to about 7 % of S0, where Rician noise flattens the
+    automatic AIF and CBV reads 32-36 % high (measured on this phantom); 20 ms keeps the
+    product TE·ΔR2* near that of 30 ms at 1.5 T.
+    """
     tmp = tmp_path_factory.mktemp("dsc_3t")
     root = write_dataset(tmp / "bids", small_config(asl=None, dsc=PROTOCOL | {
-        "field_strength": 3.0}))
+        "field_strength": 3.0, "echo_times": (0.02,)}))
     status, out = _quantify(tmp, root, "--dsc-methods", "osvd", "--no-leakage-correction")
     return root, out, status
 
