@@ -67,7 +67,7 @@ def subject_curves(root, subject):
     series = _image(root, subject, "ce-gadolinium_dsc").astype(np.float32)
     arteries = _image(root, subject, "label-arteries_mask", TRUTH) > 0
     return run_curves([series], [sidecar["EchoTime"]], sidecar["RepetitionTime"], subject,
-                      aif_mask=arteries)
+                      aif_mask=arteries, field_strength=sidecar["MagneticFieldStrength"])
 
 
 def roi_masks(root, subject, brain):

@@ -77,11 +77,14 @@ def _image(root, subject, name, folder=None):
     return np.asarray(nib.load(base / f"sub-{subject}_{name}.nii.gz").dataobj)
 
 
-def classical_cbv(series, echo_time, tr, brain, arteries):
-    """Area-ratio CBV (mL/100 g) of the pipeline's core steps, on the native grid."""
+def classical_cbv(series, sidecar, brain, arteries):
+    """Area-ratio CBV (mL/100 g) of the pipeline's core steps, on the native grid, with the
+    relaxivities of the sidecar's MagneticFieldStrength."""
     from bids_perfusion.nn.samples import run_curves
 
-    curves = run_curves([series], [echo_time], tr, "bench", brain=brain, aif_mask=arteries)
+    curves = run_curves([series], [sidecar["EchoTime"]], sidecar["RepetitionTime"], "bench",
+                        brain=brain, aif_mask=arteries,
+                        field_strength=sidecar["MagneticFieldStrength"])
     end = curves.cbv_end
     out = np.zeros(brain.shape, dtype=np.float32)
     out[brain] = maps.cbv_area_ratio(curves.tissue[:, :end], curves.aif[:end],
@@ -128,8 +131,7 @@ def write_references(root, folder):
     for path in sorted(Path(root).glob("sub-*/perf/sub-*_ce-gadolinium_dsc.nii.gz")):
         subject = path.name.split("_")[0][4:]
         series, sidecar, brain, arteries = _subject(root, subject)
-        cbv = classical_cbv(series, sidecar["EchoTime"], sidecar["RepetitionTime"], brain,
-                            arteries)
+        cbv = classical_cbv(series, sidecar, brain, arteries)
         out = Path(folder) / f"sub-{subject}" / "perf"
         out.mkdir(parents=True, exist_ok=True)
         image = nib.load(path)
@@ -160,8 +162,7 @@ def evaluate_subject(root, subject, models, args):
     for dose in DOSES:
         dosed = series if dose == 1 else lowdose.simulate_low_dose_run(series, dose, window)
         dosed = dosed.astype(np.float32)
-        cbv = classical_cbv(dosed, sidecar["EchoTime"], sidecar["RepetitionTime"], brain,
-                            arteries)
+        cbv = classical_cbv(dosed, sidecar, brain, arteries)
         for target in TARGETS:
             standardised[(target, "osvd", dose)] = prepare_map(cbv, brain, preprocessing, crop)
         for (target, name), (model, config) in models.items():

@@ -16,14 +16,45 @@ KH = 0.733
 #: Density of brain tissue in g/mL (Rempp et al. 1994).
 RHO_BRAIN = 1.04
 
-# --- DSC: transverse relaxivity of gadolinium (gradient echo, 1.5 T) ---------------------
-#: Tissue: Delta R2* = R2STAR_TISSUE * C_tissue, in s^-1 mM^-1, C the contrast agent
-#: concentration per unit tissue volume. Kjolby et al., MRM 2006;56:187-197.
-R2STAR_TISSUE = 87.0
-#: Whole blood, linear term: Delta R2* = a C + b C^2 (Kjolby et al. 2006), s^-1 mM^-1.
-R2STAR_BLOOD_LINEAR = 7.6
-#: Whole blood, quadratic term (Kjolby et al. 2006), s^-1 mM^-2.
-R2STAR_BLOOD_QUADRATIC = 0.574
+# --- DSC: transverse relaxivity of gadolinium (gradient echo), by field strength ---------
+#: Per magnetic field strength (tesla): ``tissue`` r_t in ΔR2* = r_t C_tissue (s^-1 mM^-1,
+#: C per unit tissue volume); ``blood_linear`` a (s^-1 mM^-1) and ``blood_quadratic`` b
+#: (s^-1 mM^-2) in whole blood, ΔR2* = a C + b C².
+#:
+#: 1.5 T: Kjolby et al., MRM 2006;56:187-197 (tissue 87; blood 7.6 C + 0.574 C²).
+#:
+#: 3 T: *scaled* from 1.5 T, not measured. ΔR2* is a function of the frequency offset
+#: δω = γ Δχ B0 with Δχ proportional to C: in the static-dephasing regime of tissue
+#: ΔR2* ∝ δω, so r_t and the linear blood term scale with B0 (Yablonskiy and Haacke,
+#: MRM 1994;32:749-763; Kiselev, JMRI 2005;22:693-696; Kjolby et al. 2006); the quadratic
+#: blood term is second order in δω (C² B0²) and scales with B0². Hence 3 T values are
+#: 2 x 87, 2 x 7.6 and 4 x 0.574. With the linear blood model the ratio a/r_t, and so
+#: the absolute CBV and CBF, is the same at both fields; with the quadratic model the AIF
+#: and the absolute maps change with the field. Measured values (e.g. Blockley et al.,
+#: MRM 2008;60:1313 for blood at 3 T) depend on agent and haematocrit; give your own by
+#: editing this table, not the code.
+#:
+#: Other fields: the nearest tabulated field within :data:`FIELD_TOLERANCE` is used
+#: (a Siemens "3 T" of 2.89 T is 3 T); beyond it, a run is refused (DSC) rather than
+#: quantified with the constants of another field.
+DSC_RELAXIVITY = {
+    1.5: {"tissue": 87.0, "blood_linear": 7.6, "blood_quadratic": 0.574},
+    3.0: {"tissue": 2.0 * 87.0, "blood_linear": 2.0 * 7.6, "blood_quadratic": 4.0 * 0.574},
+}
+#: Where the relaxivities of each field come from (written into the DSC sidecars).
+DSC_RELAXIVITY_SOURCE = {
+    1.5: "Kjolby et al., MRM 2006;56:187 (1.5 T)",
+    3.0: "Kjolby et al. 2006 scaled from 1.5 T: linear terms x B0/1.5 T, quadratic blood "
+         "term x (B0/1.5 T)^2 (static dephasing; Yablonskiy and Haacke 1994; Kiselev 2005)",
+}
+#: Largest distance (tesla) from a tabulated field that still counts as that field
+#: (scanners report nominal 3 T as 2.89 T or 3.0 T). Used by DSC and ASL.
+FIELD_TOLERANCE = 0.25
+#: The 1.5 T values, defaults of the functions of :mod:`bids_perfusion.dsc.relaxivity`;
+#: the pipeline passes the run's own field values explicitly.
+R2STAR_TISSUE = DSC_RELAXIVITY[1.5]["tissue"]
+R2STAR_BLOOD_LINEAR = DSC_RELAXIVITY[1.5]["blood_linear"]
+R2STAR_BLOOD_QUADRATIC = DSC_RELAXIVITY[1.5]["blood_quadratic"]
 
 # --- ASL: ISMRM perfusion study group consensus (Alsop et al., MRM 2015;73:102-116) -------
 #: Brain/blood partition coefficient, mL/g.

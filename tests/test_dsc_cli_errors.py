@@ -64,6 +64,13 @@ CASES = {
                        "write 0.03"),
     "missing RepetitionTime": (lambda root, tmp: _edit_sidecar(root, RepetitionTime=None)
                                or [], "'RepetitionTime' is missing"),
+    "missing MagneticFieldStrength": (
+        lambda root, tmp: _edit_sidecar(root, MagneticFieldStrength=None) or [],
+        "'MagneticFieldStrength' is missing from the JSON sidecar; the relaxivities depend "
+        "on it. Add it in tesla (e.g. 3), or give --field-strength."),
+    "MagneticFieldStrength in mT": (
+        lambda root, tmp: _edit_sidecar(root, MagneticFieldStrength=1500) or [],
+        "'MagneticFieldStrength' is 1500; it must be in tesla"),
     "3-D file": (lambda root, tmp: _edit_image(root, lambda d: d[..., 0]) or [],
                  "must be 4-D"),
     "NaN in the brain": (lambda root, tmp: _edit_image(
@@ -94,6 +101,23 @@ def test_bad_run_is_reported_and_others_complete(dataset, tmp_path, caplog, case
     assert not list((out / "sub-01").rglob("*")) if (out / "sub-01").exists() else True
     assert (out / "sub-02" / "perf" / "sub-02_ce-gadolinium_desc-osvd_cbf.nii.gz").exists()
     assert before == {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_field_strength_option_replaces_a_missing_field(dataset, tmp_path):
+    """``--field-strength`` makes a run without MagneticFieldStrength usable, and the maps
+    record where the field came from (issue 12, item 3)."""
+    root = tmp_path / "bids"
+    shutil.copytree(dataset, root)
+    _edit_sidecar(root, MagneticFieldStrength=None)
+    out = tmp_path / "out"
+    status = main([str(root), str(out), "participant", "-w", str(tmp_path / "work"), *FAST,
+                   "--participant-label", "01", "--field-strength", "1.5"])
+    assert status == 0
+    sidecar = json.loads((out / "sub-01" / "perf"
+                          / "sub-01_ce-gadolinium_desc-osvd_cbf.json").read_text())
+    assert sidecar["MagneticFieldStrength"] == 1.5
+    assert sidecar["MagneticFieldStrengthSource"] == "--field-strength"
+    assert sidecar["TissueRelaxivity"] == 87.0
 
 
 def test_subject_without_dsc_is_refused_before_processing(dataset, tmp_path, capsys):

@@ -112,7 +112,9 @@ def test_interfaces_record_the_fit_in_the_sidecar(tmp_path, monkeypatch):
     assert fit.metadata["FirstPass"] == "gamma"
     assert fit.metadata["FirstPassAIFRSquared"] > 0.99
     assert fit.metadata["FirstPassMedianRSquared"] > 0.99
-    scaling = {"kh": 1.0, "rho": 1.0}
+    from bids_perfusion.dsc.relaxivity import at_field
+
+    scaling = {"kh": 1.0, "rho": 1.0, "relaxivity": at_field(1.5).sidecar()}
     gamma = BloodVolume(delta_r2star=fit.delta_r2star, brain_mask="brain.nii.gz",
                         aif_tsv=fit.aif_tsv, first_pass=fit.metadata, **scaling).run()
     none = BloodVolume(delta_r2star="delta.nii.gz", brain_mask="brain.nii.gz",

@@ -14,6 +14,7 @@ from helpers import raw, truth  # noqa: E402
 
 from bids_perfusion import constants, records  # noqa: E402
 from bids_perfusion.dsc import kinetics  # noqa: E402
+from bids_perfusion.dsc.relaxivity import at_field  # noqa: E402
 from bids_perfusion.nn import phae, training, weights  # noqa: E402
 from bids_perfusion.nn.device import select_device  # noqa: E402
 from bids_perfusion.nn.samples import run_curves, training_arrays  # noqa: E402
@@ -238,7 +239,8 @@ def _phantom_curves(noisy, subject):
                            / f"sub-{subject}_ce-gadolinium_dsc.json").read_text())
     arteries = truth(root, subject, "label-arteries_mask") > 0
     return run_curves([raw(root, subject, "ce-gadolinium_dsc")], [sidecar["EchoTime"]],
-                      sidecar["RepetitionTime"], subject, aif_mask=arteries)
+                      sidecar["RepetitionTime"], subject, aif_mask=arteries,
+                      field_strength=sidecar["MagneticFieldStrength"])
 
 
 def test_bundled_phae_maps_on_a_phantom_are_plausible(noisy):
@@ -322,7 +324,9 @@ def test_phae_inference_interface(noisy, tmp_path, monkeypatch):
     aif_tsv = write_tsv(rows, ("time", "delta_r2star", "concentration"), "aif.tsv")
     result = PHAEInference(delta_r2star=str(tmp_path / "delta.nii.gz"),
                            brain_mask=str(tmp_path / "brain.nii.gz"), aif_tsv=aif_tsv,
-                           device="cpu", kh=constants.KH, rho=constants.RHO_BRAIN).run()
+                           device="cpu", kh=constants.KH, rho=constants.RHO_BRAIN,
+                           relaxivity=at_field(curves.info["MagneticFieldStrength"]).sidecar()
+                           ).run()
     outputs = result.outputs
     cbf, mtt, cbv = (np.asarray(nib.load(getattr(outputs, k)).dataobj)
                      for k in ("cbf", "mtt", "cbv"))
@@ -332,3 +336,4 @@ def test_phae_inference_interface(noisy, tmp_path, monkeypatch):
     card = json.loads(weights.card_path(phae.bundled_weights()).read_text())
     assert outputs.metadata["ModelWeightsSHA256"] == card["sha256"]
     assert outputs.metadata["Device"] == "cpu"
+    assert outputs.metadata["TissueRelaxivity"] == 87.0  # the phantom declares 1.5 T

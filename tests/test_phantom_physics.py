@@ -46,13 +46,25 @@ def _normal_tissue(root, subject, tissue):
             & (truth(root, subject, "label-arteries_probseg") == 0) & (lesion == 0))
 
 
+@pytest.fixture(scope="module")
+def noise_free_3t(tmp_path_factory):
+    """Noise-free DSC declared and simulated at 3 T (no ASL)."""
+    config = small_config(dsc={"snr": float("inf"), "field_strength": 3.0}, asl=None)
+    return write_dataset(tmp_path_factory.mktemp("noise_free_3t") / "bids", config), config
+
+
+@pytest.mark.parametrize("field", [1.5, 3.0])
 @pytest.mark.parametrize("subject", SUBJECTS)
 @pytest.mark.parametrize("tissue", ["GM", "WM"])
-def test_area_ratio_gives_true_cbv(noise_free, subject, tissue):
-    """100 kH/rho ∫C_tissue / ∫C_AIF equals the ground-truth CBV within 1 % per voxel."""
-    root, _ = noise_free
+def test_area_ratio_gives_true_cbv(noise_free, noise_free_3t, field, subject, tissue):
+    """100 kH/rho ∫C_tissue / ∫C_AIF equals the ground-truth CBV within 1 % per voxel, with
+    the tissue relaxivity of the field the sidecar declares (1.5 T: the default phantom)."""
+    root, _ = noise_free if field == 1.5 else noise_free_3t
+    sidecar = _sidecar(root, subject, "ce-gadolinium_dsc")
+    assert sidecar["MagneticFieldStrength"] == field
     delta_r2star, _ = _delta_r2star(root, subject, "ce-gadolinium_dsc")
-    concentration = relaxivity.tissue_concentration(delta_r2star[..., STEADY])
+    concentration = relaxivity.tissue_concentration(
+        delta_r2star[..., STEADY], relaxivity.at_field(field).tissue)
     aif_rows = read_tsv(Path(root) / TRUTH / f"sub-{subject}" / "perf"
                         / f"sub-{subject}_desc-truth_aif.tsv")
     aif = np.array([float(r["concentration"]) for r in aif_rows])[STEADY]

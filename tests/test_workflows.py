@@ -30,7 +30,8 @@ def _run(masks=None, echoes=1, subject="01"):
     source = SOURCE.replace("01", subject)
     names = [source.replace("_dsc", f"_echo-{e + 1}_dsc") for e in range(echoes)] \
         if echoes > 1 else [source]
-    metadata = DSCRunMetadata(tuple(0.02 * (e + 1) for e in range(echoes)), 1.5, 60)
+    metadata = DSCRunMetadata(tuple(0.02 * (e + 1) for e in range(echoes)), 1.5, 60,
+                              magnetic_field_strength=3.0)
     masks = {key: _touch(path) for key, path in (masks or {}).items()}
     return DSCRun(subject, None, tuple(_touch(n) for n in names), metadata, masks)
 
@@ -213,3 +214,25 @@ def test_units_of_the_sidecars_follow_the_scaling(scaled, cbv, cbf):
              for name in _nodes(workflow) if name.startswith("ds_")}
     assert units["ds_areaRatio_cbv"] == units["ds_bsw_cbv"] == units["ds_stunet_cbv"] == cbv
     assert units["ds_osvd_cbf"] == units["ds_phae_cbf"] == cbf
+
+
+@pytest.mark.parametrize("field, tissue, blood", [(1.5, "87 C", "7.6 C"),
+                                                  (3.0, "174 C", "15.2 C")])
+def test_run_field_selects_relaxivities_of_every_node_and_the_methods(field, tissue, blood):
+    """The run's MagneticFieldStrength reaches every node that converts ΔR2* to
+    concentration, and the methods text states the constants (issue 12, item 3)."""
+    from bids_perfusion.dsc.relaxivity import at_field
+
+    run = _run()
+    run = DSCRun(run.subject, run.session, run.files,
+                 DSCRunMetadata((0.03,), 1.5, 60, magnetic_field_strength=field), run.masks)
+    options = DSCOptions(methods=("osvd", "phae"), blood_relaxivity="quadratic")
+    workflow = init_dsc_wf(run, options, "/out")
+    record = {**at_field(field, "quadratic").sidecar(), "MagneticFieldStrengthSource": "sidecar"}
+    for name in ("aif", "cbv", "leakage_correction", "deconvolve_osvd", "phae"):
+        assert workflow.get_node(name).inputs.relaxivity == record, name
+    assert record["TissueRelaxivity"] == {1.5: 87.0, 3.0: 174.0}[field]
+    text = workflow.visit_desc()
+    assert f"ΔR2* = {tissue} in tissue" in text and f"ΔR2* = {blood} + " in text
+    assert ("scaled from the 1.5 T values" in text) == (field == 3.0)
+    methods_text(text)  # every citation of the text is known

@@ -43,7 +43,7 @@ MAX_TIME = 10.0
 MAX_REPETITION_TIME = 30.0
 #: Largest difference, tesla, between the sidecar's field and a tabulated one
 #: (Siemens "3 T" scanners write 2.89).
-FIELD_TOLERANCE = 0.25
+FIELD_TOLERANCE = constants.FIELD_TOLERANCE
 
 
 @dataclass(frozen=True)

@@ -102,8 +102,12 @@ def _applies_to(sidecar, path):
             and (folder == Path(path).parent or folder in Path(path).parents))
 
 
-def collect_dsc_runs(layout, subjects=None, sessions=None, filters=None, derivatives=()):
+def collect_dsc_runs(layout, subjects=None, sessions=None, filters=None, derivatives=(),
+                     field_strength=None):
     """Every DSC run of the requested subjects, and the errors of runs that cannot be used.
+
+    ``field_strength`` (tesla, ``--field-strength``) replaces the ``MagneticFieldStrength``
+    of the sidecars, which is otherwise required.
 
     Returns ``(runs, errors)``: a list of :class:`DSCRun` and a list of messages, each
     naming the file, the field and the fix. Raises :class:`InputError` when a requested
@@ -133,7 +137,7 @@ def collect_dsc_runs(layout, subjects=None, sessions=None, filters=None, derivat
             check_same_grid(paths, headers)
             metadata = DSCRunMetadata.from_sidecars(
                 paths, [_sidecar(layout, path) for path in paths],
-                [header.shape for header in headers])
+                [header.shape for header in headers], field_strength=field_strength)
         except InputDataError as error:
             errors.append(str(error))
             continue

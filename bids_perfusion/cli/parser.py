@@ -67,6 +67,19 @@ def _m0_fraction(value):
     return fraction
 
 
+def field_strength(value):
+    """``--field-strength``: tesla, within the tolerance of a field whose DSC relaxivities
+    are tabulated (:data:`bids_perfusion.constants.DSC_RELAXIVITY`)."""
+    from bids_perfusion.dsc.relaxivity import nominal_field
+
+    tesla = float(value)
+    if not 0 < tesla < float("inf") or nominal_field(tesla) is None:
+        raise argparse.ArgumentTypeError(
+            f"{value} T: DSC relaxivities are tabulated at "
+            f"{', '.join(f'{b:g}' for b in sorted(constants.DSC_RELAXIVITY))} T only")
+    return tesla
+
+
 def _nonnegative(value):
     number = float(value)
     if not number >= 0:
@@ -149,6 +162,10 @@ def build_parser():
                        help="no kH/rho: CBV in mL/100 mL, CBF in mL/100 mL/min")
     group.add_argument("--blood-relaxivity", choices=["linear", "quadratic"],
                        default="linear", help="ΔR2* of whole blood (Kjolby et al. 2006)")
+    group.add_argument("--field-strength", type=field_strength, metavar="T", default=None,
+                       help="magnetic field strength in tesla, replacing the DSC sidecars' "
+                            "MagneticFieldStrength (required when they lack it); it selects "
+                            "the tissue and blood relaxivities (1.5 or 3)")
     group.add_argument("--no-leakage-correction", action="store_true",
                        help="skip the Boxerman-Schmainda-Weisskoff correction")
     group.add_argument("--first-pass", choices=["none", "gamma"], default="none",
@@ -231,6 +248,7 @@ def dsc_options(args):
         method_parameters=parameters,
         kh=args.kh, rho=args.rho, scaled=not args.no_scaling,
         blood_relaxivity=args.blood_relaxivity,
+        field_strength=args.field_strength,
         leakage_correction=not args.no_leakage_correction,
         first_pass=args.first_pass,
         simulate_doses=tuple(sorted(set(args.simulate_dose), reverse=True)),

@@ -75,6 +75,10 @@ def build_parser():
     group.add_argument("--blood-relaxivity", choices=("linear", "quadratic"),
                        default=dsc.blood_relaxivity,
                        help="ΔR2* of arterial blood: linear, or linear + quadratic (Kjølby)")
+    group.add_argument("--dsc-field-strength", type=float, choices=(1.5, 3.0),
+                       default=dsc.field_strength,
+                       help="tesla of the DSC series (sets the relaxivities it is simulated "
+                            "with and its MagneticFieldStrength)")
     group.add_argument("--extra-delay", type=float, default=dsc.extra_delay,
                        help="additional bolus delay of every tissue relative to the AIF, s")
 
@@ -113,7 +117,8 @@ def config_from_args(args):
         tr=args.tr, echo_times=tuple(args.te), flip_angle=args.flip_angle,
         n_frames=args.n_frames, baseline_frames=args.baseline_frames, snr=args.snr,
         doses=tuple(args.doses), preload=args.preload, residue=args.residue,
-        blood_relaxivity=args.blood_relaxivity, extra_delay=args.extra_delay)
+        blood_relaxivity=args.blood_relaxivity, field_strength=args.dsc_field_strength,
+        extra_delay=args.extra_delay)
     asl = None if args.no_asl else ASLAcquisition(
         label_type=args.asl_type, plds=tuple(args.plds), n_pairs=tuple(args.n_pairs),
         labeling_duration=args.labeling_duration, bolus_cutoff=args.bolus_cutoff,

@@ -90,7 +90,7 @@ def participant(args, bids_dir, output_dir, parser):
             raise InputError(f"{bids_dir}: the dataset has no subject (no sub-* folder with "
                              "data); there is nothing to process.")
         runs, errors = collect_dsc_runs(layout, subjects, sessions, filters.get("dsc", {}),
-                                        args.derivatives)
+                                        args.derivatives, field_strength=args.field_strength)
         asl_runs, asl_errors = collect_asl_runs(layout, subjects, sessions,
                                                 filters.get("asl", {}), args.derivatives,
                                                 options=asl_opts)

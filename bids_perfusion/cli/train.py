@@ -23,6 +23,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from bids_perfusion.cli.parser import field_strength
+
 LOGGER = logging.getLogger("bids_perfusion.train")
 
 
@@ -52,7 +54,8 @@ class _PHAERecipe:
         return load_run(run.files, run.metadata.echo_times, run.metadata.repetition_time,
                         run.key, brain_file=run.masks.get("brain"),
                         aif_mask_file=run.masks.get("arteries"),
-                        blood_relaxivity=args.blood_relaxivity)
+                        blood_relaxivity=args.blood_relaxivity,
+                        field_strength=run.metadata.magnetic_field_strength)
 
     @staticmethod
     def fit(args, curves, split, device, log):
@@ -302,6 +305,9 @@ def build_parser():
                              "arterial mask replaces the automatic AIF selection")
     parser.add_argument("--blood-relaxivity", choices=("linear", "quadratic"),
                         default="linear", help="ΔR2* of the AIF: a C or a C + b C²")
+    parser.add_argument("--field-strength", type=field_strength, metavar="T", default=None,
+                        help="tesla, replacing the sidecars' MagneticFieldStrength (required "
+                             "when they lack it); selects the relaxivities")
     parser.add_argument("--no-amp", action="store_true",
                         help="no mixed precision on CUDA (it is never used on CPU)")
     parser.add_argument("--overwrite", action="store_true",
@@ -323,7 +329,8 @@ def _runs(args, parser):
             folders = [bids_dir / d if (bids_dir / d).is_dir() else Path(d)
                        for d in args.derivatives]
             found, errors = collect_dsc_runs(layout, args.participant_label,
-                                             derivatives=folders)
+                                             derivatives=folders,
+                                             field_strength=args.field_strength)
         except InputError as error:
             parser.error(str(error))
         for message in errors:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bids_perfusion import constants
+from bids_perfusion.dsc.relaxivity import nominal_field
 from bids_perfusion.errors import InputDataError
 
 #: Longest plausible gradient-echo DSC echo time, s (clinical TEs are 20-50 ms).
@@ -18,6 +20,9 @@ MAX_ECHO_TIME = 0.2
 MAX_REPETITION_TIME = 10.0
 #: Fewest frames a bolus passage can be quantified from.
 MIN_FRAMES = 20
+#: Range of plausible ``MagneticFieldStrength`` values, tesla: from low-field scanners
+#: to the 11.7 T human MRI (Iseult); outside it the value is in another unit (e.g. mT).
+FIELD_STRENGTH_RANGE = (0.1, 11.7)
 
 
 class MetadataError(InputDataError):
@@ -35,11 +40,18 @@ class DSCRunMetadata:
     repetition_time : float
         Frame interval Δt, s (``RepetitionTime``, or the spacing of ``VolumeTiming``).
     n_frames : int
+    magnetic_field_strength : float
+        Tesla: ``MagneticFieldStrength`` of the sidecars, or the ``--field-strength``
+        override; it selects the relaxivities (:func:`bids_perfusion.dsc.relaxivity.at_field`).
+    field_strength_source : str
+        ``"sidecar"`` or ``"--field-strength"``.
     """
 
     echo_times: tuple
     repetition_time: float
     n_frames: int
+    magnetic_field_strength: float
+    field_strength_source: str = "sidecar"
 
     @property
     def frame_times(self):
@@ -47,10 +59,12 @@ class DSCRunMetadata:
         return np.arange(self.n_frames) * self.repetition_time
 
     @classmethod
-    def from_sidecars(cls, paths, sidecars, shapes):
+    def from_sidecars(cls, paths, sidecars, shapes, field_strength=None):
         """Validate the sidecars and image shapes of the echo files of one run.
 
-        ``paths``, ``sidecars`` (dicts) and ``shapes`` hold one entry per echo file.
+        ``paths``, ``sidecars`` (dicts) and ``shapes`` hold one entry per echo file;
+        ``field_strength`` (tesla, from ``--field-strength``) replaces the sidecars'
+        ``MagneticFieldStrength``, which is otherwise required.
         Raises :class:`MetadataError` naming the file, the field and the fix.
         """
         echo_times, intervals = [], []
@@ -74,8 +88,43 @@ class DSCRunMetadata:
         if len(set(echo_times)) != len(echo_times):
             raise MetadataError(f"{paths[0]}: two echo files share EchoTime {echo_times}; "
                                 "give each echo its own EchoTime.")
+        if field_strength is None:
+            fields = [_field_strength(path, meta) for path, meta in zip(paths, sidecars,
+                                                                        strict=True)]
+            if len(set(fields)) > 1:
+                raise MetadataError(f"{paths[0]}: field 'MagneticFieldStrength' differs "
+                                    f"between echoes ({fields}); give one field, or "
+                                    "--field-strength.")
+            field, source = fields[0], "sidecar"
+        else:
+            field, source = float(field_strength), "--field-strength"
+            _check_field_strength(paths[0], field, "--field-strength")
         order = np.argsort(echo_times)
-        return cls(tuple(float(echo_times[i]) for i in order), intervals[0], int(shapes[0][3]))
+        return cls(tuple(float(echo_times[i]) for i in order), intervals[0], int(shapes[0][3]),
+                   field, source)
+
+
+def _field_strength(path, meta):
+    field = meta.get("MagneticFieldStrength")
+    if field is None:
+        raise MetadataError(f"{path}: field 'MagneticFieldStrength' is missing from the JSON "
+                            "sidecar; the relaxivities depend on it. Add it in tesla (e.g. 3), "
+                            "or give --field-strength.")
+    field = number(path, "MagneticFieldStrength", field, "3", unit="tesla")
+    _check_field_strength(path, field, "field 'MagneticFieldStrength'")
+    return field
+
+
+def _check_field_strength(path, field, where):
+    low, high = FIELD_STRENGTH_RANGE
+    if not low <= field <= high:
+        raise MetadataError(f"{path}: {where} is {field:g}; it must be in tesla, between "
+                            f"{low:g} and {high:g} (e.g. 1.5 or 3). Correct it, or give "
+                            "--field-strength.")
+    if nominal_field(field) is None:
+        raise MetadataError(f"{path}: {where} is {field:g} T; DSC relaxivities are tabulated "
+                            f"at {sorted(constants.DSC_RELAXIVITY)} T only. Add this field's "
+                            "values to constants.DSC_RELAXIVITY, or give --field-strength.")
 
 
 def _echo_time(path, meta):
@@ -119,12 +168,12 @@ def _repetition_time(path, meta, n_frames):
     return tr
 
 
-def number(path, field, value, example):
+def number(path, field, value, example, unit="seconds"):
     """``value`` of sidecar ``field`` as a finite float, or MetadataError naming the file,
-    the field and an ``example`` of a valid value (JSON numbers only: ``"30ms"``,
-    ``true`` or ``null`` are refused rather than guessed)."""
+    the field and an ``example`` of a valid value in ``unit`` (JSON numbers only:
+    ``"30ms"``, ``true`` or ``null`` are refused rather than guessed)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(
             value):
         raise MetadataError(f"{path}: field {field!r} is {value!r}; it must be a JSON number "
-                            f"in seconds, e.g. {example}.")
+                            f"in {unit}, e.g. {example}.")
     return float(value)

@@ -6,14 +6,79 @@ The gradient-echo signal at echo time TE during the bolus passage is
 
 (Rosen et al., MRM 1990;14:249). Concentration follows from the relaxivity: linear in
 tissue, ``ΔR2* = r_t C``, and linear plus quadratic in whole blood,
-``ΔR2* = a C + b C²`` (Kjolby et al., MRM 2006;56:187). The constants live in
-:mod:`bids_perfusion.constants`. With two echoes, :func:`dual_echo_delta_r2star` removes
-the T1 effect of contrast agent leakage.
+``ΔR2* = a C + b C²`` (Kjolby et al., MRM 2006;56:187). The constants depend on the
+magnetic field and live in :data:`bids_perfusion.constants.DSC_RELAXIVITY`;
+:func:`at_field` picks those of a run's field. With two echoes,
+:func:`dual_echo_delta_r2star` removes the T1 effect of contrast agent leakage.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from bids_perfusion import constants
+
+#: Models of whole-blood ΔR2*: linear ``a C`` or linear plus quadratic ``a C + b C²``.
+BLOOD_MODELS = ("linear", "quadratic")
+
+
+@dataclass(frozen=True)
+class Relaxivities:
+    """The relaxivities used for one run, and the field they belong to.
+
+    ``field_strength`` is the run's field (tesla), ``nominal_field`` the tabulated field
+    of :data:`~bids_perfusion.constants.DSC_RELAXIVITY` whose constants are used;
+    ``tissue`` r_t (s^-1 mM^-1), ``blood_linear`` a (s^-1 mM^-1) and ``blood_quadratic`` b
+    (s^-1 mM^-2; 0 with the linear blood model).
+    """
+
+    field_strength: float
+    nominal_field: float
+    blood_model: str
+    tissue: float
+    blood_linear: float
+    blood_quadratic: float
+
+    def sidecar(self):
+        """The keys written into every DSC sidecar that depends on them."""
+        return {"MagneticFieldStrength": self.field_strength,
+                "RelaxivityFieldStrength": self.nominal_field,
+                "TissueRelaxivity": self.tissue,
+                "BloodRelaxivity": self.blood_model,
+                "BloodRelaxivityLinear": self.blood_linear,
+                "BloodRelaxivityQuadratic": self.blood_quadratic,
+                "RelaxivitySource": constants.DSC_RELAXIVITY_SOURCE[self.nominal_field]}
+
+    @classmethod
+    def from_sidecar(cls, record):
+        """Inverse of :meth:`sidecar` (the dict that travels between nipype nodes)."""
+        return cls(float(record["MagneticFieldStrength"]),
+                   float(record["RelaxivityFieldStrength"]), record["BloodRelaxivity"],
+                   float(record["TissueRelaxivity"]), float(record["BloodRelaxivityLinear"]),
+                   float(record["BloodRelaxivityQuadratic"]))
+
+
+def nominal_field(field_strength, table=constants.DSC_RELAXIVITY):
+    """The tabulated field within :data:`~bids_perfusion.constants.FIELD_TOLERANCE` of
+    ``field_strength`` (tesla), or ``None`` when there is none."""
+    nearest = min(table, key=lambda b: abs(b - field_strength))
+    return nearest if abs(nearest - field_strength) <= constants.FIELD_TOLERANCE else None
+
+
+def at_field(field_strength, blood_model="linear"):
+    """:class:`Relaxivities` at ``field_strength`` (tesla) for a blood model of
+    :data:`BLOOD_MODELS`; ValueError when no tabulated field is within the tolerance
+    (the constants of another field would bias absolute CBV and CBF)."""
+    if blood_model not in BLOOD_MODELS:
+        raise ValueError(f"blood_model must be one of {BLOOD_MODELS}, got {blood_model!r}")
+    nominal = nominal_field(field_strength)
+    if nominal is None:
+        raise ValueError(f"no DSC relaxivities at {field_strength:g} T; they are tabulated "
+                         f"at {sorted(constants.DSC_RELAXIVITY)} T only")
+    values = constants.DSC_RELAXIVITY[nominal]
+    return Relaxivities(float(field_strength), nominal, blood_model, values["tissue"],
+                        values["blood_linear"],
+                        values["blood_quadratic"] if blood_model == "quadratic" else 0.0)
 
 
 def signal_to_delta_r2star(signal, s0, te):

@@ -9,7 +9,6 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_perfusion import constants
 from bids_perfusion.dsc import aif, relaxivity
 from bids_perfusion.interfaces.nifti import load, load_mask, save_like, write_tsv
 
@@ -23,8 +22,8 @@ class _ArterialInputFunctionInputSpec(BaseInterfaceInputSpec):
     frame_times = traits.List(traits.Float, mandatory=True)
     aif_mask = File(exists=True, desc="arterial voxels; automatic selection when absent")
     signal_metadata = traits.Dict(desc="baseline and formula of ΔR2*, copied to the sidecar")
-    blood_relaxivity = traits.Enum("linear", "quadratic", usedefault=True,
-                                   desc="ΔR2* of whole blood: a C, or a C + b C² (Kjolby)")
+    relaxivity = traits.Dict(mandatory=True, desc="relaxivities of the run's field "
+                                                  "(dsc.relaxivity.Relaxivities.sidecar())")
 
 
 class _ArterialInputFunctionOutputSpec(TraitedSpec):
@@ -50,9 +49,9 @@ class ArterialInputFunction(SimpleInterface):
             echo_times = self.inputs.signal_metadata.get("EchoTime") or [None]
             selection = aif.select_aif(delta, brain, times, echo_time=echo_times[0])
             method = "automatic (Mouridsen et al. 2006; Peruzzo et al. 2011)"
-        quadratic = (constants.R2STAR_BLOOD_QUADRATIC
-                     if self.inputs.blood_relaxivity == "quadratic" else 0.0)
-        concentration = relaxivity.blood_concentration(selection.curve, quadratic=quadratic)
+        relax = relaxivity.Relaxivities.from_sidecar(self.inputs.relaxivity)
+        concentration = relaxivity.blood_concentration(selection.curve, relax.blood_linear,
+                                                       relax.blood_quadratic)
         rows = [dict(zip(AIF_COLUMNS, values, strict=True))
                 for values in zip(times, selection.curve, concentration, strict=True)]
         self._results["aif_tsv"] = write_tsv(rows, AIF_COLUMNS, "aif.tsv")
@@ -62,8 +61,6 @@ class ArterialInputFunction(SimpleInterface):
             **self.inputs.signal_metadata,
             "AIFSelection": method,
             "AIFVoxels": int(selection.mask.sum()),
-            "BloodRelaxivity": self.inputs.blood_relaxivity,
-            "BloodRelaxivityLinear": constants.R2STAR_BLOOD_LINEAR,
-            "BloodRelaxivityQuadratic": quadratic,
+            **self.inputs.relaxivity,
         }
         return runtime

@@ -28,6 +28,8 @@ class _DeconvolveInputSpec(BaseInterfaceInputSpec):
     rho = traits.Float(mandatory=True, desc="brain density, g/mL")
     scaled = traits.Bool(True, usedefault=True, desc="apply kH/rho (mL/100 g/min)")
     first_pass = traits.Dict(desc="first-pass fit for the sidecar; FirstPass none if absent")
+    relaxivity = traits.Dict(mandatory=True, desc="relaxivities of the run's field "
+                                                  "(dsc.relaxivity.Relaxivities.sidecar())")
 
 
 class _DeconvolveOutputSpec(TraitedSpec):
@@ -50,7 +52,9 @@ class Deconvolve(SimpleInterface):
         dt = float(np.mean(np.diff(columns["time"])))
         model = DeconvolutionModel(columns["concentration"], dt, self.inputs.method,
                                    **self.inputs.parameters)
-        fit = model.fit(relaxivity.tissue_concentration(delta[brain]).astype(np.float32))
+        tissue = relaxivity.tissue_concentration(delta[brain],
+                                                 self.inputs.relaxivity["TissueRelaxivity"])
+        fit = model.fit(tissue.astype(np.float32))
         scale = self.inputs.kh / self.inputs.rho if self.inputs.scaled else 1.0
         cbf = np.zeros(brain.shape, dtype=np.float32)
         tmax = np.zeros(brain.shape, dtype=np.float32)
@@ -69,5 +73,6 @@ class Deconvolve(SimpleInterface):
             "kH": self.inputs.kh if self.inputs.scaled else None,
             "BrainDensity": self.inputs.rho if self.inputs.scaled else None,
             **first_pass_metadata(self.inputs),
+            **self.inputs.relaxivity,
         }
         return runtime

@@ -23,6 +23,8 @@ class _LeakageCorrectionInputSpec(BaseInterfaceInputSpec):
     kh = traits.Float(mandatory=True)
     rho = traits.Float(mandatory=True)
     scaled = traits.Bool(True, usedefault=True)
+    relaxivity = traits.Dict(mandatory=True, desc="relaxivities of the run's field "
+                                                  "(dsc.relaxivity.Relaxivities.sidecar())")
 
 
 class _LeakageCorrectionOutputSpec(TraitedSpec):
@@ -55,5 +57,6 @@ class LeakageCorrection(SimpleInterface):
                                  "transit-time terms (dsc/leakage.py)",
             "TransitKernels": list(leakage.TRANSIT_KERNELS),
             "kH": self.inputs.kh, "BrainDensity": self.inputs.rho,
+            **self.inputs.relaxivity,
         }
         return runtime

@@ -24,6 +24,8 @@ class _BloodVolumeInputSpec(BaseInterfaceInputSpec):
     rho = traits.Float(mandatory=True)
     scaled = traits.Bool(True, usedefault=True)
     first_pass = traits.Dict(desc="first-pass fit for the sidecar; FirstPass none if absent")
+    relaxivity = traits.Dict(mandatory=True, desc="relaxivities of the run's field "
+                                                  "(dsc.relaxivity.Relaxivities.sidecar())")
 
 
 class _BloodVolumeOutputSpec(TraitedSpec):
@@ -46,6 +48,7 @@ class BloodVolume(SimpleInterface):
         self._results["metadata"] = {"kH": self.inputs.kh, "BrainDensity": self.inputs.rho,
                                      "Scaled": self.inputs.scaled,
                                      "IntegrationFrames": end,
+                                     **self.inputs.relaxivity,
                                      **first_pass_metadata(self.inputs)}
         return runtime
 
@@ -59,10 +62,12 @@ def first_pass_cbv(delta_r2star, inputs):
     """Area-ratio CBV of ΔR2* curves (N, T) integrated to the end of the bolus passage.
 
     The end is :func:`dsc.timing.bolus_end` of the mean curve; ``inputs`` gives the AIF
-    TSV, kH, rho and the scaling. Returns the CBV and the number of frames integrated.
+    TSV, kH, rho, the scaling and the relaxivities (tissue ``ΔR2* = r_t C``). Returns
+    the CBV and the number of frames integrated.
     """
     columns = read_tsv_columns(inputs.aif_tsv)
-    tissue = relaxivity.tissue_concentration(delta_r2star)
+    tissue = relaxivity.tissue_concentration(delta_r2star,
+                                             inputs.relaxivity["TissueRelaxivity"])
     end = timing.bolus_end(tissue.mean(axis=0))
     cbv = maps.cbv_area_ratio(tissue[:, :end], columns["concentration"][:end],
                               columns["time"][:end], kh=inputs.kh, rho=inputs.rho,

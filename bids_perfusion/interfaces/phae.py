@@ -30,6 +30,8 @@ class _PHAEInferenceInputSpec(BaseInterfaceInputSpec):
     kh = traits.Float(mandatory=True, desc="haematocrit correction kH")
     rho = traits.Float(mandatory=True, desc="brain density, g/mL")
     scaled = traits.Bool(True, usedefault=True, desc="apply kH/rho (mL/100 g, mL/100 g/min)")
+    relaxivity = traits.Dict(mandatory=True, desc="relaxivities of the run's field "
+                                                  "(dsc.relaxivity.Relaxivities.sidecar())")
 
 
 class _PHAEInferenceOutputSpec(TraitedSpec):
@@ -56,7 +58,8 @@ class PHAEInference(SimpleInterface):
         device = devices.select_device(self.inputs.device)
         weights = self.inputs.weights or None
         model, card = phae.load_model(weights, device)
-        tissue = relaxivity.tissue_concentration(delta[brain]).astype(np.float32)
+        tissue = relaxivity.tissue_concentration(
+            delta[brain], self.inputs.relaxivity["TissueRelaxivity"]).astype(np.float32)
         end = timing.bolus_end(tissue.mean(axis=0))
         maps = phae.estimate_maps(model, tissue, columns["concentration"], times,
                                   cbv_end=end, kh=self.inputs.kh, rho=self.inputs.rho,
@@ -80,5 +83,6 @@ class PHAEInference(SimpleInterface):
             "CBVIntegrationFrames": int(end),
             "kH": self.inputs.kh if self.inputs.scaled else None,
             "BrainDensity": self.inputs.rho if self.inputs.scaled else None,
+            **self.inputs.relaxivity,
         }
         return runtime

@@ -9,7 +9,8 @@ pipeline, without nipype and without any reference map (self-supervised):
    (:mod:`bids_perfusion.dsc.timing`); ``ΔR2* = −ln(S/S0)/TE``, or the dual-echo
    ``ln[(S1/S1,0)/(S2/S2,0)]/(TE2−TE1)`` (:mod:`bids_perfusion.dsc.relaxivity`);
 3. the AIF selected automatically (:func:`bids_perfusion.dsc.aif.select_aif`) and converted
-   to concentration with the blood relaxivity, the tissue with the tissue relaxivity;
+   to concentration with the blood relaxivity, the tissue with the tissue relaxivity,
+   both at the run's magnetic field;
 4. the end of the first pass of the mean tissue curve (:func:`bids_perfusion.dsc.timing.
    bolus_end`), the upper limit of the CBV integral.
 
@@ -22,7 +23,6 @@ import dataclasses
 
 import numpy as np
 
-from bids_perfusion import constants
 from bids_perfusion.dsc import aif as aif_selection
 from bids_perfusion.dsc import brain_mask as brain_masks
 from bids_perfusion.dsc import relaxivity, timing
@@ -48,8 +48,11 @@ class RunCurves:
 
 
 def run_curves(series, echo_times, repetition_time, subject, brain=None, aif_mask=None,
-               blood_relaxivity="linear"):
+               blood_relaxivity="linear", *, field_strength):
     """:class:`RunCurves` of one run from its echo arrays (see the module docstring).
+
+    ``field_strength`` (tesla) selects the relaxivities
+    (:func:`bids_perfusion.dsc.relaxivity.at_field`), as the pipeline does.
 
     ``brain`` and ``aif_mask`` (x, y, z) are optional given masks; without ``aif_mask`` the
     AIF is selected automatically, with it the AIF is the mean ΔR2* over the mask
@@ -66,14 +69,16 @@ def run_curves(series, echo_times, repetition_time, subject, brain=None, aif_mas
         selection = aif_selection.select_aif(delta, brain, times, echo_time=echo_times[0])
     else:
         selection = aif_selection.aif_from_mask(delta, np.asarray(aif_mask, dtype=bool))
-    quadratic = constants.R2STAR_BLOOD_QUADRATIC if blood_relaxivity == "quadratic" else 0.0
-    aif = relaxivity.blood_concentration(selection.curve, quadratic=quadratic)
-    tissue = relaxivity.tissue_concentration(delta[brain]).astype(np.float32)
+    relax = relaxivity.at_field(field_strength, blood_relaxivity)
+    aif = relaxivity.blood_concentration(selection.curve, relax.blood_linear,
+                                         relax.blood_quadratic)
+    tissue = relaxivity.tissue_concentration(delta[brain], relax.tissue).astype(np.float32)
     end = timing.bolus_end(tissue.mean(axis=0))
     return RunCurves(subject, tissue, aif, times, brain, end,
                      {"first_frame": start, "aif_voxels": int(selection.mask.sum()),
                       "aif": "automatic" if aif_mask is None else "given mask",
-                      "brain_voxels": int(brain.sum()), "blood_relaxivity": blood_relaxivity})
+                      "brain_voxels": int(brain.sum()), "blood_relaxivity": blood_relaxivity,
+                      **relax.sidecar()})
 
 
 def load_run(files, echo_times, repetition_time, subject, brain_file=None, aif_mask_file=None,

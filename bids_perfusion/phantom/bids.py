@@ -234,7 +234,7 @@ def _write_dsc(root, subject, acq, sim):
             "EchoTime": acq.echo_times[echo],
             "RepetitionTime": acq.tr,
             "FlipAngle": acq.flip_angle,
-            "MagneticFieldStrength": 3,
+            "MagneticFieldStrength": acq.field_strength,
             "MRAcquisitionType": "2D",
             "PulseSequenceType": "Gradient echo EPI",
             "Manufacturer": "bids-perfusion phantom",

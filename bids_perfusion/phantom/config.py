@@ -9,6 +9,8 @@ anything is written.
 import math
 from dataclasses import asdict, dataclass, field, replace
 
+from bids_perfusion import constants
+
 GRADES = ("LGG", "HGG")
 #: Scale of image intensities: a fully relaxed voxel of proton density 1 reads this value.
 RECEIVER_GAIN = 1000.0
@@ -132,6 +134,11 @@ class DSCAcquisition:
     residue: str = "exponential"
     residue_shape: float = 2.0
     blood_relaxivity: str = "linear"
+    #: Tesla, written into the DSC sidecars; the phantom simulates ΔR2* with the
+    #: relaxivities of this field (``constants.DSC_RELAXIVITY``), the same the pipeline
+    #: reads back. 1.5 T keeps the signals of the published tables (the DSC phantom
+    #: has always used the 1.5 T constants).
+    field_strength: float = 1.5
     extra_delay: float = 0.0
     aif_peak_mM: float = 6.0
     aif_alpha: float = 3.0
@@ -276,6 +283,8 @@ def _validate_dsc(dsc):
     _check(dsc.residue in RESIDUES, "dsc.residue", f"use one of {RESIDUES}")
     _check(dsc.blood_relaxivity in BLOOD_RELAXIVITIES, "dsc.blood_relaxivity",
            f"use one of {BLOOD_RELAXIVITIES}")
+    _check(dsc.field_strength in constants.DSC_RELAXIVITY, "dsc.field_strength",
+           f"use one of {sorted(constants.DSC_RELAXIVITY)} (tesla)")
     _check(dsc.extra_delay >= 0, "dsc.extra_delay", "must be >= 0 s")
     _check(0 < dsc.flip_angle <= 90, "dsc.flip_angle", "must be in (0, 90] degrees")
     _check(dsc.time_oversampling >= 1, "dsc.time_oversampling", "must be >= 1")

@@ -98,10 +98,17 @@ def compartment_curves(t, aif, tissues, acq):
     return curves, residues
 
 
+def relaxivities(acq):
+    """The :class:`~bids_perfusion.dsc.relaxivity.Relaxivities` of the acquisition's field
+    and blood model: the same constants the pipeline uses for that field."""
+    return relaxivity.at_field(acq.field_strength, acq.blood_relaxivity)
+
+
 def blood_delta_r2star(concentration, acq):
-    """ΔR2* of whole blood under the configured relaxivity model."""
-    quadratic = constants.R2STAR_BLOOD_QUADRATIC if acq.blood_relaxivity == "quadratic" else 0.0
-    return relaxivity.blood_delta_r2star(concentration, quadratic=quadratic)
+    """ΔR2* of whole blood under the configured relaxivity model and field."""
+    relax = relaxivities(acq)
+    return relaxivity.blood_delta_r2star(concentration, relax.blood_linear,
+                                         relax.blood_quadratic)
 
 
 def simulate_dsc(subject, acq, rng):
@@ -129,16 +136,17 @@ def simulate_dsc(subject, acq, rng):
     s0_first_echo = m0 * steady[:, -1] * np.exp(-acq.echo_times[0] * r2star0)
     noise_sd = float(s0_first_echo[brain].mean() / acq.snr)
 
+    r_tissue = relaxivities(acq).tissue
     signals, aifs = {}, {}
     for dose in acq.doses:
         aif = arterial_input(t, acq, dose)
         curves, residues = compartment_curves(t, aif, subject.tissues, acq)
         tissue_r2 = relaxivity.tissue_delta_r2star(
-            scale[:, None] * (weights.T @ curves[:, frames]))
+            scale[:, None] * (weights.T @ curves[:, frames]), r_tissue)
         # Reference for leakage: mean ΔR2* of normal brain, integrated on the fine grid
         # (cumulative trapezoid) and sampled at the frames.
         mean_weights = (scale[normal, None] * weights[:, normal].T).mean(axis=0)
-        reference = relaxivity.tissue_delta_r2star(mean_weights @ curves)
+        reference = relaxivity.tissue_delta_r2star(mean_weights @ curves, r_tissue)
         integral = np.concatenate([[0.0], np.cumsum((reference[1:] + reference[:-1]) / 2.0)])
         leak = k2[:, None] * (integral * dt)[frames]
         intravascular = tissue_r2 + artery[:, None] * blood_delta_r2star(aif[frames], acq)

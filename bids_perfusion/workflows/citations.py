@@ -15,6 +15,12 @@ REFERENCES = {
     "kjolby2006": "Kjølby BF, Østergaard L, Kiselev VG. Theoretical model of intravascular "
                   "paramagnetic tracers effect on tissue relaxation. Magn Reson Med "
                   "2006;56:187-197.",
+    "yablonskiy1994": "Yablonskiy DA, Haacke EM. Theory of NMR signal behavior in "
+                      "magnetically inhomogeneous tissues: the static dephasing regime. Magn "
+                      "Reson Med 1994;32:749-763.",
+    "kiselev2005": "Kiselev VG. Transverse relaxation effect of MRI contrast agents: a "
+                   "crucial issue for quantitative measurements of cerebral perfusion. J Magn "
+                   "Reson Imaging 2005;22:693-696.",
     "ostergaard1996": "Østergaard L, Weisskoff RM, Chesler DA, Gyldensted C, Rosen BR. High "
                       "resolution measurement of cerebral blood flow using intravascular "
                       "tracer bolus passages. Part I. Magn Reson Med 1996;36:715-725.",

@@ -6,6 +6,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_perfusion.dsc.first_pass import DOWNSLOPE_FRACTION
 from bids_perfusion.dsc.normalisation import TUMOUR_MARGIN, WHITE_MATTER_QUANTILE
+from bids_perfusion.dsc.relaxivity import at_field
 from bids_perfusion.interfaces.aif import ArterialInputFunction
 from bids_perfusion.interfaces.deconvolution import Deconvolve
 from bids_perfusion.interfaces.first_pass import FirstPassFit
@@ -43,6 +44,20 @@ def simulated_dose_text(doses):
             "- S(0)] (Eq. 1 of [@stunet]).\n")
 
 
+def relaxivity_text(relax):
+    """Methods text of the conversion of ΔR2* to concentration with ``relax``
+    (:class:`~bids_perfusion.dsc.relaxivity.Relaxivities`)."""
+    blood = f"{relax.blood_linear:g} C" + (f" + {relax.blood_quadratic:g} C²"
+                                           if relax.blood_quadratic else "")
+    scaled = ("" if relax.nominal_field == 1.5 else
+              ", scaled from the 1.5 T values with the field (linear terms x B0, quadratic "
+              "term x B0²) [@yablonskiy1994; @kiselev2005]")
+    return ("Concentration C (mM) was obtained from ΔR2* with the relaxivities at "
+            f"{relax.nominal_field:g} T (MagneticFieldStrength {relax.field_strength:g} T): "
+            f"ΔR2* = {relax.tissue:g} C in tissue and ΔR2* = {blood} in whole blood "
+            f"(s⁻¹) [@kjolby2006]{scaled}. ")
+
+
 def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     """Quantify one DSC run (or a low dose simulated from it) and write its derivatives.
 
@@ -65,6 +80,9 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     workflow = Workflow(name=name)
     classical = [m for m in options.methods if m in DECONVOLUTION_METHODS]
     methods = ", ".join(METHOD_NAMES[m] for m in classical) or "none of the classical methods"
+    relax = at_field(run.metadata.magnetic_field_strength, options.blood_relaxivity)
+    record = {**relax.sidecar(),
+              "MagneticFieldStrengthSource": run.metadata.field_strength_source}
     workflow.__desc__ = (
         "The DSC-MRI series was converted to the change in transverse relaxation rate "
         + ("ΔR2*(t) = -ln(S(t)/S0)/TE [@rosen1990] " if len(run.files) == 1 else
@@ -72,8 +90,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
            "insensitive to T1 leakage [@vonken1999] ")
         + "after discarding the frames of the approach "
         "to steady state; S0 was the mean of the baseline frames before bolus arrival. "
-        "Concentration was taken proportional to ΔR2* in tissue and related to ΔR2* in "
-        f"whole blood by a {options.blood_relaxivity} relaxivity [@kjolby2006]. "
+        + relaxivity_text(relax)
         + ("The arterial input function was the mean over a given arterial mask. "
            if "arteries" in run.masks else
            "The arterial input function was the mean of arterial voxels chosen "
@@ -133,11 +150,11 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
                                          repetition_time=run.metadata.repetition_time,
                                          source_files=list(run.files)),
                      name="delta_r2star")
-    aif = pe.Node(ArterialInputFunction(blood_relaxivity=options.blood_relaxivity),
-                  name="aif")
+    aif = pe.Node(ArterialInputFunction(relaxivity=record), name="aif")
     if "arteries" in run.masks:
         aif.inputs.aif_mask = run.masks["arteries"]
-    scaling = {"kh": options.kh, "rho": options.rho, "scaled": options.scaled}
+    scaling = {"kh": options.kh, "rho": options.rho, "scaled": options.scaled,
+               "relaxivity": record}
     cbv = pe.Node(BloodVolume(**scaling), name="cbv")
     timing = pe.Node(BolusTiming(), name="bolus_timing")
     # Curves of CBV and deconvolution: as measured, or their gamma-variate first passes.
@@ -239,7 +256,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         ])
         outputs.append((stunet, "cbv", "cbv_stunet", {"desc": "stunet", "suffix": "cbv"},
                         stunet, {"Units": options.cbv_units,
-                                 "EstimationMethod": METHOD_NAMES["stunet"]}))
+                                 "EstimationMethod": METHOD_NAMES["stunet"], **record}))
 
     relative = pe.Node(RelativeMaps(), name="relative_maps")
     merge_maps = pe.Node(niu.Merge(len(outputs)), name="merge_maps")

@@ -30,6 +30,9 @@ class DSCOptions:
     scaled : bool
         Apply ``kH/rho``; ``False`` gives mL/100 mL and mL/100 mL/min.
     blood_relaxivity : {"linear", "quadratic"}
+    field_strength : float or None
+        ``--field-strength``, tesla: replaces the runs' ``MagneticFieldStrength`` (it is
+        applied to :class:`DSCRun` metadata when the runs are collected).
     leakage_correction : bool
     first_pass : {"none", "gamma"}
         ``gamma``: area-ratio CBV and deconvolution use gamma-variate fits of the first
@@ -50,6 +53,7 @@ class DSCOptions:
     rho: float = constants.RHO_BRAIN
     scaled: bool = True
     blood_relaxivity: str = "linear"
+    field_strength: float | None = None
     leakage_correction: bool = True
     first_pass: str = "none"
     simulate_doses: tuple = ()
