@@ -3,7 +3,9 @@
 For every test subject (a phantom cohort generated with another seed than the training
 cohort, every subject with a glioma), the acquired full-dose series and the half and
 quarter doses simulated from it by the stU-Net paper's Eq. 1 (:func:`bids_perfusion.dsc.lowdose.
-simulate_low_dose_run`; baseline found on the mean brain curve) are quantified by
+simulate_low_dose_run` with ``model="linear"`` and the 3×3×3 spatial local average, as the
+published reproduction and the bundled weights' training data; baseline found on the mean
+brain curve) are quantified by
 
 - the classical pipeline: automatic brain mask, steady state and baseline, ΔR2*, tissue
   concentration, AIF from the phantom's arterial voxels (the paper also used given
@@ -160,7 +162,9 @@ def evaluate_subject(root, subject, models, args):
     window = lowdose.baseline_of_run(series, brain)
     standardised, seconds = {}, {}
     for dose in DOSES:
-        dosed = series if dose == 1 else lowdose.simulate_low_dose_run(series, dose, window)
+        dosed = series if dose == 1 else lowdose.simulate_low_dose_run(
+            series, dose, window, tr=sidecar["RepetitionTime"], model="linear",
+            average="spatial")
         dosed = dosed.astype(np.float32)
         cbv = classical_cbv(dosed, sidecar, brain, arteries)
         for target in TARGETS:

@@ -184,6 +184,17 @@ def build_parser():
                             "default: the bundled ones, trained on the phantom)")
     group.add_argument("--simulate-dose", nargs="+", type=_dose, default=[], metavar="D",
                        help="also process each run at simulated dose fractions D in (0, 1)")
+    group.add_argument("--lowdose-model", choices=("exponential", "linear"),
+                       default="exponential",
+                       help="signal model of --simulate-dose: exponential (default) scales "
+                            "ΔR2* by D, S_d = S0 (S̄/S0)^D + (S - S̄), exact for the "
+                            "gradient-echo signal; linear is the stU-Net paper's Eq. 1, "
+                            "S_d = S - (1 - D)(S̄ - S0), wrong where the signal drops a lot")
+    group.add_argument("--lowdose-average", choices=("temporal", "spatial"),
+                       default="temporal",
+                       help="local average S̄ of --simulate-dose: temporal (default), a "
+                            "Savitzky-Golay smoother of order 2 over ~7.5 s; spatial, a "
+                            "3x3x3 box (mixes arteries and tissue)")
 
     group = parser.add_argument_group("ASL quantification")
     group.add_argument("--m0-scale", type=_positive, default=1.0,
@@ -252,6 +263,8 @@ def dsc_options(args):
         leakage_correction=not args.no_leakage_correction,
         first_pass=args.first_pass,
         simulate_doses=tuple(sorted(set(args.simulate_dose), reverse=True)),
+        lowdose_model=args.lowdose_model,
+        lowdose_average=args.lowdose_average,
         device=args.device,
         phae_weights=str(args.phae_weights) if hasattr(args, "phae_weights") else None,
         stunet_weights=str(args.stunet_weights) if hasattr(args, "stunet_weights") else None,

@@ -102,8 +102,14 @@ class _StripRecipe:
                                 "full-dose CBV")
         group.add_argument("--train-doses", type=float, nargs="+", default=(1.0, 0.5, 0.25),
                            metavar="D", help="stunet/hess: dose factors of the training "
-                                             "series (d < 1 simulated by Eq. 1 of the "
-                                             "stU-Net paper)")
+                                             "series (d < 1 simulated from the full dose "
+                                             "with --train-lowdose-model)")
+        group.add_argument("--train-lowdose-model", choices=("exponential", "linear"),
+                           default="exponential",
+                           help="stunet/hess: signal model of the simulated training doses "
+                                "(exponential: ΔR2* scaled by d, the default; linear: Eq. 1 "
+                                "of the stU-Net paper, which the bundled weights used); the "
+                                "local average is temporal (Savitzky-Golay)")
         group.add_argument("--in-plane-size", type=int, default=64,
                            help="stunet/hess: in-plane size of the resampled slices "
                                 "(paper: 256)")
@@ -142,7 +148,9 @@ class _StripRecipe:
         config = cls.preprocessing(args)
         window = lowdose.baseline_of_run(series, brain)
         prepared = [prepare_run(series if dose >= 1 else
-                                lowdose.simulate_low_dose_run(series, dose, window),
+                                lowdose.simulate_low_dose_run(
+                                    series, dose, window, tr=run.metadata.repetition_time,
+                                    model=args.train_lowdose_model),
                                 brain, config, reference) for dose in args.train_doses]
         return _Prepared(run.key, prepared)
 
@@ -172,7 +180,9 @@ class _StripRecipe:
                                    "desc": args.reference_desc},
                      "doses": list(args.train_doses),
                      "augmentation": args.augment,
-                     "low_dose": "simulated from the full-dose series (stU-Net paper, Eq. 1)",
+                     "low_dose": ("simulated from the full-dose series, model "
+                                  f"{args.train_lowdose_model} (dsc.lowdose), temporal "
+                                  "Savitzky-Golay local average"),
                      "samples_are": "strips of rows of the resampled slices"}}
 
 

@@ -1,4 +1,4 @@
-"""Low-dose DSC simulation of every echo file of a run (seed stU-Net paper, Eq. 1)."""
+"""Low-dose DSC simulation of every echo file of a run (:mod:`bids_perfusion.dsc.lowdose`)."""
 
 from pathlib import Path
 
@@ -23,18 +23,26 @@ class _SimulateLowDoseInputSpec(BaseInterfaceInputSpec):
     dose = traits.Range(low=0.0, high=1.0, exclude_low=True, mandatory=True,
                         desc="dose factor d in (0, 1]")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask, for the baseline")
+    repetition_time = traits.Float(mandatory=True, desc="frame interval (s), for the "
+                                   "width of the temporal local average")
+    model = traits.Enum(*lowdose.MODELS, usedefault=True,
+                        desc="exponential: S(0)(S̄/S(0))^d + S - S̄; linear: Eq. 1")
+    average = traits.Enum(*lowdose.AVERAGES, usedefault=True,
+                          desc="local average: Savitzky-Golay along time or spatial box")
 
 
 class _SimulateLowDoseOutputSpec(TraitedSpec):
     out_files = OutputMultiObject(File(exists=True))
+    metadata = traits.Dict(desc="sidecar record: dose, model, local average and its width")
 
 
 class SimulateLowDose(SimpleInterface):
-    """``S_d(t) = S(t) - (1 - d)[mean_local(S)(t) - S(0)]`` for each echo.
+    """``S_d = S(0) (S̄/S(0))^d + (S - S̄)`` (exponential, default) or
+    ``S_d = S - (1 - d)[S̄ - S(0)]`` (linear, the stU-Net paper's Eq. 1) for each echo.
 
     S(0) is the baseline found on the mean brain curve of the first echo; the frames of
     the approach to steady state are copied unchanged (they are discarded downstream, and
-    Eq. 1 would read their extra signal as contrast agent).
+    both models would read their extra signal as contrast agent).
     """
 
     input_spec = _SimulateLowDoseInputSpec
@@ -47,12 +55,17 @@ class SimulateLowDose(SimpleInterface):
         outputs = []
         for index, path in enumerate(self.inputs.in_files):
             image = nib.load(path)
-            simulated = lowdose.simulate_low_dose_run(load(path, np.float64),
-                                                      self.inputs.dose, window)
+            simulated = lowdose.simulate_low_dose_run(
+                load(path, np.float64), self.inputs.dose, window,
+                tr=self.inputs.repetition_time, model=self.inputs.model,
+                average=self.inputs.average)
             out = Path(f"lowdose_echo{index + 1}.nii.gz").absolute()
             header = image.header.copy()
             header.set_data_dtype(np.float32)
             nib.Nifti1Image(simulated.astype(np.float32), image.affine, header).to_filename(out)
             outputs.append(str(out))
         self._results["out_files"] = outputs
+        self._results["metadata"] = lowdose.simulation_metadata(
+            self.inputs.dose, self.inputs.repetition_time, model=self.inputs.model,
+            average=self.inputs.average)
         return runtime

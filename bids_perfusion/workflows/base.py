@@ -14,7 +14,9 @@ def init_bids_perfusion_wf(runs, options, output_dir, work_dir, asl_runs=(), asl
     """
     workflow = Workflow(name="bids_perfusion_wf", base_dir=str(work_dir))
     if options.simulate_doses:
-        workflow.__postdesc__ = simulated_dose_text(options.simulate_doses)
+        workflow.__postdesc__ = simulated_dose_text(options.simulate_doses,
+                                                    options.lowdose_model,
+                                                    options.lowdose_average)
     for run in runs:
         for dose in (1.0, *options.simulate_doses):
             workflow.add_nodes([init_dsc_wf(run, options, output_dir, dose=dose)])

@@ -5,6 +5,7 @@ from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_perfusion.dsc.first_pass import DOWNSLOPE_FRACTION
+from bids_perfusion.dsc.lowdose import SAVGOL_ORDER, TEMPORAL_WINDOW_S, simulation_metadata
 from bids_perfusion.dsc.normalisation import TUMOUR_MARGIN, WHITE_MATTER_QUANTILE
 from bids_perfusion.dsc.relaxivity import at_field
 from bids_perfusion.interfaces.aif import ArterialInputFunction
@@ -36,12 +37,23 @@ def dose_label(dose):
     return f"dose{round(100 * dose):02d}"
 
 
-def simulated_dose_text(doses):
-    """Methods text of the simulation of reduced doses (fractions ``doses``)."""
+def simulated_dose_text(doses, model="exponential", average="temporal"):
+    """Methods text of the simulation of reduced doses (fractions ``doses``) with the
+    signal ``model`` and local ``average`` of :mod:`bids_perfusion.dsc.lowdose`."""
     fractions = ", ".join(f"{dose:g}" for dose in doses)
+    if model == "exponential":
+        equation = ("S_d(t) = S(0) [S̄(t)/S(0)]^d + [S(t) - S̄(t)], which scales ΔR2* by d "
+                    "in S = S(0) exp(-TE ΔR2*) and keeps the noise of the acquisition (the "
+                    "exact form of Eq. 1 of [@stunet], its first-order expansion)")
+    else:
+        equation = "S_d(t) = S(t) - (1 - d)[S̄(t) - S(0)] (Eq. 1 of [@stunet])"
+    local = (f"a Savitzky-Golay smoother of order {SAVGOL_ORDER} along time over the odd "
+             f"number of frames closest to {TEMPORAL_WINDOW_S:g} s (at least 5), with "
+             "Gaussian noise added to restore the noise variance it removes"
+             if average == "temporal" else "a 3×3×3 spatial moving average")
     return (f"Each run was also processed at simulated dose fractions of {fractions}, "
-            "obtained from the acquired series as S_d(t) = S(t) - (1 - d)[mean_local(S)(t) "
-            "- S(0)] (Eq. 1 of [@stunet]).\n")
+            f"obtained from the acquired series as {equation}, with S̄ the local average "
+            f"({local}) and S(0) its baseline mean.\n")
 
 
 def relaxivity_text(relax):
@@ -139,7 +151,10 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     source = pe.Node(niu.IdentityInterface(fields=["files"]), name="source")
     source.inputs.files = list(run.files)
     if simulated:
-        lowdose = pe.Node(SimulateLowDose(dose=dose, in_files=list(run.files)),
+        lowdose = pe.Node(SimulateLowDose(dose=dose, in_files=list(run.files),
+                                          repetition_time=run.metadata.repetition_time,
+                                          model=options.lowdose_model,
+                                          average=options.lowdose_average),
                           name="simulate_low_dose")
         workflow.connect(masks, "brain", lowdose, "brain_mask")
         series = (lowdose, "out_files")
@@ -324,7 +339,13 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
                           {"Units": "s"}))
 
     return connect_outputs(workflow, list(run.files), output_dir, sinks, options=options,
-                           methods=workflow.__desc__ + (simulated_dose_text((dose,))
-                                                        if simulated else ""),
+                           methods=workflow.__desc__ + (
+                               simulated_dose_text((dose,), options.lowdose_model,
+                                                   options.lowdose_average)
+                               if simulated else ""),
                            extra_entities={"reconstruction": dose_label(dose)} if simulated
-                           else None)
+                           else None,
+                           extra_sidecar=simulation_metadata(
+                               dose, run.metadata.repetition_time,
+                               model=options.lowdose_model, average=options.lowdose_average)
+                           if simulated else None)

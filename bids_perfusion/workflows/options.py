@@ -39,6 +39,11 @@ class DSCOptions:
         pass of the tissue curves and the AIF (:mod:`bids_perfusion.dsc.first_pass`).
     simulate_doses : tuple of float
         Dose factors in (0, 1) processed as extra runs simulated from each acquired one.
+    lowdose_model : {"exponential", "linear"}
+        Signal model of the simulation (:mod:`bids_perfusion.dsc.lowdose`): exponential
+        scales ΔR2* (exact for the gradient-echo signal); linear is the stU-Net Eq. 1.
+    lowdose_average : {"temporal", "spatial"}
+        Local average of the simulation: Savitzky–Golay along time or a 3×3×3 box.
     device : str
         Where deep models run: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     phae_weights : str or None
@@ -57,6 +62,8 @@ class DSCOptions:
     leakage_correction: bool = True
     first_pass: str = "none"
     simulate_doses: tuple = ()
+    lowdose_model: str = "exponential"
+    lowdose_average: str = "temporal"
     device: str = "auto"
     phae_weights: str | None = None
     stunet_weights: str | None = None

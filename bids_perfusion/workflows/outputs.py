@@ -28,7 +28,7 @@ def mask_sidecar(mask_type, description):
 
 
 def connect_outputs(workflow, source_files, output_dir, sinks, *, options, methods,
-                    extra_entities=None):
+                    extra_entities=None, extra_sidecar=None):
     """Add the barrier, the sinks and the completion record of a run to ``workflow``.
 
     Parameters
@@ -47,6 +47,8 @@ def connect_outputs(workflow, source_files, output_dir, sinks, *, options, metho
         The run's methods text, saved in the record (``logs/CITATION.md`` is their union).
     extra_entities : dict, optional
         Entities added to every file name (``reconstruction`` of a simulated dose).
+    extra_sidecar : dict, optional
+        Metadata added to every sidecar (how a simulated dose was simulated).
     """
     output_dir = str(output_dir)
     sources = raw_uris(source_files)
@@ -66,7 +68,8 @@ def connect_outputs(workflow, source_files, output_dir, sinks, *, options, metho
             DerivativesDataSink(base_directory=output_dir, dismiss_entities=["echo"],
                                 compress=entities["suffix"] not in TABLES or None,
                                 **entities, **(extra_entities or {}),
-                                **{"Sources": sources, **sidecar}),
+                                **{"Sources": sources, **(extra_sidecar or {}),
+                                   **sidecar}),
             name=f"ds_{label}", run_without_submitting=True)
         workflow.connect([(node, sink, [(field, "in_file")]),
                           (barrier, sink, [("source_file", "source_file")]),
