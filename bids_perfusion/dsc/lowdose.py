@@ -58,7 +58,8 @@ that the simulated series has the acquisition's noise SD, as the paper's Eq. 1 i
 """
 
 import numpy as np
-from scipy import ndimage, signal as sps
+from scipy import ndimage
+from scipy import signal as sps
 
 from bids_perfusion.dsc import timing
 
