@@ -162,6 +162,10 @@ def test_simulated_half_dose_is_written_with_its_label(delivered):
                           / "sub-01_ce-gadolinium_rec-dose50_desc-osvd_cbf.json").read_text())
     assert sidecar["Units"] == "mL/100 g/min"
     assert sidecar["DeconvolutionMethod"] == "osvd"
+    # How the dose was simulated: the defaults, the smoother's width at TR 1.5 s.
+    assert sidecar["SimulatedDose"] == 0.5
+    assert sidecar["LowDoseModel"] == "exponential"
+    assert (sidecar["LowDoseSmoother"], sidecar["LowDoseSmootherFrames"]) == ("Savitzky-Golay", 5)
 
 
 def test_delay_leaves_circulant_cbf_and_biases_ssvd(delivered, delayed):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from bids_perfusion.cli.parser import build_parser, dsc_options
 from bids_perfusion.dsc.metadata import DSCRunMetadata
 from bids_perfusion.workflows.base import init_bids_perfusion_wf
 from bids_perfusion.workflows.citations import methods_text
@@ -236,3 +237,34 @@ def test_run_field_selects_relaxivities_of_every_node_and_the_methods(field, tis
     assert f"ΔR2* = {tissue} in tissue" in text and f"ΔR2* = {blood} + " in text
     assert ("scaled from the 1.5 T values" in text) == (field == 3.0)
     methods_text(text)  # every citation of the text is known
+
+
+@pytest.mark.parametrize("model, average", [("exponential", "temporal"), ("linear", "spatial")])
+def test_simulated_dose_records_its_model_and_average(model, average):
+    """--lowdose-model and --lowdose-average reach the node, every sidecar of the simulated
+    run (with the smoother's width at the run's TR: 5 frames, 7.5 s at TR 1.5 s) and the
+    methods text; the acquired run's sidecars hold none of it."""
+    args = build_parser().parse_args(["/bids", "/out", "participant", "--simulate-dose", "0.5",
+                                      "--lowdose-model", model, "--lowdose-average", average])
+    options = dsc_options(args)
+    assert (options.lowdose_model, options.lowdose_average) == (model, average)
+    workflow = init_dsc_wf(_run(), options, "/out", dose=0.5)
+    node = workflow.get_node("simulate_low_dose")
+    assert (node.inputs.model, node.inputs.average) == (model, average)
+    assert node.inputs.repetition_time == 1.5
+    sinks = [n for n in _nodes(workflow) if n.startswith("ds_")]
+    for name in sinks:
+        metadata = workflow.get_node(name).interface._metadata
+        assert metadata["LowDoseModel"] == model, name
+        assert metadata["LowDoseLocalAverage"] == average, name
+        assert metadata["SimulatedDose"] == 0.5
+    if average == "temporal":
+        assert (metadata["LowDoseSmootherFrames"], metadata["LowDoseSmootherWidth"]) == (5, 7.5)
+    text = workflow.get_node("run_record").inputs.methods
+    assert ("S(0) [S̄(t)/S(0)]^d" in text) == (model == "exponential")
+    assert ("Savitzky-Golay" in text) == (average == "temporal")
+    acquired = init_dsc_wf(_run(), options, "/out")
+    for name in (n for n in _nodes(acquired) if n.startswith("ds_")):
+        assert "LowDoseModel" not in acquired.get_node(name).interface._metadata
+    default = dsc_options(build_parser().parse_args(["/bids", "/out", "participant"]))
+    assert (default.lowdose_model, default.lowdose_average) == ("exponential", "temporal")
