@@ -290,6 +290,7 @@ def test_tiny_phantom_train_and_participant_run(tmp_path):
                        "8", "--val-fraction", "0.34", "--test-fraction", "0", "--quiet"]) == 0
     card = json.loads((model / "stunet.json").read_text())
     assert card["data"]["reference"]["desc"] == "truth" and card["data"]["doses"] == [1, 0.5]
+    assert card["data"]["low_dose_model"] == "exponential"  # the default of --train-doses
     out = tmp_path / "out"
     assert run.main([str(root), str(out), "participant", "--skip-bids-validation",
                      "--participant-label", "01", "-w", str(tmp_path / "work"),

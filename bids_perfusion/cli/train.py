@@ -180,6 +180,7 @@ class _StripRecipe:
                                    "desc": args.reference_desc},
                      "doses": list(args.train_doses),
                      "augmentation": args.augment,
+                     "low_dose_model": args.train_lowdose_model,
                      "low_dose": ("simulated from the full-dose series, model "
                                   f"{args.train_lowdose_model} (dsc.lowdose), temporal "
                                   "Savitzky-Golay local average"),
