@@ -69,10 +69,11 @@ MODELS = ("exponential", "linear")
 #: Local averages: ``temporal`` (Savitzky–Golay along time, default) or ``spatial`` (box).
 AVERAGES = ("temporal", "spatial")
 #: Width in seconds of the temporal local average. The first pass of a bolus has a full
-#: width at half maximum of about 6-10 s in arteries and longer in tissue (the phantom's
-#: AIF, a gamma variate of α = 3 and β = 1.5 s, has 6.6 s; clinical AIFs 6-12 s, Calamante,
-#: Prog NMR Spectr 2013;74:1): an order-2 Savitzky–Golay window of about the FWHM keeps the
-#: peak (the parabola fits its top) while averaging 5 frames at a clinical TR of 1.5 s.
+#: width at half maximum of several seconds in arteries and longer in tissue (the
+#: phantom's AIF, a gamma variate of α = 3 and β = 1.5 s, has 6.2 s before dispersion;
+#: clinical AIFs are of the same order, Calamante, Prog Nucl Magn Reson Spectrosc
+#: 2013;74:1-32): an order-2 Savitzky–Golay window of about the FWHM keeps the peak (the
+#: parabola fits its top) while averaging 5 frames at a clinical TR of 1.5 s.
 TEMPORAL_WINDOW_S = 7.5
 #: Order of the Savitzky–Golay polynomial (orders 2 and 3 give the same central weights).
 SAVGOL_ORDER = 2
