@@ -230,24 +230,26 @@ def test_simulated_noise_is_the_acquisitions(doses, dose):
     5 %; measured 0.96-0.97 σ): without the restored noise the 5-frame smoother would
     leave sqrt(1 - h0 (1 - d²)) σ = 0.80 σ at ½ dose and 0.74 σ at ¼ dose (measured
     0.81 and 0.75). With noise, per class, the difference from the acquired dose has the
-    RMS of the difference of two acquisitions, sqrt(2) σ, within 15 % (measured 1.04-1.10)."""
+    RMS of the difference of two acquisitions, sqrt(2) σ, within -3 % and +15 % (measured
+    1.04-1.10; without the restored noise it would be 0.88-0.91)."""
     full, _brain, window, _ = _whole_run(doses, "01")
     brain = truth(doses, "01", "label-brain_mask") > 0
     baseline = slice(window[0], window[1])
     sigma = full[brain][:, baseline].std(axis=-1, ddof=1).mean()
     acquired = raw(doses, "01", ACQUIRED[dose])
-    for restore, expected in ((True, 1.0),
-                              (False, np.sqrt(1 - savgol_centre_weight(5) * (1 - dose ** 2)))):
-        simulated = full.copy()
-        simulated[..., window[0]:] = simulate_low_dose(
+    series = {}
+    for restore, expected in ((False, np.sqrt(1 - savgol_centre_weight(5) * (1 - dose ** 2))),
+                              (True, 1.0)):
+        series[restore] = full.copy()
+        series[restore][..., window[0]:] = simulate_low_dose(
             full[..., window[0]:], dose, baseline=slice(0, window[1] - window[0]),
             frames=frames_for_tr(TR), restore_noise=restore)
-        noise = simulated[brain][:, baseline].std(axis=-1, ddof=1).mean()
+        noise = series[restore][brain][:, baseline].std(axis=-1, ddof=1).mean()
         assert noise / sigma == pytest.approx(expected, abs=0.04)
     for name, mask in _classes(doses, "01").items():
-        difference = (simulated - acquired)[mask][:, window[0]:]
-        assert np.sqrt((difference ** 2).mean()) / (np.sqrt(2) * sigma) == pytest.approx(
-            1.0, abs=0.15), name
+        difference = (series[True] - acquired)[mask][:, window[0]:]
+        rms = np.sqrt((difference ** 2).mean()) / (np.sqrt(2) * sigma)
+        assert 0.97 < rms < 1.15, name  # without the restored noise: 0.88-0.91
 
 
 @pytest.mark.parametrize("subject", ["01", "02"])
