@@ -10,8 +10,10 @@ Models are registered in :data:`MODELS` as recipes: an object with ``add_argumen
 split, device, log)`` returning the training result, the configuration, metrics and
 extra card entries. ``phae`` is self-supervised; ``stunet`` and ``hess`` learn CBV from
 raw DSC against reference CBV maps of a derivatives folder (``--reference-derivatives``,
-``--reference-desc``), at full dose and at doses simulated by the stU-Net paper's Eq. 1
-(``--train-doses``). torch is imported only when a model is trained, never for ``--help``.
+``--reference-desc``), at full dose and at simulated doses (``--train-doses``; model
+``--train-lowdose-model``, by default ΔR2* scaled by the dose,
+:mod:`bids_perfusion.dsc.lowdose`). torch is imported only when a model is trained, never
+for ``--help``.
 """
 
 import argparse

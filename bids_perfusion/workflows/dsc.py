@@ -44,7 +44,7 @@ def simulated_dose_text(doses, model="exponential", average="temporal"):
     if model == "exponential":
         equation = ("S_d(t) = S(0) [S̄(t)/S(0)]^d + [S(t) - S̄(t)], which scales ΔR2* by d "
                     "in S = S(0) exp(-TE ΔR2*) and keeps the noise of the acquisition (the "
-                    "exact form of Eq. 1 of [@stunet], its first-order expansion)")
+                    "exact form of which Eq. 1 of [@stunet] is the first-order expansion)")
     else:
         equation = "S_d(t) = S(t) - (1 - d)[S̄(t) - S(0)] (Eq. 1 of [@stunet])"
     local = (f"a Savitzky-Golay smoother of order {SAVGOL_ORDER} along time over the odd "
