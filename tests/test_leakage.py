@@ -314,7 +314,7 @@ def test_interface_fits_the_model_and_records_it(model, tmp_path, monkeypatch):
     assert ("MedianKep" in meta["LeakageFit"]) == (model == "bidirectional")
     assert {"bsw": "Boxerman", "bsw-transit": "transit", "bidirectional": "Leu"}[model] in \
         meta["LeakageCorrection"]
-    np.testing.assert_allclose(k2[6:], 0.0, atol=1e-6)
+    np.testing.assert_allclose(k2[6:], 0.0, atol=2e-5)  # float32 images
     if model == "bidirectional":
         np.testing.assert_allclose(k2[:6], -0.008, rtol=0.02)
     else:

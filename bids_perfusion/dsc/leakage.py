@@ -183,49 +183,66 @@ def bsw_correction(delta_r2star, reference, frame_times, transit_kernels=()):
                       corrected=data + k2[..., None] * running)
 
 
-def bidirectional_correction(delta_r2star, reference, frame_times):
-    """Bidirectional leakage fit (Leu et al., AJNR 2016;37:1440), all voxels at once.
+def bidirectional_correction(delta_r2star, reference, frame_times,
+                             transit_kernels=TRANSIT_KERNELS):
+    """Bidirectional leakage fit with transit-time terms, all voxels at once.
 
-    The agent crosses the barrier both ways: the extravascular ΔR2* is the reference
-    convolved with an exponential of the interstitial efflux rate ``kep`` (s⁻¹),
+    The agent crosses the barrier both ways (Leu et al., AJNR 2016;37:1440): the
+    extravascular term is the reference convolved with an exponential of the interstitial
+    efflux rate ``kep`` (s⁻¹); as in the residue-function formulation of Bjornerud et al.
+    (JCBFM 2011;31:2041) the intravascular term is the reference passed through the
+    voxel's own transport function, expanded here on the unit-area exponential kernels of
+    ``transit_kernels`` (``h_0 = δ``, ``h_τ(t) = e^(−t/τ)/τ``):
 
-        ΔR2*(t) = K1 ref(t) − K2 ∫_0^t ref(τ) e^(−kep (t−τ)) dτ,
+        ΔR2*(t) = I(t) − L(t),   I = Σ_j a_j (ref ⊛ h_j),
+        L(t) = K2 ∫_0^t ref(τ) e^(−kep (t−τ)) dτ,
 
-    which is BSW when kep = 0 (Boxerman et al., AJNR 2006;27:859) and the Tofts form of
-    the extravascular term otherwise; K2 > 0 for T1-dominant, K2 < 0 for T2*-dominant
-    leakage. Writing ``L = K1 ref − ΔR2*`` for the leakage term, ``dL/dt = K2 ref − kep L``
-    integrates to the linear model (derived here; Leu et al. fit the same model)
+    which is Leu et al.'s model when ``transit_kernels=()`` (then ``I = K1 ref``) and BSW
+    when also kep = 0 (Boxerman et al., AJNR 2006;27:859). K2 > 0 for T1-dominant, K2 < 0
+    for T2*-dominant leakage; K1 = Σ a_j. From ``dL/dt = K2 ref − kep L`` and
+    ``L = I − ΔR2*``, ``L = K2 ∫ref − kep ∫I + kep ∫ΔR2*``; with ``X_τ = ref ⊛ h_τ``,
+    ``∫X_τ = ∫ref − τ X_τ`` (since ``τ X_τ' = ref − X_τ``), so the model is linear
+    (derived here; Leu et al. fit the form without transit terms):
 
-        ΔR2*(t) = K1 ref(t) − (K2 − kep K1) ∫_0^t ref − kep ∫_0^t ΔR2*,
+        ΔR2*(t) = a_0 ref + Σ_τ c_τ X_τ + d ∫_0^t ref − kep ∫_0^t ΔR2*,
+        c_τ = a_τ (1 − τ kep),   d = kep K1 − K2,
 
-    solved per voxel by linear least squares with the shared columns (ref, ∫ref)
-    projected out first (Frisch-Waugh), so one vectorised pass gives kep, then K1 and
-    ``A = K2 − kep K1``. Corrected curve: ``ΔR2* + L = ΔR2* + A ∫ref + kep ∫ΔR2*``.
-    Integrals: cumulative trapezoid on ``frame_times``. The transit-time difference of
-    Bjornerud et al. (JCBFM 2011;31:2041), who deconvolve the voxel with the reference,
-    is not part of this form: a voxel slower than the reference biases K2 and kep as it
-    biases BSW.
+    solved per voxel by linear least squares with the shared columns (ref, X_τ, ∫ref)
+    projected out first (Frisch-Waugh), so one vectorised pass gives kep, then a_0, c, d;
+    ``a_τ = c_τ / (1 − τ kep)``, ``K2 = kep K1 − d``. Corrected curve: ``ΔR2* + L`` with
+    ``L = Σ a_j X_j − (fitted ΔR2*)``, the residual of the fit kept. Integrals:
+    cumulative trapezoid on ``frame_times``; convolutions as in :func:`bsw_correction`
+    (evenly spaced frames with transit kernels).
     """
     data, ref, times = _validated_inputs(delta_r2star, reference, frame_times)
-    shared = np.stack([ref, -integrate.cumulative_trapezoid(ref, times, initial=0.0)],
-                      axis=-1)
-    if np.linalg.matrix_rank(shared) < 2:
-        raise ValueError("the leakage design is rank deficient: the reference is flat")
+    kernels = np.asarray(transit_kernels, dtype=float)
+    intravascular = np.stack([ref, *_transit_columns(ref, times, kernels)], axis=-1)
+    shared = np.concatenate([intravascular, integrate.cumulative_trapezoid(
+        ref, times, initial=0.0)[:, None]], axis=-1)
+    if np.linalg.matrix_rank(shared) < shared.shape[-1]:
+        raise ValueError("the leakage design is rank deficient: the reference is flat, or "
+                         "the series too short for the transit kernels")
     own = -integrate.cumulative_trapezoid(data, times, axis=-1, initial=0.0)
-    projector = np.eye(ref.size) - shared @ np.linalg.pinv(shared)
+    pseudo_inverse = np.linalg.pinv(shared)
+    projector = np.eye(ref.size) - shared @ pseudo_inverse
     y_res, z_res = data @ projector, own @ projector  # projector is symmetric
     denominator = np.einsum("...t,...t->...", z_res, z_res)
     kep = np.where(denominator > 0, np.einsum("...t,...t->...", y_res, z_res)
                    / np.where(denominator > 0, denominator, 1.0), 0.0)
-    theta = (data - kep[..., None] * own) @ np.linalg.pinv(shared).T
-    k1, net = theta[..., 0], theta[..., 1]
-    return LeakageFit(k1=k1, k2=net + kep * k1, kep=kep,
-                      corrected=data - net[..., None] * shared[:, 1] - kep[..., None] * own)
+    theta = (data - kep[..., None] * own) @ pseudo_inverse.T
+    damping = 1.0 - kernels * kep[..., None]
+    a = np.concatenate([theta[..., :1], theta[..., 1:-1] / np.where(
+        np.abs(damping) > 1e-3, damping, 1e-3)], axis=-1)
+    k1 = a.sum(axis=-1)
+    fitted = theta @ shared.T + kep[..., None] * own
+    return LeakageFit(k1=k1, k2=kep * k1 - theta[..., -1], kep=kep,
+                      corrected=data + a @ intravascular.T - fitted)
 
 
 def correct(model, delta_r2star, reference, frame_times):
     """The :class:`LeakageFit` of a model of :data:`MODELS` (``bsw``: published BSW;
-    ``bsw-transit``: BSW with :data:`TRANSIT_KERNELS`; ``bidirectional``)."""
+    ``bsw-transit``: BSW with :data:`TRANSIT_KERNELS`; ``bidirectional``: with efflux and
+    the same transit kernels)."""
     if model == "bsw":
         return bsw_correction(delta_r2star, reference, frame_times)
     if model == "bsw-transit":
