@@ -407,3 +407,11 @@ def test_each_correction_on_each_phantom_leakage(leaky_phantom):
     if model == "t2star":
         assert np.median(bidirectional["fit"].k2[bidirectional["rim"]]) < 0.0
         assert bidirectional["cbv_uncorrected"] > 0.03  # T2* leakage inflates CBV
+
+
+def test_phantom_leakage_option_is_validated():
+    with pytest.raises(ValueError, match=r"dsc\.leakage"):
+        small_config(dsc={"leakage": "patlak"}).validate()
+    with pytest.raises(ValueError, match="tofts_ve"):
+        small_config(dsc={"leakage": "tofts", "tofts_ve": 0.0}).validate()
+    small_config(dsc={"leakage": "tofts"}).validate()
