@@ -335,7 +335,7 @@ def test_interface_fits_the_model_and_records_it(model, tmp_path, monkeypatch):
     meta = result.metadata
     assert meta["LeakageModel"] == model
     assert meta["LeakageFit"]["ReferenceVoxels"] == 29  # 36 − 6 leaky − 1 artery
-    assert ("TransitKernels" in meta) == (model == "bsw-transit")
+    assert ("TransitKernels" in meta) == (model != "bsw")
     assert ("MedianKep" in meta["LeakageFit"]) == (model == "bidirectional")
     assert {"bsw": "Boxerman", "bsw-transit": "transit", "bidirectional": "Leu"}[model] in \
         meta["LeakageCorrection"]

@@ -251,7 +251,7 @@ def test_leakage_model_decides_node_outputs_and_methods_text(model, label):
     assert not any(f"ds_{o}_" in n for o in others for n in nodes)
     text = workflow.visit_desc()
     assert ("Leu K" in methods_text(text)) == (model == "bidirectional")
-    assert ("transit-time terms" in text) == (model == "bsw-transit")
+    assert ("transit-time terms" in text) == (model != "bsw")
 
 
 def test_leakage_option_values_and_the_former_boolean():

@@ -20,8 +20,10 @@ DESCRIPTIONS = {
     "bsw-transit": "Boxerman-Schmainda-Weisskoff (AJNR 2006;27:859) with transit-time "
                    "terms: dR2*(t) = a0 ref + sum_tau a_tau (ref * exp(-t/tau)/tau) "
                    "- K2 int_0^t ref (bids-perfusion, dsc/leakage.py)",
-    "bidirectional": "bidirectional exchange (Leu et al., AJNR 2016;37:1440): "
-                     "dR2*(t) = K1 ref(t) - K2 int_0^t ref(s) exp(-kep (t-s)) ds",
+    "bidirectional": "bidirectional exchange (Leu et al., AJNR 2016;37:1440) with transit-time "
+                     "terms (after Bjornerud et al., JCBFM 2011;31:2041): dR2*(t) = "
+                     "sum_j a_j (ref * h_j)(t) - K2 int_0^t ref(s) exp(-kep (t-s)) ds, "
+                     "h_0 = delta, h_tau = exp(-t/tau)/tau (dsc/leakage.py)",
 }
 
 
@@ -75,11 +77,11 @@ class LeakageCorrection(SimpleInterface):
             "LeakageModel": model,
             "LeakageCorrection": DESCRIPTIONS[model],
             **({"TransitKernels": list(leakage.TRANSIT_KERNELS)}
-               if model == "bsw-transit" else {}),
+               if model != "bsw" else {}),
             "LeakageFit": {
                 "Method": "linear least squares, all brain voxels at once",
                 "ReferenceVoxels": int(used.sum()),
-                "EnhancingZ": leakage.ENHANCING_Z,
+                "EnhancingZ": leakage.ENHANCING_Z, "T2StarZ": leakage.T2STAR_Z,
                 "MedianK1": float(np.median(fit.k1)),
                 "MedianK2": float(np.median(fit.k2)),
                 **({"MedianKep": float(np.median(fit.kep))} if fit.kep is not None else {}),

@@ -115,7 +115,9 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
             "bsw-transit": "the Boxerman-Schmainda-Weisskoff model [@boxerman2006] extended "
                            "with transit-time terms (exponential kernels of "
                            f"{', '.join(f'{k:g}' for k in TRANSIT_KERNELS)} s).",
-            "bidirectional": "the bidirectional exchange model [@leu2016].",
+            "bidirectional": "the bidirectional exchange model [@leu2016] with transit-time "
+                             "terms (exponential kernels of "
+                             f"{', '.join(f'{k:g}' for k in TRANSIT_KERNELS)} s).",
         }[options.leakage_correction]
     workflow.__desc__ += (" Maps were normalised to the median of normal-appearing white "
                           "matter [@wetzel2002]"
