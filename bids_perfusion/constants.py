@@ -96,3 +96,11 @@ M0_SMOOTHING_FWHM = 0.0
 
 #: Conversion from mL/g/s to mL/100 g/min.
 PER_SECOND_TO_PER_100G_MIN = 6000.0
+
+# --- Leakage physics of the DSC phantom (bids_perfusion.phantom.dsc) ----------------------
+#: Longitudinal relaxivity r1 of gadolinium chelates in plasma at 37 °C, s^-1 mM^-1, per
+#: field (tesla): Gd-DTPA 4.1 at 1.5 T and 3.7 at 3 T (Rohrer et al., Invest Radiol
+#: 2005;40:715-724). Used for the T1 effect of extravasated agent, ΔR1 = r1 C_e.
+R1_RELAXIVITY = {1.5: 4.1, 3.0: 3.7}
+#: Large-vessel haematocrit: plasma concentration C_p = C_a / (1 - Hct) (the 0.45 of kH).
+HCT_LARGE_VESSELS = 0.45

@@ -97,10 +97,15 @@ def test_grading_rows_and_values_are_plausible(cohort):
     high = ratios[ratios["grade"] == "HGG"].groupby("measure")["ratio"].min()
     cut = grading.set_index("measure")["cutoff"]
     assert ((low[cut.index] < cut) & (cut < high[cut.index])).all()
-    # T1 leakage of the high-grade rim lowers the apparent CBV; the BSW correction raises it
+    # The default leakage correction is published BSW (issue 12, item 2). On the phantom's
+    # high-grade rim its transit-time bias about cancels what it corrects (rim CBV -7 %
+    # with and without it, docs/dsc-methods.md section 5): it changes the tumour ratio,
+    # by less than 10 %, in no fixed direction. (The transit variant, the default before,
+    # raised it in every HGG subject; tests/test_leakage.py covers its accuracy.)
     hgg = ratios[ratios["grade"] == "HGG"].pivot(index="participant_id", columns="measure",
                                                  values="ratio")
-    assert (hgg["cbv_bsw"] > hgg["cbv"]).all()
+    change = hgg["cbv_bsw"] / hgg["cbv"] - 1.0
+    assert ((change.abs() > 0.005) & (change.abs() < 0.10)).all()
 
 
 def test_group_level_is_deterministic(cohort):

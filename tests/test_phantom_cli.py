@@ -215,3 +215,15 @@ def test_raw_dataset_passes_bids_validator(datasets, name):
     assert result.returncode == 0
     assert report["summary"]["subjects"] == ["01"]
     assert set(report["summary"]["dataTypes"]) == {"anat", "perf"}
+
+
+def test_leakage_model_option():
+    """--leakage chooses the phantom's leakage model (issue 12, item 2); bsw by default."""
+    from bids_perfusion.cli.phantom import build_parser, config_from_args
+
+    parser = build_parser()
+    for extra, model in (([], "bsw"), (["--leakage", "t2star"], "t2star"),
+                         (["--leakage", "tofts"], "tofts")):
+        assert config_from_args(parser.parse_args(["/tmp/out", *extra])).dsc.leakage == model
+    with pytest.raises(SystemExit):
+        parser.parse_args(["/tmp/out", "--leakage", "patlak"])

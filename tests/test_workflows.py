@@ -268,3 +268,48 @@ def test_simulated_dose_records_its_model_and_average(model, average):
         assert "LowDoseModel" not in acquired.get_node(name).interface._metadata
     default = dsc_options(build_parser().parse_args(["/bids", "/out", "participant"]))
     assert (default.lowdose_model, default.lowdose_average) == ("exponential", "temporal")
+
+
+@pytest.mark.parametrize(("model", "label"), [("bsw", "bsw"), ("bidirectional", "bidirectional"),
+                                              ("bsw-transit", "bswTransit")])
+def test_leakage_model_decides_node_outputs_and_methods_text(model, label):
+    """Issue 12 item 2: one leakage node fitting the chosen model, its maps named
+    desc-<model>_cbv / _k2 (and their NAWM ratios), the model cited in the methods."""
+    workflow = init_dsc_wf(_run(), DSCOptions(leakage_correction=model), "/out")
+    nodes = _nodes(workflow)
+    assert workflow.get_node("leakage_correction").inputs.model == model
+    assert {f"ds_{label}_cbv", f"ds_{label}_k2", f"ds_{label}Nawm_cbv"} <= nodes
+    others = {"bsw", "bidirectional", "bswTransit"} - {label}
+    assert not any(f"ds_{o}_" in n for o in others for n in nodes)
+    text = workflow.visit_desc()
+    assert ("Leu K" in methods_text(text)) == (model == "bidirectional")
+    assert ("transit-time terms" in text) == (model != "bsw")
+
+
+def test_leakage_option_values_and_the_former_boolean():
+    assert DSCOptions().leakage_correction == "bsw"
+    assert DSCOptions(leakage_correction=True).leakage_correction == "bsw"
+    assert DSCOptions(leakage_correction=False).leakage_correction == "none"
+    assert DSCOptions(leakage_correction="none").leakage_label is None
+    nodes = _nodes(init_dsc_wf(_run(), DSCOptions(leakage_correction="none"), "/out"))
+    assert "leakage_correction" not in nodes and not any(n.endswith("_k2") for n in nodes)
+    with pytest.raises(ValueError, match="leakage_correction"):
+        DSCOptions(leakage_correction="weisskoff")
+
+
+def test_leakage_correction_on_the_command_line():
+    from bids_perfusion.cli.parser import build_parser, dsc_options
+
+    parser = build_parser()
+    base = ["/bids", "/out", "participant"]
+
+    def model(*extra):
+        return dsc_options(parser.parse_args([*base, *extra])).leakage_correction
+
+    assert model() == "bsw"
+    assert model("--leakage-correction", "bidirectional") == "bidirectional"
+    assert model("--leakage-correction", "bsw-transit") == "bsw-transit"
+    assert model("--leakage-correction", "none") == "none"
+    assert model("--no-leakage-correction") == "none"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--leakage-correction", "weisskoff"])

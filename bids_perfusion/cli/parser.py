@@ -166,8 +166,14 @@ def build_parser():
                        help="magnetic field strength in tesla, replacing the DSC sidecars' "
                             "MagneticFieldStrength (required when they lack it); it selects "
                             "the tissue and blood relaxivities (1.5 or 3)")
+    group.add_argument("--leakage-correction",
+                       choices=["bsw", "bidirectional", "bsw-transit", "none"], default="bsw",
+                       help="leakage model of the corrected CBV (desc-<model>_cbv, _k2): bsw, "
+                            "Boxerman-Schmainda-Weisskoff 2006 as published (default); "
+                            "bidirectional, with interstitial back-flux (Leu 2016); "
+                            "bsw-transit, BSW with transit-time terms (tumour of longer MTT)")
     group.add_argument("--no-leakage-correction", action="store_true",
-                       help="skip the Boxerman-Schmainda-Weisskoff correction")
+                       help="same as --leakage-correction none")
     group.add_argument("--first-pass", choices=["none", "gamma"], default="none",
                        help="gamma: CBV and CBF from gamma-variate fits of the first pass "
                             "of the tissue curves and the AIF, without recirculation "
@@ -260,7 +266,7 @@ def dsc_options(args):
         kh=args.kh, rho=args.rho, scaled=not args.no_scaling,
         blood_relaxivity=args.blood_relaxivity,
         field_strength=args.field_strength,
-        leakage_correction=not args.no_leakage_correction,
+        leakage_correction="none" if args.no_leakage_correction else args.leakage_correction,
         first_pass=args.first_pass,
         simulate_doses=tuple(sorted(set(args.simulate_dose), reverse=True)),
         lowdose_model=args.lowdose_model,

@@ -70,6 +70,11 @@ def build_parser():
                        help="dose factors; each is a separate injection with fresh noise")
     group.add_argument("--preload", action="store_true",
                        help="a preload dose was given (reduces T1 leakage effects)")
+    group.add_argument("--leakage", choices=("bsw", "t2star", "tofts"), default=dsc.leakage,
+                       help="how the enhancing rim leaks: bsw, K2 * integral of the normal "
+                            "brain's curve (T1 effect, K2 > 0); t2star, the same with K2 < 0 "
+                            "(T2*-dominant); tofts, Tofts Ktrans/ve extravasation through "
+                            "the spoiled gradient-echo T1 effect")
     group.add_argument("--residue", choices=("exponential", "gamma"), default=dsc.residue,
                        help="residue function of tissue")
     group.add_argument("--blood-relaxivity", choices=("linear", "quadratic"),
@@ -118,7 +123,7 @@ def config_from_args(args):
         n_frames=args.n_frames, baseline_frames=args.baseline_frames, snr=args.snr,
         doses=tuple(args.doses), preload=args.preload, residue=args.residue,
         blood_relaxivity=args.blood_relaxivity, field_strength=args.dsc_field_strength,
-        extra_delay=args.extra_delay)
+        extra_delay=args.extra_delay, leakage=args.leakage)
     asl = None if args.no_asl else ASLAcquisition(
         label_type=args.asl_type, plds=tuple(args.plds), n_pairs=tuple(args.n_pairs),
         labeling_duration=args.labeling_duration, bolus_cutoff=args.bolus_cutoff,

@@ -1,4 +1,4 @@
-"""Leakage correction of ΔR2* and CBV (Boxerman, Schmainda and Weisskoff 2006)."""
+"""Leakage correction of ΔR2* and CBV: BSW (2006), its transit variant, bidirectional (2016)."""
 
 import numpy as np
 from nipype.interfaces.base import (
@@ -13,6 +13,19 @@ from bids_perfusion.dsc import leakage
 from bids_perfusion.interfaces.maps import first_pass_cbv
 from bids_perfusion.interfaces.nifti import load, load_mask, save_like
 
+#: Sidecar text of each model: its equation and source.
+DESCRIPTIONS = {
+    "bsw": "Boxerman-Schmainda-Weisskoff (AJNR 2006;27:859): "
+           "dR2*(t) = K1 ref(t) - K2 int_0^t ref",
+    "bsw-transit": "Boxerman-Schmainda-Weisskoff (AJNR 2006;27:859) with transit-time "
+                   "terms: dR2*(t) = a0 ref + sum_tau a_tau (ref * exp(-t/tau)/tau) "
+                   "- K2 int_0^t ref (bids-perfusion, dsc/leakage.py)",
+    "bidirectional": "bidirectional exchange (Leu et al., AJNR 2016;37:1440) with transit-time "
+                     "terms (after Bjornerud et al., JCBFM 2011;31:2041): dR2*(t) = "
+                     "sum_j a_j (ref * h_j)(t) - K2 int_0^t ref(s) exp(-kep (t-s)) ds, "
+                     "h_0 = delta, h_tau = exp(-t/tau)/tau (dsc/leakage.py)",
+}
+
 
 class _LeakageCorrectionInputSpec(BaseInterfaceInputSpec):
     delta_r2star = File(exists=True, mandatory=True)
@@ -25,6 +38,7 @@ class _LeakageCorrectionInputSpec(BaseInterfaceInputSpec):
     scaled = traits.Bool(True, usedefault=True)
     relaxivity = traits.Dict(mandatory=True, desc="relaxivities of the run's field "
                                                   "(dsc.relaxivity.Relaxivities.sidecar())")
+    model = traits.Enum(*leakage.MODELS, usedefault=True, desc="leakage model (dsc/leakage.py)")
 
 
 class _LeakageCorrectionOutputSpec(TraitedSpec):
@@ -34,7 +48,11 @@ class _LeakageCorrectionOutputSpec(TraitedSpec):
 
 
 class LeakageCorrection(SimpleInterface):
-    """``ΔR2*(t) ≈ K1 ref(t) - K2 ∫ref``; corrected CBV from ``ΔR2* + K2 ∫ref``."""
+    """Fit the leakage ``model`` to every brain voxel; corrected CBV from the corrected ΔR2*.
+
+    bsw: ``ΔR2* = K1 ref − K2 ∫ref``; bsw-transit: with transit kernels; bidirectional:
+    ``ΔR2* = K1 ref − K2 ∫ref(τ) e^(−kep(t−τ))dτ`` (equations in :mod:`dsc.leakage`).
+    """
 
     input_spec = _LeakageCorrectionInputSpec
     output_spec = _LeakageCorrectionOutputSpec
@@ -44,18 +62,31 @@ class LeakageCorrection(SimpleInterface):
         brain = load_mask(self.inputs.brain_mask, delta.shape)
         times = np.asarray(self.inputs.frame_times)
         tissue = brain & ~load_mask(self.inputs.aif_mask, delta.shape)
-        reference = leakage.reference_curve(delta, tissue)
-        fit = leakage.bsw_correction(delta[brain], reference, times)
+        used = leakage.non_enhancing(delta, tissue)
+        reference = delta[used].mean(axis=0)
+        model = self.inputs.model
+        fit = leakage.correct(model, delta[brain], reference, times)
         k2 = np.zeros(brain.shape, dtype=np.float32)
         cbv = np.zeros(brain.shape, dtype=np.float32)
         k2[brain] = fit.k2
         cbv[brain], _ = first_pass_cbv(fit.corrected, self.inputs)
         self._results["k2"] = save_like(k2, self.inputs.delta_r2star, "k2.nii.gz")
         self._results["cbv"] = save_like(cbv, self.inputs.delta_r2star, "cbv_corrected.nii.gz")
+        leak_term = fit.corrected - delta[brain]  # the fitted leakage term, s^-1
         self._results["metadata"] = {
-            "LeakageCorrection": "Boxerman-Schmainda-Weisskoff (AJNR 2006;27:859) with "
-                                 "transit-time terms (dsc/leakage.py)",
-            "TransitKernels": list(leakage.TRANSIT_KERNELS),
+            "LeakageModel": model,
+            "LeakageCorrection": DESCRIPTIONS[model],
+            **({"TransitKernels": list(leakage.TRANSIT_KERNELS)}
+               if model != "bsw" else {}),
+            "LeakageFit": {
+                "Method": "linear least squares, all brain voxels at once",
+                "ReferenceVoxels": int(used.sum()),
+                "EnhancingZ": leakage.ENHANCING_Z, "T2StarZ": leakage.T2STAR_Z,
+                "MedianK1": float(np.median(fit.k1)),
+                "MedianK2": float(np.median(fit.k2)),
+                **({"MedianKep": float(np.median(fit.kep))} if fit.kep is not None else {}),
+                "MedianMeanAbsoluteLeakageTerm": float(np.median(np.abs(leak_term).mean(axis=-1))),
+            },
             "kH": self.inputs.kh, "BrainDensity": self.inputs.rho,
             **self.inputs.relaxivity,
         }

@@ -43,7 +43,11 @@ TRUTH_MAPS = {
     "tmax": ("s", "Time to maximum of the flow-scaled residue seen from the AIF"),
     "bat": ("s", "Bolus arrival time in the tissue (AIF arrival + delay)"),
     "delay": ("s", "Bolus delay relative to the AIF (flow-weighted in mixed voxels)"),
-    "k2": ("1/s", "Leakage coefficient of Boxerman-Schmainda-Weisskoff (effective)"),
+    "k2": ("1/s", "Leakage coefficient of Boxerman-Schmainda-Weisskoff (effective; negative "
+                  "for T2*-dominant leakage, 0 with the Tofts leakage model)"),
+    "ktrans": ("1/min", "Tofts volume transfer constant Ktrans of the leaky rim (leakage "
+                        "model 'tofts' only)"),
+    "ve": ("1", "Tofts extravascular extracellular volume fraction (leakage model 'tofts')"),
     "att": ("s", "Arterial transit time of the ASL label (flow-weighted)"),
     "m0map": ("arbitrary", "Equilibrium magnetisation M0 of the tissue"),
 }
@@ -259,8 +263,9 @@ def _write_dsc(root, subject, acq, sim):
             "delta_r2star": {"Description": "Noise-free arterial Delta R2*", "Units": "1/s"},
             "DoseFactor": dose,
         })
-    for name in ("tmax", "bat", "delay", "k2"):
-        _write_map(root, subject, name, getattr(sim, name))
+    for name in ("tmax", "bat", "delay", "k2", "ktrans", "ve"):
+        if getattr(sim, name) is not None:
+            _write_map(root, subject, name, getattr(sim, name))
 
 
 def _write_asl(root, subject, acq, sim):

@@ -19,6 +19,8 @@ M0_TYPES = ("Separate", "Included")
 RESIDUES = ("exponential", "gamma")
 BLOOD_RELAXIVITIES = ("linear", "quadratic")
 READOUTS = ("3D", "2D")
+#: Leakage models of the DSC phantom (:class:`DSCAcquisition`.leakage).
+LEAKAGE_MODELS = ("bsw", "t2star", "tofts")
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,24 @@ class DSCAcquisition:
     #: (Boxerman et al., AJNR 2012;33:1081; phantom's choice of magnitude).
     preload_leakage_factor: float = 0.3
     time_oversampling: int = 10
+    #: How the enhancing rim leaks (:data:`LEAKAGE_MODELS`). ``bsw``: ΔR2* − K2 ∫ref with
+    #: K2 > 0, an echo-independent T1 effect (the form of Boxerman et al., AJNR
+    #: 2006;27:859; the default, and the data of the published tables). ``t2star``: the
+    #: same form with K2 < 0 (K2 = −k2 of the grade model), a true ΔR2* (susceptibility)
+    #: effect of extravasated agent that no dual-echo acquisition removes.
+    #: ``tofts``: extravascular concentration of the Tofts model,
+    #: ``C_e(t) = Ktrans ∫ C_p(τ) e^(−Ktrans/ve (t−τ)) dτ`` with ``C_p = C_a / (1 − Hct)``
+    #: (Tofts et al., JMRI 1999;10:223), whose T1 shortening ``R1 = 1/T10 + r1 C_e``
+    #: raises the spoiled gradient-echo signal by ``SPGR(R1(t)) / SPGR(1/T10)`` (Ernst
+    #: equation at the series' TR and flip angle; r1 from ``constants.R1_RELAXIVITY``).
+    leakage: str = "bsw"
+    #: Tofts Ktrans of the rim, min^-1, per unit of the grade model's k2 (s^-1): the HGG
+    #: k2 range 0.004-0.015 s^-1 becomes Ktrans 0.05-0.2 min^-1, the range measured in
+    #: glioma (about 0.1 min^-1, Skinner et al., AJNR 2016;37:80). Proportional to k2 so
+    #: that no extra random draw changes the other maps (phantom's choice).
+    tofts_ktrans_per_k2: float = 13.3
+    #: Tofts ve of the rim (Skinner et al. 2016 measured about 0.29 in enhancing glioma).
+    tofts_ve: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -281,6 +301,9 @@ def _validate_dsc(dsc):
     _check(all(0 < d <= 1 for d in dsc.doses), "dsc.doses", "dose factors must be in (0, 1]")
     _check(len(set(dsc.doses)) == len(dsc.doses), "dsc.doses", "dose factors must be distinct")
     _check(dsc.residue in RESIDUES, "dsc.residue", f"use one of {RESIDUES}")
+    _check(dsc.leakage in LEAKAGE_MODELS, "dsc.leakage", f"use one of {LEAKAGE_MODELS}")
+    _check(dsc.tofts_ktrans_per_k2 >= 0 and 0 < dsc.tofts_ve <= 1, "dsc.tofts_ve",
+           "tofts_ktrans_per_k2 must be >= 0 and tofts_ve in (0, 1]")
     _check(dsc.blood_relaxivity in BLOOD_RELAXIVITIES, "dsc.blood_relaxivity",
            f"use one of {BLOOD_RELAXIVITIES}")
     _check(dsc.field_strength in constants.DSC_RELAXIVITY, "dsc.field_strength",

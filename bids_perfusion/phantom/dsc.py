@@ -10,12 +10,16 @@ Concentration (mM) on a time grid ``time_oversampling`` times finer than the fra
   (Calamante et al., MRM 2000;44:466), R_k exponential or gamma with MTT_k = CBV_k/CBF_k,
   so that ``100 (kH/rho) ∫C_k / ∫C_a = CBV_k``.
 - Voxel: ``ΔR2* = r_t s Σ_k w_k C_k + a ΔR2*_blood(C_a) - K2 ∫_0^t ΔR2*_ref``; the last
-  term is the T1 leakage effect in the form of Boxerman, Schmainda and Weisskoff (AJNR
-  2006;27:859), ref the mean ΔR2* of normal brain.
-- Signal at echo e: ``S = M0 SS(n) e^(-TE_e R2*_0) e^(-TE_e ΔR2*_intravascular)
-  e^(TE_1 K2 ∫ ΔR2*_ref)``, where the leakage is a T1 (echo-time independent) effect
-  calibrated on the first echo, and SS(n) the approach of a spoiled gradient echo to its
-  steady state (first frames brighter). Rician noise of standard deviation
+  term is the leakage effect in the form of Boxerman, Schmainda and Weisskoff (AJNR
+  2006;27:859), ref the mean ΔR2* of normal brain (``leakage`` ``bsw`` and ``t2star``).
+- Signal at echo e: ``S = M0 SS(n) e^(-TE_e R2*_0) e^(-TE_e ΔR2*_intravascular) L_e(t)``
+  with SS(n) the approach of a spoiled gradient echo to its steady state (first frames
+  brighter) and the leakage factor L_e of ``DSCAcquisition.leakage``:
+  ``bsw``: ``e^(TE_1 K2 ∫ΔR2*_ref)``, K2 > 0, a T1 (echo-time independent) effect
+  calibrated on the first echo; ``t2star``: ``e^(TE_e K2 ∫ΔR2*_ref)`` with K2 < 0, a
+  ΔR2* effect at every echo; ``tofts``: ``SPGR(R1(t)) / SPGR(R1_0)``,
+  ``R1 = 1/T10 + r1 C_e``, C_e the Tofts extravascular concentration of the rim
+  (:func:`tofts_concentration`). Rician noise of standard deviation
   ``mean brain S0 / SNR``.
 """
 
@@ -26,7 +30,7 @@ import numpy as np
 from bids_perfusion import constants
 from bids_perfusion.dsc import kinetics, relaxivity
 from bids_perfusion.phantom.config import RECEIVER_GAIN
-from bids_perfusion.phantom.mr import rician, spoiled_gre_factor
+from bids_perfusion.phantom.mr import rician, spoiled_gre_factor, spoiled_gre_steady_state
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class DSCSimulation:
     delay: np.ndarray
     k2: np.ndarray
     noise_sd: float
+    ktrans: np.ndarray | None = None
+    ve: np.ndarray | None = None
 
 
 def arterial_input(t, acq, dose):
@@ -98,6 +104,29 @@ def compartment_curves(t, aif, tissues, acq):
     return curves, residues
 
 
+def tofts_concentration(t, aif, ktrans, ve):
+    """Extravascular concentration of the standard Tofts model, mM, shape (K, T).
+
+    ``C_e(t) = Ktrans ∫_0^t C_p(τ) e^(−(Ktrans/ve)(t−τ)) dτ`` with the plasma concentration
+    ``C_p = C_a / (1 − Hct)`` (Tofts et al., JMRI 1999;10:223-232); Ktrans (s⁻¹) and ve
+    per compartment (arrays of K), the convolution on the fine grid ``t``.
+    """
+    dt = t[1] - t[0]
+    plasma = aif / (1.0 - constants.HCT_LARGE_VESSELS)
+    ktrans = np.asarray(ktrans, dtype=float)
+    out = np.zeros((ktrans.size, t.size))
+    for k, (kt, v) in enumerate(zip(ktrans, np.asarray(ve, dtype=float), strict=True)):
+        if kt > 0:
+            out[k] = kt * kinetics.convolve(plasma, np.exp(-kt / v * (t + dt / 2.0)), dt)
+    return out
+
+
+def r1_relaxivity(field_strength):
+    """r1 of the nearest tabulated field (``constants.R1_RELAXIVITY``), s⁻¹ mM⁻¹."""
+    field = min(constants.R1_RELAXIVITY, key=lambda f: abs(f - field_strength))
+    return constants.R1_RELAXIVITY[field]
+
+
 def relaxivities(acq):
     """The :class:`~bids_perfusion.dsc.relaxivity.Relaxivities` of the acquisition's field
     and blood model: the same constants the pipeline uses for that field."""
@@ -127,6 +156,17 @@ def simulate_dsc(subject, acq, rng):
                  + subject.fraction("oedema") == 0)).reshape(-1)
     leak_factor = acq.preload_leakage_factor if acq.preload else 1.0
     k2 = leak_factor * subject.mixture("k2").reshape(-1)
+    ktrans = ve = None
+    if acq.leakage == "t2star":
+        k2 = -k2
+    elif acq.leakage == "tofts":
+        # Ktrans (s^-1) and ve of each compartment; only leaky (k2 > 0) compartments.
+        k2_tissue = np.array([tis.k2 for tis in subject.tissues])
+        ktrans_tissue = acq.tofts_ktrans_per_k2 * k2_tissue / 60.0
+        ktrans = 60.0 * (ktrans_tissue @ weights)  # voxel truth, min^-1
+        ve = acq.tofts_ve * ((k2_tissue > 0).astype(float) @ weights)
+        t10 = subject.relaxation("t1").reshape(-1)
+        k2 = np.zeros_like(k2)
 
     m0 = RECEIVER_GAIN * subject.relaxation("m0").reshape(-1)
     r2star0 = subject.relaxation("r2star").reshape(-1)
@@ -150,9 +190,20 @@ def simulate_dsc(subject, acq, rng):
         integral = np.concatenate([[0.0], np.cumsum((reference[1:] + reference[:-1]) / 2.0)])
         leak = k2[:, None] * (integral * dt)[frames]
         intravascular = tissue_r2 + artery[:, None] * blood_delta_r2star(aif[frames], acq)
+        if acq.leakage == "tofts":
+            extravascular = leak_factor * (weights.T @ tofts_concentration(
+                t, aif, ktrans_tissue, np.full(k2_tissue.size, acq.tofts_ve))[:, frames])
+            t10_safe = np.maximum(t10, 1e-3)  # T1 is 0 outside the head
+            r1 = 1.0 / t10_safe[:, None] + r1_relaxivity(acq.field_strength) * extravascular
+            t1_gain = (spoiled_gre_steady_state(1.0 / r1, acq.tr, acq.flip_angle)
+                       / spoiled_gre_steady_state(t10_safe, acq.tr, acq.flip_angle)[:, None])
         for echo, te in enumerate(acq.echo_times):
+            # bsw: T1 effect calibrated on the first echo; t2star: ΔR2* at every echo.
+            leak_te = te if acq.leakage == "t2star" else acq.echo_times[0]
             clean = (m0[:, None] * steady * np.exp(-te * r2star0)[:, None]
-                     * np.exp(-te * intravascular + acq.echo_times[0] * leak))
+                     * np.exp(-te * intravascular + leak_te * leak))
+            if acq.leakage == "tofts":
+                clean = clean * t1_gain
             noisy = rician(rng, clean, noise_sd)
             signals[(dose, echo)] = noisy.reshape(*subject.grid.shape, -1).astype(np.float32)
         aifs[dose] = aif[frames]
@@ -167,4 +218,6 @@ def simulate_dsc(subject, acq, rng):
     shape = subject.grid.shape
     return DSCSimulation(signals, aifs, t[frames], tmax.reshape(shape), bat.reshape(shape),
                          np.where(perfused, delay, 0.0).reshape(shape), k2.reshape(shape),
-                         noise_sd)
+                         noise_sd,
+                         None if ktrans is None else ktrans.reshape(shape),
+                         None if ve is None else ve.reshape(shape))

@@ -40,6 +40,11 @@ REFERENCES = {
                     "maps corrected for contrast agent extravasation significantly correlate "
                     "with glioma tumor grade, whereas uncorrected maps do not. AJNR Am J "
                     "Neuroradiol 2006;27:859-867.",
+    "leu2016": "Leu K, Boxerman JL, Cloughesy TF, et al. Improved leakage correction for "
+               "single-echo dynamic susceptibility contrast perfusion MRI estimates of "
+               "relative cerebral blood volume in high-grade gliomas by accounting for "
+               "bidirectional contrast agent exchange. AJNR Am J Neuroradiol "
+               "2016;37:1440-1446.",
     "wetzel2002": "Wetzel SG, Cha S, Johnson G, et al. Relative cerebral blood volume "
                   "measurements in intracranial mass lesions: interobserver and "
                   "intraobserver reproducibility study. Radiology 2002;224:797-803.",

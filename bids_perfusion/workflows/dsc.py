@@ -5,6 +5,7 @@ from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_perfusion.dsc.first_pass import DOWNSLOPE_FRACTION
+from bids_perfusion.dsc.leakage import TRANSIT_KERNELS
 from bids_perfusion.dsc.lowdose import SAVGOL_ORDER, TEMPORAL_WINDOW_S, simulation_metadata
 from bids_perfusion.dsc.normalisation import TUMOUR_MARGIN, WHITE_MATTER_QUANTILE
 from bids_perfusion.dsc.relaxivity import at_field
@@ -120,9 +121,16 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
             f"frame to {100 * DOWNSLOPE_FRACTION:.0f} % of the peak on the downslope, which "
             "leaves out the recirculation "
             "[@madsen1992; @benner1997].")
-    if options.leakage_correction:
-        workflow.__desc__ += (" CBV was corrected for contrast agent leakage with the "
-                              "Boxerman-Schmainda-Weisskoff model [@boxerman2006].")
+    if options.leakage_label:
+        workflow.__desc__ += " CBV was corrected for contrast agent leakage with " + {
+            "bsw": "the Boxerman-Schmainda-Weisskoff model [@boxerman2006].",
+            "bsw-transit": "the Boxerman-Schmainda-Weisskoff model [@boxerman2006] extended "
+                           "with transit-time terms (exponential kernels of "
+                           f"{', '.join(f'{k:g}' for k in TRANSIT_KERNELS)} s).",
+            "bidirectional": "the bidirectional exchange model [@leu2016] with transit-time "
+                             "terms (exponential kernels of "
+                             f"{', '.join(f'{k:g}' for k in TRANSIT_KERNELS)} s).",
+        }[options.leakage_correction]
     workflow.__desc__ += (" Maps were normalised to the median of normal-appearing white "
                           "matter [@wetzel2002]"
                           + ("." if "NAWM" in run.masks else
@@ -211,14 +219,16 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     # (node, field, measure name, entities, metadata node, sidecar)
     outputs = [(cbv, "cbv", "cbv", {"desc": "areaRatio", "suffix": "cbv"}, cbv,
                 {"Units": options.cbv_units, "EstimationMethod": "area ratio"})]
-    if options.leakage_correction:
-        leak = pe.Node(LeakageCorrection(**scaling), name="leakage_correction")
+    label = options.leakage_label
+    if label:
+        leak = pe.Node(LeakageCorrection(model=options.leakage_correction, **scaling),
+                       name="leakage_correction")
         workflow.connect([
             (signal, leak, [("delta_r2star", "delta_r2star"), ("frame_times", "frame_times")]),
             (masks, leak, [("brain", "brain_mask")]),
             (aif, leak, [("aif_tsv", "aif_tsv"), ("aif_mask", "aif_mask")]),
         ])
-        outputs.append((leak, "cbv", "cbv_bsw", {"desc": "bsw", "suffix": "cbv"}, leak,
+        outputs.append((leak, "cbv", f"cbv_{label}", {"desc": label, "suffix": "cbv"}, leak,
                         {"Units": options.cbv_units,
                          "EstimationMethod": "area ratio, leakage-corrected"}))
     for method in classical:
@@ -326,8 +336,8 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
         workflow.connect(relative, "out_files", select, "inlist")
         sinks.append((select, "out", {**entities, "desc": entities["desc"] + "Nawm"},
                       meta_node, {**sidecar, "Units": "1 (ratio to the NAWM median)"}))
-    if options.leakage_correction:
-        sinks.append((leak, "k2", {"desc": "bsw", "suffix": "k2"}, leak,
+    if label:
+        sinks.append((leak, "k2", {"desc": label, "suffix": "k2"}, leak,
                       {"Units": "1/s", "Description": "leakage constant K2"}))
     for method in (m for m in options.methods if m != "stunet"):  # stU-Net: CBV only
         node = workflow.get_node("phae" if method == "phae" else f"deconvolve_{method}")

@@ -33,7 +33,10 @@ class DSCOptions:
     field_strength : float or None
         ``--field-strength``, tesla: replaces the runs' ``MagneticFieldStrength`` (it is
         applied to :class:`DSCRun` metadata when the runs are collected).
-    leakage_correction : bool
+    leakage_correction : {"bsw", "bidirectional", "bsw-transit", "none"}
+        Leakage model (:mod:`bids_perfusion.dsc.leakage`); ``bsw`` (default) is the
+        published Boxerman-Schmainda-Weisskoff model. ``True``/``False`` are read as
+        ``"bsw"``/``"none"``.
     first_pass : {"none", "gamma"}
         ``gamma``: area-ratio CBV and deconvolution use gamma-variate fits of the first
         pass of the tissue curves and the AIF (:mod:`bids_perfusion.dsc.first_pass`).
@@ -59,7 +62,7 @@ class DSCOptions:
     scaled: bool = True
     blood_relaxivity: str = "linear"
     field_strength: float | None = None
-    leakage_correction: bool = True
+    leakage_correction: str = "bsw"
     first_pass: str = "none"
     simulate_doses: tuple = ()
     lowdose_model: str = "exponential"
@@ -67,6 +70,23 @@ class DSCOptions:
     device: str = "auto"
     phae_weights: str | None = None
     stunet_weights: str | None = None
+
+    def __post_init__(self):
+        from bids_perfusion.dsc.leakage import MODELS
+
+        model = self.leakage_correction
+        if isinstance(model, bool):  # the former boolean option
+            object.__setattr__(self, "leakage_correction", "bsw" if model else "none")
+        elif model not in (*MODELS, "none"):
+            raise ValueError(f"leakage_correction {model!r}: use one of {(*MODELS, 'none')}")
+
+    @property
+    def leakage_label(self):
+        """``desc`` label of the leakage-corrected maps (``bswTransit``), None without."""
+        from bids_perfusion.dsc.leakage import output_label
+
+        model = self.leakage_correction
+        return None if model == "none" else output_label(model)
 
     @property
     def cbv_units(self):
