@@ -1,6 +1,7 @@
 # Two entry points, both self-contained on a fresh machine:
 #   make demo   create .venv if needed, install, generate the phantom and quantify it
 #   make test   install with the test extras, lint with ruff, run the test suite
+#   (make test-fast leaves out the end-to-end cases marked slow)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
 DEMO_DIR ?= demo_output
 export NIPYPE_NO_ET := 1
 
-.PHONY: demo test install install-test lint
+.PHONY: demo test test-fast install install-test lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +31,6 @@ lint: install-test
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+test-fast: lint  # the suite without the end-to-end cases marked slow
+	$(BIN)/python -m pytest -q -m "not slow"
