@@ -1,4 +1,4 @@
-"""Area-ratio CBV with and without the gamma-variate first pass (issue 12, item 6).
+"""Area-ratio CBV with and without the gamma-variate first pass.
 
 The cohort and the core steps are those of ``bench_nawm.py`` (same phantom, AIF the mean
 over the truth arterial voxels). For every SNR the area-ratio CBV is computed from the

@@ -1,4 +1,4 @@
-"""Leakage correction models against the phantom's leakage models (issue 12, item 2).
+"""Leakage correction models against the phantom's leakage models.
 
 One high-grade phantom subject (small test grid, same seed for every leakage model: same
 anatomy, tumour and perfusion) is simulated with each leakage model of the phantom

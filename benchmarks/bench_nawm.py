@@ -1,4 +1,4 @@
-"""The automatic NAWM reference before and after issue 12 (item 4), on the phantom.
+"""The automatic NAWM reference before and after the pre-contrast rule, on the phantom.
 
 For every SNR the same cohort (same seed: same anatomy, tumours and perfusion; fresh
 noise) is simulated on the small test grid, DSC only; each subject's series goes through
@@ -8,7 +8,7 @@ phantom's arterial voxels, so that the references are compared and not the AIF
 selection. Two rules choose the NAWM, with the tumour mask of the phantom:
 
 - before: Otsu's threshold on the CBV map itself (smoothed, CSF and top 5 % set aside),
-  eroded, the tumour's half of array axis 0 removed (the rule up to issue 12, kept here
+  eroded, the tumour's half of array axis 0 removed (the former rule, kept here
   as a small function to compare with);
 - after: :func:`bids_perfusion.dsc.normalisation.automatic_nawm_mask`, white matter from
   the baseline image, the tumour's hemisphere from the affine;
@@ -121,7 +121,7 @@ def area_ratio_cbv(run, tissue=None, arterial=None):
 
 
 def otsu_on_cbv(cbv, brain, tumour, smoothing=0.7, margin=2):
-    """The NAWM rule before issue 12: Otsu on the smoothed CBV, axis-0 hemispheres."""
+    """The former NAWM rule: Otsu on the smoothed CBV, axis-0 hemispheres."""
     inside = np.where(brain, cbv, 0.0)
     weight = ndimage.gaussian_filter(brain.astype(float), smoothing)
     smooth = ndimage.gaussian_filter(inside, smoothing) / np.maximum(weight, 1e-6)

@@ -273,3 +273,10 @@ def test_aif_peak_scales_with_the_dose(doses, subject):
     assert _arterial_peak(former, arteries, window) / reference > 0.4
     linear = simulate_low_dose_run(full, 0.25, window, tr=TR, model="linear")
     assert _arterial_peak(linear, arteries, window) / reference < 0.2
+
+
+def test_command_lines_offer_the_models_of_the_core():
+    from bids_perfusion.cli.parser import LOWDOSE_MODELS
+    from bids_perfusion.dsc.lowdose import MODELS
+
+    assert LOWDOSE_MODELS == MODELS

@@ -178,3 +178,37 @@ def smooth_m0(m0_image, support, fwhm, voxel_size):
     total = ndimage.gaussian_filter(np.where(support, image, 0.0), sigma, mode="constant")
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(support, total / weight, image)
+
+
+@dataclass(frozen=True)
+class PreparedM0:
+    """The M0 that CBF divides by and the brain voxels left out (:func:`prepare_m0`)."""
+
+    image: np.ndarray
+    excluded: np.ndarray
+    threshold: float
+    counts: dict
+
+
+def prepare_m0(m0_image, brain, bad_series, bad_m0, *, fraction=constants.M0_MIN_FRACTION,
+               fwhm=0.0, voxel_size=(1.0, 1.0, 1.0)):
+    """Exclude the brain voxels CBF cannot be computed in, then smooth M0 on the rest.
+
+    Excluded: brain voxels with a non-finite value in the series (``bad_series``) or in
+    M0 (``bad_m0``), and those with M0 below ``fraction`` of the brain median
+    (:func:`low_m0`, the non-finite voxels left out of the median). M0 is then smoothed
+    within the remaining brain (:func:`smooth_m0`). ``counts`` holds the excluded voxels
+    by reason (``NonFiniteSeries``, ``NonFiniteM0`` when not already in the series,
+    ``LowM0``) and their ``Total``.
+    """
+    brain = np.asarray(brain, dtype=bool)
+    bad_series, bad_m0 = np.asarray(bad_series, dtype=bool), np.asarray(bad_m0, dtype=bool)
+    low, threshold = low_m0(m0_image, brain, fraction, exclude=bad_series | bad_m0)
+    excluded = (brain & (bad_series | bad_m0)) | low
+    counts = {"NonFiniteSeries": int(np.count_nonzero(brain & bad_series)),
+              "NonFiniteM0": int(np.count_nonzero(brain & bad_m0 & ~bad_series)),
+              "LowM0": int(np.count_nonzero(low)),
+              "Total": int(np.count_nonzero(excluded))}
+    image = smooth_m0(m0_image, brain & ~excluded, fwhm, voxel_size)
+    return PreparedM0(image, excluded, float(threshold), counts)
+

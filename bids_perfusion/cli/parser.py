@@ -87,6 +87,11 @@ def _nonnegative(value):
     return number
 
 
+#: Signal models of the low-dose simulation (``dsc.lowdose.MODELS``, named here so that
+#: ``--help`` imports no numerical library; a test checks that they agree).
+LOWDOSE_MODELS = ("exponential", "linear")
+
+
 #: Method parameters left unset take the defaults of the parameter classes in
 #: ``dsc/deconvolution.py``, their one home; the values shown in --help are a reminder.
 LITERATURE = "; the value used is recorded in every sidecar"
@@ -190,7 +195,7 @@ def build_parser():
                             "default: the bundled ones, trained on the phantom)")
     group.add_argument("--simulate-dose", nargs="+", type=_dose, default=[], metavar="D",
                        help="also process each run at simulated dose fractions D in (0, 1)")
-    group.add_argument("--lowdose-model", choices=("exponential", "linear"),
+    group.add_argument("--lowdose-model", choices=LOWDOSE_MODELS,
                        default="exponential",
                        help="signal model of --simulate-dose: exponential (default) scales "
                             "ΔR2* by D, S_d = S0 (S̄/S0)^D + (S - S̄), exact for the "

@@ -25,7 +25,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from bids_perfusion.cli.parser import field_strength
+from bids_perfusion.cli.parser import LOWDOSE_MODELS, field_strength
 
 LOGGER = logging.getLogger("bids_perfusion.train")
 
@@ -106,7 +106,7 @@ class _StripRecipe:
                            metavar="D", help="stunet/hess: dose factors of the training "
                                              "series (d < 1 simulated from the full dose "
                                              "with --train-lowdose-model)")
-        group.add_argument("--train-lowdose-model", choices=("exponential", "linear"),
+        group.add_argument("--train-lowdose-model", choices=LOWDOSE_MODELS,
                            default="exponential",
                            help="stunet/hess: signal model of the simulated training doses "
                                 "(exponential: ΔR2* scaled by d, the default; linear: Eq. 1 "

@@ -171,10 +171,8 @@ class _PrepareM0OutputSpec(TraitedSpec):
 class PrepareM0(SimpleInterface):
     """The M0 that CBF divides by, and the brain voxels that cannot be quantified.
 
-    Excluded: brain voxels with a non-finite value in the series or M0
-    (:mod:`asl.quality`; the run is refused when they are too many) and those with M0
-    below ``min_fraction`` of the brain median (:func:`asl.m0.low_m0`). M0 is then
-    smoothed within the remaining brain (:func:`asl.m0.smooth_m0`).
+    The run is refused when non-finite voxels are too many (:mod:`asl.quality`); the
+    exclusions and the smoothing are :func:`asl.m0.prepare_m0`.
     """
 
     input_spec = _PrepareM0InputSpec
@@ -190,26 +188,19 @@ class PrepareM0(SimpleInterface):
             quality.check_nonfinite_fraction(bad_series, brain)
         with refused(self.inputs.m0_file):
             quality.check_nonfinite_fraction(bad_m0, brain)
-            low, threshold = m0.low_m0(image, brain, self.inputs.min_fraction,
-                                       exclude=bad_series | bad_m0)
-        nonfinite = brain & (bad_series | bad_m0)
-        excluded = nonfinite | low
-        fwhm = self.inputs.smoothing_fwhm
-        used = m0.smooth_m0(image, brain & ~excluded, fwhm, voxel_size(self.inputs.m0))
-        self._results["m0"] = save_like(used, self.inputs.m0, "m0_used.nii.gz")
-        self._results["excluded_mask"] = save_like(excluded, self.inputs.m0,
+            prepared = m0.prepare_m0(image, brain, bad_series, bad_m0,
+                                     fraction=self.inputs.min_fraction,
+                                     fwhm=self.inputs.smoothing_fwhm,
+                                     voxel_size=voxel_size(self.inputs.m0))
+        self._results["m0"] = save_like(prepared.image, self.inputs.m0, "m0_used.nii.gz")
+        self._results["excluded_mask"] = save_like(prepared.excluded, self.inputs.m0,
                                                    "excluded_mask.nii.gz", dtype=np.uint8)
         self._results["metadata"] = {
             **self.inputs.m0_metadata,
-            "M0SmoothingFWHM": float(fwhm),
+            "M0SmoothingFWHM": float(self.inputs.smoothing_fwhm),
             "M0MinFraction": float(self.inputs.min_fraction),
-            "M0Threshold": float(threshold),
-            "ExcludedVoxels": {
-                "NonFiniteSeries": int(np.count_nonzero(brain & bad_series)),
-                "NonFiniteM0": int(np.count_nonzero(brain & bad_m0 & ~bad_series)),
-                "LowM0": int(np.count_nonzero(low)),
-                "Total": int(np.count_nonzero(excluded)),
-            },
+            "M0Threshold": prepared.threshold,
+            "ExcludedVoxels": prepared.counts,
             "ExcludedVoxelsDescription": (
                 "brain voxels left out of CBF (written 0) and of the ROI statistics: a "
                 "non-finite value in the series (NonFiniteSeries) or else in M0 "
