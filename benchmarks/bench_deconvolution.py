@@ -1,4 +1,5 @@
-"""Benchmark of the vectorised DSC deconvolution against the per-voxel reference.
+"""Benchmark of the vectorised DSC deconvolution against the per-voxel reference
+(:func:`bids_perfusion.testing.references.deconvolve`).
 
 Synthetic data: a gamma-variate AIF and exponential residues (CBF 10-80 mL/100 mL/min,
 MTT 2-8 s), 150 000 voxels × 80 frames at Δt = 1.5 s, Gaussian noise of SD 2 % of the
@@ -31,7 +32,7 @@ sys.path.insert(0, str(REPOSITORY))
 
 from bids_perfusion.dsc import kinetics  # noqa: E402
 from bids_perfusion.dsc.deconvolution import DeconvolutionModel  # noqa: E402
-from tests.test_deconvolution import reference_deconvolution  # noqa: E402
+from bids_perfusion.testing.references import deconvolve  # noqa: E402
 
 METHODS = [
     ("ssvd", {}),
@@ -102,7 +103,7 @@ def main():
         elapsed, fit = best_time(lambda model=model: model.fit(tissue).cbf)
         peak = traced_peak_mb(lambda model=model: model.fit(tissue).cbf)
         reference, _ = best_time(
-            lambda m=method, p=params: reference_deconvolution(aif, args.dt, subset, m, **p),
+            lambda m=method, p=params: deconvolve(aif, args.dt, subset, m, **p),
             repeats=1,
         )
         extrapolated = reference * args.voxels / len(subset)

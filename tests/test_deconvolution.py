@@ -1,20 +1,18 @@
 """Tests of the vectorised DSC deconvolution core against closed forms and a per-voxel reference.
 
-:func:`reference_deconvolution` is a plain loop over voxels with numpy.linalg, written from
-the papers without the vectorised code's shortcuts (explicit matrices instead of FFTs,
-normal equations instead of SVD filter factors, second derivatives instead of Hansen's
-closed-form L-curve curvature). ``benchmarks/bench_deconvolution.py`` times it too.
+The reference is :func:`bids_perfusion.testing.references.deconvolve`, a plain loop over
+voxels with numpy.linalg written from the papers without the vectorised code's shortcuts;
+``benchmarks/bench_deconvolution.py`` times it too.
 """
-
-import dataclasses
 
 import numpy as np
 import pytest
 
 from bids_perfusion.dsc import kinetics
-from bids_perfusion.dsc.deconvolution import METHODS, DeconvolutionModel
+from bids_perfusion.dsc.deconvolution import DeconvolutionModel
 from bids_perfusion.dsc.tikhonov import Tikhonov
 from bids_perfusion.dsc.truncated_svd import oscillation_index
+from bids_perfusion.testing import references
 
 #: (method, parameters) of every method and criterion, for parametrised tests.
 ALL_METHODS = [
@@ -26,109 +24,6 @@ ALL_METHODS = [
     ("tikhonov", {"criterion": "lcurve"}),
 ]
 METHOD_IDS = ["ssvd", "csvd", "osvd", "tikhonov-fixed", "tikhonov-gcv", "tikhonov-lcurve"]
-
-
-# --- the per-voxel reference ---------------------------------------------------------------
-
-
-def _causal_matrix(aif, dt):
-    """``A[i, j] = dt · aif[i − j]`` for ``j ≤ i`` (left-rectangle rule), by explicit loops."""
-    n = len(aif)
-    a = np.zeros((n, n))
-    for i in range(n):
-        for j in range(i + 1):
-            a[i, j] = dt * aif[i - j]
-    return a
-
-
-def _circulant_matrix(aif, dt):
-    """``D[i, j] = dt · a[(i − j) mod 2T]``, a the AIF zero-padded to 2T (Wu et al. 2003)."""
-    padded = np.concatenate([aif, np.zeros(len(aif))])
-    n = len(padded)
-    return np.array([[dt * padded[(i - j) % n] for j in range(n)] for i in range(n)])
-
-
-def _truncated_svd_solution(svd, tissue, threshold):
-    u, s, vt = svd
-    keep = s >= threshold * s[0]
-    return vt[keep].T @ ((u[:, keep].T @ tissue) / s[keep])
-
-
-def _reference_oi(f):
-    n = len(f)
-    return np.sum(np.abs(f[2:] - 2 * f[1:-1] + f[:-2])) / (n * np.max(np.abs(f)))
-
-
-def _osvd_solution(svd, tissue, oi_threshold, threshold_grid):
-    """Wu et al. 2003: the smallest threshold whose residue has OI < oi_threshold."""
-    for threshold in sorted(threshold_grid):
-        k = _truncated_svd_solution(svd, tissue, threshold)
-        if _reference_oi(k) < oi_threshold:
-            break
-    return k, threshold
-
-
-def _tikhonov_path(a, lam):
-    """Per-λ matrices: M⁻¹ = (AᵀA + λ²I)⁻¹ and the trace of the influence matrix."""
-    inverse = np.linalg.inv(a.T @ a + lam**2 * np.eye(a.shape[1]))
-    return inverse, np.trace(a @ inverse @ a.T)
-
-
-def reference_lcurve_curvature(a, tissue, lam, inverse):
-    """Curvature of ``(log ||A k − c||, log ||k||)`` from the analytic λ-derivatives of k.
-
-    ``M k = Aᵀc`` with ``M = AᵀA + λ²I`` gives ``k' = −2λ M⁻¹ k`` and
-    ``k'' = −M⁻¹ (2k + 4λ k')``; then ``κ = (x'y'' − x''y') / (x'² + y'²)^{3/2}``.
-    """
-    k = inverse @ (a.T @ tissue)
-    dk = -2 * lam * inverse @ k
-    ddk = -inverse @ (2 * k + 4 * lam * dk)
-    r = a @ k - tissue
-    rho, drho, ddrho = r @ r, 2 * r @ a @ dk, 2 * (a @ dk) @ (a @ dk) + 2 * r @ a @ ddk
-    eta, deta, ddeta = k @ k, 2 * k @ dk, 2 * dk @ dk + 2 * k @ ddk
-    dx, ddx = drho / (2 * rho), (ddrho * rho - drho**2) / (2 * rho**2)
-    dy, ddy = deta / (2 * eta), (ddeta * eta - deta**2) / (2 * eta**2)
-    return (dx * ddy - ddx * dy) / (dx**2 + dy**2) ** 1.5
-
-
-def _tikhonov_solution(a, paths, tissue, criterion):
-    scores = []
-    for lam, (inverse, trace) in paths:
-        k = inverse @ (a.T @ tissue)
-        if criterion == "gcv":
-            scores.append(np.sum((a @ k - tissue) ** 2) / (len(tissue) - trace) ** 2)
-        else:  # the L-curve corner: maximum curvature, minimised as −κ
-            scores.append(-reference_lcurve_curvature(a, tissue, lam, inverse))
-    best = int(np.argmin(scores)) if criterion != "fixed" else 0
-    return paths[best][1][0] @ (a.T @ tissue), best
-
-
-def reference_deconvolution(aif, dt, tissue, method, **params):
-    """Deconvolve ``tissue`` (V, T) one voxel at a time; returns ``(residue, regularisation)``.
-
-    Per-AIF work (matrices, SVDs, Tikhonov inverses) is done once, as any reasonable
-    per-voxel tool would; the loop over voxels is the point of comparison.
-    """
-    p = dataclasses.asdict(METHODS[method][0](**params))
-    aif, tissue = np.asarray(aif, float), np.asarray(tissue, float)
-    n = tissue.shape[1]
-    if method == "tikhonov":
-        a = _causal_matrix(aif, dt)
-        relative = [p["lam"]] if p["criterion"] == "fixed" else p["lambda_grid"]
-        s_max = np.linalg.norm(a, 2)
-        paths = [(lam * s_max, _tikhonov_path(a, lam * s_max)) for lam in relative]
-        results = [_tikhonov_solution(a, paths, c, p["criterion"]) for c in tissue]
-        return np.array([k for k, _ in results]), np.array([relative[i] for _, i in results])
-    matrix = _causal_matrix(aif, dt) if method == "ssvd" else _circulant_matrix(aif, dt)
-    svd = np.linalg.svd(matrix)
-    padded = np.pad(tissue, ((0, 0), (0, matrix.shape[0] - n)))
-    if method == "osvd":
-        results = [
-            _osvd_solution(svd, c, p["oi_threshold"], p["threshold_grid"]) for c in padded
-        ]
-        return np.array([k for k, _ in results]), np.array([thr for _, thr in results])
-    residue = np.array([_truncated_svd_solution(svd, c, p["threshold"]) for c in padded])
-    return residue, np.full(len(tissue), p["threshold"])
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -166,7 +61,7 @@ def noisy_batch():
 def test_vectorised_equals_per_voxel_reference(noisy_batch, method, params):
     aif, tissue = noisy_batch
     fit = DeconvolutionModel(aif, DT, method, chunk_size=5, **params).fit(tissue)
-    residue, regularisation = reference_deconvolution(aif, DT, tissue, method, **params)
+    residue, regularisation = references.deconvolve(aif, DT, tissue, method, **params)
     np.testing.assert_array_equal(fit.regularisation, regularisation)
     np.testing.assert_allclose(fit.residue, residue, rtol=1e-8, atol=1e-8 * np.abs(residue).max())
 
@@ -184,10 +79,11 @@ def test_lcurve_curvature_matches_second_derivative_formula(noisy_batch):
     grid = np.logspace(-3, 0, 13)
     solver = Tikhonov(aif, DT, "lcurve", 0.2, grid)
     beta2 = (tissue[8] @ solver._u) ** 2
-    a = _causal_matrix(aif, DT)
+    a = references.causal_matrix(aif, DT)
     s_max = np.linalg.norm(a, 2)
     expected = [
-        reference_lcurve_curvature(a, tissue[8], lam * s_max, _tikhonov_path(a, lam * s_max)[0])
+        references.lcurve_curvature(a, tissue[8], lam * s_max,
+                                    references.tikhonov_path(a, lam * s_max)[0])
         for lam in grid
     ]
     np.testing.assert_allclose(solver.lcurve_curvature(beta2[None])[0], expected, rtol=1e-6)
