@@ -1,14 +1,22 @@
 """Small helpers shared by the tests: phantom configurations and file access."""
 
 import csv
+import importlib
+import os
 import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from bids_perfusion.phantom import PhantomConfig
 from bids_perfusion.phantom.bids import TRUTH
+
+#: Data shipped beside the repository (``shared/data``); ``BIDS_PERFUSION_SHARED_DATA``
+#: points elsewhere.
+SHARED_DATA = Path(os.environ.get("BIDS_PERFUSION_SHARED_DATA")
+                   or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 #: Small grid that still holds a tumour, arteries and NAWM: fast enough for every test.
 SMALL = {"matrix": (48, 48, 12), "fov_mm": 220.0, "slab_mm": 132.0}
@@ -46,3 +54,30 @@ def tumour_derivatives(root, dest):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, target)
     return dest
+
+
+# --- what a test needs: skipped here, a failure in CI --------------------------------------
+
+
+def require(condition, reason):
+    """Let the calling test go on only if ``condition`` holds.
+
+    Otherwise the test is skipped with ``reason``, except in CI (environment variable
+    ``CI=true``, set by ``.ci/run``), where the shared data and the test extras are part of
+    the set-up and their absence is a failure, not a silent skip.
+    """
+    if condition:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_package(name, hint):
+    """The module ``name``, or :func:`require`'s skip/fail if it or a dependency is not
+    installed (``hint`` says how to install it). Any other error on import propagates."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        require(False, f"{name} is not installed ({error}); {hint}")
+

@@ -7,21 +7,20 @@ for the format, provenance and OSIPI's tolerance rule, applied here unchanged:
 """
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED_DATA, require
 
 from bids_perfusion.dsc.deconvolution import DeconvolutionModel
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-DATA = REPOSITORY.parent / "shared" / "data" / "osipi-dsc" / "dsc_data.csv"
+DATA = SHARED_DATA / "osipi-dsc" / "dsc_data.csv"
 
 
 @pytest.fixture(scope="module")
 def osipi_rows():
-    if not DATA.is_file():
-        pytest.skip(f"OSIPI DSC reference data not found at {DATA} (shared/data beside the repo)")
+    require(DATA.is_file(), f"OSIPI DSC reference data not found at {DATA} "
+            "(shared/data beside the repository)")
     with DATA.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 14

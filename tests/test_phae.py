@@ -7,19 +7,17 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
+from helpers import raw, truth
 
-torch = pytest.importorskip("torch")
-
-from helpers import raw, truth  # noqa: E402
-
-from bids_perfusion import constants, records  # noqa: E402
-from bids_perfusion.dsc import kinetics  # noqa: E402
-from bids_perfusion.dsc.relaxivity import at_field  # noqa: E402
-from bids_perfusion.nn import phae, training, weights  # noqa: E402
-from bids_perfusion.nn.device import select_device  # noqa: E402
-from bids_perfusion.nn.samples import run_curves, training_arrays  # noqa: E402
-from bids_perfusion.phantom.config import NORMAL_TISSUES, DSCAcquisition  # noqa: E402
-from bids_perfusion.phantom.dsc import arterial_input, compartment_curves  # noqa: E402
+from bids_perfusion import constants, records
+from bids_perfusion.dsc import kinetics
+from bids_perfusion.dsc.relaxivity import at_field
+from bids_perfusion.nn import phae, training, weights
+from bids_perfusion.nn.device import select_device
+from bids_perfusion.nn.samples import run_curves, training_arrays
+from bids_perfusion.phantom.config import NORMAL_TISSUES, DSCAcquisition
+from bids_perfusion.phantom.dsc import arterial_input, compartment_curves
 
 DT = 1.5
 N_FRAMES = 60

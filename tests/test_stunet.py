@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from bids_perfusion.nn import cbv_models, hess, stunet, training, weights  # noqa: E402
-from bids_perfusion.nn.cbv_preprocessing import (  # noqa: E402
+from bids_perfusion.nn import cbv_models, hess, stunet, training, weights
+from bids_perfusion.nn.cbv_preprocessing import (
     PreprocessingConfig,
     brain_crop,
     calibrate_units,
@@ -19,7 +18,7 @@ from bids_perfusion.nn.cbv_preprocessing import (  # noqa: E402
     prepare_run,
     to_native,
 )
-from bids_perfusion.nn.strips import (  # noqa: E402
+from bids_perfusion.nn.strips import (
     assemble_strips,
     extract_strips,
     flip_strips,

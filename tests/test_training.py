@@ -4,10 +4,9 @@ import itertools
 import math
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from bids_perfusion.nn import training  # noqa: E402
+from bids_perfusion.nn import training
 
 
 def test_cosine_schedule_closed_form():
