@@ -10,12 +10,11 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SMALL, load
+from helpers import SMALL, load, require
 
 from bids_perfusion.cli.phantom import main
 from bids_perfusion.phantom.bids import TRUTH
@@ -144,26 +143,19 @@ def test_out_dir_that_is_a_file_is_refused(tmp_path, capsys):
 # --- start-up ----------------------------------------------------------------------------
 
 def test_cli_module_and_parser_import_no_heavy_packages():
-    """Importing the CLI and building its parser loads no numpy, nibabel, scipy or torch."""
-    code = ("import sys, time; t = time.perf_counter(); import bids_perfusion.cli.phantom as m;"
-            " m.build_parser(); print(time.perf_counter() - t); print(' '.join(sorted("
-            "n for n in ('numpy', 'scipy', 'nibabel', 'nilearn', 'nipype', 'torch') "
-            "if n in sys.modules)))")
-    start = time.perf_counter()
+    """Importing the CLI and building its parser loads no numpy, nibabel, scipy or torch
+    (start-up times: ``benchmarks/bench_startup.py``)."""
+    code = ("import sys; import bids_perfusion.cli.phantom as m; m.build_parser();"
+            " print(' '.join(sorted(n for n in ('numpy', 'scipy', 'nibabel', 'nilearn',"
+            " 'nipype', 'torch') if n in sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
-    elapsed = time.perf_counter() - start
-    import_s, heavy = [*result.stdout.splitlines(), ""][:2]
-    assert heavy == ""
-    assert float(import_s) < 0.3
-    assert elapsed < 3.0
+    assert result.stdout.strip() == ""
 
 
-def test_help_is_fast_and_complete():
-    start = time.perf_counter()
+def test_help_is_complete():
     result = subprocess.run([sys.executable, "-m", "bids_perfusion.cli.phantom", "--help"],
                             capture_output=True, text=True, check=True, timeout=60)
-    assert time.perf_counter() - start < 3.0
     for flag in ("--snr", "--grades", "--plds", "--n-pairs", "--overwrite", "--seed"):
         assert flag in result.stdout
     assert "(default: 50.0)" in result.stdout  # defaults are read from the configuration
@@ -204,9 +196,8 @@ def test_different_seeds_give_different_subjects(datasets):
 @pytest.mark.parametrize("name", ["a", "variant"])
 def test_raw_dataset_passes_bids_validator(datasets, name):
     validator = _executable("bids-validator-deno")
-    if validator is None:
-        pytest.skip("bids-validator-deno is not installed (pip install bids-validator-deno, "
-                    "part of the 'test' extra)")
+    require(validator is not None, "bids-validator-deno is not installed (pip install "
+            "bids-validator-deno, part of the 'test' extra)")
     result = subprocess.run([validator, str(datasets / name), "--format", "json"],
                             capture_output=True, text=True, timeout=300)
     report = json.loads(result.stdout)
