@@ -81,3 +81,23 @@ def require_package(name, hint):
     except ModuleNotFoundError as error:
         require(False, f"{name} is not installed ({error}); {hint}")
 
+
+# --- nipype graphs: the one place the tests read private attributes ----------------------
+
+
+def connections(workflow):
+    """``(source, target, (output, input))`` for every field connected in ``workflow``'s
+    own graph, by node name.
+
+    nipype has no public API for a workflow's edges (``Workflow.connect`` keeps them in
+    the private networkx graph ``_graph``); this is the one place the tests read it.
+    """
+    return [(source.name, target.name, field)
+            for source, target, data in workflow._graph.edges(data=True)
+            for field in data["connect"]]
+
+
+def sidecar_fields(node):
+    """The sidecar fields a DerivativesDataSink ``node`` was given (niworkflows keeps them
+    in the private ``_metadata``, without a public accessor)."""
+    return node.interface._metadata

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from helpers import connections, sidecar_fields
 
 from bids_perfusion.cli.parser import build_parser, dsc_options
 from bids_perfusion.dsc.metadata import DSCRunMetadata
@@ -78,12 +79,10 @@ def test_options_decide_methods_leakage_and_dose():
 def test_every_sink_waits_for_the_barrier():
     workflow = init_dsc_wf(_run(), DSCOptions(methods=("osvd", "csvd")), "/out")
     sinks = [n for n in _nodes(workflow) if n.startswith("ds_")]
-    barrier = workflow.get_node("barrier")
-    waiting = {v.name for _u, v in workflow._graph.out_edges(barrier)}
+    edges = connections(workflow)
+    waiting = {target for source, target, _field in edges if source == "barrier"}
     assert set(sinks) == waiting
-    merged = workflow.get_node("merge_outputs")
-    inputs = [c for *_edge, data in workflow._graph.in_edges(merged, data=True)
-              for c in data["connect"]]
+    inputs = [field for _source, target, field in edges if target == "merge_outputs"]
     assert len(inputs) == len(sinks)
 
 
@@ -128,7 +127,7 @@ def test_stunet_writes_cbv_only_for_every_dose():
         assert not {"ds_stunet_mtt", "ds_stunet_cbf", "deconvolve_stunet"} & nodes
         node = workflow.get_node("stunet")
         assert node.inputs.device == "cpu" and node.inputs.weights == weights
-        edges = {(u.name, v.name) for u, v in workflow._graph.edges()}
+        edges = {(source, target) for source, target, _field in connections(workflow)}
         source = "simulate_low_dose" if dose < 1 else "source"
         assert {(source, "stunet"), ("cbv", "stunet"), ("masks", "stunet")} <= edges
         text = methods_text(workflow.visit_desc())
@@ -139,9 +138,8 @@ def test_completion_record_waits_for_every_sink_and_holds_options_and_methods():
     options = DSCOptions(methods=("osvd", "csvd"))
     workflow = init_dsc_wf(_run(), options, "/out", dose=0.5)
     sinks = {n for n in _nodes(workflow) if n.startswith("ds_")}
-    written = workflow.get_node("merge_written")
-    edges = [(u.name, c) for u, _v, data in workflow._graph.in_edges(written, data=True)
-             for c in data["connect"]]
+    edges = [(source, field) for source, target, field in connections(workflow)
+             if target == "merge_written"]
     assert {name for name, _c in edges} == sinks
     assert sorted({field for _name, (field, _in) in edges}) == ["out_file", "out_meta"]
     assert len(edges) == 2 * len(sinks)
@@ -152,15 +150,15 @@ def test_completion_record_waits_for_every_sink_and_holds_options_and_methods():
     assert "oscillation-index SVD" in record.inputs.methods
     assert "simulated dose fractions of 0.5" in record.inputs.methods
     for name in sinks:  # every file gets a sidecar naming its sources
-        sources = workflow.get_node(name).interface._metadata["Sources"]
+        sources = sidecar_fields(workflow.get_node(name))["Sources"]
         assert len(sources) == 1 and sources[0].startswith("bids:raw:"), name
         assert sources[0].endswith(SOURCE), name
 
 
 def _edges(workflow, source, target):
     """Fields connected from node ``source`` to node ``target``."""
-    data = workflow._graph.get_edge_data(workflow.get_node(source), workflow.get_node(target))
-    return set(data["connect"]) if data else set()
+    return {field for start, end, field in connections(workflow)
+            if (start, end) == (source, target)}
 
 
 def test_first_pass_gamma_feeds_cbv_and_deconvolution():
@@ -211,7 +209,7 @@ def test_units_of_the_sidecars_follow_the_scaling(scaled, cbv, cbf):
     """--no-scaling writes per 100 mL of tissue, and its sidecars must say so."""
     workflow = init_dsc_wf(_run(), DSCOptions(methods=("osvd", "phae", "stunet"),
                                               scaled=scaled), "/out")
-    units = {name: workflow.get_node(name).interface._metadata.get("Units")
+    units = {name: sidecar_fields(workflow.get_node(name)).get("Units")
              for name in _nodes(workflow) if name.startswith("ds_")}
     assert units["ds_areaRatio_cbv"] == units["ds_bsw_cbv"] == units["ds_stunet_cbv"] == cbv
     assert units["ds_osvd_cbf"] == units["ds_phae_cbf"] == cbf
@@ -254,7 +252,7 @@ def test_simulated_dose_records_its_model_and_average(model, average):
     assert node.inputs.repetition_time == 1.5
     sinks = [n for n in _nodes(workflow) if n.startswith("ds_")]
     for name in sinks:
-        metadata = workflow.get_node(name).interface._metadata
+        metadata = sidecar_fields(workflow.get_node(name))
         assert metadata["LowDoseModel"] == model, name
         assert metadata["LowDoseLocalAverage"] == average, name
         assert metadata["SimulatedDose"] == 0.5
@@ -265,7 +263,7 @@ def test_simulated_dose_records_its_model_and_average(model, average):
     assert ("Savitzky-Golay" in text) == (average == "temporal")
     acquired = init_dsc_wf(_run(), options, "/out")
     for name in (n for n in _nodes(acquired) if n.startswith("ds_")):
-        assert "LowDoseModel" not in acquired.get_node(name).interface._metadata
+        assert "LowDoseModel" not in sidecar_fields(acquired.get_node(name))
     default = dsc_options(build_parser().parse_args(["/bids", "/out", "participant"]))
     assert (default.lowdose_model, default.lowdose_average) == ("exponential", "temporal")
 
