@@ -1,8 +1,9 @@
-"""The phantom's command line: option errors, fast start-up, reproducibility, BIDS validity.
+"""The phantom's command line: option errors, light start-up, reproducibility, BIDS validity.
 
 Runs ``bids_perfusion.cli.phantom.main(argv)`` in-process (argparse errors raise
 SystemExit with status 2) and, where the behaviour of a fresh interpreter matters, a
-subprocess. Datasets use the small grid of :data:`helpers.SMALL` and one subject.
+subprocess. Datasets use the small grid of :data:`helpers.SMALL` and one subject. Start-up
+times are figures of ``benchmarks/bench_startup.py``, not assertions.
 """
 
 import gzip
