@@ -13,11 +13,6 @@ import pytest
 from bids_perfusion.phantom import PhantomConfig
 from bids_perfusion.phantom.bids import TRUTH
 
-#: Data shipped beside the repository (``shared/data``); ``BIDS_PERFUSION_SHARED_DATA``
-#: points elsewhere.
-SHARED_DATA = Path(os.environ.get("BIDS_PERFUSION_SHARED_DATA")
-                   or Path(__file__).resolve().parents[2] / "shared" / "data")
-
 #: Small grid that still holds a tumour, arteries and NAWM: fast enough for every test.
 SMALL = {"matrix": (48, 48, 12), "fov_mm": 220.0, "slab_mm": 132.0}
 
@@ -63,7 +58,7 @@ def require(condition, reason):
     """Let the calling test go on only if ``condition`` holds.
 
     Otherwise the test is skipped with ``reason``, except in CI (environment variable
-    ``CI=true``, set by ``.ci/run``), where the shared data and the test extras are part of
+    ``CI=true``, set by ``.ci/run``), where the test extras are part of
     the set-up and their absence is a failure, not a silent skip.
     """
     if condition:

@@ -1,26 +1,26 @@
 """External reference: the OSIPI DSC test curves (van Houdt et al., MRM 2024;91:1774).
 
-14 noisy tissue curves with known CBV and CBF; see ``shared/data/osipi-dsc/README.md``
+14 noisy tissue curves with known CBV and CBF; see ``tests/data/osipi-dsc/README.md``
 for the format, provenance and OSIPI's tolerance rule, applied here unchanged:
 ``CBV = 100 ∫C_tis / ∫C_aif`` (mL/100 mL), ``CBF = 6000 · max k`` (mL/100 mL/min),
 ``|CBV − cbv| ≤ 1 + 0.1 cbv`` and ``|CBF − cbf| ≤ 15 + 0.1 cbf``, no kH or density factor.
 """
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED_DATA, require
 
 from bids_perfusion.dsc.deconvolution import DeconvolutionModel
 
-DATA = SHARED_DATA / "osipi-dsc" / "dsc_data.csv"
+#: A verbatim copy (Apache-2.0, notice beside it), so that the test needs nothing outside
+#: the repository.
+DATA = Path(__file__).parent / "data" / "osipi-dsc" / "dsc_data.csv"
 
 
 @pytest.fixture(scope="module")
 def osipi_rows():
-    require(DATA.is_file(), f"OSIPI DSC reference data not found at {DATA} "
-            "(shared/data beside the repository)")
     with DATA.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 14
