@@ -2,10 +2,11 @@
 
 For every test subject (a phantom cohort generated with another seed than the training
 cohort, every subject with a glioma), the acquired full-dose series and the half and
-quarter doses simulated from it by the stU-Net paper's Eq. 1 (:func:`bids_perfusion.dsc.lowdose.
-simulate_low_dose_run` with ``model="linear"`` and the 3×3×3 spatial local average, as the
-published reproduction and the bundled weights' training data; baseline found on the mean
-brain curve) are quantified by
+quarter doses simulated from it (:func:`bids_perfusion.dsc.lowdose.simulate_low_dose_run`;
+``--lowdose-model exponential``, ΔR2* scaled by the dose, the pipeline's default and the
+bundled weights' training data, or ``linear``, the stU-Net paper's Eq. 1; ``--local-average
+temporal``, the Savitzky–Golay average, or ``spatial``, the 3×3×3 box; baseline found on
+the mean brain curve) are quantified by
 
 - the classical pipeline: automatic brain mask, steady state and baseline, ΔR2*, tissue
   concentration, AIF from the phantom's arterial voxels (the paper also used given
@@ -163,8 +164,8 @@ def evaluate_subject(root, subject, models, args):
     standardised, seconds = {}, {}
     for dose in DOSES:
         dosed = series if dose == 1 else lowdose.simulate_low_dose_run(
-            series, dose, window, tr=sidecar["RepetitionTime"], model="linear",
-            average="spatial")
+            series, dose, window, tr=sidecar["RepetitionTime"], model=args.lowdose_model,
+            average=args.local_average)
         dosed = dosed.astype(np.float32)
         cbv = classical_cbv(dosed, sidecar, brain, arteries)
         for target in TARGETS:
@@ -255,11 +256,17 @@ def main(argv=None):
                         "ground truth, scored against it ('bundled': the bundled stU-Net)")
     parser.add_argument("--reference-models", nargs="+", default=[], metavar="NAME=PATH",
                         help="weights trained on the full-dose reference (--write-"
-                             "references), scored against it; default: the truth models")
+                             "references), scored against it; without them, only the "
+                             "ground-truth table is printed")
     parser.add_argument("--write-references", type=Path, nargs=2,
                         metavar=("DATASET", "FOLDER"),
                         help="only write the full-dose reference CBV of DATASET's subjects "
                              "to the derivatives FOLDER, and stop")
+    parser.add_argument("--lowdose-model", choices=lowdose.MODELS,
+                        default="exponential",
+                        help="signal model of the simulated doses (linear: the paper's Eq. 1)")
+    parser.add_argument("--local-average", choices=lowdose.AVERAGES, default="temporal",
+                        help="local average of the simulated doses")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--min-brain", type=int, default=100,
                         help="brain pixels a resampled slice needs to be scored")
@@ -279,7 +286,7 @@ def main(argv=None):
         config = PhantomConfig.cohort(args.n_subjects, seed=args.seed, asl=None)
         write_dataset(args.test_dir, config)
     subjects = sorted(p.name[4:] for p in args.test_dir.glob("sub-*"))
-    given = {"truth": args.truth_models, "reference": args.reference_models or args.truth_models}
+    given = {"truth": args.truth_models, "reference": args.reference_models}
     models = {}
     for target, entries in given.items():
         for entry in entries:
@@ -295,7 +302,8 @@ def main(argv=None):
                   f"{' + '.join(d.get('path') for d in card['data']['datasets'])} against "
                   f"desc-{reference.get('desc')}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, test subjects "
-          f"{subjects}", flush=True)
+          f"{subjects}; doses simulated with the {args.lowdose_model} model and the "
+          f"{args.local_average} local average", flush=True)
 
     stunet_model, stunet_config = models[("truth", "stunet")]
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
@@ -321,7 +329,7 @@ def main(argv=None):
     for key in models:
         mean = np.mean([t[(*key, d)] for t in seconds for d in DOSES])
         print(f"{key[1]} ({key[0]} table): {mean:.1f} s per test series (stride 1)")
-    for target in TARGETS:
+    for target in [t for t in TARGETS if any(key[0] == t for key in models)]:
         methods = ["osvd"] + [m for m in ("hess", "stunet") if (target, m) in models]
         text, summary = table(rows, target, methods)
         print("\n" + text)
