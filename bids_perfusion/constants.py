@@ -104,3 +104,8 @@ PER_SECOND_TO_PER_100G_MIN = 6000.0
 R1_RELAXIVITY = {1.5: 4.1, 3.0: 3.7}
 #: Large-vessel haematocrit: plasma concentration C_p = C_a / (1 - Hct) (the 0.45 of kH).
 HCT_LARGE_VESSELS = 0.45
+
+# --- Low-dose simulation (bids_perfusion.dsc.lowdose) -----------------------------------
+#: Signal models of the low-dose simulation, named here (as in ``dsc.lowdose.MODELS``) so
+#: that the command lines offer them without importing a numerical library.
+LOWDOSE_MODELS = ("exponential", "linear")

@@ -18,8 +18,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 from scipy import ndimage
 
 from bids_perfusion.asl import consensus, kinetics
-from bids_perfusion.cli.asl_inputs import collect_asl_runs
-from bids_perfusion.cli.inputs import layout_of
+from bids_perfusion.collect import collect_asl_runs, layout_of
 from bids_perfusion.phantom import write_dataset
 from bids_perfusion.stats.roi import COLUMNS
 from bids_perfusion.workflows.asl import init_asl_wf

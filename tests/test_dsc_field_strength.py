@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from bids_perfusion import constants
-from bids_perfusion.cli.inputs import collect_dsc_runs, layout_of
 from bids_perfusion.cli.parser import build_parser, dsc_options
+from bids_perfusion.collect import collect_dsc_runs, layout_of
 from bids_perfusion.dsc import kinetics, relaxivity
 from bids_perfusion.dsc.metadata import DSCRunMetadata, MetadataError
 from bids_perfusion.interfaces.aif import ArterialInputFunction

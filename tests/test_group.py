@@ -3,7 +3,7 @@
 Two HGG and two LGG subjects on the small grid (DSC only, SNR 50), quantified with oSVD,
 Tikhonov and PHAE (bundled weights, CPU) with the truth tumour masks given as a user would
 (``--derivatives``); then
-:func:`bids_perfusion.cli.group.run_group` gathers the ROI tables and grades.
+:func:`bids_perfusion.group.run_group` gathers the ROI tables and grades.
 """
 
 import logging
@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bids_perfusion.cli.group import run_group
 from bids_perfusion.cli.run import main
+from bids_perfusion.group import run_group
 from bids_perfusion.phantom import write_dataset
 
 pytestmark = pytest.mark.slow

@@ -23,10 +23,10 @@ import pytest
 from helpers import small_config
 
 from bids_perfusion import errors, guards
-from bids_perfusion.cli.asl_inputs import collect_asl_runs
-from bids_perfusion.cli.inputs import collect_dsc_runs, layout_of, usable_weights
 from bids_perfusion.cli.parser import build_parser
-from bids_perfusion.cli.run import input_error_of, main
+from bids_perfusion.cli.run import main
+from bids_perfusion.collect import collect_asl_runs, collect_dsc_runs, layout_of, usable_weights
+from bids_perfusion.crashes import input_error_of
 from bids_perfusion.phantom import write_dataset
 from bids_perfusion.workflows.options import DSCOptions
 
@@ -314,7 +314,7 @@ def test_weights_are_checked_without_torch_before_workers_fork():
     """torch's thread pools do not survive a fork: the parent of the worker processes
     must not run torch, so the check reads bytes only."""
     code = ("import sys\n"
-            "from bids_perfusion.cli.inputs import usable_weights\n"
+            "from bids_perfusion.collect import usable_weights\n"
             "from bids_perfusion.workflows.options import DSCOptions\n"
             "options, problems = usable_weights(DSCOptions(methods=('phae', 'stunet')))\n"
             "assert options.methods == ('phae', 'stunet') and not problems, problems\n"

@@ -18,8 +18,8 @@ import pytest
 from helpers import small_config, tumour_derivatives
 
 from bids_perfusion import records
-from bids_perfusion.cli.group import run_group
 from bids_perfusion.cli.run import main
+from bids_perfusion.group import run_group
 from bids_perfusion.interfaces.bids import RunBarrier
 from bids_perfusion.phantom import write_dataset
 from bids_perfusion.stats.roi import COLUMNS

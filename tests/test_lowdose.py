@@ -276,7 +276,7 @@ def test_aif_peak_scales_with_the_dose(doses, subject):
 
 
 def test_command_lines_offer_the_models_of_the_core():
-    from bids_perfusion.cli.parser import LOWDOSE_MODELS
+    from bids_perfusion.constants import LOWDOSE_MODELS
     from bids_perfusion.dsc.lowdose import MODELS
 
     assert LOWDOSE_MODELS == MODELS

@@ -295,6 +295,23 @@ def test_train_command_writes_weights_card_and_log(noisy, tmp_path):
         train.main(["phae", str(root), str(out), "--quiet"])  # refuses to overwrite
 
 
+def test_train_command_line_makes_the_request_of_the_recipe(tmp_path):
+    """bids-perfusion-train only parses: its request is the recipe API's dataclass."""
+    from bids_perfusion.cli import train
+    from bids_perfusion.nn.recipes import RECIPES, TrainingRequest
+    from bids_perfusion.nn.recipes.phae import PHAEOptions
+
+    assert list(RECIPES) == ["phae", "stunet", "hess"]
+    argv = ["phae", str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "m"),
+            "--residue", "exponential", "--max-voxels-per-subject", "0", "--no-amp", "-q"]
+    request = train.training_request(train.build_parser().parse_args(argv), argv)
+    assert request == TrainingRequest(
+        model="phae", bids_dirs=(tmp_path / "a", tmp_path / "b"), output=tmp_path / "m",
+        options=PHAEOptions(residue="exponential"), max_voxels_per_subject=None, amp=False,
+        progress=False, command="bids-perfusion-train " + " ".join(argv))
+    assert request.recipe is RECIPES["phae"] and request.recipe.batch_size == 1024
+
+
 def test_train_help_does_not_import_torch():
     code = ("import sys; import bids_perfusion.cli.train as t; t.build_parser().format_help();"
             " assert 'torch' not in sys.modules and 'numpy' not in sys.modules")

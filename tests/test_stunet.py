@@ -310,9 +310,9 @@ def test_tiny_phantom_train_and_participant_run(tmp_path):
 
 
 def test_reference_map_matches_the_runs_entities(tmp_path):
-    from types import SimpleNamespace
-
-    from bids_perfusion.cli.train import _reference_map
+    from bids_perfusion.nn.recipes import KeyedRun, TrainingRequest
+    from bids_perfusion.nn.recipes.strips import StripOptions, reference_map
+    from bids_perfusion.workflows.options import DSCRun
 
     def touch(relative):
         path = tmp_path / relative
@@ -326,13 +326,14 @@ def test_reference_map_matches_the_runs_entities(tmp_path):
     touch(f"bids/{out}_rec-dose50_desc-areaRatio_cbv.nii.gz")  # a simulated dose: never
     touch("bids/derivatives/out/sub-01/perf/sub-01_ce-other_desc-areaRatio_cbv.nii.gz")
     truth = touch("bids/derivatives/phantom-truth/sub-01/perf/sub-01_desc-truth_cbv.nii.gz")
-    run = SimpleNamespace(files=(str(raw),), subject="01", session=None)
-    args = SimpleNamespace(reference_derivatives=Path("derivatives/out"),
-                           reference_desc="areaRatio")
-    assert _reference_map(args, run) == full
-    args = SimpleNamespace(reference_derivatives=Path("derivatives/phantom-truth"),
-                           reference_desc="truth")
-    assert _reference_map(args, run) == truth
-    args.reference_desc = "osvd"
+    run = KeyedRun("sub-01", DSCRun("01", None, (str(raw),), metadata=None))
+
+    def request(**options):
+        return TrainingRequest(model="stunet", bids_dirs=(tmp_path / "bids",),
+                               output=tmp_path / "model", options=StripOptions(**options))
+
+    assert reference_map(request(reference_derivatives=Path("derivatives/out"),
+                                 reference_desc="areaRatio"), run) == full
+    assert reference_map(request(), run) == truth  # the defaults: the phantom's truth
     with pytest.raises(FileNotFoundError, match="--reference-desc"):
-        _reference_map(args, run)
+        reference_map(request(reference_desc="osvd"), run)

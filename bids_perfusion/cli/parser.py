@@ -87,9 +87,6 @@ def _nonnegative(value):
     return number
 
 
-#: Signal models of the low-dose simulation (``dsc.lowdose.MODELS``, named here so that
-#: ``--help`` imports no numerical library; a test checks that they agree).
-LOWDOSE_MODELS = ("exponential", "linear")
 
 
 #: Method parameters left unset take the defaults of the parameter classes in
@@ -114,7 +111,8 @@ def build_parser():
                         help="processing stage")
     parser.add_argument("--version", action="version", version=f"bids-perfusion {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more messages (repeat for more)")
+                        help="-v: nipype's log on the console too (it is always written in "
+                             "full to output_dir/logs/); -vv: debug messages")
 
     group = parser.add_argument_group("selecting data")
     group.add_argument("--participant-label", nargs="+", type=_label, metavar="LABEL",
@@ -195,7 +193,7 @@ def build_parser():
                             "default: the bundled ones, trained on the phantom)")
     group.add_argument("--simulate-dose", nargs="+", type=_dose, default=[], metavar="D",
                        help="also process each run at simulated dose fractions D in (0, 1)")
-    group.add_argument("--lowdose-model", choices=LOWDOSE_MODELS,
+    group.add_argument("--lowdose-model", choices=constants.LOWDOSE_MODELS,
                        default="exponential",
                        help="signal model of --simulate-dose: exponential (default) scales "
                             "ΔR2* by D, S_d = S0 (S̄/S0)^D + (S - S̄), exact for the "
@@ -239,10 +237,45 @@ def build_parser():
                             "before the division (default: %(default)s, none; ASLPrep uses 5, "
                             "ExploreASL 8)")
 
-    from bids_perfusion.cli.group import add_group_arguments  # light: standard library only
-
     add_group_arguments(parser)
     return parser
+
+
+def add_group_arguments(parser):
+    """The group-level options of ``bids-perfusion`` (argparse group 'group level')."""
+    group = parser.add_argument_group("group level (glioma grading)")
+    group.add_argument("--grade-column", default="grade", metavar="COLUMN",
+                       help="column of participants.tsv with the class of each subject")
+    group.add_argument("--positive-class", default="HGG", metavar="VALUE",
+                       help="value of --grade-column called positive (expected higher "
+                            "tumour/NAWM ratio)")
+    group.add_argument("--grading-roi", default="tumor", metavar="ROI",
+                       help="ROI whose ratio to NAWM is graded")
+    group.add_argument("--n-bootstrap", type=int, default=2000, metavar="N",
+                       help="bootstrap resamples of the AUC and cut-off CIs (0: none)")
+    group.add_argument("--bootstrap-seed", type=int, default=0, metavar="SEED",
+                       help="seed of the bootstrap (same seed, same intervals)")
+    return group
+
+
+def run_config(args, bids_dir, output_dir, work_dir):
+    """The :class:`~bids_perfusion.config.RunConfig` of parsed arguments, with the folders
+    resolved by the command line's guards."""
+    from bids_perfusion.config import ExecutionOptions, GroupOptions, RunConfig
+
+    labels = {name: tuple(getattr(args, name)) if hasattr(args, name) else None
+              for name in ("participant_label", "session_label")}
+    execution = ExecutionOptions(
+        bids_dir=bids_dir, output_dir=output_dir, analysis_level=args.analysis_level,
+        **labels, bids_filter_file=args.bids_filter_file,
+        derivatives=tuple(args.derivatives), skip_bids_validation=args.skip_bids_validation,
+        work_dir=work_dir, nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem=args.mem,
+        verbose=args.verbose)
+    group = GroupOptions(grade_column=args.grade_column, positive_class=args.positive_class,
+                         grading_roi=args.grading_roi, n_bootstrap=args.n_bootstrap,
+                         bootstrap_seed=args.bootstrap_seed)
+    return RunConfig(execution=execution, dsc=dsc_options(args), asl=asl_options(args),
+                     group=group)
 
 
 def asl_options(args):

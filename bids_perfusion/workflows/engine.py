@@ -1,4 +1,5 @@
-"""nipype's MultiProc plugin with workers that die with the process that started them.
+"""Running a workflow: nipype's MultiProc plugin with workers that die with the process
+that started them, and the runner that turns crash reports into messages per run.
 
 A ``kill -9`` of ``bids-perfusion`` gives its worker processes no chance to be told: with
 the stock plugin they run on as orphans, holding memory and CPUs. Here each worker asks
@@ -7,14 +8,21 @@ prctl(2)); on other systems a thread polls the parent's pid instead.
 """
 
 import ctypes
+import logging
 import os
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from nipype.pipeline.plugins.multiproc import MultiProcPlugin as _MultiProcPlugin
 from nipype.pipeline.plugins.multiproc import mp, process_initializer
+
+from bids_perfusion.crashes import input_error_of, node_of, source_of
+
+LOGGER = logging.getLogger("bids_perfusion")
 
 #: prctl(2) option: the signal sent to this process when its parent thread exits.
 PR_SET_PDEATHSIG = 1
@@ -60,3 +68,52 @@ class MultiProcPlugin(_MultiProcPlugin):
             initargs=(self._cwd, os.getpid()),
             mp_context=mp.get_context(self.plugin_args.get("mp_context")),
         )
+
+
+def run_workflow(workflow, execution, sources=None, status_callback=None):
+    """Run with MultiProc (or Linear for one process), as ``execution`` asks
+    (:class:`~bids_perfusion.config.ExecutionOptions`: ``nprocs``, ``mem``, ``work_dir``,
+    where the crash reports go).
+
+    Returns ``(messages, internal)``: one message per failed node, and whether any failure
+    was internal rather than caused by the input
+    (:func:`~bids_perfusion.crashes.input_error_of`). ``sources`` maps each run's name
+    (the prefix of its sub-workflow's name) to its raw file, named in messages.
+    ``status_callback(node, status)`` is nipype's: called with 'start', 'end' or
+    'exception' for every node.
+    """
+    workflow.config["execution"].update({"crashdump_dir": str(execution.work_dir),
+                                         "stop_on_first_crash": False,
+                                         "crashfile_format": "txt",
+                                         "poll_sleep_duration": 0.05})
+    nprocs = execution.nprocs or os.cpu_count()
+    plugin_args = {"n_procs": nprocs, "raise_insufficient": False}
+    if execution.mem:
+        plugin_args["memory_gb"] = execution.mem
+    if status_callback is not None:
+        plugin_args["status_callback"] = status_callback
+    started = time.time()
+    try:
+        if nprocs > 1:
+            workflow.run(plugin=MultiProcPlugin(plugin_args=plugin_args))
+        else:
+            workflow.run(plugin="Linear", plugin_args=plugin_args)
+    except RuntimeError as error:
+        crashes = [path for path in Path(execution.work_dir).glob("crash-*.txt")
+                   if path.stat().st_mtime >= started - 1]
+        if not crashes:
+            LOGGER.error("The workflow failed: %s", error)
+            return [str(error)], True
+        messages, internal = [], False
+        for crash in sorted(crashes):
+            text = crash.read_text(errors="replace")
+            node = node_of(text)
+            message = input_error_of(text, source_of(node, sources or {}))
+            if message is None:
+                internal = True
+                message = f"internal error in step {node}: see {crash}; please report it"
+            LOGGER.error("A run was not written: %s", message)
+            messages.append(message)
+        return messages, internal
+    return [], False
+

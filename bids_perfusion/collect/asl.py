@@ -12,7 +12,8 @@ from pathlib import Path
 
 from bids_perfusion.asl.context import read_aslcontext
 from bids_perfusion.asl.metadata import ASLRunMetadata
-from bids_perfusion.cli.inputs import InputError, _derivative_masks, _sidecar, check_masks
+from bids_perfusion.collect.layout import InputError, sidecar_of
+from bids_perfusion.collect.masks import check_masks, derivative_masks
 from bids_perfusion.dsc.metadata import MetadataError
 from bids_perfusion.errors import InputDataError
 from bids_perfusion.interfaces.images import check_image, check_same_grid
@@ -42,7 +43,7 @@ def collect_asl_runs(layout, subjects=None, sessions=None, filters=None, derivat
         query["session"] = sessions
     images = sorted(layout.get(**query), key=lambda image: image.path)
     m0_links = _m0_links(layout, subjects, sessions)
-    masks = _derivative_masks(derivatives)
+    masks = derivative_masks(derivatives)
     runs, errors = [], []
     for image in images:
         path = image.path
@@ -67,14 +68,14 @@ def _run(layout, image, m0_links, masks, options):
                             "row 'volume_type' per volume (control, label, m0scan, deltam, "
                             "cbf or noRF).")
     volume_types = read_aslcontext(context_path)
-    sidecar = _sidecar(layout, path)
+    sidecar = sidecar_of(layout, path)
     header = check_image(path, kind="ASL series")
     shape = header.shape
     m0_file = m0_sidecar = m0_shape = None
     if sidecar.get("M0Type") == "Separate":
         m0_file = _find_m0(layout, image, m0_links)
         if m0_file is not None:
-            m0_sidecar = _sidecar(layout, m0_file)
+            m0_sidecar = sidecar_of(layout, m0_file)
             m0_header = check_image(m0_file, kind="M0 scan")
             check_same_grid([path, m0_file], [header, m0_header], what="M0 scan")
             m0_shape = m0_header.shape
@@ -116,7 +117,7 @@ def _m0_links(layout, subjects, sessions):
     links = defaultdict(list)
     for m0 in layout.get(**query):
         try:
-            targets = _sidecar(layout, m0.path).get("IntendedFor") or []
+            targets = sidecar_of(layout, m0.path).get("IntendedFor") or []
         except MetadataError:  # an invalid sidecar: reported with the run that needs it
             continue
         for target in [targets] if isinstance(targets, str) else targets:

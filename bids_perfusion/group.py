@@ -1,4 +1,4 @@
-"""``bids-perfusion bids_dir output_dir group``: the tidy group table and glioma grading.
+"""The group level of ``bids-perfusion``: the tidy group table and glioma grading.
 
 Reads the participant ROI tables of the derivatives dataset ``output_dir`` and
 ``participants.tsv`` of ``bids_dir``, and writes into ``output_dir/group/``:
@@ -21,8 +21,8 @@ a warning. Only the tidy table is needed for the others; it is written even when
 is not possible (no tumour ROI, no grade column, one class), in which case the exit
 status is 1. A class of one subject is graded without bootstrap intervals (NaN, with a
 warning).
-See docs/group.md. Heavy imports (pandas, scikit-learn, matplotlib) happen inside the
-functions.
+See docs/group.md. No nipype is needed; heavy imports (pandas, scikit-learn, matplotlib)
+happen inside the functions, and the figures are drawn by :mod:`bids_perfusion.reports.roc`.
 """
 
 import json
@@ -34,10 +34,6 @@ LOGGER = logging.getLogger("bids_perfusion")
 
 #: Sub-folder of the derivatives dataset that holds the group-level outputs.
 GROUP_DIR = "group"
-#: Entities of a stratum written into figure names (column, BIDS key), in BIDS order.
-_NAME_ENTITIES = (("task", "task"), ("acquisition", "acq"), ("ceagent", "ce"),
-                  ("reconstruction", "rec"))
-
 RATIO_DICTIONARY = {
     "roi": {"Description": "ROI of the numerator (--grading-roi)"},
     "reference_roi": {"Description": "ROI of the denominator (normal-appearing white "
@@ -86,23 +82,6 @@ GRADING_DICTIONARY = {
     "n_bootstrap": {"Description": "bootstrap resamples of the CIs"},
     "seed": {"Description": "seed of the bootstrap random generator (numpy default_rng)"},
 }
-
-
-def add_group_arguments(parser):
-    """The group-level options of ``bids-perfusion`` (argparse group 'group level')."""
-    group = parser.add_argument_group("group level (glioma grading)")
-    group.add_argument("--grade-column", default="grade", metavar="COLUMN",
-                       help="column of participants.tsv with the class of each subject")
-    group.add_argument("--positive-class", default="HGG", metavar="VALUE",
-                       help="value of --grade-column called positive (expected higher "
-                            "tumour/NAWM ratio)")
-    group.add_argument("--grading-roi", default="tumor", metavar="ROI",
-                       help="ROI whose ratio to NAWM is graded")
-    group.add_argument("--n-bootstrap", type=int, default=2000, metavar="N",
-                       help="bootstrap resamples of the AUC and cut-off CIs (0: none)")
-    group.add_argument("--bootstrap-seed", type=int, default=0, metavar="SEED",
-                       help="seed of the bootstrap (same seed, same intervals)")
-    return group
 
 
 def run_group(bids_dir, output_dir, *, grade_column="grade", positive="HGG", roi="tumor",
@@ -183,6 +162,8 @@ def run_group(bids_dir, output_dir, *, grade_column="grade", positive="HGG", roi
                              if c in group_table.DICTIONARY},
                           **RATIO_DICTIONARY, **GRADING_DICTIONARY}
     _write(result, grading_dictionary, out / "group_desc-grading_stats")
+    from bids_perfusion.reports.roc import write_roc_figures
+
     figures = write_roc_figures(ratios, result, out, grade_column=grade_column,
                                 positive=positive)
     print(f"Group outputs: {out} ({len(result)} grading row(s), {len(figures)} figure(s))")
@@ -197,96 +178,15 @@ def _write(table, dictionary, stem):
     stem.with_suffix(".json").write_text(json.dumps(described, indent=2) + "\n")
 
 
-def _is_missing(value):
-    return value is None or (isinstance(value, float) and value != value)
-
-
-def figure_name(stratum, quantity):
-    """``group_[task-X_][acq-X_][ce-X_][rec-X_]desc-roc_<quantity>.svg`` of a stratum."""
-    parts = [f"{key}-{stratum[column]}" for column, key in _NAME_ENTITIES
-             if not _is_missing(stratum.get(column))]
-    return "_".join(["group", *parts, f"desc-roc_{quantity}.svg"])
-
-
-def write_roc_figures(ratios, result, out, *, grade_column, positive, fmt="svg"):
-    """One figure per stratum and quantity: ROC curves (left), ratios by class (right).
-
-    SVG by default, deterministic to the byte (fixed hash salt, no date); ``fmt`` 'png'
-    or 'pdf' for slides.
-    """
-    import matplotlib
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    from bids_perfusion.reports.figures import RC
-    from bids_perfusion.stats.grading import STRATUM, roc_points
-
-    written = []
-    keys = [*STRATUM, "quantity"]
-    for key, rows in result.groupby(keys, dropna=False, sort=True):
-        stratum = dict(zip(keys, key, strict=True))
-        with matplotlib.rc_context(RC):
-            figure = Figure(figsize=(7.0, 3.2), layout="constrained")
-            roc, dots = figure.subplots(1, 2, width_ratios=(1, 1.2))
-            roc.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-            positions = []
-            for index, row in enumerate(rows.itertuples()):
-                data = ratios[(ratios["measure"] == row.measure)
-                              & _same(ratios, stratum, STRATUM)].dropna(subset=[grade_column])
-                labels = data[grade_column].astype(str).eq(str(positive)).to_numpy()
-                fpr, tpr = roc_points(labels, data["ratio"].to_numpy())
-                colour = f"C{index % 10}"
-                roc.plot(fpr, tpr, color=colour, lw=1.2, drawstyle="default",
-                         label=f"{row.method}: AUC {row.auc:.2f} "
-                               f"({row.auc_ci_low:.2f}-{row.auc_ci_high:.2f})")
-                roc.plot(1 - row.specificity, row.sensitivity, "o", color=colour, ms=4)
-                for offset, cls in ((-0.17, False), (0.17, True)):
-                    values = data["ratio"].to_numpy()[labels == cls]
-                    jitter = np.linspace(-0.06, 0.06, values.size) if values.size > 1 else 0
-                    dots.plot(index + offset + jitter, values, "o" if cls else "s",
-                              ms=3.5, color=colour, alpha=0.9 if cls else 0.5,
-                              mfc=colour if cls else "none")
-                dots.hlines(row.cutoff, index - 0.35, index + 0.35, color=colour, lw=1,
-                            ls=":")
-                positions.append(row.method)
-            first = rows.iloc[0]
-            roc.set(xlabel="1 − specificity", ylabel="sensitivity", xlim=(-0.02, 1.02),
-                    ylim=(-0.02, 1.02), aspect="equal", title="ROC (dot: Youden cut-off)")
-            figure.suptitle(
-                f"{stratum['quantity'].upper()} {first['roi']}/{first['reference_roi']} "
-                f"ratio of the ROI {first['statistic']}s — {_label(stratum)}, "
-                f"{first['n_positive']} {positive} vs {first['n_negative']} "
-                f"{first['negative_class']}", fontsize=8)
-            roc.legend(loc="lower right", frameon=False)
-            dots.set_xticks(range(len(positions)), positions)
-            dots.set(ylabel=f"{first['roi']}/{first['reference_roi']} ratio",
-                     xlim=(-0.6, len(positions) - 0.4),
-                     title=f"● {positive}  □ {rows['negative_class'].iloc[0]}   "
-                           "··· Youden cut-off")
-            name = figure_name(stratum, stratum["quantity"]).replace(".svg", f".{fmt}")
-            figure.savefig(out / name, format=fmt,
-                           metadata={"Date": None} if fmt == "svg" else None)
-            figure.clear()
-        written.append(out / name)
-    return written
-
-
-def _label(stratum):
-    """Readable name of a stratum: its entities, and the dose when simulated."""
-    parts = [f"{key}-{stratum[column]}" for column, key in _NAME_ENTITIES
-             if not _is_missing(stratum.get(column))]
-    return " ".join([str(stratum["modality"]).upper(), *parts])
-
-
-def _same(table, stratum, columns):
-    """Rows of ``table`` whose ``columns`` equal those of ``stratum`` (missing = missing)."""
-    import numpy as np
-
-    mask = np.ones(len(table), dtype=bool)
-    for column in columns:
-        value = stratum[column]
-        if _is_missing(value):
-            mask &= table[column].isna().to_numpy()
-        else:
-            mask &= (table[column] == value).to_numpy()
-    return mask
+def run_group_level(config, command):
+    """:func:`run_group` with the options of ``config``
+    (:class:`~bids_perfusion.config.RunConfig`), which is saved with ``command`` into
+    ``output_dir/logs/`` when the derivatives dataset exists (none is created here)."""
+    execution, group = config.execution, config.group
+    if execution.output_dir.is_dir():
+        config.save(command)
+    return run_group(execution.bids_dir, execution.output_dir,
+                     grade_column=group.grade_column, positive=group.positive_class,
+                     roi=group.grading_roi, seed=group.bootstrap_seed,
+                     n_bootstrap=group.n_bootstrap,
+                     participant_label=execution.participant_label)
