@@ -27,12 +27,15 @@ else; ``dataclasses.asdict(model.params)`` gives the values used, for output sid
 
 import dataclasses
 from functools import cached_property
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion.constants import PER_SECOND_TO_PER_100G_MIN
 from bids_perfusion.dsc.tikhonov import Tikhonov
 from bids_perfusion.dsc.truncated_svd import CirculantSVD, OscillationIndexSVD, StandardSVD
+from bids_perfusion.voxels import scatter, voxel_mask
 
 
 def _check_relative(name, values):
@@ -169,13 +172,22 @@ class DeconvolutionModel:
         solver_class = METHODS[method][1]
         self._solver = solver_class(self.aif, self.dt, **dataclasses.asdict(self.params))
 
-    def fit(self, concentration):
+    def fit(self, concentration: ArrayLike, mask: ArrayLike | None = None) -> "DeconvolutionFit":
         """Deconvolve ``concentration`` of shape ``(..., T)``; returns a :class:`DeconvolutionFit`.
 
-        Float32 data are processed in float32 (the matrices are computed in float64);
-        other dtypes in float64.
+        ``mask`` (boolean, ``concentration.shape[:-1]``) restricts the fit to its voxels;
+        the maps of the fit keep the full voxel shape, 0 outside the mask. Float32 data
+        are processed in float32 (the matrices are computed in float64); other dtypes in
+        float64.
         """
-        data = self._validated_concentration(concentration)
+        data = np.asarray(concentration)
+        if data.ndim == 0 or data.shape[-1] != self.aif.size:
+            raise ValueError(
+                f"concentration must have the AIF's {self.aif.size} frames on its last axis, "
+                f"got shape {data.shape}"
+            )
+        voxels = None if mask is None else voxel_mask(mask, data.shape[:-1])
+        data = _validated_concentration(data if voxels is None else data[voxels])
         flat = data.reshape(-1, data.shape[-1])
         residue = np.empty((len(flat), self._solver.n_lags), dtype=flat.dtype)
         regularisation = np.empty(len(flat))
@@ -186,28 +198,27 @@ class DeconvolutionModel:
             self,
             residue.reshape(*data.shape[:-1], residue.shape[-1]),
             regularisation.reshape(data.shape[:-1]),
+            voxels,
         )
 
-    def _validated_concentration(self, concentration):
-        data = np.asarray(concentration)
-        if data.dtype != np.float32:
-            data = data.astype(np.float64)
-        if data.ndim == 0 or data.shape[-1] != self.aif.size:
-            raise ValueError(
-                f"concentration must have the AIF's {self.aif.size} frames on its last axis, "
-                f"got shape {data.shape}"
-            )
-        if not np.all(np.isfinite(data)):
-            bad = np.count_nonzero(~np.all(np.isfinite(data), axis=-1))
-            raise ValueError(
-                f"concentration has NaN or infinite values in {bad} voxel(s); "
-                "mask them out or replace them before deconvolution"
-            )
-        return data
+
+def _validated_concentration(data: NDArray[Any]) -> NDArray[np.floating]:
+    if data.dtype != np.float32:
+        data = data.astype(np.float64)
+    if not np.all(np.isfinite(data)):
+        bad = np.count_nonzero(~np.all(np.isfinite(data), axis=-1))
+        raise ValueError(
+            f"concentration has NaN or infinite values in {bad} voxel(s); "
+            "mask them out or replace them before deconvolution"
+        )
+    return data
 
 
 class DeconvolutionFit:
     """Result of :meth:`DeconvolutionModel.fit`; maps are computed on first access.
+
+    Every attribute has the voxel shape of the data given to the fit; with a mask, 0
+    outside it.
 
     Attributes
     ----------
@@ -218,24 +229,35 @@ class DeconvolutionFit:
         Relative SVD threshold (SVD methods) or λ / s_max (Tikhonov) used per voxel.
     """
 
-    def __init__(self, model, residue, regularisation):
+    def __init__(self, model: DeconvolutionModel, residue: NDArray[np.floating],
+                 regularisation: NDArray[np.float64],
+                 mask: NDArray[np.bool_] | None = None):
         self.model = model
-        self.residue = residue
-        self.regularisation = regularisation
+        self.mask = mask
+        self._residue = residue  # of the fitted voxels: (V, N) with a mask
+        self._regularisation = regularisation
 
     @cached_property
-    def cbf(self):
+    def residue(self) -> NDArray[np.floating]:
+        return scatter(self._residue, self.mask)
+
+    @cached_property
+    def regularisation(self) -> NDArray[np.float64]:
+        return scatter(self._regularisation, self.mask)
+
+    @cached_property
+    def cbf(self) -> NDArray[np.floating]:
         """``CBF = 6000 · max_t k(t)``: mL/100 mL/min, no kH or density factor (OSIPI rule)."""
-        return PER_SECOND_TO_PER_100G_MIN * self.residue.max(axis=-1)
+        return scatter(PER_SECOND_TO_PER_100G_MIN * self._residue.max(axis=-1), self.mask)
 
     @cached_property
-    def tmax(self):
+    def tmax(self) -> NDArray[np.float64]:
         """Time of the maximum of ``k``, s.
 
         For the block-circulant methods, a peak at a lag ``j ≥ T`` is read as ``(j − 2T) · Δt``
         (tissue curve leading the AIF), so Tmax is signed.
         """
-        lag = np.argmax(self.residue, axis=-1)
+        lag = np.argmax(self._residue, axis=-1)
         n_frames = self.model.aif.size
-        lag = np.where(lag >= n_frames, lag - self.residue.shape[-1], lag)
-        return lag * self.model.dt
+        lag = np.where(lag >= n_frames, lag - self._residue.shape[-1], lag)
+        return scatter(lag * self.model.dt, self.mask)

@@ -14,7 +14,8 @@ ratio of the corrected curves (:func:`bids_perfusion.dsc.maps.cbv_area_ratio`).
 :func:`bsw_correction` is this published model by default; with ``transit_kernels`` it
 lets the intravascular term differ in transit time from the reference (``bsw-transit``,
 see there). :func:`bidirectional_correction` adds the back-flux of the agent from the
-interstitium (Leu et al., AJNR 2016;37:1440). :func:`correct` dispatches on the model name.
+interstitium (Leu et al., AJNR 2016;37:1440). :func:`correct` dispatches on the model name;
+:class:`LeakageModel` fits the voxels of a mask and returns full-volume maps.
 The reference and the integrals start at the first frame given, which should be the first
 steady-state frame; the reference is ~0 before the bolus, so earlier frames change nothing.
 """
@@ -22,9 +23,11 @@ steady-state frame; the reference is ~0 before the bolus, so earlier frames chan
 import dataclasses
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import integrate
 
 from bids_perfusion.dsc import kinetics
+from bids_perfusion.voxels import scatter, voxel_mask
 
 #: A voxel is T1-enhancing when its post-bolus mean ΔR2* is this many robust standard
 #: deviations (across the mask) below the median of the mask.
@@ -118,7 +121,9 @@ def reference_curve(delta_r2star, mask):
 
 @dataclasses.dataclass(frozen=True)
 class LeakageFit:
-    """Result of :func:`bsw_correction`, arrays of the voxel shape (``corrected``: + (T,)).
+    """Result of :func:`bsw_correction`, :func:`bidirectional_correction` or
+    :meth:`LeakageModel.fit`: arrays of the voxel shape (``corrected``: + (T,)), 0 outside
+    the mask of the fit.
 
     k1: dimensionless scale of the intravascular term (the area of the voxel's transport
     function relative to the reference: its CBV over the reference's); k2: leakage
@@ -250,6 +255,36 @@ def correct(model, delta_r2star, reference, frame_times):
     if model == "bidirectional":
         return bidirectional_correction(delta_r2star, reference, frame_times)
     raise ValueError(f"unknown leakage model {model!r}; use one of {MODELS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LeakageModel:
+    """A leakage model of :data:`MODELS` with its reference curve (dipy-style:
+    ``LeakageModel(reference, frame_times, kind).fit(delta_r2star, mask) -> LeakageFit``).
+
+    ``reference``: the ΔR2* of non-leaky brain, (T,), e.g. :func:`reference_curve`;
+    ``frame_times``: s, (T,); ``kind``: ``bsw`` (default), ``bsw-transit`` or
+    ``bidirectional`` (:func:`correct`).
+    """
+
+    reference: ArrayLike
+    frame_times: ArrayLike
+    kind: str = "bsw"
+
+    def __post_init__(self):
+        output_label(self.kind)  # ValueError for an unknown model
+
+    def fit(self, delta_r2star: ArrayLike, mask: ArrayLike | None = None) -> LeakageFit:
+        """Fit ΔR2* curves ``(..., T)``, the voxels of ``mask`` only when given; the
+        :class:`LeakageFit` has the voxel shape of ``delta_r2star``, 0 outside the mask."""
+        data = np.asarray(delta_r2star)
+        if mask is None:
+            return correct(self.kind, data, self.reference, self.frame_times)
+        voxels = voxel_mask(mask, data.shape[:-1])
+        fit = correct(self.kind, data[voxels], self.reference, self.frame_times)
+        return LeakageFit(k1=scatter(fit.k1, voxels), k2=scatter(fit.k2, voxels),
+                          corrected=scatter(fit.corrected, voxels),
+                          kep=None if fit.kep is None else scatter(fit.kep, voxels))
 
 
 def _validated_inputs(delta_r2star, reference, frame_times):
