@@ -27,7 +27,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion import constants
 from bids_perfusion.asl import kinetics
@@ -74,18 +74,23 @@ class MultiDelayModel:
     """
 
     label_type: str
-    delays: np.ndarray
+    delays: ArrayLike
     t1_blood: float
     efficiency: float
-    labeling_duration: object = None
+    labeling_duration: float | NDArray[np.float64] | None = None
     bolus_duration: float | None = None
-    weights: np.ndarray | None = None
+    weights: ArrayLike | None = None
     t1_tissue: float | None = None
     partition: float = constants.BLOOD_BRAIN_PARTITION
     max_iterations: int = 30
 
+    def __post_init__(self) -> None:
+        needed = "bolus_duration" if self.label_type == "PASL" else "labeling_duration"
+        if getattr(self, needed) is None:
+            raise ValueError(f"{self.label_type} needs {needed}")
+
     @property
-    def signal_times(self):
+    def signal_times(self) -> NDArray[np.float64]:
         """Time from the start of labelling to the readout, t = τ + PLD or TI."""
         delays = np.asarray(self.delays, dtype=float)
         if self.label_type == "PASL":
@@ -93,24 +98,28 @@ class MultiDelayModel:
         return delays + np.asarray(self.labeling_duration, dtype=float)
 
     @property
-    def att_max(self):
+    def att_max(self) -> float:
         return float(np.max(self.signal_times))
 
-    def predict(self, cbf, att, delays=None):
+    def predict(self, cbf: ArrayLike, att: ArrayLike,
+                delays: ArrayLike | None = None) -> NDArray[np.float64]:
         """ΔM/M0 at every delay: arrays ``cbf``, ``att`` of shape (N,) give (N, K)."""
         delays = np.asarray(self.delays if delays is None else delays, dtype=float)
         cbf = np.asarray(cbf, dtype=float)[..., None]
         att = np.asarray(att, dtype=float)[..., None]
         if self.label_type == "PASL":
+            assert self.bolus_duration is not None  # __post_init__
             return kinetics.pasl_delta_m(delays, cbf, att, 1.0, self.bolus_duration,
                                          self.t1_blood, self.efficiency, self.partition,
                                          self.t1_tissue)
+        assert self.labeling_duration is not None  # __post_init__
         return kinetics.pcasl_delta_m(delays, cbf, att, 1.0, self.labeling_duration,
                                       self.t1_blood, self.efficiency, self.partition,
                                       self.t1_tissue)
 
     # --- initialisation -------------------------------------------------------------
-    def weighted_delay(self, ratio, delays=None):
+    def weighted_delay(self, ratio: NDArray[np.float64],
+                       delays: ArrayLike | None = None) -> NDArray[np.float64]:
         """Dai et al. (2012): ``WD = Σ w_k y_k / Σ y_k``; NaN where Σ y_k <= 0.
 
         ``w_k``: ``delays`` (K,) or (N, K), the model's when omitted."""
@@ -120,7 +129,8 @@ class MultiDelayModel:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(total > 0, (delays * ratio).sum(axis=-1) / total, np.nan)
 
-    def att_from_weighted_delay(self, wd, delays):
+    def att_from_weighted_delay(self, wd: NDArray[np.float64],
+                                delays: ArrayLike) -> NDArray[np.float64]:
         """ATT whose model WD equals ``wd``, for one row of ``delays`` (table lookup)."""
         grid = np.arange(0.0, self.att_max + ATT_TABLE_STEP, ATT_TABLE_STEP)
         reference_cbf = np.full(grid.shape, 60.0)
@@ -132,7 +142,8 @@ class MultiDelayModel:
         att = np.interp(wd, table[keep], grid[keep])
         return np.where(np.isfinite(wd), att, 0.5 * self.att_max)
 
-    def initial_guess(self, ratio):
+    def initial_guess(self, ratio: NDArray[np.float64],
+                      ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """(CBF, ATT) from the weighted delay and the linear least-squares CBF."""
         wd = self.weighted_delay(ratio)
         delays = np.asarray(self.delays, dtype=float)
@@ -152,7 +163,7 @@ class MultiDelayModel:
             cbf = np.where(den > 0, num / den, 0.0)
         return cbf, att
 
-    def _weights(self, shape):
+    def _weights(self, shape: tuple[int, ...]) -> NDArray[np.float64]:
         if self.weights is None:
             return np.ones(shape)
         return np.broadcast_to(np.asarray(self.weights, dtype=float), shape)
@@ -189,7 +200,9 @@ class MultiDelayModel:
             cbf, att, rms = (scatter(values, voxels) for values in (cbf, att, rms))
         return MultiDelayFit(cbf=cbf, att=att, rms_residual=rms, iterations=iterations)
 
-    def _fit_voxels(self, y):
+    def _fit_voxels(
+        self, y: NDArray[np.float64],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], int]:
         """Initial guess and Levenberg-Marquardt of ``y`` (N, K), delays (K,) or (N, K)."""
         w = self._weights(y.shape)
         f, att = self.initial_guess(y)

@@ -26,6 +26,7 @@ else; ``dataclasses.asdict(model.params)`` gives the values used, for output sid
 """
 
 import dataclasses
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
@@ -38,7 +39,7 @@ from bids_perfusion.dsc.truncated_svd import CirculantSVD, OscillationIndexSVD, 
 from bids_perfusion.voxels import scatter, voxel_mask
 
 
-def _check_relative(name, values):
+def _check_relative(name: str, values: ArrayLike) -> None:
     values = np.atleast_1d(np.asarray(values, dtype=np.float64))
     if values.size == 0 or not np.all((values > 0) & (values <= 1)):
         raise ValueError(f"{name} must be in (0, 1], relative to the largest singular value")
@@ -50,7 +51,7 @@ class StandardSVDParameters:
 
     threshold: float = 0.2
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_relative("threshold", self.threshold)
 
 
@@ -60,7 +61,7 @@ class CirculantSVDParameters:
 
     threshold: float = 0.1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_relative("threshold", self.threshold)
 
 
@@ -76,7 +77,7 @@ class OscillationIndexSVDParameters:
     oi_threshold: float = 0.035
     threshold_grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.oi_threshold > 0:
             raise ValueError(f"oi_threshold must be > 0, got {self.oi_threshold}")
         _check_relative("threshold_grid", self.threshold_grid)
@@ -101,12 +102,16 @@ class TikhonovParameters:
     lam: float = 0.2
     lambda_grid: tuple[float, ...] = tuple(10.0 ** (i / 10) for i in range(-30, 1))
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.criterion not in ("fixed", "gcv", "lcurve"):
             raise ValueError(f"criterion must be fixed, gcv or lcurve, got {self.criterion!r}")
         _check_relative("lam", self.lam)
         _check_relative("lambda_grid", self.lambda_grid)
 
+
+#: The parameters of one method.
+MethodParameters = (StandardSVDParameters | CirculantSVDParameters
+                    | OscillationIndexSVDParameters | TikhonovParameters)
 
 #: method name -> (parameter class, solver class)
 METHODS = {
@@ -117,7 +122,7 @@ METHODS = {
 }
 
 
-def _method_parameters(method, params):
+def _method_parameters(method: str, params: Mapping[str, Any]) -> MethodParameters:
     if method not in METHODS:
         raise ValueError(f"unknown deconvolution method {method!r}; choose from {sorted(METHODS)}")
     parameter_class = METHODS[method][0]
@@ -127,7 +132,7 @@ def _method_parameters(method, params):
     return parameter_class(**params)
 
 
-def _validated_aif(aif):
+def _validated_aif(aif: ArrayLike) -> NDArray[np.float64]:
     aif = np.asarray(aif, dtype=np.float64)
     if aif.ndim != 1 or aif.size < 2:
         raise ValueError(f"the AIF must be one curve of at least 2 frames, got shape {aif.shape}")
@@ -138,7 +143,7 @@ def _validated_aif(aif):
     return aif
 
 
-def _validated_dt(dt):
+def _validated_dt(dt: float) -> float:
     if not (np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be the frame interval in seconds (> 0), got {dt}")
     return float(dt)
@@ -161,7 +166,8 @@ class DeconvolutionModel:
         ``criterion="gcv"`` for Tikhonov); omitted ones take the literature defaults.
     """
 
-    def __init__(self, aif, dt, method="osvd", *, chunk_size=2048, **params):
+    def __init__(self, aif: ArrayLike, dt: float, method: str = "osvd", *,
+                 chunk_size: int = 2048, **params: Any):
         self.aif = _validated_aif(aif)
         self.dt = _validated_dt(dt)
         self.method = method

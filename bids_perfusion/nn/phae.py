@@ -71,6 +71,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 from torch import nn
 
 from bids_perfusion.voxels import scatter, voxel_mask
@@ -376,15 +377,17 @@ class PHAEModel:
     :meth:`fit` runs on the voxels of the mask.
     """
 
-    def __init__(self, network, aif, frame_times, *, cbv_end=None, kh=None, rho=None,
-                 scaled=True, batch_size=8192, device=None):
+    def __init__(self, network: PHAE, aif: ArrayLike, frame_times: ArrayLike, *,
+                 cbv_end: int | None = None, kh: float | None = None, rho: float | None = None,
+                 scaled: bool = True, batch_size: int = 8192,
+                 device: str | torch.device | None = None):
         self.network = network
         self.aif = aif
         self.frame_times = frame_times
         self.options = {"cbv_end": cbv_end, "kh": kh, "rho": rho, "scaled": scaled,
                         "batch_size": batch_size, "device": device}
 
-    def fit(self, concentration, mask=None):
+    def fit(self, concentration: ArrayLike, mask: ArrayLike | None = None) -> PHAEFit:
         """Maps of tissue curves ``(..., T)`` in mM, the voxels of ``mask`` only when given."""
         data = np.asarray(concentration)
         voxels = None if mask is None else voxel_mask(mask, data.shape[:-1])
