@@ -150,7 +150,7 @@ def _validated_dt(dt: float) -> float:
 
 
 class DeconvolutionModel:
-    """Deconvolution of tissue curves by one AIF (dipy-style: ``model.fit(data) -> fit``).
+    """Deconvolution of tissue curves by one AIF (dipy-style: ``model.fit(data, mask) -> fit``).
 
     Parameters
     ----------
