@@ -1,6 +1,6 @@
 # Two entry points, both self-contained on a fresh machine:
 #   make demo   create .venv if needed, install, generate the phantom and quantify it
-#   make test   install with the test extras, lint with ruff, run the test suite
+#   make test   install with the test extras, lint (ruff, mypy), run the test suite
 #   (make test-fast leaves out the end-to-end cases marked slow)
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,8 +26,9 @@ demo: install
 	$(BIN)/bids-perfusion $(DEMO_DIR)/phantom $(DEMO_DIR)/derivatives participant \
 		--dsc-methods ssvd,csvd,osvd,tikhonov --simulate-dose 0.5 -w $(DEMO_DIR)/work
 
-lint: install-test
+lint: install-test  # ruff everywhere; mypy on the typed numeric cores (setup.cfg [mypy])
 	$(BIN)/ruff check bids_perfusion tests benchmarks
+	$(BIN)/python -m mypy
 
 test: lint
 	$(BIN)/python -m pytest -q

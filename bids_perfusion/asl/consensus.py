@@ -15,11 +15,12 @@ than TI - TI1 (PASL).
 """
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion import constants
 
 
-def _ratio(delta_m, m0):
+def _ratio(delta_m: ArrayLike, m0: ArrayLike) -> NDArray[np.float64]:
     delta_m = np.asarray(delta_m, dtype=float)
     m0 = np.asarray(m0, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -27,14 +28,14 @@ def _ratio(delta_m, m0):
 
 
 def pcasl_cbf(
-    delta_m,
-    m0,
-    pld,
-    labeling_duration,
-    t1_blood,
-    efficiency,
-    partition=constants.BLOOD_BRAIN_PARTITION,
-):
+    delta_m: ArrayLike,
+    m0: ArrayLike,
+    pld: float | NDArray[np.float64],
+    labeling_duration: float | NDArray[np.float64],
+    t1_blood: float,
+    efficiency: float,
+    partition: float = constants.BLOOD_BRAIN_PARTITION,
+) -> NDArray[np.float64]:
     """CBF from a single-PLD (P)CASL difference image; 0 where M0 is not positive."""
     numerator = constants.PER_SECOND_TO_PER_100G_MIN * partition * np.exp(pld / t1_blood)
     denominator = 2.0 * efficiency * t1_blood * (1.0 - np.exp(-labeling_duration / t1_blood))
@@ -42,20 +43,21 @@ def pcasl_cbf(
 
 
 def pasl_cbf(
-    delta_m,
-    m0,
-    ti,
-    bolus_duration,
-    t1_blood,
-    efficiency,
-    partition=constants.BLOOD_BRAIN_PARTITION,
-):
+    delta_m: ArrayLike,
+    m0: ArrayLike,
+    ti: float | NDArray[np.float64],
+    bolus_duration: float,
+    t1_blood: float,
+    efficiency: float,
+    partition: float = constants.BLOOD_BRAIN_PARTITION,
+) -> NDArray[np.float64]:
     """CBF from a single-TI PASL difference image with bolus cut-off (TI1 = bolus duration)."""
     numerator = constants.PER_SECOND_TO_PER_100G_MIN * partition * np.exp(ti / t1_blood)
     return numerator / (2.0 * efficiency * bolus_duration) * _ratio(delta_m, m0)
 
 
-def slice_delays(delay, slice_timing, ndim=3):
+def slice_delays(delay: float, slice_timing: ArrayLike | None,
+                 ndim: int = 3) -> float | NDArray[np.float64]:
     """Effective delay of each slice of a 2-D readout: ``PLD_z = PLD + SliceTiming[z]``.
 
     Slice z is read ``SliceTiming[z]`` seconds after the first, so its label has had that
@@ -69,9 +71,12 @@ def slice_delays(delay, slice_timing, ndim=3):
     return np.asarray(delay, dtype=float) + offsets
 
 
-def single_delay_cbf(delta_m, m0, label_type, delay, t1_blood, efficiency,
-                     labeling_duration=None, bolus_duration=None, slice_timing=None,
-                     partition=constants.BLOOD_BRAIN_PARTITION):
+def single_delay_cbf(delta_m: ArrayLike, m0: ArrayLike, label_type: str, delay: float,
+                     t1_blood: float, efficiency: float,
+                     labeling_duration: float | None = None,
+                     bolus_duration: float | None = None,
+                     slice_timing: ArrayLike | None = None,
+                     partition: float = constants.BLOOD_BRAIN_PARTITION) -> NDArray[np.float64]:
     """CBF of a single-delay run: :func:`pcasl_cbf` (PCASL, CASL) or :func:`pasl_cbf`.
 
     ``delay`` is the PLD (PCASL/CASL) or the inversion time TI (PASL); with
@@ -80,9 +85,13 @@ def single_delay_cbf(delta_m, m0, label_type, delay, t1_blood, efficiency,
     """
     effective = slice_delays(delay, slice_timing, ndim=np.ndim(delta_m))
     if label_type in ("PCASL", "CASL"):
+        if labeling_duration is None:
+            raise ValueError(f"{label_type} CBF needs the labeling_duration")
         return pcasl_cbf(delta_m, m0, effective, labeling_duration, t1_blood, efficiency,
                          partition)
     if label_type == "PASL":
+        if bolus_duration is None:
+            raise ValueError("PASL CBF needs the bolus_duration (TI1)")
         return pasl_cbf(delta_m, m0, effective, bolus_duration, t1_blood, efficiency,
                         partition)
     raise ValueError(f"unknown labelling type {label_type!r}")

@@ -13,9 +13,13 @@ with :meth:`ASLContext.take`.
 """
 
 import csv
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion.dsc.metadata import MetadataError
 
@@ -27,7 +31,7 @@ class ContextError(MetadataError):
     """The aslcontext table cannot be read or does not describe a usable series."""
 
 
-def read_aslcontext(path):
+def read_aslcontext(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """The ``volume_type`` column of an aslcontext TSV, as a tuple of str.
 
     Accepts the spelling ``norf``/``NORF`` for ``noRF``; raises :class:`ContextError`
@@ -64,15 +68,15 @@ class ASLContext:
 
     volume_types: tuple
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.volume_types)
 
-    def indices(self, kind):
+    def indices(self, kind: str) -> tuple[int, ...]:
         """0-based indices of the volumes of type ``kind``, in order."""
         return tuple(i for i, v in enumerate(self.volume_types) if v == kind)
 
     @property
-    def pairs(self):
+    def pairs(self) -> tuple[tuple[int, int], ...]:
         """``((control, label), ...)``: the i-th control with the i-th label.
 
         Raises :class:`ContextError` when the counts differ.
@@ -84,19 +88,19 @@ class ASLContext:
         return tuple(zip(controls, labels, strict=True))
 
     @property
-    def difference_sources(self):
+    def difference_sources(self) -> str | None:
         """Which volumes give ΔM: ``'pairs'``, ``'deltam'``, ``'both'``, or None (none)."""
         pairs, deltam = bool(self.indices("label")), bool(self.indices("deltam"))
         return {(True, False): "pairs", (False, True): "deltam",
                 (True, True): "both"}.get((pairs, deltam))
 
     @property
-    def difference_volumes(self):
+    def difference_volumes(self) -> tuple[int, ...]:
         """For each ΔM estimate, the volume whose metadata (delay, duration) it takes:
         the label of each pair, then each ``deltam`` volume."""
         return tuple(label for _, label in self.pairs) + self.indices("deltam")
 
-    def take(self, values, indices):
+    def take(self, values: Any, indices: Sequence[int]) -> tuple[float, ...]:
         """Per-volume ``values`` (scalar or list of one per volume) at ``indices``.
 
         A scalar applies to every volume; a list must have one entry per volume (callers
@@ -109,7 +113,7 @@ class ASLContext:
         return tuple(float(values[i]) for i in indices)
 
 
-def difference_images(series, context):
+def difference_images(series: ArrayLike, context: ASLContext) -> NDArray[np.float64]:
     """ΔM estimates of a 4-D series: one per control/label pair, then one per ``deltam``.
 
     Returns an array ``(..., n)`` in the order of :attr:`ASLContext.difference_volumes`:
@@ -129,7 +133,10 @@ def difference_images(series, context):
     return np.concatenate(parts, axis=-1)
 
 
-def mean_by_delay(differences, delays, durations=None):
+def mean_by_delay(
+    differences: NDArray[Any], delays: ArrayLike, durations: ArrayLike | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64] | None,
+           NDArray[np.int_]]:
     """Average ΔM estimates that share a delay (and labelling duration).
 
     Returns ``(means (..., k), unique delays (k,), durations (k,) or None, counts (k,))``,

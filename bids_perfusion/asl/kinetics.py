@@ -12,31 +12,33 @@ seconds; ΔM in the units of M0 (M0 of tissue; the M0 of blood is M0 / λ).
 """
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion import constants
 
 
-def _flow_per_second(cbf):
+def _flow_per_second(cbf: ArrayLike) -> NDArray[np.float64]:
     return np.asarray(cbf, dtype=float) / constants.PER_SECOND_TO_PER_100G_MIN
 
 
-def _t1_apparent(f, t1_blood, t1_tissue, partition):
+def _t1_apparent(f: NDArray[np.float64], t1_blood: float, t1_tissue: float | None,
+                 partition: float) -> float | NDArray[np.float64]:
     if t1_tissue is None:
         return np.broadcast_to(np.asarray(t1_blood, dtype=float), np.shape(f))
     return 1.0 / (1.0 / np.asarray(t1_tissue, dtype=float) + f / partition)
 
 
 def pcasl_delta_m(
-    pld,
-    cbf,
-    att,
-    m0,
-    labeling_duration,
-    t1_blood,
-    efficiency,
-    partition=constants.BLOOD_BRAIN_PARTITION,
-    t1_tissue=None,
-):
+    pld: ArrayLike,
+    cbf: ArrayLike,
+    att: ArrayLike,
+    m0: ArrayLike,
+    labeling_duration: float | NDArray[np.float64],
+    t1_blood: float,
+    efficiency: float,
+    partition: float = constants.BLOOD_BRAIN_PARTITION,
+    t1_tissue: float | None = None,
+) -> NDArray[np.float64]:
     """Control - label difference ΔM for (pseudo-)continuous labelling.
 
     With t = τ + PLD, M0b = M0 / λ and f in mL/g/s (Buxton et al. 1998, Eq. 6-7)::
@@ -63,16 +65,16 @@ def pcasl_delta_m(
 
 
 def pasl_delta_m(
-    ti,
-    cbf,
-    att,
-    m0,
-    bolus_duration,
-    t1_blood,
-    efficiency,
-    partition=constants.BLOOD_BRAIN_PARTITION,
-    t1_tissue=None,
-):
+    ti: ArrayLike,
+    cbf: ArrayLike,
+    att: ArrayLike,
+    m0: ArrayLike,
+    bolus_duration: float,
+    t1_blood: float,
+    efficiency: float,
+    partition: float = constants.BLOOD_BRAIN_PARTITION,
+    t1_tissue: float | None = None,
+) -> NDArray[np.float64]:
     """Control - label difference ΔM for pulsed labelling with a bolus cut-off (QUIPSS II).
 
     With t = TI, τ = TI1 (the bolus duration fixed by the cut-off) and M0b = M0 / λ, the

@@ -32,9 +32,11 @@ multiplies the noise of ΔM by 100), and M0 may be smoothed, as ExploreASL and A
 to lower its noise.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
 from bids_perfusion import constants
@@ -48,7 +50,7 @@ T1_GREY_MATTER = constants.T1_GREY_MATTER
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
-def recovery_fraction(repetition_time, t1):
+def recovery_fraction(repetition_time: float | None, t1: float) -> float:
     """Saturation recovery ``1 - e^(-TR/T1)`` of a 90° readout after TR seconds."""
     if repetition_time is None or not np.isfinite(repetition_time):
         return 1.0
@@ -63,9 +65,11 @@ class M0Reference:
     metadata: dict
 
 
-def m0_reference(m0_type, *, m0_volumes=None, control_volumes=None, estimate=None,
-                 shape=None, repetition_time=None, t1_tissue=T1_GREY_MATTER[3.0],
-                 scale=1.0, correct_recovery=True, source=None):
+def m0_reference(m0_type: str, *, m0_volumes: ArrayLike | None = None,
+                 control_volumes: ArrayLike | None = None, estimate: float | None = None,
+                 shape: tuple[int, ...] | None = None, repetition_time: float | None = None,
+                 t1_tissue: float = T1_GREY_MATTER[3.0], scale: float = 1.0,
+                 correct_recovery: bool = True, source: str | None = None) -> M0Reference:
     """The M0 reference of one run.
 
     Parameters
@@ -102,6 +106,8 @@ def m0_reference(m0_type, *, m0_volumes=None, control_volumes=None, estimate=Non
         image = volumes.mean(axis=3)
         description = f"mean of {n} control volume(s) (no M0 scan, no background suppression)"
     elif m0_type == "Estimate":
+        if estimate is None or shape is None:
+            raise ValueError("M0 type Estimate needs the estimate and the shape of the series")
         n = 0
         image = np.full(tuple(shape[:3]), float(estimate))
         description = "M0Estimate of the sidecar, the same in every voxel"
@@ -126,12 +132,13 @@ def m0_reference(m0_type, *, m0_volumes=None, control_volumes=None, estimate=Non
                        else "M0 = M0Scale * " + ("M0Estimate" if not measured
                                                  else "mean(volumes)")),
     }
-    if m0_type == "Estimate":
+    if not measured and estimate is not None:
         metadata["M0Estimate"] = float(estimate)
     return M0Reference(image, metadata)
 
 
-def low_m0(m0_image, brain, fraction=constants.M0_MIN_FRACTION, exclude=None):
+def low_m0(m0_image: ArrayLike, brain: ArrayLike, fraction: float = constants.M0_MIN_FRACTION,
+           exclude: ArrayLike | None = None) -> tuple[NDArray[np.bool_], float]:
     """Brain voxels whose M0 is below ``fraction`` of the median M0 of the brain.
 
     ``threshold = fraction · median{M0(v) : v in brain, v not in exclude}``; the voxels
@@ -155,7 +162,8 @@ def low_m0(m0_image, brain, fraction=constants.M0_MIN_FRACTION, exclude=None):
     return kept & ~(image >= threshold), threshold
 
 
-def smooth_m0(m0_image, support, fwhm, voxel_size):
+def smooth_m0(m0_image: ArrayLike, support: ArrayLike, fwhm: float,
+              voxel_size: Sequence[float]) -> NDArray[np.float64]:
     """M0 smoothed by a Gaussian of FWHM ``fwhm`` mm within ``support``.
 
     Normalised convolution: ``M0_s = G * (M0 · 1_S) / G * 1_S`` on the support S
@@ -190,8 +198,10 @@ class PreparedM0:
     counts: dict
 
 
-def prepare_m0(m0_image, brain, bad_series, bad_m0, *, fraction=constants.M0_MIN_FRACTION,
-               fwhm=0.0, voxel_size=(1.0, 1.0, 1.0)):
+def prepare_m0(m0_image: ArrayLike, brain: ArrayLike, bad_series: ArrayLike,
+               bad_m0: ArrayLike, *, fraction: float = constants.M0_MIN_FRACTION,
+               fwhm: float = 0.0,
+               voxel_size: Sequence[float] = (1.0, 1.0, 1.0)) -> PreparedM0:
     """Exclude the brain voxels CBF cannot be computed in, then smooth M0 on the rest.
 
     Excluded: brain voxels with a non-finite value in the series (``bad_series``) or in

@@ -19,7 +19,10 @@ The errors are :class:`bids_perfusion.dsc.metadata.MetadataError`, the class the
 line already reports and skips runs for.
 """
 
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -109,37 +112,37 @@ class ASLRunMetadata:
 
     # --- the volumes each step uses ----------------------------------------------------
     @property
-    def quantifiable(self):
+    def quantifiable(self) -> bool:
         """True when the series holds ΔM (pairs or deltam); False for CBF volumes only."""
         return self.context.difference_sources is not None
 
     @property
-    def delays(self):
+    def delays(self) -> tuple[float, ...]:
         """Delay (PLD or TI) of each ΔM estimate (pairs, then deltam volumes)."""
         return self.context.take(self.post_labeling_delay, self.context.difference_volumes)
 
     @property
-    def durations(self):
+    def durations(self) -> tuple[float, ...] | None:
         """Labelling duration τ of each ΔM estimate (PCASL/CASL), else None."""
         if self.labeling_duration is None:
             return None
         return self.context.take(self.labeling_duration, self.context.difference_volumes)
 
     @property
-    def unique_delays(self):
+    def unique_delays(self) -> tuple[float, ...]:
         return tuple(sorted(set(round(d, 6) for d in self.delays)))
 
     @property
-    def multi_delay(self):
+    def multi_delay(self) -> bool:
         """More than one distinct delay among the ΔM volumes: fit CBF and ATT."""
         return len(self.unique_delays) > 1
 
     @property
-    def n_pairs(self):
+    def n_pairs(self) -> int:
         return len(self.context.pairs)
 
     # --- constants of the quantification ----------------------------------------------
-    def efficiency(self, override=None):
+    def efficiency(self, override: float | None = None) -> tuple[float, str]:
         """Labelling efficiency α used and where it comes from, as ``(α, source)``.
 
         ``override`` (the command line) first, then ``LabelingEfficiency`` of the sidecar,
@@ -167,7 +170,7 @@ class ASLRunMetadata:
             f"{constants.BACKGROUND_SUPPRESSION_PULSE_EFFICIENCY}^{n} for {n} background-"
             "suppression pulses (Garcia et al. 2005)")
 
-    def t1_blood(self, override=None):
+    def t1_blood(self, override: float | None = None) -> float:
         """T1 of arterial blood, s: ``override``, else the consensus value for the field."""
         if override is not None:
             return float(override)
@@ -180,13 +183,16 @@ class ASLRunMetadata:
         return constants.T1_BLOOD[nominal]
 
     @property
-    def nominal_field_strength(self):
+    def nominal_field_strength(self) -> float:
         return min(constants.T1_BLOOD, key=lambda b: abs(b - self.magnetic_field_strength))
 
     # --- validation -----------------------------------------------------------------
     @classmethod
-    def from_sidecar(cls, path, sidecar, context_path, volume_types, shape,
-                     m0_file=None, m0_sidecar=None, m0_shape=None):
+    def from_sidecar(cls, path: str | os.PathLike[str], sidecar: Mapping[str, Any],
+                     context_path: str | os.PathLike[str], volume_types: Sequence[str],
+                     shape: Sequence[int], m0_file: str | None = None,
+                     m0_sidecar: Mapping[str, Any] | None = None,
+                     m0_shape: Sequence[int] | None = None) -> "ASLRunMetadata":
         """Validate one run; raise :class:`MetadataError` naming file, field and fix.
 
         ``volume_types`` come from :func:`~bids_perfusion.asl.context.read_aslcontext`;
@@ -277,7 +283,7 @@ class ASLRunMetadata:
             repetition_time_preparation=trp, shape=shape)
 
 
-def _sidecar_name(path):
+def _sidecar_name(path: str | os.PathLike[str]) -> str:
     """The JSON sidecar beside an image (``x_asl.nii.gz`` -> ``x_asl.json``)."""
     text = str(path)
     for extension in (".nii.gz", ".nii"):
@@ -286,20 +292,21 @@ def _sidecar_name(path):
     return text
 
 
-def _per_volume(json_name, sidecar, field, n_volumes, meaning, positive=False,
-                max_value=MAX_TIME):
+def _per_volume(json_name: str, sidecar: Mapping[str, Any], field: str, n_volumes: int,
+                meaning: str, positive: bool = False,
+                max_value: float = MAX_TIME) -> tuple[float, ...]:
     """A scalar or per-volume list as one float per volume, validated."""
     value = sidecar.get(field)
     if value is None:
         raise MetadataError(f"{json_name}: field '{field}' is missing; give {meaning} in "
                             "seconds, one value or one per volume.")
-    values = value if isinstance(value, list) else [value] * n_volumes
-    if len(values) != n_volumes:
+    given = value if isinstance(value, list) else [value] * n_volumes
+    if len(given) != n_volumes:
         raise MetadataError(
-            f"{json_name}: field '{field}' lists {len(values)} values but the series has "
+            f"{json_name}: field '{field}' lists {len(given)} values but the series has "
             f"{n_volumes} volumes; give one value, or one per volume (aslcontext order).")
     try:
-        values = tuple(float(v) for v in values)
+        values = tuple(float(v) for v in given)
     except (TypeError, ValueError):
         raise MetadataError(f"{json_name}: field '{field}' must hold numbers "
                             f"(got {value!r}).") from None
@@ -307,7 +314,8 @@ def _per_volume(json_name, sidecar, field, n_volumes, meaning, positive=False,
     return values
 
 
-def _check_seconds(json_name, field, values, meaning, positive=True, max_value=MAX_TIME):
+def _check_seconds(json_name: str, field: str, values: Sequence[float], meaning: str,
+                   positive: bool = True, max_value: float = MAX_TIME) -> None:
     """Refuse times that are negative, 0 (when ``positive``) or only make sense in ms."""
     if any(not np.isfinite(v) for v in values):
         raise MetadataError(f"{json_name}: field '{field}' holds a non-finite number; give "
@@ -323,7 +331,7 @@ def _check_seconds(json_name, field, values, meaning, positive=True, max_value=M
                             f"milliseconds: write {big / 1000:g}.")
 
 
-def _bolus_cutoff(json_name, sidecar):
+def _bolus_cutoff(json_name: str, sidecar: Mapping[str, Any]) -> tuple[float, Any]:
     """TI1 and technique of a PASL run; refuse PASL without bolus cut-off."""
     flag = sidecar.get("BolusCutOffFlag")
     if flag is not True:
@@ -333,7 +341,7 @@ def _bolus_cutoff(json_name, sidecar):
             "known duration (QUIPSS II or Q2TIPS). Set BolusCutOffFlag true with "
             "BolusCutOffDelayTime (TI1, s) and BolusCutOffTechnique.")
     delay = sidecar.get("BolusCutOffDelayTime")
-    values = delay if isinstance(delay, list) else [delay]
+    values: list[Any] = delay if isinstance(delay, list) else [delay]
     if not values or not all(isinstance(v, int | float) for v in values):
         raise MetadataError(
             f"{json_name}: field 'BolusCutOffDelayTime' is missing or not a number; give "
@@ -344,8 +352,10 @@ def _bolus_cutoff(json_name, sidecar):
     return float(values[0]), sidecar.get("BolusCutOffTechnique")
 
 
-def _m0(json_name, sidecar, context, suppression, trp, m0_file, m0_sidecar, m0_shape,
-        shape, path):
+def _m0(json_name: str, sidecar: Mapping[str, Any], context: ASLContext, suppression: bool,
+        trp: Sequence[float], m0_file: str | None, m0_sidecar: Mapping[str, Any] | None,
+        m0_shape: Sequence[int] | None, shape: tuple[int, ...],
+        path: str) -> tuple[str, float | None, float | None]:
     """M0 type, estimate and repetition time of the M0 volumes, validated."""
     m0_type = sidecar.get("M0Type")
     if m0_type not in M0_TYPES:
@@ -403,7 +413,7 @@ def _m0(json_name, sidecar, context, suppression, trp, m0_file, m0_sidecar, m0_s
     return m0_type, None, float(np.mean(_numbers(m0_json, m0_sidecar, present[0])))
 
 
-def _numbers(json_name, sidecar, field):
+def _numbers(json_name: str, sidecar: Mapping[str, Any], field: str) -> list[float]:
     """A field holding a number or a non-empty list of numbers, as a list of floats."""
     value = sidecar[field]
     values = value if isinstance(value, list) else [value]
@@ -414,7 +424,8 @@ def _numbers(json_name, sidecar, field):
     return [float(v) for v in values]
 
 
-def _slice_timing(json_name, sidecar, shape, repetition_time_preparation):
+def _slice_timing(json_name: str, sidecar: Mapping[str, Any], shape: tuple[int, ...],
+                  repetition_time_preparation: Sequence[float]) -> tuple[float, ...] | None:
     """Slice acquisition times along the third voxel axis, for 2-D readouts only."""
     if sidecar.get("MRAcquisitionType") != "2D" or sidecar.get("SliceTiming") is None:
         return None

@@ -23,12 +23,15 @@ For ATT shorter than every PLD the PCASL signal does not depend on ATT (T1' = T1
 is then undetermined, and the fit returns the initial value; CBF is still exact.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion import constants
 from bids_perfusion.asl import kinetics
+from bids_perfusion.voxels import scatter, voxel_mask
 
 #: Spacing of the ATT table of the weighted-delay initialisation, s.
 ATT_TABLE_STEP = 0.002
@@ -36,8 +39,9 @@ ATT_TABLE_STEP = 0.002
 
 @dataclass(frozen=True)
 class MultiDelayFit:
-    """Fitted maps (1-D over the fitted voxels): CBF (mL/100 g/min), ATT (s), and the
-    root-mean-square residual of ΔM/M0."""
+    """Fitted maps of the voxel shape of the data, 0 outside the mask of the fit: CBF
+    (mL/100 g/min), ATT (s), and the root-mean-square residual of ΔM/M0; the number of
+    Levenberg-Marquardt iterations."""
 
     cbf: np.ndarray
     att: np.ndarray
@@ -52,9 +56,10 @@ class MultiDelayModel:
     Parameters
     ----------
     label_type : {"PCASL", "CASL", "PASL"}
-    delays : array (K,) or (N, K)
-        PLD (PCASL/CASL) or TI (PASL) of each averaged ΔM, s; one row per voxel when the
-        delays vary across voxels (slice timing of 2-D readouts).
+    delays : array (K,) or (..., K)
+        PLD (PCASL/CASL) or TI (PASL) of each averaged ΔM, s; per voxel when the delays
+        vary across voxels (slice timing of 2-D readouts), broadcast against the data of
+        :meth:`fit`.
     t1_blood, efficiency : float
     labeling_duration : float or array (K,)
         τ, PCASL/CASL.
@@ -69,18 +74,23 @@ class MultiDelayModel:
     """
 
     label_type: str
-    delays: np.ndarray
+    delays: ArrayLike
     t1_blood: float
     efficiency: float
-    labeling_duration: object = None
+    labeling_duration: float | NDArray[np.float64] | None = None
     bolus_duration: float | None = None
-    weights: np.ndarray | None = None
+    weights: ArrayLike | None = None
     t1_tissue: float | None = None
     partition: float = constants.BLOOD_BRAIN_PARTITION
     max_iterations: int = 30
 
+    def __post_init__(self) -> None:
+        needed = "bolus_duration" if self.label_type == "PASL" else "labeling_duration"
+        if getattr(self, needed) is None:
+            raise ValueError(f"{self.label_type} needs {needed}")
+
     @property
-    def signal_times(self):
+    def signal_times(self) -> NDArray[np.float64]:
         """Time from the start of labelling to the readout, t = τ + PLD or TI."""
         delays = np.asarray(self.delays, dtype=float)
         if self.label_type == "PASL":
@@ -88,35 +98,43 @@ class MultiDelayModel:
         return delays + np.asarray(self.labeling_duration, dtype=float)
 
     @property
-    def att_max(self):
+    def att_max(self) -> float:
         return float(np.max(self.signal_times))
 
-    def predict(self, cbf, att, delays=None):
+    def predict(self, cbf: ArrayLike, att: ArrayLike,
+                delays: ArrayLike | None = None) -> NDArray[np.float64]:
         """ΔM/M0 at every delay: arrays ``cbf``, ``att`` of shape (N,) give (N, K)."""
         delays = np.asarray(self.delays if delays is None else delays, dtype=float)
         cbf = np.asarray(cbf, dtype=float)[..., None]
         att = np.asarray(att, dtype=float)[..., None]
         if self.label_type == "PASL":
+            assert self.bolus_duration is not None  # __post_init__
             return kinetics.pasl_delta_m(delays, cbf, att, 1.0, self.bolus_duration,
                                          self.t1_blood, self.efficiency, self.partition,
                                          self.t1_tissue)
+        assert self.labeling_duration is not None  # __post_init__
         return kinetics.pcasl_delta_m(delays, cbf, att, 1.0, self.labeling_duration,
                                       self.t1_blood, self.efficiency, self.partition,
                                       self.t1_tissue)
 
     # --- initialisation -------------------------------------------------------------
-    def weighted_delay(self, ratio):
-        """Dai et al. (2012): ``WD = Σ w_k y_k / Σ y_k``; NaN where Σ y_k <= 0."""
-        delays = np.broadcast_to(np.asarray(self.delays, dtype=float), ratio.shape)
+    def weighted_delay(self, ratio: NDArray[np.float64],
+                       delays: ArrayLike | None = None) -> NDArray[np.float64]:
+        """Dai et al. (2012): ``WD = Σ w_k y_k / Σ y_k``; NaN where Σ y_k <= 0.
+
+        ``w_k``: ``delays`` (K,) or (N, K), the model's when omitted."""
+        delays = np.broadcast_to(np.asarray(self.delays if delays is None else delays,
+                                            dtype=float), ratio.shape)
         total = ratio.sum(axis=-1)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(total > 0, (delays * ratio).sum(axis=-1) / total, np.nan)
 
-    def att_from_weighted_delay(self, wd, delays):
+    def att_from_weighted_delay(self, wd: NDArray[np.float64],
+                                delays: ArrayLike) -> NDArray[np.float64]:
         """ATT whose model WD equals ``wd``, for one row of ``delays`` (table lookup)."""
         grid = np.arange(0.0, self.att_max + ATT_TABLE_STEP, ATT_TABLE_STEP)
         reference_cbf = np.full(grid.shape, 60.0)
-        table = self.weighted_delay(self.predict(reference_cbf, grid, delays))
+        table = self.weighted_delay(self.predict(reference_cbf, grid, delays), delays)
         valid = np.isfinite(table)
         grid, table = grid[valid], np.maximum.accumulate(table[valid])
         # The first ATT of each WD plateau: where WD no longer depends on ATT.
@@ -124,7 +142,8 @@ class MultiDelayModel:
         att = np.interp(wd, table[keep], grid[keep])
         return np.where(np.isfinite(wd), att, 0.5 * self.att_max)
 
-    def initial_guess(self, ratio):
+    def initial_guess(self, ratio: NDArray[np.float64],
+                      ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """(CBF, ATT) from the weighted delay and the linear least-squares CBF."""
         wd = self.weighted_delay(ratio)
         delays = np.asarray(self.delays, dtype=float)
@@ -144,20 +163,47 @@ class MultiDelayModel:
             cbf = np.where(den > 0, num / den, 0.0)
         return cbf, att
 
-    def _weights(self, shape):
+    def _weights(self, shape: tuple[int, ...]) -> NDArray[np.float64]:
         if self.weights is None:
             return np.ones(shape)
         return np.broadcast_to(np.asarray(self.weights, dtype=float), shape)
 
     # --- fit --------------------------------------------------------------------------
-    def fit(self, ratio):
-        """Fit ΔM/M0 of N voxels, ``ratio`` of shape (N, K); returns :class:`MultiDelayFit`."""
+    def fit(self, ratio: ArrayLike, mask: ArrayLike | None = None) -> MultiDelayFit:
+        """Fit ΔM/M0 ``ratio`` of shape (..., K), the voxels of ``mask`` only when given.
+
+        Per-voxel ``delays`` (slice timing) broadcast against ``ratio``: shape (N, K) for
+        ratio (N, K), or e.g. (Z, K) for a volume (X, Y, Z, K). The maps of the
+        :class:`MultiDelayFit` have the voxel shape of ``ratio``, 0 outside the mask.
+        """
         y = np.asarray(ratio, dtype=float)
-        if y.ndim != 2:
-            raise ValueError(f"ratio must be (voxels, delays), got shape {y.shape}")
         n_delays = np.shape(self.delays)[-1]
-        if y.shape[1] != n_delays:
-            raise ValueError(f"{y.shape[1]} ΔM values per voxel but {n_delays} delays")
+        if y.ndim == 0 or y.shape[-1] != n_delays:
+            raise ValueError(f"ratio must be (..., delays) with {n_delays} delays on its last "
+                             f"axis, got shape {y.shape}")
+        delays = np.asarray(self.delays, dtype=float)
+        if delays.ndim > 1:
+            delays = np.broadcast_to(delays, y.shape)
+        if mask is None:
+            voxels = None
+            y_fit = y.reshape(-1, n_delays)
+            delays_fit = delays.reshape(-1, n_delays) if delays.ndim > 1 else delays
+        else:
+            voxels = voxel_mask(mask, y.shape[:-1])
+            y_fit = y[voxels]
+            delays_fit = delays[voxels] if delays.ndim > 1 else delays
+        cbf, att, rms, iterations = dataclasses.replace(self, delays=delays_fit)._fit_voxels(
+            y_fit)
+        if voxels is None:
+            cbf, att, rms = (values.reshape(y.shape[:-1]) for values in (cbf, att, rms))
+        else:
+            cbf, att, rms = (scatter(values, voxels) for values in (cbf, att, rms))
+        return MultiDelayFit(cbf=cbf, att=att, rms_residual=rms, iterations=iterations)
+
+    def _fit_voxels(
+        self, y: NDArray[np.float64],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], int]:
+        """Initial guess and Levenberg-Marquardt of ``y`` (N, K), delays (K,) or (N, K)."""
         w = self._weights(y.shape)
         f, att = self.initial_guess(y)
         delays = np.asarray(self.delays, dtype=float)
@@ -205,4 +251,4 @@ class MultiDelayModel:
                 (wi * yi * yi).sum(-1) + 1e-30))
             active = active[~done]
         rms = np.sqrt(current / np.maximum(w.sum(-1), 1e-12))
-        return MultiDelayFit(cbf=f, att=att, rms_residual=rms, iterations=iterations)
+        return f, att, rms, iterations

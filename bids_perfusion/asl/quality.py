@@ -9,7 +9,10 @@ counted, beyond it the run is refused. The functions raise ``ValueError`` with t
 and the fix; the interfaces prefix the file name.
 """
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 #: Largest fraction of the brain mask whose voxels may hold non-finite values (series or
 #: M0) before the run is refused. Up to half the brain, the remaining voxels still cover
@@ -19,7 +22,7 @@ import numpy as np
 MAX_NONFINITE_FRACTION = 0.5
 
 
-def check_series(series):
+def check_series(series: NDArray[Any]) -> NDArray[np.bool_]:
     """Refuse a series without signal; return the voxels (3-D) with a non-finite value.
 
     ``series`` is the 4-D ASL series (x, y, z, volumes). Raises ``ValueError`` when every
@@ -40,7 +43,7 @@ def check_series(series):
     return ~finite.all(axis=-1) if series.ndim == 4 else ~finite
 
 
-def check_differences(differences):
+def check_differences(differences: NDArray[Any]) -> None:
     """Refuse a ΔM (control - label) that is 0 in every finite voxel and volume."""
     values = np.asarray(differences)
     values = values[np.isfinite(values)]
@@ -50,7 +53,7 @@ def check_differences(differences):
                          "the series holds the labelled volumes.")
 
 
-def check_m0(m0_image):
+def check_m0(m0_image: NDArray[Any]) -> NDArray[np.bool_]:
     """Refuse an M0 image without signal; return its non-finite voxels (3-D).
 
     Raises ``ValueError`` when M0 is non-finite everywhere, or 0 or negative wherever it is
@@ -68,7 +71,8 @@ def check_m0(m0_image):
     return ~finite
 
 
-def check_nonfinite_fraction(nonfinite, brain, limit=MAX_NONFINITE_FRACTION):
+def check_nonfinite_fraction(nonfinite: NDArray[np.bool_], brain: NDArray[np.bool_],
+                             limit: float = MAX_NONFINITE_FRACTION) -> int:
     """Refuse when more than ``limit`` of the brain voxels are non-finite; return the count.
 
     ``nonfinite`` and ``brain`` are boolean 3-D arrays.

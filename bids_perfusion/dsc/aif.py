@@ -37,8 +37,10 @@ The result is in ΔR2* (s^-1); convert it to concentration with the blood relaxi
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy.cluster import hierarchy
 
 
@@ -61,7 +63,9 @@ class AIFSelection:
     time_to_peak: float
 
 
-def _check_series(delta_r2star, mask):
+def _check_series(
+    delta_r2star: ArrayLike, mask: ArrayLike,
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     data = np.asarray(delta_r2star, dtype=float)
     if data.ndim != 4:
         raise ValueError(f"ΔR2* must be a 4-D (x, y, z, t) array (got shape {data.shape})")
@@ -75,7 +79,9 @@ def _check_series(delta_r2star, mask):
     return data, mask
 
 
-def _selection(data, selected, times, counts):
+def _selection(data: NDArray[np.float64], selected: NDArray[np.bool_],
+               times: NDArray[np.float64] | None,
+               counts: dict[str, int]) -> AIFSelection:
     curve = data[selected].mean(axis=0)
     area = float(np.trapezoid(curve, times)) if times is not None else float(curve.sum())
     index = int(np.argmax(curve))
@@ -84,7 +90,8 @@ def _selection(data, selected, times, counts):
                         time_to_peak=float(times[index]) if times is not None else float(index))
 
 
-def aif_from_mask(delta_r2star, mask, frame_times=None):
+def aif_from_mask(delta_r2star: ArrayLike, mask: ArrayLike,
+                  frame_times: ArrayLike | None = None) -> AIFSelection:
     """AIF as the mean ΔR2* curve over the voxels of a given (e.g. manual) mask.
 
     ``AIF(t) = mean over v in mask of ΔR2*_v(t)``; voxels with non-finite values (signal 0
@@ -102,7 +109,7 @@ def aif_from_mask(delta_r2star, mask, frame_times=None):
     return _selection(data, finite, times, {})
 
 
-def _check_times(frame_times, n_frames):
+def _check_times(frame_times: ArrayLike, n_frames: int) -> NDArray[np.float64]:
     times = np.asarray(frame_times, dtype=float)
     if times.shape != (n_frames,):
         raise ValueError(f"frame_times has shape {times.shape}; expected ({n_frames},), one "
@@ -112,7 +119,7 @@ def _check_times(frame_times, n_frames):
     return times
 
 
-def _arrival(curve, times):
+def _arrival(curve: NDArray[np.float64], times: NDArray[np.float64]) -> float:
     """Bolus arrival of a curve: the last time before its peak below 10 % of the peak."""
     peak = int(np.argmax(curve))
     below = np.flatnonzero(curve[: peak + 1] < 0.1 * curve[peak])
@@ -122,25 +129,28 @@ def _arrival(curve, times):
 class _Candidates:
     """Candidate voxels: flat indices, curves, peaks and areas, filtered step by step."""
 
-    def __init__(self, index, curves, peak, area):
+    def __init__(self, index: NDArray[np.intp], curves: NDArray[np.float64],
+                 peak: NDArray[np.float64], area: NDArray[np.float64]):
         self.index, self.curves, self.peak, self.area = index, curves, peak, area
-        self.counts = {}
+        self.counts: dict[str, int] = {}
 
-    def keep(self, keep, step):
+    def keep(self, keep: NDArray[np.bool_], step: str) -> None:
         self.index, self.curves = self.index[keep], self.curves[keep]
         self.peak, self.area = self.peak[keep], self.area[keep]
         self.counts[step] = int(self.index.size)
 
 
-def _baseline_noise(curves, frames):
+def _baseline_noise(curves: NDArray[np.float64], frames: NDArray[np.bool_]) -> NDArray[np.float64]:
     """Robust standard deviation of ΔR2* over the baseline frames: 1.4826 MAD."""
     base = curves[:, frames]
     return 1.4826 * np.median(np.abs(base - np.median(base, axis=1, keepdims=True)), axis=1)
 
 
-def select_aif(delta_r2star, mask, frame_times, *, n_voxels=20, echo_time=None,
-               baseline=None, saturation_snr=3.0, auc_fraction=0.10, roughness_fraction=0.25,
-               width_quantile=0.5, min_separation=20.0):
+def select_aif(delta_r2star: ArrayLike, mask: ArrayLike, frame_times: ArrayLike, *,
+               n_voxels: int = 20, echo_time: float | None = None,
+               baseline: slice | NDArray[Any] | None = None, saturation_snr: float = 3.0,
+               auc_fraction: float = 0.10, roughness_fraction: float = 0.25,
+               width_quantile: float = 0.5, min_separation: float = 20.0) -> AIFSelection:
     """Automatic AIF selection on ΔR2* curves within a search (brain) mask.
 
     Implements the steps listed in the module docstring (Mouridsen et al., MRM
@@ -246,6 +256,7 @@ def select_aif(delta_r2star, mask, frame_times, *, n_voxels=20, echo_time=None,
                           if members.size > 1 else 0.0)
         variance = np.maximum(errors[0] + errors[1], np.finfo(float).tiny)
         separation = float(np.mean((means[0] - means[1]) ** 2 / variance))
+        assert best is not None  # two clusters, each scored
         if best.size < n_voxels or separation < min_separation:
             break
         group = best

@@ -17,11 +17,13 @@ BET's initial threshold, Smith, Hum Brain Mapp 2002;17:143; nilearn's
 """
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 
-def brain_mask(mean_baseline_image, *, opening_iterations=1):
+def brain_mask(mean_baseline_image: ArrayLike, *,
+               opening_iterations: int = 1) -> NDArray[np.bool_]:
     """Boolean brain mask of a 3-D mean baseline image (Otsu, opening, largest component,
     hole filling; see the module docstring).
 

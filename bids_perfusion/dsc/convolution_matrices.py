@@ -11,10 +11,11 @@ interval Δt is part of every matrix here: leaving it out makes CBF scale with 1
 """
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import linalg
 
 
-def causal_convolution_matrix(aif, dt):
+def causal_convolution_matrix(aif: ArrayLike, dt: float) -> NDArray[np.float64]:
     """Lower-triangular Toeplitz matrix ``A[i, j] = Δt · C_aif[i − j]`` for ``j ≤ i``, else 0.
 
     ``C_tis = A k`` is the left-rectangle discretisation of ``C_tis = C_aif ⊛ k``
@@ -24,7 +25,7 @@ def causal_convolution_matrix(aif, dt):
     return linalg.toeplitz(dt * aif, np.zeros_like(aif))
 
 
-def circulant_spectrum(aif, dt):
+def circulant_spectrum(aif: ArrayLike, dt: float) -> NDArray[np.complex128]:
     """Eigenvalues of the block-circulant convolution matrix, one per ``rfft`` frequency.
 
     Wu et al. (MRM 2003;50:164) zero-pad the T-frame AIF to ``L = 2T`` samples and build
@@ -42,6 +43,6 @@ def circulant_spectrum(aif, dt):
     return dt * np.fft.rfft(aif, n=circulant_length(aif.shape[-1]))
 
 
-def circulant_length(n_frames):
+def circulant_length(n_frames: int) -> int:
     """Length ``L = 2T`` of the zero-padded series; ``L ≥ 2T`` avoids time aliasing (Wu 2003)."""
     return 2 * n_frames

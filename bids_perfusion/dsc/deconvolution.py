@@ -26,16 +26,20 @@ else; ``dataclasses.asdict(model.params)`` gives the values used, for output sid
 """
 
 import dataclasses
+from collections.abc import Mapping
 from functools import cached_property
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion.constants import PER_SECOND_TO_PER_100G_MIN
 from bids_perfusion.dsc.tikhonov import Tikhonov
 from bids_perfusion.dsc.truncated_svd import CirculantSVD, OscillationIndexSVD, StandardSVD
+from bids_perfusion.voxels import scatter, voxel_mask
 
 
-def _check_relative(name, values):
+def _check_relative(name: str, values: ArrayLike) -> None:
     values = np.atleast_1d(np.asarray(values, dtype=np.float64))
     if values.size == 0 or not np.all((values > 0) & (values <= 1)):
         raise ValueError(f"{name} must be in (0, 1], relative to the largest singular value")
@@ -47,7 +51,7 @@ class StandardSVDParameters:
 
     threshold: float = 0.2
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_relative("threshold", self.threshold)
 
 
@@ -57,7 +61,7 @@ class CirculantSVDParameters:
 
     threshold: float = 0.1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_relative("threshold", self.threshold)
 
 
@@ -73,7 +77,7 @@ class OscillationIndexSVDParameters:
     oi_threshold: float = 0.035
     threshold_grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.oi_threshold > 0:
             raise ValueError(f"oi_threshold must be > 0, got {self.oi_threshold}")
         _check_relative("threshold_grid", self.threshold_grid)
@@ -98,12 +102,16 @@ class TikhonovParameters:
     lam: float = 0.2
     lambda_grid: tuple[float, ...] = tuple(10.0 ** (i / 10) for i in range(-30, 1))
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.criterion not in ("fixed", "gcv", "lcurve"):
             raise ValueError(f"criterion must be fixed, gcv or lcurve, got {self.criterion!r}")
         _check_relative("lam", self.lam)
         _check_relative("lambda_grid", self.lambda_grid)
 
+
+#: The parameters of one method.
+MethodParameters = (StandardSVDParameters | CirculantSVDParameters
+                    | OscillationIndexSVDParameters | TikhonovParameters)
 
 #: method name -> (parameter class, solver class)
 METHODS = {
@@ -114,7 +122,7 @@ METHODS = {
 }
 
 
-def _method_parameters(method, params):
+def _method_parameters(method: str, params: Mapping[str, Any]) -> MethodParameters:
     if method not in METHODS:
         raise ValueError(f"unknown deconvolution method {method!r}; choose from {sorted(METHODS)}")
     parameter_class = METHODS[method][0]
@@ -124,7 +132,7 @@ def _method_parameters(method, params):
     return parameter_class(**params)
 
 
-def _validated_aif(aif):
+def _validated_aif(aif: ArrayLike) -> NDArray[np.float64]:
     aif = np.asarray(aif, dtype=np.float64)
     if aif.ndim != 1 or aif.size < 2:
         raise ValueError(f"the AIF must be one curve of at least 2 frames, got shape {aif.shape}")
@@ -135,14 +143,14 @@ def _validated_aif(aif):
     return aif
 
 
-def _validated_dt(dt):
+def _validated_dt(dt: float) -> float:
     if not (np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be the frame interval in seconds (> 0), got {dt}")
     return float(dt)
 
 
 class DeconvolutionModel:
-    """Deconvolution of tissue curves by one AIF (dipy-style: ``model.fit(data) -> fit``).
+    """Deconvolution of tissue curves by one AIF (dipy-style: ``model.fit(data, mask) -> fit``).
 
     Parameters
     ----------
@@ -158,7 +166,8 @@ class DeconvolutionModel:
         ``criterion="gcv"`` for Tikhonov); omitted ones take the literature defaults.
     """
 
-    def __init__(self, aif, dt, method="osvd", *, chunk_size=2048, **params):
+    def __init__(self, aif: ArrayLike, dt: float, method: str = "osvd", *,
+                 chunk_size: int = 2048, **params: Any):
         self.aif = _validated_aif(aif)
         self.dt = _validated_dt(dt)
         self.method = method
@@ -169,13 +178,22 @@ class DeconvolutionModel:
         solver_class = METHODS[method][1]
         self._solver = solver_class(self.aif, self.dt, **dataclasses.asdict(self.params))
 
-    def fit(self, concentration):
+    def fit(self, concentration: ArrayLike, mask: ArrayLike | None = None) -> "DeconvolutionFit":
         """Deconvolve ``concentration`` of shape ``(..., T)``; returns a :class:`DeconvolutionFit`.
 
-        Float32 data are processed in float32 (the matrices are computed in float64);
-        other dtypes in float64.
+        ``mask`` (boolean, ``concentration.shape[:-1]``) restricts the fit to its voxels;
+        the maps of the fit keep the full voxel shape, 0 outside the mask. Float32 data
+        are processed in float32 (the matrices are computed in float64); other dtypes in
+        float64.
         """
-        data = self._validated_concentration(concentration)
+        data = np.asarray(concentration)
+        if data.ndim == 0 or data.shape[-1] != self.aif.size:
+            raise ValueError(
+                f"concentration must have the AIF's {self.aif.size} frames on its last axis, "
+                f"got shape {data.shape}"
+            )
+        voxels = None if mask is None else voxel_mask(mask, data.shape[:-1])
+        data = _validated_concentration(data if voxels is None else data[voxels])
         flat = data.reshape(-1, data.shape[-1])
         residue = np.empty((len(flat), self._solver.n_lags), dtype=flat.dtype)
         regularisation = np.empty(len(flat))
@@ -186,28 +204,27 @@ class DeconvolutionModel:
             self,
             residue.reshape(*data.shape[:-1], residue.shape[-1]),
             regularisation.reshape(data.shape[:-1]),
+            voxels,
         )
 
-    def _validated_concentration(self, concentration):
-        data = np.asarray(concentration)
-        if data.dtype != np.float32:
-            data = data.astype(np.float64)
-        if data.ndim == 0 or data.shape[-1] != self.aif.size:
-            raise ValueError(
-                f"concentration must have the AIF's {self.aif.size} frames on its last axis, "
-                f"got shape {data.shape}"
-            )
-        if not np.all(np.isfinite(data)):
-            bad = np.count_nonzero(~np.all(np.isfinite(data), axis=-1))
-            raise ValueError(
-                f"concentration has NaN or infinite values in {bad} voxel(s); "
-                "mask them out or replace them before deconvolution"
-            )
-        return data
+
+def _validated_concentration(data: NDArray[Any]) -> NDArray[np.floating]:
+    if data.dtype != np.float32:
+        data = data.astype(np.float64)
+    if not np.all(np.isfinite(data)):
+        bad = np.count_nonzero(~np.all(np.isfinite(data), axis=-1))
+        raise ValueError(
+            f"concentration has NaN or infinite values in {bad} voxel(s); "
+            "mask them out or replace them before deconvolution"
+        )
+    return data
 
 
 class DeconvolutionFit:
     """Result of :meth:`DeconvolutionModel.fit`; maps are computed on first access.
+
+    Every attribute has the voxel shape of the data given to the fit; with a mask, 0
+    outside it.
 
     Attributes
     ----------
@@ -218,24 +235,35 @@ class DeconvolutionFit:
         Relative SVD threshold (SVD methods) or λ / s_max (Tikhonov) used per voxel.
     """
 
-    def __init__(self, model, residue, regularisation):
+    def __init__(self, model: DeconvolutionModel, residue: NDArray[np.floating],
+                 regularisation: NDArray[np.float64],
+                 mask: NDArray[np.bool_] | None = None):
         self.model = model
-        self.residue = residue
-        self.regularisation = regularisation
+        self.mask = mask
+        self._residue = residue  # of the fitted voxels: (V, N) with a mask
+        self._regularisation = regularisation
 
     @cached_property
-    def cbf(self):
+    def residue(self) -> NDArray[np.floating]:
+        return scatter(self._residue, self.mask)
+
+    @cached_property
+    def regularisation(self) -> NDArray[np.float64]:
+        return scatter(self._regularisation, self.mask)
+
+    @cached_property
+    def cbf(self) -> NDArray[np.floating]:
         """``CBF = 6000 · max_t k(t)``: mL/100 mL/min, no kH or density factor (OSIPI rule)."""
-        return PER_SECOND_TO_PER_100G_MIN * self.residue.max(axis=-1)
+        return scatter(PER_SECOND_TO_PER_100G_MIN * self._residue.max(axis=-1), self.mask)
 
     @cached_property
-    def tmax(self):
+    def tmax(self) -> NDArray[np.float64]:
         """Time of the maximum of ``k``, s.
 
         For the block-circulant methods, a peak at a lag ``j ≥ T`` is read as ``(j − 2T) · Δt``
         (tissue curve leading the AIF), so Tmax is signed.
         """
-        lag = np.argmax(self.residue, axis=-1)
+        lag = np.argmax(self._residue, axis=-1)
         n_frames = self.model.aif.size
-        lag = np.where(lag >= n_frames, lag - self.residue.shape[-1], lag)
-        return lag * self.model.dt
+        lag = np.where(lag >= n_frames, lag - self._residue.shape[-1], lag)
+        return scatter(lag * self.model.dt, self.mask)

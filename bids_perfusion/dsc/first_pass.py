@@ -24,6 +24,7 @@ conditioned than ``(K, t0, α, β)``.
 import dataclasses
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage, special
 
 #: The fit ends at the first frame after the peak below this fraction of the peak. This
@@ -61,7 +62,10 @@ class GammaVariateFit:
     r_squared: np.ndarray
 
 
-def gamma_variate_curve(times, peak, t0, time_to_peak, alpha):
+def gamma_variate_curve(times: ArrayLike, peak: float | NDArray[np.float64],
+                        t0: float | NDArray[np.float64],
+                        time_to_peak: float | NDArray[np.float64],
+                        alpha: float | NDArray[np.float64]) -> NDArray[np.float64]:
     """``C = y_max u^α exp(α(1 − u))``, ``u = (t − t0)/t_p``, for ``t > t0``; 0 before.
 
     Parameters broadcast as (N, 1) against ``times`` (T,); the peak ``y_max`` is at
@@ -74,14 +78,16 @@ def gamma_variate_curve(times, peak, t0, time_to_peak, alpha):
     return np.where(u > 0, peak * np.exp(log_shape), 0.0)
 
 
-def gamma_variate_area(peak, time_to_peak, alpha):
+def gamma_variate_area(peak: float | NDArray[np.float64],
+                       time_to_peak: float | NDArray[np.float64],
+                       alpha: ArrayLike) -> NDArray[np.float64]:
     """``∫ C dt = K β^(α+1) Γ(α+1) = y_max t_p e^α α^−(α+1) Γ(α+1)``."""
     alpha = np.asarray(alpha, dtype=float)
     return peak * time_to_peak * np.exp(alpha - (alpha + 1.0) * np.log(alpha)
                                         + special.gammaln(alpha + 1.0))
 
 
-def fit_window(curves, fraction=DOWNSLOPE_FRACTION):
+def fit_window(curves: ArrayLike, fraction: float = DOWNSLOPE_FRACTION) -> NDArray[np.bool_]:
     """(N, T) boolean: frames from the first one to the end of the fitted downslope.
 
     The peak and the downslope are read on the curves smoothed by a 3-frame moving
@@ -98,8 +104,9 @@ def fit_window(curves, fraction=DOWNSLOPE_FRACTION):
     return frames <= end[:, None]
 
 
-def fit_gamma_variate(curves, frame_times, fraction=DOWNSLOPE_FRACTION,
-                      iterations=ITERATIONS):
+def fit_gamma_variate(curves: ArrayLike, frame_times: ArrayLike,
+                      fraction: float = DOWNSLOPE_FRACTION,
+                      iterations: int = ITERATIONS) -> GammaVariateFit:
     """Gamma-variate first pass of each concentration (or ΔR2*) curve (N, T) or (T,).
 
     Baseline-subtracted curves, frames from the end of the steady-state transient on.
@@ -160,7 +167,8 @@ def fit_gamma_variate(curves, frame_times, fraction=DOWNSLOPE_FRACTION,
     return result
 
 
-def _initial_parameters(data, times):
+def _initial_parameters(data: NDArray[np.float64],
+                        times: NDArray[np.float64]) -> NDArray[np.float64]:
     smooth = ndimage.uniform_filter1d(data, 3, axis=-1, mode="nearest")
     peak_index = np.argmax(smooth, axis=-1)
     height = smooth[np.arange(len(data)), peak_index]
@@ -174,7 +182,9 @@ def _initial_parameters(data, times):
     return np.stack([height, t0, time_to_peak, np.full(len(data), 3.0)], axis=-1)
 
 
-def _model_and_jacobian(times, params):
+def _model_and_jacobian(
+    times: NDArray[np.float64], params: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Model (N, T) and its derivatives (N, T, 4) by ``(y_max, t0, t_p, α)``.
 
     With ``ln C = ln y_max + α(ln u + 1 − u)``: ``∂C/∂y_max = C/y_max``,
@@ -196,6 +206,7 @@ def _model_and_jacobian(times, params):
     return model, jacobian
 
 
-def _cost(data, times, weight, params):
+def _cost(data: NDArray[np.float64], times: NDArray[np.float64], weight: NDArray[np.float64],
+          params: NDArray[np.float64]) -> NDArray[np.float64]:
     model = gamma_variate_curve(times, *(params[:, k, None] for k in range(4)))
     return (weight * (data - model) ** 2).sum(axis=-1)

@@ -13,10 +13,12 @@ All functions take times in seconds and broadcast over leading axes.
 """
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import signal, special
 
 
-def gamma_variate(t, t0=0.0, alpha=3.0, beta=1.5):
+def gamma_variate(t: ArrayLike, t0: float = 0.0, alpha: float = 3.0,
+                  beta: float = 1.5) -> NDArray[np.float64]:
     """Gamma-variate bolus shape, normalised to a peak of 1.
 
     ``g(t) = ((t - t0) / (alpha * beta))**alpha * exp(alpha - (t - t0) / beta)`` for
@@ -29,7 +31,7 @@ def gamma_variate(t, t0=0.0, alpha=3.0, beta=1.5):
     return np.where(s > 0, np.exp(log_g), 0.0)
 
 
-def residue_exponential(t, mtt):
+def residue_exponential(t: ArrayLike, mtt: ArrayLike) -> NDArray[np.float64]:
     """Residue function of a well-mixed compartment: ``R(t) = exp(-t / MTT)`` for t >= 0.
 
     Its integral is MTT (Ostergaard et al. 1996).
@@ -38,7 +40,7 @@ def residue_exponential(t, mtt):
     return np.where(t >= 0, np.exp(-np.clip(t, 0.0, None) / mtt), 0.0)
 
 
-def residue_gamma(t, mtt, shape=2.0):
+def residue_gamma(t: ArrayLike, mtt: ArrayLike, shape: float = 2.0) -> NDArray[np.float64]:
     """Residue function of a gamma distribution of transit times.
 
     With transit-time density ``h`` a gamma distribution of mean MTT and shape k
@@ -50,7 +52,7 @@ def residue_gamma(t, mtt, shape=2.0):
     return np.where(t >= 0, special.gammaincc(shape, shape * np.clip(t, 0.0, None) / mtt), 0.0)
 
 
-def dispersion_kernel(t, tau):
+def dispersion_kernel(t: ArrayLike, tau: float) -> NDArray[np.float64]:
     """Unit-area exponential vascular transport kernel ``h(t) = exp(-t / tau) / tau``.
 
     Models dispersion of the bolus between the measured artery and the tissue
@@ -63,7 +65,7 @@ def dispersion_kernel(t, tau):
     return np.where(t >= 0, np.exp(-np.clip(t, 0.0, None) / tau) / tau, 0.0)
 
 
-def convolve(a, b, dt):
+def convolve(a: ArrayLike, b: ArrayLike, dt: float) -> NDArray[np.float64]:
     """Causal discrete convolution ``(a ⊛ b)(t_i) = dt * sum_{j<=i} a(t_j) b(t_{i-j})``.
 
     Left-rectangle rule on a uniform grid of spacing ``dt`` (the frame interval appears
@@ -79,7 +81,7 @@ def convolve(a, b, dt):
     return dt * signal.fftconvolve(a, b, axes=-1)[..., :n]
 
 
-def shift(curve, delay, dt):
+def shift(curve: ArrayLike, delay: float, dt: float) -> NDArray[np.float64]:
     """Delay a sampled curve by ``delay`` seconds (linear interpolation, zero-filled)."""
     curve = np.asarray(curve, dtype=float)
     t = np.arange(curve.shape[-1]) * dt

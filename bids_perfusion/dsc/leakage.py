@@ -14,17 +14,21 @@ ratio of the corrected curves (:func:`bids_perfusion.dsc.maps.cbv_area_ratio`).
 :func:`bsw_correction` is this published model by default; with ``transit_kernels`` it
 lets the intravascular term differ in transit time from the reference (``bsw-transit``,
 see there). :func:`bidirectional_correction` adds the back-flux of the agent from the
-interstitium (Leu et al., AJNR 2016;37:1440). :func:`correct` dispatches on the model name.
+interstitium (Leu et al., AJNR 2016;37:1440). :func:`correct` dispatches on the model name;
+:class:`LeakageModel` fits the voxels of a mask and returns full-volume maps.
 The reference and the integrals start at the first frame given, which should be the first
 steady-state frame; the reference is ~0 before the bolus, so earlier frames change nothing.
 """
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import integrate
 
 from bids_perfusion.dsc import kinetics
+from bids_perfusion.voxels import scatter, voxel_mask
 
 #: A voxel is T1-enhancing when its post-bolus mean ΔR2* is this many robust standard
 #: deviations (across the mask) below the median of the mask.
@@ -39,7 +43,7 @@ TRANSIT_KERNELS = (2.0, 4.0, 8.0)
 MODELS = ("bsw", "bidirectional", "bsw-transit")
 
 
-def output_label(model):
+def output_label(model: str) -> str:
     """The ``desc`` label of a model's outputs: the option name without dash (``bswTransit``)."""
     if model not in MODELS:
         raise ValueError(f"unknown leakage model {model!r}; use one of {MODELS}")
@@ -47,7 +51,7 @@ def output_label(model):
     return head + "".join(part.capitalize() for part in rest)
 
 
-def _validated_curves(data):
+def _validated_curves(data: NDArray[np.float64]) -> NDArray[np.float64]:
     if data.ndim < 1 or data.shape[-1] < 3:
         raise ValueError(f"ΔR2* must be curves (..., T) with T >= 3 frames, got {data.shape}")
     if not np.all(np.isfinite(data)):
@@ -55,7 +59,7 @@ def _validated_curves(data):
     return data
 
 
-def _late_frames(mean_curve):
+def _late_frames(mean_curve: NDArray[np.float64]) -> slice:
     """The last quarter of the frames after the peak of the mean curve."""
     peak = int(np.argmax(mean_curve))
     if not (mean_curve[peak] > 0 and mean_curve.size - peak >= 5):
@@ -64,7 +68,7 @@ def _late_frames(mean_curve):
     return slice(mean_curve.size - (mean_curve.size - peak) // 4, None)
 
 
-def non_enhancing(delta_r2star, mask):
+def non_enhancing(delta_r2star: ArrayLike, mask: ArrayLike) -> NDArray[np.bool_]:
     """The voxels of ``mask`` without leakage: boolean array of the voxel shape.
 
     T1-dominant leakage drives the late ΔR2* negative (Boxerman et al., AJNR 2006;27:859);
@@ -95,7 +99,7 @@ def non_enhancing(delta_r2star, mask):
     return kept
 
 
-def _robust_limit(values, z):
+def _robust_limit(values: NDArray[np.float64], z: float) -> float:
     """``median + z · 1.4826 · MAD`` of ``values`` (MAD at least 1e-9 of the largest
     magnitude, so that identical noise-free voxels all pass)."""
     centre = np.median(values)
@@ -103,7 +107,7 @@ def _robust_limit(values, z):
     return centre + z * 1.4826 * spread
 
 
-def reference_curve(delta_r2star, mask):
+def reference_curve(delta_r2star: ArrayLike, mask: ArrayLike) -> NDArray[np.float64]:
     """Mean ΔR2*(t) of the non-enhancing voxels of ``mask``: the BSW reference, shape (T,).
 
     ``ΔR2*_ref(t) = mean over {v ∈ mask, not enhancing} ΔR2*_v(t)`` (Boxerman et al.,
@@ -118,7 +122,9 @@ def reference_curve(delta_r2star, mask):
 
 @dataclasses.dataclass(frozen=True)
 class LeakageFit:
-    """Result of :func:`bsw_correction`, arrays of the voxel shape (``corrected``: + (T,)).
+    """Result of :func:`bsw_correction`, :func:`bidirectional_correction` or
+    :meth:`LeakageModel.fit`: arrays of the voxel shape (``corrected``: + (T,)), 0 outside
+    the mask of the fit.
 
     k1: dimensionless scale of the intravascular term (the area of the voxel's transport
     function relative to the reference: its CBV over the reference's); k2: leakage
@@ -132,7 +138,10 @@ class LeakageFit:
     kep: np.ndarray | None = None
 
 
-def _transit_columns(ref, times, kernels):
+def _transit_columns(
+    ref: NDArray[np.float64], times: NDArray[np.float64],
+    kernels: Sequence[float] | NDArray[np.float64],
+) -> list[NDArray[np.float64]]:
     """``ref ⊛ h_τ`` for unit-area exponential kernels ``h_τ`` (mid-point sampled)."""
     steps = np.diff(times)
     dt = float(np.median(steps))
@@ -149,7 +158,8 @@ def _transit_columns(ref, times, kernels):
     return columns
 
 
-def bsw_correction(delta_r2star, reference, frame_times, transit_kernels=()):
+def bsw_correction(delta_r2star: ArrayLike, reference: ArrayLike, frame_times: ArrayLike,
+                   transit_kernels: Sequence[float] = ()) -> LeakageFit:
     """Per-voxel leakage fit and corrected curves, one pseudo-inverse for all voxels.
 
     Published model (default, ``transit_kernels=()``; Boxerman et al., AJNR 2006;27:859):
@@ -183,8 +193,9 @@ def bsw_correction(delta_r2star, reference, frame_times, transit_kernels=()):
                       corrected=data + k2[..., None] * running)
 
 
-def bidirectional_correction(delta_r2star, reference, frame_times,
-                             transit_kernels=TRANSIT_KERNELS):
+def bidirectional_correction(delta_r2star: ArrayLike, reference: ArrayLike,
+                             frame_times: ArrayLike,
+                             transit_kernels: Sequence[float] = TRANSIT_KERNELS) -> LeakageFit:
     """Bidirectional leakage fit with transit-time terms, all voxels at once.
 
     The agent crosses the barrier both ways (Leu et al., AJNR 2016;37:1440): the
@@ -239,7 +250,8 @@ def bidirectional_correction(delta_r2star, reference, frame_times,
                       corrected=data + a @ intravascular.T - fitted)
 
 
-def correct(model, delta_r2star, reference, frame_times):
+def correct(model: str, delta_r2star: ArrayLike, reference: ArrayLike,
+            frame_times: ArrayLike) -> LeakageFit:
     """The :class:`LeakageFit` of a model of :data:`MODELS` (``bsw``: published BSW;
     ``bsw-transit``: BSW with :data:`TRANSIT_KERNELS`; ``bidirectional``: with efflux and
     the same transit kernels)."""
@@ -252,7 +264,39 @@ def correct(model, delta_r2star, reference, frame_times):
     raise ValueError(f"unknown leakage model {model!r}; use one of {MODELS}")
 
 
-def _validated_inputs(delta_r2star, reference, frame_times):
+@dataclasses.dataclass(frozen=True)
+class LeakageModel:
+    """A leakage model of :data:`MODELS` with its reference curve (dipy-style:
+    ``LeakageModel(reference, frame_times, kind).fit(delta_r2star, mask) -> LeakageFit``).
+
+    ``reference``: the ΔR2* of non-leaky brain, (T,), e.g. :func:`reference_curve`;
+    ``frame_times``: s, (T,); ``kind``: ``bsw`` (default), ``bsw-transit`` or
+    ``bidirectional`` (:func:`correct`).
+    """
+
+    reference: ArrayLike
+    frame_times: ArrayLike
+    kind: str = "bsw"
+
+    def __post_init__(self) -> None:
+        output_label(self.kind)  # ValueError for an unknown model
+
+    def fit(self, delta_r2star: ArrayLike, mask: ArrayLike | None = None) -> LeakageFit:
+        """Fit ΔR2* curves ``(..., T)``, the voxels of ``mask`` only when given; the
+        :class:`LeakageFit` has the voxel shape of ``delta_r2star``, 0 outside the mask."""
+        data = np.asarray(delta_r2star)
+        if mask is None:
+            return correct(self.kind, data, self.reference, self.frame_times)
+        voxels = voxel_mask(mask, data.shape[:-1])
+        fit = correct(self.kind, data[voxels], self.reference, self.frame_times)
+        return LeakageFit(k1=scatter(fit.k1, voxels), k2=scatter(fit.k2, voxels),
+                          corrected=scatter(fit.corrected, voxels),
+                          kep=None if fit.kep is None else scatter(fit.kep, voxels))
+
+
+def _validated_inputs(
+    delta_r2star: ArrayLike, reference: ArrayLike, frame_times: ArrayLike,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     data = _validated_curves(np.asarray(delta_r2star, dtype=np.float64))
     ref = np.asarray(reference, dtype=np.float64)
     times = np.asarray(frame_times, dtype=np.float64)

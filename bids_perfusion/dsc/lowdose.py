@@ -57,7 +57,10 @@ added (σ̂ per voxel from the baseline residuals, seeded: the output is reprodu
 that the simulated series has the acquisition's noise SD, as the paper's Eq. 1 intends.
 """
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 from scipy import signal as sps
 
@@ -81,7 +84,7 @@ SAVGOL_ORDER = 2
 SPATIAL_SIZE = 3
 
 
-def frames_for_tr(tr, seconds=TEMPORAL_WINDOW_S):
+def frames_for_tr(tr: float, seconds: float = TEMPORAL_WINDOW_S) -> int:
     """Odd number of frames closest to ``seconds`` at the frame interval ``tr`` (s), at
     least ``SAVGOL_ORDER + 3`` = 5 (a window of order + 1 frames fits exactly, no average).
     """
@@ -93,7 +96,8 @@ def frames_for_tr(tr, seconds=TEMPORAL_WINDOW_S):
     return max(frames, SAVGOL_ORDER + 3)
 
 
-def local_average(values, *, average="temporal", frames=5, spatial_size=SPATIAL_SIZE):
+def local_average(values: NDArray[np.floating], *, average: str = "temporal", frames: int = 5,
+                  spatial_size: int = SPATIAL_SIZE) -> NDArray[np.float64]:
     """``S̄`` of a float (x, y, z, T) series: Savitzky–Golay of order 2 over ``frames``
     frames along time (edge-aware, ``mode="interp"``) or a box of ``spatial_size`` voxels
     along x, y, z (edges replicated)."""
@@ -113,8 +117,10 @@ def local_average(values, *, average="temporal", frames=5, spatial_size=SPATIAL_
     raise ValueError(f"average must be one of {AVERAGES} (got {average!r})")
 
 
-def simulate_low_dose(signal, dose, *, baseline, model="exponential", average="temporal",
-                      frames=5, spatial_size=SPATIAL_SIZE, restore_noise=True, seed=0):
+def simulate_low_dose(signal: ArrayLike, dose: float, *, baseline: slice | NDArray[Any],
+                      model: str = "exponential", average: str = "temporal", frames: int = 5,
+                      spatial_size: int = SPATIAL_SIZE, restore_noise: bool = True,
+                      seed: int = 0) -> NDArray[Any]:
     """Low-dose DSC series: ``S_d = S(0) (S̄/S(0))^d + (S - S̄)`` (``model="exponential"``)
     or ``S_d = S - (1 - d)[S̄ - S(0)]`` (``model="linear"``, the stU-Net paper's Eq. 1).
 
@@ -168,7 +174,9 @@ def simulate_low_dose(signal, dose, *, baseline, model="exponential", average="t
     return simulated.astype(out_dtype)
 
 
-def _restored_noise(residual, baseline, frames, dose, seed):
+def _restored_noise(residual: NDArray[np.float64], baseline: NDArray[np.bool_], frames: int,
+                    dose: float,
+                    seed: int) -> NDArray[np.float64]:
     """Gaussian noise of variance ``σ̂² h0 (1 - d²)`` per voxel, with
     ``σ̂² = mean of (S - S̄)² / (1 - h0)`` (a Savitzky–Golay smoother is a projection, so
     the residual keeps ``1 - h0`` of the noise variance) over the baseline frames whose
@@ -183,14 +191,14 @@ def _restored_noise(residual, baseline, frames, dose, seed):
     return np.random.default_rng(seed).standard_normal(residual.shape) * scale
 
 
-def savgol_centre_weight(frames):
+def savgol_centre_weight(frames: int) -> float:
     """``h0``: weight of the centre frame in the order-2 Savitzky–Golay smoother of
     ``frames`` frames (17/35 for 5 frames, 1/3 for 7); equal to the sum of the squared
     weights, since the smoother is a projection."""
     return float(sps.savgol_coeffs(frames, SAVGOL_ORDER)[frames // 2])
 
 
-def baseline_of_run(first_echo, brain):
+def baseline_of_run(first_echo: ArrayLike, brain: ArrayLike) -> tuple[int, int]:
     """``(start, stop)``: the first frame after the approach to steady state and the end of
     the baseline, found on the mean brain curve (:func:`bids_perfusion.dsc.timing.
     baseline_window`)."""
@@ -198,8 +206,9 @@ def baseline_of_run(first_echo, brain):
     return timing.baseline_window(first_echo[np.asarray(brain, dtype=bool)].mean(axis=0))
 
 
-def simulation_metadata(dose, tr, *, model="exponential", average="temporal",
-                        spatial_size=SPATIAL_SIZE):
+def simulation_metadata(dose: float, tr: float, *, model: str = "exponential",
+                        average: str = "temporal",
+                        spatial_size: int = SPATIAL_SIZE) -> dict[str, Any]:
     """Sidecar record of a simulated dose: dose, model and local average (with its width)."""
     record = {"SimulatedDose": dose, "LowDoseModel": model,
               "LowDoseModelEquation": ("S_d = S(0) (Sbar/S(0))^d + (S - Sbar)"
@@ -216,8 +225,9 @@ def simulation_metadata(dose, tr, *, model="exponential", average="temporal",
     return record
 
 
-def simulate_low_dose_run(signal, dose, window, *, tr, model="exponential",
-                          average="temporal", spatial_size=SPATIAL_SIZE):
+def simulate_low_dose_run(signal: ArrayLike, dose: float, window: tuple[int, int], *,
+                          tr: float, model: str = "exponential", average: str = "temporal",
+                          spatial_size: int = SPATIAL_SIZE) -> NDArray[np.float64]:
     """:func:`simulate_low_dose` of a whole acquired series (x, y, z, T), float64.
 
     ``window`` = ``(start, stop)`` of :func:`baseline_of_run`: frames before ``start``

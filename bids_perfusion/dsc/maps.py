@@ -14,16 +14,20 @@ in mL/100 mL/min, the convention of the OSIPI DSC challenge. kH and ρ default t
 """
 
 import dataclasses
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import integrate
 
 from bids_perfusion.constants import KH, RHO_BRAIN
 from bids_perfusion.dsc import timing
 
+if TYPE_CHECKING:
+    from bids_perfusion.dsc.deconvolution import DeconvolutionFit
 
-def _scale(kh, rho, scaled):
+
+def _scale(kh: float, rho: float, scaled: bool) -> float:
     if not scaled:
         return 1.0
     if not (np.isfinite(kh) and np.isfinite(rho) and kh > 0 and rho > 0):
@@ -31,8 +35,9 @@ def _scale(kh, rho, scaled):
     return kh / rho
 
 
-def cbv_area_ratio(tissue_concentration, aif_concentration, frame_times, kh=KH,
-                   rho=RHO_BRAIN, scaled=True):
+def cbv_area_ratio(tissue_concentration: ArrayLike, aif_concentration: ArrayLike,
+                   frame_times: ArrayLike, kh: float = KH, rho: float = RHO_BRAIN,
+                   scaled: bool = True) -> NDArray[np.float64]:
     """Cerebral blood volume by the area ratio, mL/100 g (mL/100 mL when not scaled).
 
     ``CBV = 100 · (kH / ρ) · ∫C_t(t) dt / ∫C_a(t) dt`` (Rempp et al., Radiology
@@ -56,7 +61,8 @@ def cbv_area_ratio(tissue_concentration, aif_concentration, frame_times, kh=KH,
     return 100.0 * _scale(kh, rho, scaled) * integrate.trapezoid(tissue, times) / aif_area
 
 
-def cbf_from_fit(fit, kh=KH, rho=RHO_BRAIN, scaled=True):
+def cbf_from_fit(fit: "DeconvolutionFit", kh: float = KH, rho: float = RHO_BRAIN,
+                 scaled: bool = True) -> NDArray[np.floating]:
     """Cerebral blood flow, mL/100 g/min (mL/100 mL/min when not scaled).
 
     ``CBF = (kH / ρ) · 6000 · max_t k(t)`` with ``k = CBF · R`` the flow-scaled residue of a
@@ -66,7 +72,7 @@ def cbf_from_fit(fit, kh=KH, rho=RHO_BRAIN, scaled=True):
     return _scale(kh, rho, scaled) * fit.cbf
 
 
-def mean_transit_time(cbv, cbf):
+def mean_transit_time(cbv: ArrayLike, cbf: ArrayLike) -> NDArray[np.float64]:
     """Mean transit time, s: ``MTT = 60 · CBV / CBF`` (central volume theorem).
 
     CBV in mL/100 g and CBF in mL/100 g/min (or both per 100 mL); 0 where CBF ≤ 0
@@ -98,8 +104,9 @@ class DSCMaps:
                              "ttp": "s", "bat": "s"}
 
     @classmethod
-    def from_fit(cls, tissue_concentration, aif_concentration, frame_times, fit, kh=KH,
-                 rho=RHO_BRAIN, scaled=True):
+    def from_fit(cls, tissue_concentration: ArrayLike, aif_concentration: ArrayLike,
+                 frame_times: ArrayLike, fit: "DeconvolutionFit", kh: float = KH,
+                 rho: float = RHO_BRAIN, scaled: bool = True) -> "DSCMaps":
         """All maps from the tissue curves (..., T), the AIF (T,) and their deconvolution.
 
         CBV by :func:`cbv_area_ratio`, CBF by :func:`cbf_from_fit`, MTT by

@@ -6,9 +6,12 @@ BIDS requires; values that only make sense in milliseconds are refused rather th
 """
 
 import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from bids_perfusion import constants
 from bids_perfusion.dsc.relaxivity import nominal_field
@@ -54,12 +57,14 @@ class DSCRunMetadata:
     field_strength_source: str = "sidecar"
 
     @property
-    def frame_times(self):
+    def frame_times(self) -> NDArray[np.floating]:
         """Acquisition time of each frame relative to the first, s."""
         return np.arange(self.n_frames) * self.repetition_time
 
     @classmethod
-    def from_sidecars(cls, paths, sidecars, shapes, field_strength=None):
+    def from_sidecars(cls, paths: Sequence[str], sidecars: Sequence[Mapping[str, Any]],
+                      shapes: Sequence[tuple[int, ...]],
+                      field_strength: float | None = None) -> "DSCRunMetadata":
         """Validate the sidecars and image shapes of the echo files of one run.
 
         ``paths``, ``sidecars`` (dicts) and ``shapes`` hold one entry per echo file;
@@ -104,7 +109,7 @@ class DSCRunMetadata:
                    field, source)
 
 
-def _field_strength(path, meta):
+def _field_strength(path: str, meta: Mapping[str, Any]) -> float:
     field = meta.get("MagneticFieldStrength")
     if field is None:
         raise MetadataError(f"{path}: field 'MagneticFieldStrength' is missing from the JSON "
@@ -115,7 +120,7 @@ def _field_strength(path, meta):
     return field
 
 
-def _check_field_strength(path, field, where):
+def _check_field_strength(path: str, field: float, where: str) -> None:
     low, high = FIELD_STRENGTH_RANGE
     if not low <= field <= high:
         raise MetadataError(f"{path}: {where} is {field:g}; it must be in tesla, between "
@@ -127,7 +132,7 @@ def _check_field_strength(path, field, where):
                             "values to constants.DSC_RELAXIVITY, or give --field-strength.")
 
 
-def _echo_time(path, meta):
+def _echo_time(path: str, meta: Mapping[str, Any]) -> float:
     te = meta.get("EchoTime")
     if te is None:
         raise MetadataError(f"{path}: field 'EchoTime' is missing from the JSON sidecar; "
@@ -144,7 +149,7 @@ def _echo_time(path, meta):
     return te
 
 
-def _repetition_time(path, meta, n_frames):
+def _repetition_time(path: str, meta: Mapping[str, Any], n_frames: int) -> float:
     tr = meta.get("RepetitionTime")
     if tr is None and "VolumeTiming" in meta:
         timing = meta["VolumeTiming"]
@@ -168,12 +173,13 @@ def _repetition_time(path, meta, n_frames):
     return tr
 
 
-def number(path, field, value, example, unit="seconds"):
+def number(path: object, field: str, value: object, example: str,
+           unit: str = "seconds") -> float:
     """``value`` of sidecar ``field`` as a finite float, or MetadataError naming the file,
     the field and an ``example`` of a valid value in ``unit`` (JSON numbers only:
     ``"30ms"``, ``true`` or ``null`` are refused rather than guessed)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(
-            value):
+            float(value)):
         raise MetadataError(f"{path}: field {field!r} is {value!r}; it must be a JSON number "
                             f"in {unit}, e.g. {example}.")
     return float(value)

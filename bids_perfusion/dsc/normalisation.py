@@ -13,6 +13,7 @@ left and right from the image's affine.
 """
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
 #: Margin kept between the tumour and the automatic NAWM, voxels.
@@ -27,8 +28,9 @@ MIDLINE_MARGIN_MM = 5.0
 _SIX_NEIGHBOURS = ndimage.generate_binary_structure(3, 1)
 
 
-def white_matter_from_baseline(baseline, brain, smoothing=BASELINE_SMOOTHING,
-                               quantile=WHITE_MATTER_QUANTILE):
+def white_matter_from_baseline(baseline: ArrayLike, brain: ArrayLike,
+                               smoothing: float = BASELINE_SMOOTHING,
+                               quantile: float = WHITE_MATTER_QUANTILE) -> NDArray[np.bool_]:
     """White matter from the contrast of the mean pre-contrast (baseline) image.
 
     In a gradient-echo DSC baseline (T2*-weighted, TR 1-1.5 s) CSF and oedema are
@@ -57,7 +59,9 @@ def white_matter_from_baseline(baseline, brain, smoothing=BASELINE_SMOOTHING,
     return ndimage.binary_erosion(core & (smooth <= darkest), structure=_SIX_NEIGHBOURS)
 
 
-def automatic_nawm_mask(brain, affine, baseline=None, white_matter=None, exclude=None):
+def automatic_nawm_mask(brain: ArrayLike, affine: ArrayLike, baseline: ArrayLike | None = None,
+                        white_matter: ArrayLike | None = None,
+                        exclude: ArrayLike | None = None) -> NDArray[np.bool_]:
     """Contralateral NAWM from a tissue segmentation or the baseline image contrast.
 
     White matter is ``white_matter`` (a given segmentation, eroded by one voxel) or
@@ -91,7 +95,7 @@ def automatic_nawm_mask(brain, affine, baseline=None, white_matter=None, exclude
     return wm
 
 
-def world_x(shape, affine):
+def world_x(shape: tuple[int, ...], affine: ArrayLike) -> NDArray[np.float64]:
     """World x (mm) of every voxel centre of a grid: ``x = A[0, :3] · (i, j, k) + A[0, 3]``.
 
     NIfTI world space is RAS+ (``+x`` towards the subject's right), whatever the storage
@@ -102,7 +106,8 @@ def world_x(shape, affine):
     return affine[0, 0] * i + affine[0, 1] * j + affine[0, 2] * k + affine[0, 3]
 
 
-def hemisphere_of(lesion, brain, affine, margin_mm=0.0):
+def hemisphere_of(lesion: ArrayLike, brain: ArrayLike, affine: ArrayLike,
+                  margin_mm: float = 0.0) -> NDArray[np.bool_]:
     """Voxels on the lesion's side of the mid-sagittal plane, from the affine.
 
     The plane is ``x = x̄_brain``, the mean world x of the brain voxels (RAS+, so the
@@ -119,7 +124,8 @@ def hemisphere_of(lesion, brain, affine, margin_mm=0.0):
     return offset > -margin_mm
 
 
-def relative_map(values, reference_mask):
+def relative_map(values: ArrayLike,
+                 reference_mask: ArrayLike) -> tuple[NDArray[np.float64], float]:
     """``(values / m, m)`` with ``m = median(values[reference_mask])``.
 
     ValueError if the reference is empty or its median is not positive.

@@ -12,9 +12,12 @@ magnetic field and live in :data:`bids_perfusion.constants.DSC_RELAXIVITY`;
 :func:`dual_echo_delta_r2star` removes the T1 effect of contrast agent leakage.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion import constants
 
@@ -39,7 +42,7 @@ class Relaxivities:
     blood_linear: float
     blood_quadratic: float
 
-    def sidecar(self):
+    def sidecar(self) -> dict[str, Any]:
         """The keys written into every DSC sidecar that depends on them."""
         return {"MagneticFieldStrength": self.field_strength,
                 "RelaxivityFieldStrength": self.nominal_field,
@@ -50,7 +53,7 @@ class Relaxivities:
                 "RelaxivitySource": constants.DSC_RELAXIVITY_SOURCE[self.nominal_field]}
 
     @classmethod
-    def from_sidecar(cls, record):
+    def from_sidecar(cls, record: Mapping[str, Any]) -> "Relaxivities":
         """Inverse of :meth:`sidecar` (the dict that travels between nipype nodes)."""
         return cls(float(record["MagneticFieldStrength"]),
                    float(record["RelaxivityFieldStrength"]), record["BloodRelaxivity"],
@@ -58,14 +61,15 @@ class Relaxivities:
                    float(record["BloodRelaxivityQuadratic"]))
 
 
-def nominal_field(field_strength, table=constants.DSC_RELAXIVITY):
+def nominal_field(field_strength: float,
+                  table: Mapping[float, Any] = constants.DSC_RELAXIVITY) -> float | None:
     """The tabulated field within :data:`~bids_perfusion.constants.FIELD_TOLERANCE` of
     ``field_strength`` (tesla), or ``None`` when there is none."""
     nearest = min(table, key=lambda b: abs(b - field_strength))
     return nearest if abs(nearest - field_strength) <= constants.FIELD_TOLERANCE else None
 
 
-def at_field(field_strength, blood_model="linear"):
+def at_field(field_strength: float, blood_model: str = "linear") -> Relaxivities:
     """:class:`Relaxivities` at ``field_strength`` (tesla) for a blood model of
     :data:`BLOOD_MODELS`; ValueError when no tabulated field is within the tolerance
     (the constants of another field would bias absolute CBV and CBF)."""
@@ -81,42 +85,45 @@ def at_field(field_strength, blood_model="linear"):
                         values["blood_quadratic"] if blood_model == "quadratic" else 0.0)
 
 
-def signal_to_delta_r2star(signal, s0, te):
+def signal_to_delta_r2star(signal: ArrayLike, s0: ArrayLike, te: float) -> NDArray[np.float64]:
     """``ΔR2*(t) = -ln(S(t) / S0) / TE`` (s^-1); ``S0`` broadcasts against ``signal``."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return -np.log(np.asarray(signal, dtype=float) / s0) / te
 
 
-def delta_r2star_to_signal(delta_r2star, s0, te):
+def delta_r2star_to_signal(delta_r2star: ArrayLike, s0: float | NDArray[np.float64],
+                           te: float) -> NDArray[np.float64]:
     """``S(t) = S0 exp(-TE ΔR2*(t))``."""
     return s0 * np.exp(-te * np.asarray(delta_r2star, dtype=float))
 
 
-def tissue_delta_r2star(concentration, r2star=constants.R2STAR_TISSUE):
+def tissue_delta_r2star(concentration: ArrayLike,
+                        r2star: float = constants.R2STAR_TISSUE) -> NDArray[np.float64]:
     """Tissue: ``ΔR2* = r2* C`` (s^-1), C in mM."""
     return r2star * np.asarray(concentration, dtype=float)
 
 
-def tissue_concentration(delta_r2star, r2star=constants.R2STAR_TISSUE):
+def tissue_concentration(delta_r2star: ArrayLike,
+                         r2star: float = constants.R2STAR_TISSUE) -> NDArray[np.float64]:
     """Inverse of :func:`tissue_delta_r2star`: ``C = ΔR2* / r2*`` (mM)."""
     return np.asarray(delta_r2star, dtype=float) / r2star
 
 
 def blood_delta_r2star(
-    concentration,
-    linear=constants.R2STAR_BLOOD_LINEAR,
-    quadratic=constants.R2STAR_BLOOD_QUADRATIC,
-):
+    concentration: ArrayLike,
+    linear: float = constants.R2STAR_BLOOD_LINEAR,
+    quadratic: float = constants.R2STAR_BLOOD_QUADRATIC,
+) -> NDArray[np.float64]:
     """Whole blood: ``ΔR2* = a C + b C²`` (s^-1); ``quadratic=0`` gives a linear model."""
     c = np.asarray(concentration, dtype=float)
     return linear * c + quadratic * c**2
 
 
 def blood_concentration(
-    delta_r2star,
-    linear=constants.R2STAR_BLOOD_LINEAR,
-    quadratic=constants.R2STAR_BLOOD_QUADRATIC,
-):
+    delta_r2star: ArrayLike,
+    linear: float = constants.R2STAR_BLOOD_LINEAR,
+    quadratic: float = constants.R2STAR_BLOOD_QUADRATIC,
+) -> NDArray[np.float64]:
     """Inverse of :func:`blood_delta_r2star`, the positive root of ``b C² + a C - ΔR2* = 0``.
 
     ``C = 2 ΔR2* / (a + sqrt(a² + 4 b ΔR2*))``, which is stable as b -> 0 and keeps the
@@ -127,7 +134,8 @@ def blood_concentration(
     return 2.0 * r / (linear + disc)
 
 
-def dual_echo_delta_r2star(s_te1, s0_te1, s_te2, s0_te2, te1, te2):
+def dual_echo_delta_r2star(s_te1: ArrayLike, s0_te1: ArrayLike, s_te2: ArrayLike,
+                           s0_te2: ArrayLike, te1: float, te2: float) -> NDArray[np.float64]:
     """T1-insensitive ΔR2* from two echoes: ``ΔR2* = ln[(S1/S1₀) / (S2/S2₀)] / (TE2 − TE1)``.
 
     With ``S_e(t) = S_e,0 · f_T1(t) · exp(−TE_e ΔR2*(t))``, the T1 factor ``f_T1`` of

@@ -1,11 +1,16 @@
 """From the echo series of a DSC run to ΔR2*(t) of its brain voxels."""
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion.dsc import relaxivity, timing
 
 
-def series_to_delta_r2star(series, echo_times, brain):
+def series_to_delta_r2star(series: Sequence[NDArray[Any]], echo_times: Sequence[float],
+                           brain: ArrayLike) -> tuple[NDArray[np.float32], int, int]:
     """ΔR2* (x, y, z, T') from the baseline window on, with the window's frames.
 
     ``series``: list of 4-D arrays, one per echo (ascending TE, s). The approach to steady

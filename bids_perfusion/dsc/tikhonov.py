@@ -13,7 +13,11 @@ at once; λ is then picked per voxel. The parameters have no defaults here: thei
 literature values live in :mod:`bids_perfusion.dsc.deconvolution`.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion.dsc.convolution_matrices import causal_convolution_matrix
 
@@ -26,7 +30,8 @@ class Tikhonov:
     over ``lambda_grid``).
     """
 
-    def __init__(self, aif, dt, criterion, lam, lambda_grid):
+    def __init__(self, aif: ArrayLike, dt: float, criterion: str, lam: float,
+                 lambda_grid: Sequence[float]):
         self._u, s, self._vt = np.linalg.svd(causal_convolution_matrix(aif, dt))
         relative = [lam] if criterion == "fixed" else lambda_grid
         self.relative_lambdas = np.asarray(relative, dtype=np.float64)
@@ -37,7 +42,7 @@ class Tikhonov:
         self._solution_filter = s / self._shrink  # f / s, finite where s = 0
         self._select = {"fixed": self._fixed, "gcv": self._gcv, "lcurve": self._lcurve}[criterion]
 
-    def solve(self, concentration):
+    def solve(self, concentration: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.float64]]:
         """``(V, T)`` tissue curves -> ``(V, T)`` residues ``k`` and the relative λ per voxel."""
         beta = concentration @ self._u.astype(concentration.dtype)
         index = self._select(beta.astype(np.float64) ** 2)
@@ -45,15 +50,15 @@ class Tikhonov:
         residue = (beta * filters) @ self._vt.astype(concentration.dtype)
         return residue, self.relative_lambdas[index]
 
-    def residual_norm2(self, beta2):
+    def residual_norm2(self, beta2: NDArray[np.float64]) -> NDArray[np.float64]:
         """``ρ(λ) = ||A k_λ − C_tis||² = Σ_i (1 − f_i)² β_i²``, shape ``(V, L)``."""
         return beta2 @ ((self._lambdas**2 / self._shrink) ** 2).T
 
-    def solution_norm2(self, beta2):
+    def solution_norm2(self, beta2: NDArray[np.float64]) -> NDArray[np.float64]:
         """``η(λ) = ||k_λ||² = Σ_i f_i² β_i² / s_i²``, shape ``(V, L)``."""
         return beta2 @ (self._s2 / self._shrink**2).T
 
-    def gcv(self, beta2):
+    def gcv(self, beta2: NDArray[np.float64]) -> NDArray[np.float64]:
         """Generalised cross-validation ``G(λ) = ρ(λ) / (T − Σ_i f_i)²``.
 
         Golub, Heath and Wahba, Technometrics 1979;21:215. A is square, so ``β`` carries
@@ -62,7 +67,7 @@ class Tikhonov:
         dof = self._s2.size - (self._s2 / self._shrink).sum(axis=-1)
         return self.residual_norm2(beta2) / dof**2
 
-    def lcurve_curvature(self, beta2):
+    def lcurve_curvature(self, beta2: NDArray[np.float64]) -> NDArray[np.float64]:
         """Curvature of the L-curve ``(log ||A k_λ − C_tis||, log ||k_λ||)`` at each λ, ``(V, L)``.
 
         With ``ρ = ||A k_λ − C_tis||²``, ``η = ||k_λ||²`` and
@@ -89,11 +94,11 @@ class Tikhonov:
             )
         return np.where(np.isfinite(kappa), kappa, -np.inf)
 
-    def _fixed(self, beta2):
+    def _fixed(self, beta2: NDArray[np.float64]) -> NDArray[np.intp]:
         return np.zeros(len(beta2), dtype=np.intp)
 
-    def _gcv(self, beta2):
+    def _gcv(self, beta2: NDArray[np.float64]) -> NDArray[np.intp]:
         return np.argmin(self.gcv(beta2), axis=-1)
 
-    def _lcurve(self, beta2):
+    def _lcurve(self, beta2: NDArray[np.float64]) -> NDArray[np.intp]:
         return np.argmax(self.lcurve_curvature(beta2), axis=-1)

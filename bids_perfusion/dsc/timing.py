@@ -13,6 +13,7 @@ from a Savitzky-Golay smoother (:func:`estimate_noise_sd`) unless the caller kno
 """
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import signal
 
 #: Cubic Savitzky-Golay smoother used to estimate the noise of a curve: window, order.
@@ -21,7 +22,7 @@ _SMOOTHER = (5, 3)
 _CHUNK = 16384
 
 
-def _validated_curve(mean_signal):
+def _validated_curve(mean_signal: ArrayLike) -> NDArray[np.float64]:
     curve = np.asarray(mean_signal, dtype=np.float64)
     if curve.ndim != 1:
         raise ValueError(f"the mean signal must be one curve (T,), got shape {curve.shape}")
@@ -33,7 +34,7 @@ def _validated_curve(mean_signal):
     return curve
 
 
-def estimate_noise_sd(curve):
+def estimate_noise_sd(curve: ArrayLike) -> float:
     """Robust noise standard deviation of one curve, from a Savitzky-Golay residual.
 
     ``r = S − SG(S)`` is the residual from a cubic Savitzky-Golay smoother over 5 frames
@@ -56,14 +57,14 @@ def estimate_noise_sd(curve):
     return float(sd / np.sqrt(1.0 - central_weight))
 
 
-def _tolerance(curve, n_sd, rel_tol, sd):
+def _tolerance(curve: NDArray[np.float64], n_sd: float, rel_tol: float, sd: float | None) -> float:
     sd = estimate_noise_sd(curve) if sd is None else float(sd)
     if not sd >= 0:
         raise ValueError(f"noise_sd must be >= 0, got {sd}")
     return max(n_sd * sd, rel_tol * abs(float(np.median(curve))))
 
 
-def _plateau_level(curve):
+def _plateau_level(curve: NDArray[np.float64]) -> float:
     """Signal level of the flattest 3 frames between the transient and the bolus drop.
 
     The pre-bolus part is every frame before the first one, ahead of the minimum (the bolus
@@ -85,7 +86,8 @@ def _plateau_level(curve):
     return float(np.median(flattest))
 
 
-def steady_state_frames(mean_signal, n_sd=3.0, rel_tol=1e-4, noise_sd=None):
+def steady_state_frames(mean_signal: ArrayLike, n_sd: float = 3.0, rel_tol: float = 1e-4,
+                        noise_sd: float | None = None) -> int:
     """Number of leading frames to discard before the signal reaches its steady state.
 
     The leading frames whose mean brain signal exceeds the baseline level ``L`` by more
@@ -106,8 +108,9 @@ def steady_state_frames(mean_signal, n_sd=3.0, rel_tol=1e-4, noise_sd=None):
     return int(settled[0]) if settled.size else curve.size
 
 
-def baseline_window(mean_signal, n_discard=None, n_sd=3.0, rel_tol=1e-4, min_frames=3,
-                    noise_sd=None, voxel_noise_sd=None):
+def baseline_window(mean_signal: ArrayLike, n_discard: int | None = None, n_sd: float = 3.0,
+                    rel_tol: float = 1e-4, min_frames: int = 3, noise_sd: float | None = None,
+                    voxel_noise_sd: float | None = None) -> tuple[int, int]:
     """Frames ``[start, stop)`` of the pre-bolus baseline of the mean brain curve.
 
     ``start`` is ``n_discard`` (:func:`steady_state_frames` when None), or, when the noise
@@ -147,7 +150,8 @@ def baseline_window(mean_signal, n_discard=None, n_sd=3.0, rel_tol=1e-4, min_fra
     return start, stop
 
 
-def _least_squared_error_start(excess, start, stop, voxel_noise_sd):
+def _least_squared_error_start(excess: NDArray[np.float64], start: int, stop: int,
+                               voxel_noise_sd: float) -> int:
     """The ``k ≤ start`` minimising ``mean(excess[k:stop])² + σ_v²/(stop − k)``."""
     if not voxel_noise_sd >= 0:
         raise ValueError(f"voxel_noise_sd must be >= 0, got {voxel_noise_sd}")
@@ -157,7 +161,7 @@ def _least_squared_error_start(excess, start, stop, voxel_noise_sd):
     return int(candidates[np.argmin(error)])
 
 
-def bolus_end(mean_curve, fraction=0.01):
+def bolus_end(mean_curve: ArrayLike, fraction: float = 0.01) -> int:
     """End (exclusive frame index) of the bolus passage of the mean brain curve.
 
     ``mean_curve`` is a baseline-subtracted mean ΔR2* or concentration curve. The end is one
@@ -181,7 +185,9 @@ def bolus_end(mean_curve, fraction=0.01):
     return int(peak + below[0] + 1) if below.size else curve.size
 
 
-def _validated_timing_input(concentration, frame_times):
+def _validated_timing_input(
+    concentration: ArrayLike, frame_times: ArrayLike,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     data = np.asarray(concentration, dtype=np.float64)
     times = np.asarray(frame_times, dtype=np.float64)
     if times.ndim != 1 or times.size < 3:
@@ -196,7 +202,8 @@ def _validated_timing_input(concentration, frame_times):
     return data, times
 
 
-def bolus_arrival_time(concentration, frame_times, upslope_fraction=0.5, resolution=10):
+def bolus_arrival_time(concentration: ArrayLike, frame_times: ArrayLike,
+                       upslope_fraction: float = 0.5, resolution: int = 10) -> NDArray[np.float64]:
     """Bolus arrival time (s) per voxel: a constant-then-quadratic fit to the upslope.
 
     Piecewise continuous regression (Cheong et al., Phys Med Biol 2003;48:N83) with the
@@ -230,7 +237,8 @@ def bolus_arrival_time(concentration, frame_times, upslope_fraction=0.5, resolut
     return out.reshape(data.shape[:-1]) + times[0]
 
 
-def _quadratic_onset(curves, t, fraction, resolution):
+def _quadratic_onset(curves: NDArray[np.float64], t: NDArray[np.float64], fraction: float,
+                     resolution: int) -> NDArray[np.float64]:
     rows = np.arange(len(curves))
     peak = curves.max(axis=-1)
     stop = np.argmax(curves >= fraction * peak[:, None], axis=-1) + 1  # exclusive
@@ -259,7 +267,8 @@ def _quadratic_onset(curves, t, fraction, resolution):
     return np.where(peak > 0, arrival, np.nan)
 
 
-def time_to_peak(concentration, frame_times, refine=True):
+def time_to_peak(concentration: ArrayLike, frame_times: ArrayLike,
+                 refine: bool = True) -> NDArray[np.float64]:
     """Time to peak (s) per voxel: ``TTP = t[argmax C]``, refined between frames.
 
     With ``refine`` the peak is the vertex of the parabola through the maximum frame and

@@ -8,7 +8,11 @@ data. The parameters have no defaults here: their literature values live in
 :mod:`bids_perfusion.dsc.deconvolution`.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion.dsc.convolution_matrices import (
     causal_convolution_matrix,
@@ -17,7 +21,7 @@ from bids_perfusion.dsc.convolution_matrices import (
 )
 
 
-def oscillation_index(residue):
+def oscillation_index(residue: ArrayLike) -> NDArray[np.float64]:
     """Oscillation index of residue functions along the last axis (Wu et al., MRM 2003;50:164).
 
     ``OI = 1 / (N · max_k |f[k]|) · Σ_{k=2}^{N−1} |f[k] − 2 f[k−1] + f[k−2]|``
@@ -40,14 +44,14 @@ class StandardSVD:
     The truncated pseudo-inverse is formed once, so a block of voxels costs one product.
     """
 
-    def __init__(self, aif, dt, threshold):
+    def __init__(self, aif: ArrayLike, dt: float, threshold: float):
         u, s, vt = np.linalg.svd(causal_convolution_matrix(aif, dt))
         keep = s >= threshold * s[0]
         self.threshold = threshold
         self.n_lags = s.size
         self._right_inverse = (u[:, keep] / s[keep]) @ vt[keep]  # k = C_tis @ this
 
-    def solve(self, concentration):
+    def solve(self, concentration: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.float64]]:
         """``(V, T)`` tissue curves -> ``(V, T)`` residues ``k`` and the threshold per voxel."""
         residue = concentration @ self._right_inverse.astype(concentration.dtype)
         return residue, np.full(len(concentration), self.threshold)
@@ -56,22 +60,24 @@ class StandardSVD:
 class _CirculantSolver:
     """Spectral solution of ``C_pad = D k`` with D the block-circulant matrix (Wu 2003)."""
 
-    def __init__(self, aif, dt):
+    def __init__(self, aif: ArrayLike, dt: float):
         self.n_lags = circulant_length(np.shape(aif)[-1])
         self._spectrum = circulant_spectrum(aif, dt)
         self._magnitude = np.abs(self._spectrum) / np.abs(self._spectrum).max()
 
-    def _inverse_filter(self, threshold, dtype):
+    def _inverse_filter(self, threshold: float,
+                        dtype: np.dtype[Any]) -> NDArray[np.complexfloating]:
         """``1 / λ_f`` where ``|λ_f| ≥ threshold · max|λ|``, else 0: the truncated SVD of D."""
         keep = self._magnitude >= threshold
         inverse = np.divide(1.0, self._spectrum, out=np.zeros_like(self._spectrum), where=keep)
         return inverse.astype(np.result_type(dtype, np.complex64))
 
-    def _transform(self, concentration):
+    def _transform(self, concentration: NDArray[Any]) -> NDArray[np.complexfloating]:
         """Spectrum of the tissue curves zero-padded to L samples."""
         return np.fft.rfft(concentration, n=self.n_lags, axis=-1)
 
-    def _residue(self, tissue_spectrum, inverse_filter):
+    def _residue(self, tissue_spectrum: NDArray[np.complexfloating],
+                 inverse_filter: NDArray[np.complexfloating]) -> NDArray[Any]:
         """``k = F⁻¹(inverse_filter · F(C_pad))``, L samples per voxel."""
         return np.fft.irfft(tissue_spectrum * inverse_filter, n=self.n_lags, axis=-1)
 
@@ -86,11 +92,11 @@ class CirculantSVD(_CirculantSolver):
     past T stand for a tissue curve that leads the AIF.
     """
 
-    def __init__(self, aif, dt, threshold):
+    def __init__(self, aif: ArrayLike, dt: float, threshold: float):
         super().__init__(aif, dt)
         self.threshold = threshold
 
-    def solve(self, concentration):
+    def solve(self, concentration: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.float64]]:
         """``(V, T)`` tissue curves -> ``(V, 2T)`` residues ``k`` and the threshold per voxel."""
         inverse = self._inverse_filter(self.threshold, concentration.dtype)
         residue = self._residue(self._transform(concentration), inverse)
@@ -107,12 +113,13 @@ class OscillationIndexSVD(_CirculantSolver):
     voxels still undecided, and voxels leave the sweep as soon as they are decided.
     """
 
-    def __init__(self, aif, dt, oi_threshold, threshold_grid):
+    def __init__(self, aif: ArrayLike, dt: float, oi_threshold: float,
+                 threshold_grid: Sequence[float]):
         super().__init__(aif, dt)
         self.oi_threshold = oi_threshold
         self.threshold_grid = np.sort(np.asarray(threshold_grid, dtype=np.float64))
 
-    def solve(self, concentration):
+    def solve(self, concentration: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.float64]]:
         """``(V, T)`` tissue curves -> ``(V, 2T)`` residues ``k`` and the chosen thresholds."""
         tissue_spectrum = self._transform(concentration)
         residue = np.empty((len(concentration), self.n_lags), dtype=concentration.dtype)

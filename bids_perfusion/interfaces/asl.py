@@ -325,9 +325,8 @@ class MultiDelayCBF(SimpleInterface):
         inside = brain & (m0_image > 0)
         delays = np.asarray(self.inputs.delays, dtype=float)
         timing = _optional(self.inputs.slice_timing)
-        if timing:
-            slices = np.nonzero(inside)[2]
-            delays = delays[None, :] + np.asarray(timing)[slices][:, None]
+        if timing:  # (Z, K): broadcast over the voxels of each slice
+            delays = delays[None, :] + np.asarray(timing)[:, None]
         model = MultiDelayModel(
             self.inputs.label_type, delays, self.inputs.t1_blood, self.inputs.efficiency,
             labeling_duration=(np.asarray(self.inputs.durations)
@@ -335,11 +334,11 @@ class MultiDelayCBF(SimpleInterface):
             bolus_duration=_optional(self.inputs.bolus_duration),
             weights=_optional(self.inputs.counts) or None,
             t1_tissue=_optional(self.inputs.t1_tissue), partition=self.inputs.partition)
-        fit = model.fit(delta_m[inside] / m0_image[inside][:, None])
-        cbf, att = np.zeros(brain.shape), np.zeros(brain.shape)
-        cbf[inside], att[inside] = fit.cbf, fit.att
-        self._results["cbf"] = save_like(cbf, self.inputs.m0, "cbf.nii.gz")
-        self._results["att"] = save_like(att, self.inputs.m0, "att.nii.gz")
+        ratio = np.divide(delta_m, m0_image[..., None], out=np.zeros_like(delta_m),
+                          where=inside[..., None])
+        fit = model.fit(ratio, mask=inside)
+        self._results["cbf"] = save_like(fit.cbf, self.inputs.m0, "cbf.nii.gz")
+        self._results["att"] = save_like(fit.att, self.inputs.m0, "att.nii.gz")
         self._results["metadata"] = {**self.inputs.parameters, **self.inputs.m0_metadata,
                                      "FitIterations": fit.iterations}
         return runtime

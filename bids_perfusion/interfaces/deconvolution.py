@@ -52,18 +52,15 @@ class Deconvolve(SimpleInterface):
         dt = float(np.mean(np.diff(columns["time"])))
         model = DeconvolutionModel(columns["concentration"], dt, self.inputs.method,
                                    **self.inputs.parameters)
-        tissue = relaxivity.tissue_concentration(delta[brain],
+        tissue = relaxivity.tissue_concentration(delta,
                                                  self.inputs.relaxivity["TissueRelaxivity"])
-        fit = model.fit(tissue.astype(np.float32))
+        fit = model.fit(tissue.astype(np.float32), mask=brain)
         scale = self.inputs.kh / self.inputs.rho if self.inputs.scaled else 1.0
-        cbf = np.zeros(brain.shape, dtype=np.float32)
-        tmax = np.zeros(brain.shape, dtype=np.float32)
-        cbf[brain] = scale * fit.cbf
-        tmax[brain] = fit.tmax
+        cbf = scale * fit.cbf
         mtt = maps.mean_transit_time(load(self.inputs.cbv), cbf)
         reference = self.inputs.delta_r2star
         self._results["cbf"] = save_like(cbf, reference, "cbf.nii.gz")
-        self._results["tmax"] = save_like(tmax, reference, "tmax.nii.gz")
+        self._results["tmax"] = save_like(fit.tmax, reference, "tmax.nii.gz")
         self._results["mtt"] = save_like(mtt, reference, "mtt.nii.gz")
         self._results["metadata"] = {
             "DeconvolutionMethod": self.inputs.method,

@@ -65,14 +65,13 @@ class LeakageCorrection(SimpleInterface):
         used = leakage.non_enhancing(delta, tissue)
         reference = delta[used].mean(axis=0)
         model = self.inputs.model
-        fit = leakage.correct(model, delta[brain], reference, times)
-        k2 = np.zeros(brain.shape, dtype=np.float32)
+        fit = leakage.LeakageModel(reference, times, model).fit(delta, mask=brain)
+        corrected = fit.corrected[brain]
         cbv = np.zeros(brain.shape, dtype=np.float32)
-        k2[brain] = fit.k2
-        cbv[brain], _ = first_pass_cbv(fit.corrected, self.inputs)
-        self._results["k2"] = save_like(k2, self.inputs.delta_r2star, "k2.nii.gz")
+        cbv[brain], _ = first_pass_cbv(corrected, self.inputs)
+        self._results["k2"] = save_like(fit.k2, self.inputs.delta_r2star, "k2.nii.gz")
         self._results["cbv"] = save_like(cbv, self.inputs.delta_r2star, "cbv_corrected.nii.gz")
-        leak_term = fit.corrected - delta[brain]  # the fitted leakage term, s^-1
+        leak_term = corrected - delta[brain]  # the fitted leakage term, s^-1
         self._results["metadata"] = {
             "LeakageModel": model,
             "LeakageCorrection": DESCRIPTIONS[model],
@@ -82,9 +81,10 @@ class LeakageCorrection(SimpleInterface):
                 "Method": "linear least squares, all brain voxels at once",
                 "ReferenceVoxels": int(used.sum()),
                 "EnhancingZ": leakage.ENHANCING_Z, "T2StarZ": leakage.T2STAR_Z,
-                "MedianK1": float(np.median(fit.k1)),
-                "MedianK2": float(np.median(fit.k2)),
-                **({"MedianKep": float(np.median(fit.kep))} if fit.kep is not None else {}),
+                "MedianK1": float(np.median(fit.k1[brain])),
+                "MedianK2": float(np.median(fit.k2[brain])),
+                **({"MedianKep": float(np.median(fit.kep[brain]))}
+                   if fit.kep is not None else {}),
                 "MedianMeanAbsoluteLeakageTerm": float(np.median(np.abs(leak_term).mean(axis=-1))),
             },
             "kH": self.inputs.kh, "BrainDensity": self.inputs.rho,

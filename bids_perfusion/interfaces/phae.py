@@ -59,17 +59,16 @@ class PHAEInference(SimpleInterface):
         weights = self.inputs.weights or None
         model, card = phae.load_model(weights, device)
         tissue = relaxivity.tissue_concentration(
-            delta[brain], self.inputs.relaxivity["TissueRelaxivity"]).astype(np.float32)
-        end = timing.bolus_end(tissue.mean(axis=0))
-        maps = phae.estimate_maps(model, tissue, columns["concentration"], times,
-                                  cbv_end=end, kh=self.inputs.kh, rho=self.inputs.rho,
-                                  scaled=self.inputs.scaled,
-                                  batch_size=self.inputs.batch_size, device=device)
+            delta, self.inputs.relaxivity["TissueRelaxivity"]).astype(np.float32)
+        end = timing.bolus_end(tissue[brain].mean(axis=0))
+        fit = phae.PHAEModel(model, columns["concentration"], times, cbv_end=end,
+                             kh=self.inputs.kh, rho=self.inputs.rho,
+                             scaled=self.inputs.scaled, batch_size=self.inputs.batch_size,
+                             device=device).fit(tissue, mask=brain)
         reference = self.inputs.delta_r2star
         for name in ("cbf", "mtt", "cbv"):
-            values = np.zeros(brain.shape, dtype=np.float32)
-            values[brain] = maps[name]
-            self._results[name] = save_like(values, reference, f"phae_{name}.nii.gz")
+            self._results[name] = save_like(getattr(fit, name), reference,
+                                            f"phae_{name}.nii.gz")
         self._results["metadata"] = {
             "EstimationMethod": "physics-informed autoencoder (PHAE)",
             "ModelWeights": str(weights or phae.bundled_weights()).rsplit("/", 1)[-1],
@@ -78,7 +77,7 @@ class PHAEInference(SimpleInterface):
                                  if card.get("data", {}).get("synthetic") else "see model card",
             "ModelConfiguration": card["configuration"],
             "Device": devices.describe(device),
-            "InferenceSeconds": round(float(maps["seconds"]), 3),
+            "InferenceSeconds": round(float(fit.seconds), 3),
             "FrameInterval": float(np.mean(np.diff(times))),
             "CBVIntegrationFrames": int(end),
             "kH": self.inputs.kh if self.inputs.scaled else None,

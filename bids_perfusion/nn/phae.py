@@ -71,7 +71,10 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 from torch import nn
+
+from bids_perfusion.voxels import scatter, voxel_mask
 
 #: Name of the model in weights files, model cards and ``bids-perfusion-train``.
 MODEL_NAME = "phae"
@@ -351,3 +354,48 @@ def estimate_maps(model, tissue, aif, frame_times, *, cbv_end=None, kh=None, rho
     with np.errstate(divide="ignore", invalid="ignore"):
         cbf = np.where(mtt > 0, 60.0 * cbv / mtt, 0.0).astype(np.float32)
     return {"mtt": mtt, "cbv": cbv, "cbf": cbf, "seconds": time.perf_counter() - started}
+
+
+@dataclasses.dataclass(frozen=True)
+class PHAEFit:
+    """Result of :meth:`PHAEModel.fit`: float32 maps of the voxel shape of the data, 0
+    outside the mask of the fit: ``mtt`` (s), ``cbv`` (mL/100 g), ``cbf`` (mL/100 g/min),
+    as in :func:`estimate_maps`; ``seconds``, the time spent."""
+
+    mtt: np.ndarray
+    cbv: np.ndarray
+    cbf: np.ndarray
+    seconds: float
+
+
+class PHAEModel:
+    """A trained PHAE and one subject's AIF, dipy-style:
+    ``PHAEModel(network, aif, frame_times).fit(concentration, mask) -> PHAEFit``.
+
+    ``network``: a :class:`PHAE` (e.g. from :func:`load_model`); ``aif`` (T,) in mM;
+    ``frame_times`` (T,) s; the keywords are those of :func:`estimate_maps`, which
+    :meth:`fit` runs on the voxels of the mask.
+    """
+
+    def __init__(self, network: PHAE, aif: ArrayLike, frame_times: ArrayLike, *,
+                 cbv_end: int | None = None, kh: float | None = None, rho: float | None = None,
+                 scaled: bool = True, batch_size: int = 8192,
+                 device: str | torch.device | None = None):
+        self.network = network
+        self.aif = aif
+        self.frame_times = frame_times
+        self.options = {"cbv_end": cbv_end, "kh": kh, "rho": rho, "scaled": scaled,
+                        "batch_size": batch_size, "device": device}
+
+    def fit(self, concentration: ArrayLike, mask: ArrayLike | None = None) -> PHAEFit:
+        """Maps of tissue curves ``(..., T)`` in mM, the voxels of ``mask`` only when given."""
+        data = np.asarray(concentration)
+        voxels = None if mask is None else voxel_mask(mask, data.shape[:-1])
+        tissue = data.reshape(-1, data.shape[-1]) if voxels is None else data[voxels]
+        maps = estimate_maps(self.network, tissue, self.aif, self.frame_times, **self.options)
+
+        def volume(values):
+            return values.reshape(data.shape[:-1]) if voxels is None else scatter(values, voxels)
+
+        return PHAEFit(mtt=volume(maps["mtt"]), cbv=volume(maps["cbv"]),
+                       cbf=volume(maps["cbf"]), seconds=maps["seconds"])

@@ -8,19 +8,15 @@ See ``docs/phantom.md`` for the model, every parameter and the files written. Na
 imported lazily so that the command line starts without loading numpy and nibabel.
 """
 
-import importlib
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "write_dataset": "bids_perfusion.phantom.bids",
-    "summarise": "bids_perfusion.phantom.summary",
-    "PhantomConfig": "bids_perfusion.phantom.config",
-    "DSCAcquisition": "bids_perfusion.phantom.config",
-    "ASLAcquisition": "bids_perfusion.phantom.config",
-}
-__all__ = sorted(_EXPORTS)
+from bids_perfusion.lazy_exports import lazy_exports
 
+if TYPE_CHECKING:
+    from bids_perfusion.phantom.bids import write_dataset
+    from bids_perfusion.phantom.config import ASLAcquisition, DSCAcquisition, PhantomConfig
+    from bids_perfusion.phantom.summary import summarise
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["ASLAcquisition", "DSCAcquisition", "PhantomConfig", "summarise", "write_dataset"]
+
+__getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)
