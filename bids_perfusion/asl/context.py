@@ -12,12 +12,12 @@ Per-volume metadata (``PostLabelingDelay``, ``LabelingDuration``,
 with :meth:`ASLContext.take`.
 """
 
-import csv
 from dataclasses import dataclass
 
 import numpy as np
 
 from bids_perfusion.dsc.metadata import MetadataError
+from bids_perfusion.tsv import read_tsv
 
 #: Volume types of BIDS ``aslcontext.tsv`` (BIDS 1.10, "Arterial Spin Labeling").
 VOLUME_TYPES = ("control", "label", "m0scan", "deltam", "cbf", "noRF")
@@ -34,8 +34,7 @@ def read_aslcontext(path):
     naming the file, the field and the fix for a missing column or an unknown type.
     """
     try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
+        rows = read_tsv(path)
     except OSError as error:
         raise ContextError(f"{path}: cannot be read ({error.strerror}).") from None
     if not rows or "volume_type" not in rows[0]:

@@ -18,6 +18,7 @@ from bids_perfusion.dsc.metadata import DSCRunMetadata, MetadataError
 from bids_perfusion.errors import InputDataError
 from bids_perfusion.interfaces.images import check_image, check_same_grid
 from bids_perfusion.interfaces.nifti import load_mask
+from bids_perfusion.naming import parse_name
 from bids_perfusion.workflows.options import DSCRun
 
 #: ``label-`` values of masks read from ``--derivatives``, with accepted spellings.
@@ -86,17 +87,10 @@ class CheckedLayout(BIDSLayout):
         return super().get_metadata(path, *args, **kwargs)
 
 
-def _entities(path):
-    """``({key: value}, suffix)`` of a BIDS file name."""
-    stem = Path(path).name.split(".")[0]
-    *pairs, suffix = stem.split("_")
-    return dict(pair.split("-", 1) for pair in pairs if "-" in pair), suffix
-
-
 def _applies_to(sidecar, path):
     """BIDS inheritance: a sidecar applies to a file in its folder or below, with the same
     suffix and a subset of its entities."""
-    (keys, suffix), (file_keys, file_suffix) = _entities(sidecar), _entities(path)
+    (keys, suffix), (file_keys, file_suffix) = parse_name(sidecar), parse_name(path)
     folder = Path(sidecar).parent
     return (suffix == file_suffix and keys.items() <= file_keys.items()
             and (folder == Path(path).parent or folder in Path(path).parents))
@@ -201,8 +195,7 @@ def _derivative_masks(folders):
         if not folder.is_dir():
             raise InputError(f"--derivatives {folder}: no such folder.")
         for path in sorted(folder.glob("sub-*/**/*_mask.nii*")):
-            entities = dict(part.split("-", 1) for part in path.name.split(".")[0].split("_")
-                            if "-" in part)
+            entities = parse_name(path)[0]
             name = MASK_LABELS.get(entities.get("label", ""))
             if name:
                 found[(entities["sub"], entities.get("ses"))].setdefault(name, str(path))

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from bids_perfusion.cli.parser import LOWDOSE_MODELS, field_strength
+from bids_perfusion.naming import parse_name
 
 LOGGER = logging.getLogger("bids_perfusion.train")
 
@@ -233,12 +234,12 @@ def _reference_map(args, run):
     if not folder.is_absolute():
         inside = Path(run.files[0]).parents[3 if run.session else 2] / folder
         folder = inside if inside.is_dir() else folder
-    entities = set(Path(run.files[0]).name.split(".")[0].split("_")[:-1])
+    entities = set(parse_name(run.files[0])[0].items())
     prefix = f"sub-{run.subject}" + (f"_ses-{run.session}" if run.session else "")
     found = []
     for path in sorted(folder.glob(f"**/{prefix}_*desc-{args.reference_desc}_cbv.nii*")):
-        extra = set(path.name.split(".")[0].split("_")[:-1]) - entities
-        if extra == {f"desc-{args.reference_desc}"}:
+        extra = set(parse_name(path)[0].items()) - entities
+        if extra == {("desc", args.reference_desc)}:
             found.append(path)
     if not found:
         raise FileNotFoundError(f"{folder}: no reference CBV {prefix}_*desc-"

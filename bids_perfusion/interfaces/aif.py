@@ -10,7 +10,8 @@ from nipype.interfaces.base import (
 )
 
 from bids_perfusion.dsc import aif, relaxivity
-from bids_perfusion.interfaces.nifti import load, load_mask, save_like, write_tsv
+from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+from bids_perfusion.tsv import write_tsv
 
 #: Columns of the AIF table.
 AIF_COLUMNS = ("time", "delta_r2star", "concentration")

@@ -14,7 +14,8 @@ from nipype.interfaces.base import (
 from bids_perfusion.dsc import maps, relaxivity
 from bids_perfusion.dsc.deconvolution import DeconvolutionModel
 from bids_perfusion.interfaces.maps import first_pass_metadata
-from bids_perfusion.interfaces.nifti import load, load_mask, read_tsv_columns, save_like
+from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+from bids_perfusion.tsv import read_tsv_columns
 
 
 class _DeconvolveInputSpec(BaseInterfaceInputSpec):

@@ -10,13 +10,8 @@ from nipype.interfaces.base import (
 )
 
 from bids_perfusion.dsc import first_pass
-from bids_perfusion.interfaces.nifti import (
-    load,
-    load_mask,
-    read_tsv_columns,
-    save_like,
-    write_tsv,
-)
+from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+from bids_perfusion.tsv import read_tsv_columns, write_tsv
 
 
 class _FirstPassFitInputSpec(BaseInterfaceInputSpec):

@@ -13,7 +13,8 @@ from nipype.interfaces.base import (
 )
 
 from bids_perfusion.dsc import maps, normalisation, relaxivity, timing
-from bids_perfusion.interfaces.nifti import load, load_mask, read_tsv_columns, save_like
+from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+from bids_perfusion.tsv import read_tsv_columns
 
 
 class _BloodVolumeInputSpec(BaseInterfaceInputSpec):

@@ -10,8 +10,9 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_perfusion.interfaces.nifti import load, load_mask, write_tsv
+from bids_perfusion.interfaces.nifti import load, load_mask
 from bids_perfusion.stats.roi import COLUMNS, roi_statistics
+from bids_perfusion.tsv import write_tsv
 
 
 class _ROIStatisticsInputSpec(BaseInterfaceInputSpec):
