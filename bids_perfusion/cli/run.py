@@ -17,6 +17,7 @@ from pathlib import Path
 from bids_perfusion import __version__, guards
 from bids_perfusion.cli.parser import asl_options, build_parser, dsc_options
 from bids_perfusion.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SKIPPED
+from bids_perfusion.naming import subject_of
 
 LOGGER = logging.getLogger("bids_perfusion")
 
@@ -103,7 +104,7 @@ def participant(args, bids_dir, output_dir, parser):
     errors += asl_errors
     found = {run.subject for run in (*runs, *asl_runs)}
     if without := sorted(set(subjects or layout.get_subjects()) - found - {
-            _subject_of(message) for message in errors}):
+            subject_of(message) for message in errors}):
         parser.error(f"{bids_dir}: no DSC (perf/*_dsc.nii[.gz]) or ASL (perf/*_asl.nii[.gz]) "
                      f"run for subject(s) {without}; check --participant-label and "
                      "--bids-filter-file.")
@@ -138,19 +139,13 @@ def participant(args, bids_dir, output_dir, parser):
     from bids_perfusion.reports.html import write_reports
 
     reports = write_reports(output_dir, sorted(found), errors=[*errors, *run_errors],
-                            bids_dir=bids_dir, derivatives=args.derivatives)
+                            derivatives=args.derivatives)
     print(f"Derivatives: {output_dir}")
     for report in reports:
         print(f"Report: {report}")
     if internal:
         return EXIT_INTERNAL
     return EXIT_SKIPPED if run_errors or errors else EXIT_OK
-
-
-def _subject_of(message):
-    """The subject label a run's error message names (its file path), or None."""
-    match = re.search(r"sub-([A-Za-z0-9]+)", message)
-    return match.group(1) if match else None
 
 
 def run_workflow(workflow, args, sources=None):

@@ -17,9 +17,10 @@ from bids_perfusion.interfaces.lowdose import SimulateLowDose
 from bids_perfusion.interfaces.maps import BloodVolume, BolusTiming, RelativeMaps
 from bids_perfusion.interfaces.masks import BrainMask, NAWMMask
 from bids_perfusion.interfaces.phae import PHAEInference
-from bids_perfusion.interfaces.roi import ROIStatistics
+from bids_perfusion.interfaces.roi import ROICurves, ROIStatistics
 from bids_perfusion.interfaces.signal import SignalToDeltaR2Star
 from bids_perfusion.interfaces.stunet import StUNetInference
+from bids_perfusion.naming import dose_label
 from bids_perfusion.workflows.options import DECONVOLUTION_METHODS
 from bids_perfusion.workflows.outputs import connect_outputs, mask_sidecar
 
@@ -31,11 +32,6 @@ METHOD_NAMES = {"ssvd": "standard truncated SVD (sSVD)",
                 "stunet": "spatio-temporal U-Net (stU-Net)"}
 #: ROI masks that ROI statistics use when they are given or derived.
 ROI_NAMES = ("brain", "tumor", "NAWM", "GM", "WM")
-
-
-def dose_label(dose):
-    """``rec`` entity value of a simulated dose: 0.5 -> 'dose50'."""
-    return f"dose{round(100 * dose):02d}"
 
 
 def simulated_dose_text(doses, model="exponential", average="temporal"):
@@ -69,6 +65,22 @@ def relaxivity_text(relax):
             f"{relax.nominal_field:g} T (MagneticFieldStrength {relax.field_strength:g} T): "
             f"ΔR2* = {relax.tissue:g} C in tissue and ΔR2* = {blood} in whole blood "
             f"(s⁻¹) [@kjolby2006]{scaled}. ")
+
+
+def roi_curves_sidecar(rois, relaxivity):
+    """Sidecar of ``desc-roi_timeseries.tsv``: what each column holds, in which units, and
+    the relaxivities (``relaxivity``, the run's record) that gave the concentrations."""
+    columns = {"time": {"Units": "s", "Description": "time of the frame from the first "
+                                                     "acquired frame"}}
+    for roi in rois:
+        columns[f"{roi}_delta_r2star"] = {
+            "Units": "1/s", "Description": f"mean ΔR2* over the voxels of the {roi} mask"}
+        columns[f"{roi}_concentration"] = {
+            "Units": "mM", "Description": f"mean tissue concentration over the {roi} "
+                                          "mask, C = ΔR2*/TissueRelaxivity"}
+    return {"Description": "mean ΔR2* and tissue concentration of each ROI of the run, "
+                           "from the first baseline frame on (the frames of the AIF table)",
+            **columns, **relaxivity}
 
 
 def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
@@ -308,6 +320,11 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     ])
     for index, key in enumerate(roi_names, start=1):
         workflow.connect(reference if key == "NAWM" else masks, key, merge_masks, f"in{index}")
+    roi_curves = pe.Node(ROICurves(rois=roi_names, relaxivity=record), name="roi_curves")
+    workflow.connect([
+        (signal, roi_curves, [("delta_r2star", "delta_r2star"), ("frame_times", "frame_times")]),
+        (merge_masks, roi_curves, [("out", "masks")]),
+    ])
 
     # Every file to write, as (node, field, entities, metadata node or None, sidecar).
     sinks = [
@@ -328,6 +345,8 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
          {"Units": "s", "Description": "bolus arrival time, from the first frame"}),
         (roi, "out_file", {"desc": "roi", "suffix": "roistats"}, None,
          {"Description": "ROI statistics of every map; relative maps are prefixed 'r'"}),
+        (roi_curves, "out_file", {"desc": "roi", "suffix": "timeseries"}, None,
+         roi_curves_sidecar(roi_names, record)),
     ]
     for node, field, _measure, entities, meta_node, sidecar in outputs:
         sinks.append((node, field, entities, meta_node, sidecar))
