@@ -13,6 +13,7 @@ from nipype.interfaces.base import (
 
 from bids_perfusion.dsc import relaxivity
 from bids_perfusion.interfaces.nifti import load, load_mask
+from bids_perfusion.interfaces.specs import RelaxivityInputSpec
 from bids_perfusion.stats.roi import COLUMNS, roi_mean_curves, roi_statistics
 from bids_perfusion.tsv import write_tsv
 
@@ -49,13 +50,11 @@ class ROIStatistics(SimpleInterface):
         return runtime
 
 
-class _ROICurvesInputSpec(BaseInterfaceInputSpec):
+class _ROICurvesInputSpec(RelaxivityInputSpec):
     delta_r2star = File(exists=True, mandatory=True, desc="ΔR2* (s^-1), 4-D")
     frame_times = traits.List(traits.Float, mandatory=True, desc="time of each frame, s")
     masks = InputMultiObject(File(exists=True), mandatory=True)
     rois = traits.List(traits.Str, mandatory=True, desc="name of each mask")
-    relaxivity = traits.Dict(mandatory=True, desc="relaxivities of the run's field "
-                                                  "(dsc.relaxivity.Relaxivities.sidecar())")
 
 
 class _ROICurvesOutputSpec(TraitedSpec):
