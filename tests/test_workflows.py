@@ -10,7 +10,7 @@ from bids_perfusion.dsc.relaxivity import at_field
 from bids_perfusion.workflows.base import init_bids_perfusion_wf
 from bids_perfusion.workflows.citations import methods_text
 from bids_perfusion.workflows.dsc import init_dsc_wf
-from bids_perfusion.workflows.dsc_front_end import OUTPUTS, init_dsc_front_end_wf
+from bids_perfusion.workflows.dsc_front_end import FRONT_END_OUTPUTS, init_dsc_front_end_wf
 from bids_perfusion.workflows.dsc_methods import (
     init_dsc_methods_wf,
     metadata_field,
@@ -375,7 +375,7 @@ def test_front_end_derives_brain_mask_aif_and_nawm():
     assert _connected(workflow, "aif") == {"delta_r2star", "frame_times", "signal_metadata",
                                            "brain_mask"}  # aif_mask: automatic selection
     assert _connected(workflow, "nawm_mask") == {"baseline", "brain_mask"}
-    assert _connected(workflow, "outputnode") == set(OUTPUTS) - {"tumor", "GM", "WM"}
+    assert _connected(workflow, "outputnode") == set(FRONT_END_OUTPUTS) - {"tumor", "GM", "WM"}
     assert workflow.get_node("aif").inputs.relaxivity == RELAXIVITY
 
 
@@ -386,7 +386,7 @@ def test_front_end_passes_given_masks_through():
     assert not {"brain_mask", "nawm_mask"} & nodes
     assert workflow.get_node("inputnode").inputs.brain == run.masks["brain"]
     assert workflow.get_node("aif").inputs.aif_mask == run.masks["arteries"]
-    assert _connected(workflow, "outputnode") == set(OUTPUTS) - {"GM", "WM"}
+    assert _connected(workflow, "outputnode") == set(FRONT_END_OUTPUTS) - {"GM", "WM"}
 
 
 def test_front_end_simulates_a_reduced_dose_before_the_signal():

@@ -10,8 +10,8 @@ from bids_perfusion.dsc.normalisation import TUMOUR_MARGIN, WHITE_MATTER_QUANTIL
 from bids_perfusion.dsc.relaxivity import at_field
 from bids_perfusion.naming import dose_label
 from bids_perfusion.workflows.dsc_front_end import GIVEN_MASKS, init_dsc_front_end_wf
-from bids_perfusion.workflows.dsc_methods import INPUTS as METHOD_INPUTS
 from bids_perfusion.workflows.dsc_methods import (
+    METHOD_INPUTS,
     METHOD_NAMES,
     init_dsc_methods_wf,
     metadata_field,

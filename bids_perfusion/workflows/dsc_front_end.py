@@ -13,8 +13,8 @@ from bids_perfusion.interfaces.signal import SignalToDeltaR2Star
 #: Masks a run may be given (``--derivatives``) that pass through the front end.
 GIVEN_MASKS = ("brain", "tumor", "GM", "WM", "NAWM")
 #: What the front end hands to the methods and the outputs.
-OUTPUTS = ("in_files", *GIVEN_MASKS, "delta_r2star", "frame_times", "aif_tsv", "aif_mask",
-           "aif_metadata", "ttp", "bat")
+FRONT_END_OUTPUTS = ("in_files", *GIVEN_MASKS, "delta_r2star", "frame_times", "aif_tsv",
+                     "aif_mask", "aif_metadata", "ttp", "bat")
 
 
 def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, name="front_end_wf"):
@@ -67,7 +67,7 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, name="front_end_wf
     workflow = Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["in_files", *GIVEN_MASKS]),
                         name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(fields=list(OUTPUTS)), name="outputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=list(FRONT_END_OUTPUTS)), name="outputnode")
     inputnode.inputs.in_files = list(run.files)
     for key in GIVEN_MASKS:
         if key in run.masks:

@@ -23,7 +23,7 @@ METHOD_NAMES = {"ssvd": "standard truncated SVD (sSVD)",
                 "phae": "physics-informed autoencoder (PHAE)",
                 "stunet": "spatio-temporal U-Net (stU-Net)"}
 #: What the methods read from the front end.
-INPUTS = ("in_files", "brain", "delta_r2star", "frame_times", "aif_tsv", "aif_mask")
+METHOD_INPUTS = ("in_files", "brain", "delta_r2star", "frame_times", "aif_tsv", "aif_mask")
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def init_dsc_methods_wf(options, relaxivity, name="methods_wf"):
     maps = method_maps(options, relaxivity)
     nodes = list(dict.fromkeys(m.node for m in maps))
     workflow = Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=list(INPUTS)), name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(fields=list(METHOD_INPUTS)), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(
         fields=[m.name for m in maps] + [metadata_field(node) for node in nodes]),
         name="outputnode")
