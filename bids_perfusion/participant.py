@@ -11,7 +11,6 @@ full log of the run go to ``output_dir/logs/`` (:mod:`bids_perfusion.config`,
 
 import json
 import logging
-import re
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from bids_perfusion import console
 from bids_perfusion.collect import InputError
 from bids_perfusion.config import LOGS_DIR
 from bids_perfusion.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SKIPPED
+from bids_perfusion.naming import subject_of
 
 LOGGER = logging.getLogger("bids_perfusion")
 
@@ -55,7 +55,7 @@ def run_participant(config, command):
     errors += asl_errors
     found = {run.subject for run in (*runs, *asl_runs)}
     if without := sorted(set(subjects or layout.get_subjects()) - found - {
-            _subject_of(message) for message in errors}):
+            subject_of(message) for message in errors}):
         raise InputError(f"{bids_dir}: no DSC (perf/*_dsc.nii[.gz]) or ASL "
                          f"(perf/*_asl.nii[.gz]) run for subject(s) {without}; check "
                          "--participant-label and --bids-filter-file.")
@@ -115,7 +115,7 @@ def _process(config, options, runs, asl_runs, found, errors):
     run_errors, internal = run_workflow(workflow, execution, sources, progress)
     write_citation(output_dir)  # the methods of every run with a completion record
     reports = write_reports(output_dir, sorted(found), errors=[*errors, *run_errors],
-                            bids_dir=execution.bids_dir, derivatives=execution.derivatives)
+                            derivatives=execution.derivatives)
     if internal:
         status = EXIT_INTERNAL
     else:
@@ -137,12 +137,6 @@ def read_filters(path):
         raise InputError(f"--bids-filter-file {path}: give a JSON object such as "
                          '{"dsc": {"acquisition": null}, "asl": {}}.')
     return filters
-
-
-def _subject_of(message):
-    """The subject label a run's error message names (its file path), or None."""
-    match = re.search(r"sub-([A-Za-z0-9]+)", message)
-    return match.group(1) if match else None
 
 
 def validate_bids(bids_dir):

@@ -95,7 +95,8 @@ def test_interfaces_record_the_fit_in_the_sidecar(tmp_path, monkeypatch):
     from bids_perfusion.interfaces.aif import AIF_COLUMNS
     from bids_perfusion.interfaces.first_pass import FirstPassFit
     from bids_perfusion.interfaces.maps import BloodVolume
-    from bids_perfusion.interfaces.nifti import load, write_tsv
+    from bids_perfusion.interfaces.nifti import load
+    from bids_perfusion.tsv import write_tsv
 
     monkeypatch.chdir(tmp_path)
     _, both, _ = _passes(3.0, 1.5, 8.0)

@@ -164,7 +164,7 @@ def test_deleted_map_is_noticed(processed, copy, caplog):
     page = (copy / "sub-02.html")
     from bids_perfusion.reports.html import write_report
 
-    write_report(copy, "02", bids_dir=root)
+    write_report(copy, "02")
     assert f"{deleted}: is missing" in page.read_text()
 
 
@@ -182,7 +182,7 @@ def test_partly_written_run_is_not_used(processed, copy, caplog):
     assert ("sub-01", "dsc") in runs
     from bids_perfusion.reports.html import write_report
 
-    page = write_report(copy, "03", bids_dir=root).read_text()
+    page = write_report(copy, "03").read_text()
     assert "sub-03_ce-gadolinium_desc-roi_roistats.tsv: listed by no completion" in page
     assert "sub-03_ce-gadolinium_desc-osvd_cbf.svg" not in page
     assert "sub-03_desc-consensus_cbf.svg" in page

@@ -322,8 +322,8 @@ def test_phae_inference_interface(noisy, tmp_path, monkeypatch):
     import nibabel as nib
 
     from bids_perfusion.dsc.signal import series_to_delta_r2star
-    from bids_perfusion.interfaces.nifti import write_tsv
     from bids_perfusion.interfaces.phae import PHAEInference
+    from bids_perfusion.tsv import write_tsv
 
     root, _ = noisy
     monkeypatch.chdir(tmp_path)

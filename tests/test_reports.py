@@ -5,6 +5,7 @@ a second, ``rec-dose50`` run (what ``--simulate-dose 0.5`` writes, without payin
 and the reports are written from these derivatives with the tumour masks as derivatives.
 """
 
+import json
 import shutil
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
@@ -12,17 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import small_config, tumour_derivatives
+from helpers import load, read_tsv, small_config, tumour_derivatives
 
 from bids_perfusion.cli.run import main
+from bids_perfusion.naming import parse_name
 from bids_perfusion.phantom import write_dataset
 from bids_perfusion.reports import figures
-from bids_perfusion.reports.html import (
-    figure_name,
-    format_value,
-    parse_name,
-    write_reports,
-)
+from bids_perfusion.reports.html import write_reports
+from bids_perfusion.reports.sections import figure_name, format_value
 
 SUBJECTS = ("01", "02")
 SVG = "{http://www.w3.org/2000/svg}svg"
@@ -115,7 +113,7 @@ def test_display_helpers(volume):
     assert figures.pick_slices(brain, 12) == [1, 2, 3, 4]
     assert len(figures.pick_slices(np.ones((4, 4, 40), bool), 12)) == 12
     assert parse_name("sub-01_ses-a_desc-osvd_cbf.nii.gz") == (
-        [("sub", "01"), ("ses", "a"), ("desc", "osvd")], "cbf")
+        {"sub": "01", "ses": "a", "desc": "osvd"}, "cbf")
     assert figure_name("sub-01_ce-gd", "aif", "mask") == "sub-01_ce-gd_desc-aif_mask.svg"
     assert format_value(list(range(19))) == "0 … 18 (19 values)"
     assert format_value({"oi": 0.035}) == "oi: 0.035"
@@ -167,10 +165,42 @@ def test_reports_embed_existing_figures(derivatives):
         for figure in ("desc-osvd_cbf", "desc-areaRatioNawm_cbv", "desc-aif_mask",
                        "desc-rois_mask", "desc-aif_timeseries", "desc-tissue_timeseries"):
             assert f"{run}_{figure}.svg" in names
-        # the simulated dose has its maps but no tissue curves (its series is not stored)
+        # the simulated dose has its maps and its tissue curves (its desc-roi_timeseries)
         assert f"{run}_rec-dose50_desc-osvd_cbf.svg" in names
-        assert f"{run}_rec-dose50_desc-tissue_timeseries.svg" not in names
-        assert "series of a simulated dose is not stored" in "".join(page.text)
+        assert f"{run}_rec-dose50_desc-tissue_timeseries.svg" in names
+
+
+@pytest.mark.slow
+def test_roi_curves_are_the_mean_delta_r2star_of_the_series(derivatives):
+    """``desc-roi_timeseries.tsv``: mean -ln(S/S0)/TE over each ROI of the input series, S0
+    the mean of the baseline frames of the AIF sidecar, from its first frame on."""
+    out, _, _ = derivatives
+    root = out.parent / "bids"
+    for subject in SUBJECTS:
+        perf = out / f"sub-{subject}" / "perf"
+        run = f"sub-{subject}_ce-gadolinium"
+        aif = json.loads((perf / f"{run}_desc-aif_timeseries.json").read_text())
+        first, last = aif["BaselineFrames"]
+        signal = load(root / f"sub-{subject}" / "perf" / f"{run}_dsc.nii.gz")
+        rows = read_tsv(perf / f"{run}_desc-roi_timeseries.tsv")
+        sidecar = json.loads((perf / f"{run}_desc-roi_timeseries.json").read_text())
+        assert list(rows[0]) == ["time", "brain_delta_r2star", "brain_concentration",
+                                 "NAWM_delta_r2star", "NAWM_concentration"]
+        assert sidecar["time"]["Units"] == "s"
+        assert sidecar["NAWM_delta_r2star"]["Units"] == "1/s"
+        assert sidecar["NAWM_concentration"]["Units"] == "mM"
+        times = np.array([float(row["time"]) for row in rows])
+        assert times == pytest.approx(aif["RepetitionTime"] * np.arange(first, first + len(rows)))
+        for roi in ("brain", "NAWM"):
+            mask = load(perf / f"{run}_desc-{roi}_mask.nii.gz") > 0
+            s0 = signal[mask][:, first:last + 1].mean(axis=1, keepdims=True)
+            expected = np.mean(-np.log(signal[mask][:, first:] / s0) / aif["EchoTime"][0],
+                               axis=0)
+            curve = np.array([float(row[f"{roi}_delta_r2star"]) for row in rows])
+            assert curve == pytest.approx(expected, rel=1e-4, abs=1e-4 * expected.max())
+            concentration = np.array([float(row[f"{roi}_concentration"]) for row in rows])
+            assert concentration == pytest.approx(curve / sidecar["TissueRelaxivity"],
+                                                  rel=1e-5, abs=1e-9)
 
 
 @pytest.mark.slow
@@ -240,4 +270,6 @@ def test_reports_of_sessions(derivatives, tmp_path):
     for session in ("pre", "post"):
         run = f"sub-01_ses-{session}_ce-gadolinium"
         assert f"sub-01/figures/{run}_desc-osvd_cbf.svg" in page.images
+        # no input dataset here: the tissue curves come from desc-roi_timeseries.tsv
+        assert f"sub-01/figures/{run}_desc-tissue_timeseries.svg" in page.images
         assert run in page.text

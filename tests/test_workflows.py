@@ -7,9 +7,17 @@ from helpers import connections, sidecar_fields
 
 from bids_perfusion.cli.parser import build_parser, dsc_options
 from bids_perfusion.dsc.metadata import DSCRunMetadata
+from bids_perfusion.dsc.relaxivity import at_field
 from bids_perfusion.workflows.base import init_bids_perfusion_wf
 from bids_perfusion.workflows.citations import methods_text
 from bids_perfusion.workflows.dsc import init_dsc_wf
+from bids_perfusion.workflows.dsc_front_end import FRONT_END_OUTPUTS, init_dsc_front_end_wf
+from bids_perfusion.workflows.dsc_methods import (
+    init_dsc_methods_wf,
+    metadata_field,
+    method_maps,
+)
+from bids_perfusion.workflows.dsc_outputs import FRONT_END_INPUTS, init_dsc_outputs_wf
 from bids_perfusion.workflows.options import DSCOptions, DSCRun
 
 SOURCE = "sub-01/perf/sub-01_ce-gadolinium_dsc.nii.gz"
@@ -39,7 +47,22 @@ def _run(masks=None, echoes=1, subject="01"):
 
 
 def _nodes(workflow):
-    return set(workflow.list_node_names())
+    """The names of the nodes of ``workflow`` and of its sub-workflows, without the
+    sub-workflow's prefix."""
+    return {name.rsplit(".", 1)[-1] for name in workflow.list_node_names()}
+
+
+def _node(workflow, name):
+    """The node called ``name`` in ``workflow`` or one of its sub-workflows."""
+    [path] = [p for p in workflow.list_node_names() if p.rsplit(".", 1)[-1] == name]
+    return workflow.get_node(path)
+
+
+def _sub(workflow, name):
+    """The sub-workflow that holds node ``name``, and the node."""
+    [path] = [p for p in workflow.list_node_names() if p.rsplit(".", 1)[-1] == name]
+    parent = workflow.get_node(path.rsplit(".", 1)[0]) if "." in path else workflow
+    return parent, parent.get_node(name)
 
 
 def test_default_graph():
@@ -59,7 +82,7 @@ def test_given_masks_replace_automatic_steps():
     workflow = init_dsc_wf(run, DSCOptions(), "/out")
     nodes = _nodes(workflow)
     assert "brain_mask" not in nodes and "nawm_mask" not in nodes
-    assert workflow.get_node("aif").inputs.aif_mask == run.masks["arteries"]
+    assert _node(workflow, "aif").inputs.aif_mask == run.masks["arteries"]
     assert "given arterial mask" in workflow.visit_desc()
 
 
@@ -70,8 +93,8 @@ def test_options_decide_methods_leakage_and_dose():
     nodes = _nodes(workflow)
     assert {"deconvolve_ssvd", "deconvolve_tikhonov", "simulate_low_dose"} <= nodes
     assert "leakage_correction" not in nodes and "ds_bsw_k2" not in nodes
-    assert workflow.get_node("deconvolve_tikhonov").inputs.parameters == {"criterion": "gcv"}
-    sink = workflow.get_node("ds_ssvd_cbf")
+    assert _node(workflow, "deconvolve_tikhonov").inputs.parameters == {"criterion": "gcv"}
+    sink = _node(workflow, "ds_ssvd_cbf")
     assert sink.inputs.reconstruction == "dose25"
     assert workflow.name.endswith("dose25_wf")
 
@@ -79,7 +102,8 @@ def test_options_decide_methods_leakage_and_dose():
 def test_every_sink_waits_for_the_barrier():
     workflow = init_dsc_wf(_run(), DSCOptions(methods=("osvd", "csvd")), "/out")
     sinks = [n for n in _nodes(workflow) if n.startswith("ds_")]
-    edges = connections(workflow)
+    outputs, _barrier = _sub(workflow, "barrier")
+    edges = connections(outputs)
     waiting = {target for source, target, _field in edges if source == "barrier"}
     assert set(sinks) == waiting
     inputs = [field for _source, target, field in edges if target == "merge_outputs"]
@@ -88,7 +112,7 @@ def test_every_sink_waits_for_the_barrier():
 
 def test_dual_echo_run_uses_dual_echo_formula():
     workflow = init_dsc_wf(_run(echoes=2), DSCOptions(), "/out")
-    assert workflow.get_node("delta_r2star").inputs.echo_times == [0.02, 0.04]
+    assert _node(workflow, "delta_r2star").inputs.echo_times == [0.02, 0.04]
     assert "TE2 - TE1" in workflow.visit_desc()
 
 
@@ -113,7 +137,7 @@ def test_phae_is_a_method_without_tmax():
     nodes = _nodes(workflow)
     assert {"phae", "ds_phae_cbf", "ds_phae_mtt", "ds_phaeNawm_cbf"} <= nodes
     assert "ds_phae_tmax" not in nodes and "deconvolve_phae" not in nodes
-    assert workflow.get_node("phae").inputs.device == "cpu"
+    assert _node(workflow, "phae").inputs.device == "cpu"
     assert "physics-informed autoencoder" in workflow.visit_desc()
 
 
@@ -125,11 +149,17 @@ def test_stunet_writes_cbv_only_for_every_dose():
         nodes = _nodes(workflow)
         assert {"stunet", "ds_stunet_cbv", "ds_stunetNawm_cbv"} <= nodes
         assert not {"ds_stunet_mtt", "ds_stunet_cbf", "deconvolve_stunet"} & nodes
-        node = workflow.get_node("stunet")
+        node = _node(workflow, "stunet")
         assert node.inputs.device == "cpu" and node.inputs.weights == weights
-        edges = {(source, target) for source, target, _field in connections(workflow)}
-        source = "simulate_low_dose" if dose < 1 else "source"
-        assert {(source, "stunet"), ("cbv", "stunet"), ("masks", "stunet")} <= edges
+        # stU-Net reads the series quantified: the acquired one or the simulated dose
+        methods = workflow.get_node("methods_wf")
+        assert {("in_files", "in_files"), ("brain", "brain_mask")} <= _edges(
+            methods, "inputnode", "stunet")
+        assert ("cbv", "cbv") in _edges(methods, "cbv", "stunet")
+        front_end = workflow.get_node("front_end_wf")
+        source = "simulate_low_dose" if dose < 1 else "inputnode"
+        field = "out_files" if dose < 1 else "in_files"
+        assert (field, "in_files") in _edges(front_end, source, "outputnode")
         text = methods_text(workflow.visit_desc())
         assert "stU-Net" in text and "Veron Vialard" in text
 
@@ -138,45 +168,53 @@ def test_completion_record_waits_for_every_sink_and_holds_options_and_methods():
     options = DSCOptions(methods=("osvd", "csvd"))
     workflow = init_dsc_wf(_run(), options, "/out", dose=0.5)
     sinks = {n for n in _nodes(workflow) if n.startswith("ds_")}
-    edges = [(source, field) for source, target, field in connections(workflow)
+    outputs, _written = _sub(workflow, "merge_written")
+    edges = [(source, field) for source, target, field in connections(outputs)
              if target == "merge_written"]
     assert {name for name, _c in edges} == sinks
     assert sorted({field for _name, (field, _in) in edges}) == ["out_file", "out_meta"]
     assert len(edges) == 2 * len(sinks)
-    record = workflow.get_node("run_record")
-    assert record.inputs.run == workflow.get_node("barrier").inputs.run == workflow.name
+    record = _node(workflow, "run_record")
+    assert record.inputs.run == _node(workflow, "barrier").inputs.run == workflow.name
     assert record.inputs.options["methods"] == ["osvd", "csvd"]
     assert record.inputs.options["simulate_doses"] == []
     assert "oscillation-index SVD" in record.inputs.methods
     assert "simulated dose fractions of 0.5" in record.inputs.methods
     for name in sinks:  # every file gets a sidecar naming its sources
-        sources = sidecar_fields(workflow.get_node(name))["Sources"]
+        sources = sidecar_fields(_node(workflow, name))["Sources"]
         assert len(sources) == 1 and sources[0].startswith("bids:raw:"), name
         assert sources[0].endswith(SOURCE), name
 
 
 def _edges(workflow, source, target):
-    """Fields connected from node ``source`` to node ``target``."""
-    return {field for start, end, field in connections(workflow)
+    """Fields connected from node ``source`` to node ``target`` (in one sub-workflow of
+    ``workflow``, the methods' when the names are in several)."""
+    parent, _u = _sub(workflow, source)
+    other, _v = _sub(workflow, target)
+    assert parent is other, (source, target)
+    return {field for start, end, field in connections(parent)
             if (start, end) == (source, target)}
 
 
 def test_first_pass_gamma_feeds_cbv_and_deconvolution():
     """``--first-pass gamma`` adds the fit between ΔR2*/AIF and CBV/deconvolution."""
-    default = init_dsc_wf(_run(), DSCOptions(), "/out")
+    default = init_dsc_wf(_run(), DSCOptions(), "/out").get_node("methods_wf")
     assert "first_pass" not in _nodes(default)
-    assert ("delta_r2star", "delta_r2star") in _edges(default, "delta_r2star", "cbv")
+    assert ("delta_r2star", "delta_r2star") in _edges(default, "inputnode", "cbv")
     workflow = init_dsc_wf(_run(), DSCOptions(first_pass="gamma", methods=("osvd", "ssvd")),
                            "/out")
-    assert "first_pass" in _nodes(workflow)
+    methods = workflow.get_node("methods_wf")
+    assert "first_pass" in _nodes(methods)
     for target in ("cbv", "deconvolve_osvd", "deconvolve_ssvd"):
         assert {("delta_r2star", "delta_r2star"), ("aif_tsv", "aif_tsv"),
-                ("metadata", "first_pass")} <= _edges(workflow, "first_pass", target)
-        assert not _edges(workflow, "delta_r2star", target)
-        assert not _edges(workflow, "aif", target)
+                ("metadata", "first_pass")} <= _edges(methods, "first_pass", target)
+        measured = _edges(methods, "inputnode", target)
+        assert not {("delta_r2star", "delta_r2star"), ("aif_tsv", "aif_tsv")} & measured
     # Leakage correction and the AIF output keep the measured curves.
-    assert ("delta_r2star", "delta_r2star") in _edges(workflow, "delta_r2star",
-                                                      "leakage_correction")
+    assert {("delta_r2star", "delta_r2star"), ("aif_tsv", "aif_tsv")} <= _edges(
+        methods, "inputnode", "leakage_correction")
+    front_end = workflow.get_node("front_end_wf")
+    assert ("aif_tsv", "aif_tsv") in _edges(front_end, "aif", "outputnode")
     assert "gamma variates" in workflow.visit_desc()
     assert "Madsen MT" in methods_text(workflow.visit_desc())
 
@@ -186,8 +224,8 @@ def test_automatic_nawm_reads_the_baseline_image():
     workflow = init_dsc_wf(_run({"WM": "masks/sub-01_label-WM_mask.nii.gz"}), DSCOptions(),
                            "/out")
     assert _edges(workflow, "delta_r2star", "nawm_mask") == {("baseline_image", "baseline")}
-    assert not _edges(workflow, "cbv", "nawm_mask")
-    assert workflow.get_node("nawm_mask").inputs.wm_mask.endswith("label-WM_mask.nii.gz")
+    assert "cbv" not in _nodes(workflow.get_node("front_end_wf"))  # where NAWM is chosen
+    assert _node(workflow, "nawm_mask").inputs.wm_mask.endswith("label-WM_mask.nii.gz")
     assert "given white-matter segmentation" in workflow.visit_desc()
     assert "pre-contrast image" in init_dsc_wf(_run(), DSCOptions(), "/out").visit_desc()
 
@@ -209,7 +247,7 @@ def test_units_of_the_sidecars_follow_the_scaling(scaled, cbv, cbf):
     """--no-scaling writes per 100 mL of tissue, and its sidecars must say so."""
     workflow = init_dsc_wf(_run(), DSCOptions(methods=("osvd", "phae", "stunet"),
                                               scaled=scaled), "/out")
-    units = {name: sidecar_fields(workflow.get_node(name)).get("Units")
+    units = {name: sidecar_fields(_node(workflow, name)).get("Units")
              for name in _nodes(workflow) if name.startswith("ds_")}
     assert units["ds_areaRatio_cbv"] == units["ds_bsw_cbv"] == units["ds_stunet_cbv"] == cbv
     assert units["ds_osvd_cbf"] == units["ds_phae_cbf"] == cbf
@@ -220,8 +258,6 @@ def test_units_of_the_sidecars_follow_the_scaling(scaled, cbv, cbf):
 def test_run_field_selects_relaxivities_of_every_node_and_the_methods(field, tissue, blood):
     """The run's MagneticFieldStrength reaches every node that converts ΔR2* to
     concentration, and the methods text states the constants (issue 12, item 3)."""
-    from bids_perfusion.dsc.relaxivity import at_field
-
     run = _run()
     run = DSCRun(run.subject, run.session, run.files,
                  DSCRunMetadata((0.03,), 1.5, 60, magnetic_field_strength=field), run.masks)
@@ -229,7 +265,7 @@ def test_run_field_selects_relaxivities_of_every_node_and_the_methods(field, tis
     workflow = init_dsc_wf(run, options, "/out")
     record = {**at_field(field, "quadratic").sidecar(), "MagneticFieldStrengthSource": "sidecar"}
     for name in ("aif", "cbv", "leakage_correction", "deconvolve_osvd", "phae"):
-        assert workflow.get_node(name).inputs.relaxivity == record, name
+        assert _node(workflow, name).inputs.relaxivity == record, name
     assert record["TissueRelaxivity"] == {1.5: 87.0, 3.0: 174.0}[field]
     text = workflow.visit_desc()
     assert f"ΔR2* = {tissue} in tissue" in text and f"ΔR2* = {blood} + " in text
@@ -247,23 +283,23 @@ def test_simulated_dose_records_its_model_and_average(model, average):
     options = dsc_options(args)
     assert (options.lowdose_model, options.lowdose_average) == (model, average)
     workflow = init_dsc_wf(_run(), options, "/out", dose=0.5)
-    node = workflow.get_node("simulate_low_dose")
+    node = _node(workflow, "simulate_low_dose")
     assert (node.inputs.model, node.inputs.average) == (model, average)
     assert node.inputs.repetition_time == 1.5
     sinks = [n for n in _nodes(workflow) if n.startswith("ds_")]
     for name in sinks:
-        metadata = sidecar_fields(workflow.get_node(name))
+        metadata = sidecar_fields(_node(workflow, name))
         assert metadata["LowDoseModel"] == model, name
         assert metadata["LowDoseLocalAverage"] == average, name
         assert metadata["SimulatedDose"] == 0.5
     if average == "temporal":
         assert (metadata["LowDoseSmootherFrames"], metadata["LowDoseSmootherWidth"]) == (5, 7.5)
-    text = workflow.get_node("run_record").inputs.methods
+    text = _node(workflow, "run_record").inputs.methods
     assert ("S(0) [S̄(t)/S(0)]^d" in text) == (model == "exponential")
     assert ("Savitzky-Golay" in text) == (average == "temporal")
     acquired = init_dsc_wf(_run(), options, "/out")
     for name in (n for n in _nodes(acquired) if n.startswith("ds_")):
-        assert "LowDoseModel" not in sidecar_fields(acquired.get_node(name))
+        assert "LowDoseModel" not in sidecar_fields(_node(acquired, name))
     default = dsc_options(build_parser().parse_args(["/bids", "/out", "participant"]))
     assert (default.lowdose_model, default.lowdose_average) == ("exponential", "temporal")
 
@@ -275,7 +311,7 @@ def test_leakage_model_decides_node_outputs_and_methods_text(model, label):
     desc-<model>_cbv / _k2 (and their NAWM ratios), the model cited in the methods."""
     workflow = init_dsc_wf(_run(), DSCOptions(leakage_correction=model), "/out")
     nodes = _nodes(workflow)
-    assert workflow.get_node("leakage_correction").inputs.model == model
+    assert _node(workflow, "leakage_correction").inputs.model == model
     assert {f"ds_{label}_cbv", f"ds_{label}_k2", f"ds_{label}Nawm_cbv"} <= nodes
     others = {"bsw", "bidirectional", "bswTransit"} - {label}
     assert not any(f"ds_{o}_" in n for o in others for n in nodes)
@@ -311,3 +347,122 @@ def test_leakage_correction_on_the_command_line():
     assert model("--no-leakage-correction") == "none"
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--leakage-correction", "weisskoff"])
+
+
+# --- the DSC sub-workflows, with the public nipype API only (node names, nodes, and the
+# inputs a workflow leaves unconnected) ---
+
+RELAXIVITY = at_field(3.0).sidecar()
+
+
+def _masks(*keys):
+    return {key: f"masks/sub-01_label-{key}_mask.nii.gz" for key in keys}
+
+
+def _connected(workflow, name):
+    """The inputs of node ``name`` that ``workflow`` connects (all but the unconnected ones
+    of ``workflow.inputs``)."""
+    unconnected = getattr(workflow.inputs, name).get()
+    return set(workflow.get_node(name).inputs.get()) - set(unconnected)
+
+
+def test_front_end_derives_brain_mask_aif_and_nawm():
+    workflow = init_dsc_front_end_wf(_run(), DSCOptions(), RELAXIVITY)
+    assert set(workflow.list_node_names()) == {
+        "inputnode", "brain_mask", "delta_r2star", "aif", "bolus_timing", "nawm_mask",
+        "outputnode"}
+    assert _connected(workflow, "delta_r2star") == {"in_files", "brain_mask"}
+    assert _connected(workflow, "aif") == {"delta_r2star", "frame_times", "signal_metadata",
+                                           "brain_mask"}  # aif_mask: automatic selection
+    assert _connected(workflow, "nawm_mask") == {"baseline", "brain_mask"}
+    assert _connected(workflow, "outputnode") == set(FRONT_END_OUTPUTS) - {"tumor", "GM", "WM"}
+    assert workflow.get_node("aif").inputs.relaxivity == RELAXIVITY
+
+
+def test_front_end_passes_given_masks_through():
+    run = _run(_masks("brain", "NAWM", "arteries", "tumor"))
+    workflow = init_dsc_front_end_wf(run, DSCOptions(), RELAXIVITY)
+    nodes = set(workflow.list_node_names())
+    assert not {"brain_mask", "nawm_mask"} & nodes
+    assert workflow.get_node("inputnode").inputs.brain == run.masks["brain"]
+    assert workflow.get_node("aif").inputs.aif_mask == run.masks["arteries"]
+    assert _connected(workflow, "outputnode") == set(FRONT_END_OUTPUTS) - {"GM", "WM"}
+
+
+def test_front_end_simulates_a_reduced_dose_before_the_signal():
+    workflow = init_dsc_front_end_wf(_run(), DSCOptions(lowdose_model="linear"), RELAXIVITY,
+                                     dose=0.25)
+    lowdose = workflow.get_node("simulate_low_dose")
+    assert (lowdose.inputs.dose, lowdose.inputs.model) == (0.25, "linear")
+    assert _connected(workflow, "simulate_low_dose") == {"in_files", "brain_mask"}
+    assert "in_files" in _connected(workflow, "delta_r2star")
+
+
+def test_methods_nodes_and_outputs_follow_the_options():
+    options = DSCOptions(methods=("phae", "osvd", "stunet"), device="cpu")
+    workflow = init_dsc_methods_wf(options, RELAXIVITY)
+    assert set(workflow.list_node_names()) == {
+        "inputnode", "cbv", "leakage_correction", "deconvolve_osvd", "phae", "stunet",
+        "outputnode"}
+    maps = method_maps(options, RELAXIVITY)
+    assert [m.name for m in maps] == ["cbv", "cbv_bsw", "cbf_osvd", "cbf_phae", "cbv_stunet",
+                                      "k2_bsw", "mtt_phae", "mtt_osvd", "tmax_osvd"]
+    assert [m.measure for m in maps if m.measure] == [
+        "cbv", "cbv_bsw", "cbf_osvd", "cbf_phae", "cbv_stunet"]
+    nodes = ["cbv", "leakage_correction", "deconvolve_osvd", "phae", "stunet"]
+    fields = [m.name for m in maps] + [metadata_field(node) for node in nodes]
+    assert _connected(workflow, "outputnode") == set(fields)
+    assert _connected(workflow, "stunet") == {"in_files", "brain_mask", "cbv"}
+    assert _connected(workflow, "deconvolve_osvd") == {"delta_r2star", "brain_mask",
+                                                       "aif_tsv", "cbv"}
+    for name in nodes[:-1]:
+        assert workflow.get_node(name).inputs.relaxivity == RELAXIVITY, name
+    assert maps[4].sidecar["TissueRelaxivity"] == RELAXIVITY["TissueRelaxivity"]
+
+
+def test_methods_with_first_pass_and_without_leakage():
+    options = DSCOptions(methods=("ssvd",), first_pass="gamma", leakage_correction="none")
+    workflow = init_dsc_methods_wf(options, RELAXIVITY)
+    assert set(workflow.list_node_names()) == {
+        "inputnode", "first_pass", "cbv", "deconvolve_ssvd", "outputnode"}
+    assert "first_pass" in _connected(workflow, "cbv")
+    assert "first_pass" in _connected(workflow, "deconvolve_ssvd")
+    assert [m.name for m in method_maps(options, RELAXIVITY)] == [
+        "cbv", "cbf_ssvd", "mtt_ssvd", "tmax_ssvd"]
+
+
+def test_outputs_write_every_map_its_ratio_and_the_roi_tables():
+    run = _run(_masks("tumor"))
+    options = DSCOptions(methods=("osvd",))
+    maps = method_maps(options, RELAXIVITY)
+    workflow = init_dsc_outputs_wf(run, maps, "/out", RELAXIVITY, options=options,
+                                   methods="text", run_name="sub_01_acquired_wf")
+    nodes = set(workflow.list_node_names())
+    sinks = {name for name in nodes if name.startswith("ds_")}
+    assert sinks == {
+        "ds_brain_mask", "ds_NAWM_mask", "ds_aif_mask", "ds_aif_timeseries", "ds_ttp",
+        "ds_bat", "ds_roi_roistats", "ds_roi_timeseries", "ds_areaRatio_cbv",
+        "ds_bsw_cbv", "ds_osvd_cbf", "ds_areaRatioNawm_cbv", "ds_bswNawm_cbv",
+        "ds_osvdNawm_cbf", "ds_bsw_k2", "ds_osvd_mtt", "ds_osvd_tmax"}
+    for name in sinks:  # every sink writes a file and waits for the barrier
+        assert {"in_file", "source_file"} <= _connected(workflow, name), name
+    assert workflow.get_node("run_record").inputs.run == "sub_01_acquired_wf"
+    assert workflow.get_node("barrier").inputs.run == "sub_01_acquired_wf"
+    curves = workflow.get_node("roi_curves")
+    assert curves.inputs.rois == ["brain", "tumor", "NAWM"]
+    assert _connected(workflow, "roi_curves") == {"delta_r2star", "frame_times", "masks"}
+    sidecar = workflow.get_node("ds_roi_timeseries").interface._metadata
+    assert sidecar["tumor_delta_r2star"]["Units"] == "1/s"
+    assert sidecar["tumor_concentration"]["Units"] == "mM"
+    assert sidecar["TissueRelaxivity"] == RELAXIVITY["TissueRelaxivity"]
+    inputs = workflow.get_node("inputnode").inputs.copyable_trait_names()
+    assert set(FRONT_END_INPUTS) <= set(inputs)
+
+
+def test_run_workflow_is_made_of_the_three_sub_workflows():
+    workflow = init_dsc_wf(_run(), DSCOptions(), "/out", dose=0.5)
+    prefixes = {name.split(".")[0] for name in workflow.list_node_names()}
+    assert prefixes == {"front_end_wf", "methods_wf", "outputs_wf"}
+    assert workflow.get_node("front_end_wf.simulate_low_dose").inputs.dose == 0.5
+    assert workflow.get_node("outputs_wf.run_record").inputs.run == workflow.name
+    assert workflow.get_node("outputs_wf.ds_osvd_cbf").inputs.reconstruction == "dose50"

@@ -12,7 +12,6 @@ Per-volume metadata (``PostLabelingDelay``, ``LabelingDuration``,
 with :meth:`ASLContext.take`.
 """
 
-import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion.dsc.metadata import MetadataError
+from bids_perfusion.tsv import read_tsv
 
 #: Volume types of BIDS ``aslcontext.tsv`` (BIDS 1.10, "Arterial Spin Labeling").
 VOLUME_TYPES = ("control", "label", "m0scan", "deltam", "cbf", "noRF")
@@ -38,8 +38,7 @@ def read_aslcontext(path: str | os.PathLike[str]) -> tuple[str, ...]:
     naming the file, the field and the fix for a missing column or an unknown type.
     """
     try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
+        rows = read_tsv(path)
     except OSError as error:
         raise ContextError(f"{path}: cannot be read ({error.strerror}).") from None
     if not rows or "volume_type" not in rows[0]:

@@ -11,6 +11,7 @@ from bids import BIDSLayout, BIDSLayoutIndexer
 from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE
 
 from bids_perfusion.dsc.metadata import MetadataError
+from bids_perfusion.naming import parse_name
 
 
 class InputError(ValueError):
@@ -73,17 +74,10 @@ class CheckedLayout(BIDSLayout):
         return super().get_metadata(path, *args, **kwargs)
 
 
-def _entities(path):
-    """``({key: value}, suffix)`` of a BIDS file name."""
-    stem = Path(path).name.split(".")[0]
-    *pairs, suffix = stem.split("_")
-    return dict(pair.split("-", 1) for pair in pairs if "-" in pair), suffix
-
-
 def _applies_to(sidecar, path):
     """BIDS inheritance: a sidecar applies to a file in its folder or below, with the same
     suffix and a subset of its entities."""
-    (keys, suffix), (file_keys, file_suffix) = _entities(sidecar), _entities(path)
+    (keys, suffix), (file_keys, file_suffix) = parse_name(sidecar), parse_name(path)
     folder = Path(sidecar).parent
     return (suffix == file_suffix and keys.items() <= file_keys.items()
             and (folder == Path(path).parent or folder in Path(path).parents))

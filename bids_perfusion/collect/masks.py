@@ -8,6 +8,7 @@ from bids_perfusion.collect.layout import InputError
 from bids_perfusion.errors import InputDataError
 from bids_perfusion.interfaces.images import check_image, check_same_grid
 from bids_perfusion.interfaces.nifti import load_mask
+from bids_perfusion.naming import parse_name
 
 #: ``label-`` values of masks read from ``--derivatives``, with accepted spellings.
 MASK_LABELS = {"brain": "brain", "tumor": "tumor", "tumour": "tumor", "NAWM": "NAWM",
@@ -23,8 +24,7 @@ def derivative_masks(folders):
         if not folder.is_dir():
             raise InputError(f"--derivatives {folder}: no such folder.")
         for path in sorted(folder.glob("sub-*/**/*_mask.nii*")):
-            entities = dict(part.split("-", 1) for part in path.name.split(".")[0].split("_")
-                            if "-" in part)
+            entities = parse_name(path)[0]
             name = MASK_LABELS.get(entities.get("label", ""))
             if name:
                 found[(entities["sub"], entities.get("ses"))].setdefault(name, str(path))

@@ -2,7 +2,6 @@
 
 import numpy as np
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
     File,
     SimpleInterface,
     TraitedSpec,
@@ -10,20 +9,18 @@ from nipype.interfaces.base import (
 )
 
 from bids_perfusion.dsc import aif, relaxivity
-from bids_perfusion.interfaces.nifti import load, load_mask, save_like, write_tsv
+from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+from bids_perfusion.interfaces.specs import DeltaR2StarInputSpec, RelaxivityInputSpec
+from bids_perfusion.tsv import write_tsv
 
 #: Columns of the AIF table.
 AIF_COLUMNS = ("time", "delta_r2star", "concentration")
 
 
-class _ArterialInputFunctionInputSpec(BaseInterfaceInputSpec):
-    delta_r2star = File(exists=True, mandatory=True)
-    brain_mask = File(exists=True, mandatory=True)
+class _ArterialInputFunctionInputSpec(DeltaR2StarInputSpec, RelaxivityInputSpec):
     frame_times = traits.List(traits.Float, mandatory=True)
     aif_mask = File(exists=True, desc="arterial voxels; automatic selection when absent")
     signal_metadata = traits.Dict(desc="baseline and formula of ΔR2*, copied to the sidecar")
-    relaxivity = traits.Dict(mandatory=True, desc="relaxivities of the run's field "
-                                                  "(dsc.relaxivity.Relaxivities.sidecar())")
 
 
 class _ArterialInputFunctionOutputSpec(TraitedSpec):

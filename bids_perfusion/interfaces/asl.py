@@ -24,8 +24,8 @@ from bids_perfusion.interfaces.nifti import (
     refused,
     save_like,
     voxel_size,
-    write_tsv,
 )
+from bids_perfusion.tsv import write_tsv
 
 #: Values of the ``nonfinite`` mask of :class:`ExtractASL` (bits): a non-finite value in
 #: the series, in M0.

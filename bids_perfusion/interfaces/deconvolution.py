@@ -4,7 +4,6 @@ import dataclasses
 
 import numpy as np
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
     File,
     SimpleInterface,
     TraitedSpec,
@@ -14,22 +13,16 @@ from nipype.interfaces.base import (
 from bids_perfusion.dsc import maps, relaxivity
 from bids_perfusion.dsc.deconvolution import DeconvolutionModel
 from bids_perfusion.interfaces.maps import first_pass_metadata
-from bids_perfusion.interfaces.nifti import load, load_mask, read_tsv_columns, save_like
+from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+from bids_perfusion.interfaces.specs import CurvesInputSpec, ScalingInputSpec
+from bids_perfusion.tsv import read_tsv_columns
 
 
-class _DeconvolveInputSpec(BaseInterfaceInputSpec):
-    delta_r2star = File(exists=True, mandatory=True)
-    brain_mask = File(exists=True, mandatory=True)
-    aif_tsv = File(exists=True, mandatory=True)
+class _DeconvolveInputSpec(CurvesInputSpec, ScalingInputSpec):
     cbv = File(exists=True, mandatory=True, desc="CBV, mL/100 g, for MTT = CBV/CBF")
     method = traits.Enum("osvd", "ssvd", "csvd", "tikhonov", usedefault=True)
     parameters = traits.Dict(desc="method parameters; literature defaults when omitted")
-    kh = traits.Float(mandatory=True, desc="haematocrit correction kH")
-    rho = traits.Float(mandatory=True, desc="brain density, g/mL")
-    scaled = traits.Bool(True, usedefault=True, desc="apply kH/rho (mL/100 g/min)")
     first_pass = traits.Dict(desc="first-pass fit for the sidecar; FirstPass none if absent")
-    relaxivity = traits.Dict(mandatory=True, desc="relaxivities of the run's field "
-                                                  "(dsc.relaxivity.Relaxivities.sidecar())")
 
 
 class _DeconvolveOutputSpec(TraitedSpec):

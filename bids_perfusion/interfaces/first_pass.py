@@ -2,7 +2,6 @@
 
 import numpy as np
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
     File,
     SimpleInterface,
     TraitedSpec,
@@ -10,19 +9,9 @@ from nipype.interfaces.base import (
 )
 
 from bids_perfusion.dsc import first_pass
-from bids_perfusion.interfaces.nifti import (
-    load,
-    load_mask,
-    read_tsv_columns,
-    save_like,
-    write_tsv,
-)
-
-
-class _FirstPassFitInputSpec(BaseInterfaceInputSpec):
-    delta_r2star = File(exists=True, mandatory=True)
-    brain_mask = File(exists=True, mandatory=True)
-    aif_tsv = File(exists=True, mandatory=True, desc="time, delta_r2star, concentration")
+from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+from bids_perfusion.interfaces.specs import CurvesInputSpec
+from bids_perfusion.tsv import read_tsv_columns, write_tsv
 
 
 class _FirstPassFitOutputSpec(TraitedSpec):
@@ -35,7 +24,7 @@ class FirstPassFit(SimpleInterface):
     """Replace ΔR2* curves and the AIF by their gamma-variate first passes
     (:func:`dsc.first_pass.fit_gamma_variate`)."""
 
-    input_spec = _FirstPassFitInputSpec
+    input_spec = CurvesInputSpec
     output_spec = _FirstPassFitOutputSpec
 
     def _run_interface(self, runtime):

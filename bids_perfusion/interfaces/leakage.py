@@ -2,7 +2,6 @@
 
 import numpy as np
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
     File,
     SimpleInterface,
     TraitedSpec,
@@ -12,6 +11,7 @@ from nipype.interfaces.base import (
 from bids_perfusion.dsc import leakage
 from bids_perfusion.interfaces.maps import first_pass_cbv
 from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+from bids_perfusion.interfaces.specs import CurvesInputSpec, ScalingInputSpec
 
 #: Sidecar text of each model: its equation and source.
 DESCRIPTIONS = {
@@ -27,17 +27,9 @@ DESCRIPTIONS = {
 }
 
 
-class _LeakageCorrectionInputSpec(BaseInterfaceInputSpec):
-    delta_r2star = File(exists=True, mandatory=True)
-    brain_mask = File(exists=True, mandatory=True)
-    aif_tsv = File(exists=True, mandatory=True)
+class _LeakageCorrectionInputSpec(CurvesInputSpec, ScalingInputSpec):
     aif_mask = File(exists=True, mandatory=True, desc="arterial voxels, left out of the reference")
     frame_times = traits.List(traits.Float, mandatory=True)
-    kh = traits.Float(mandatory=True)
-    rho = traits.Float(mandatory=True)
-    scaled = traits.Bool(True, usedefault=True)
-    relaxivity = traits.Dict(mandatory=True, desc="relaxivities of the run's field "
-                                                  "(dsc.relaxivity.Relaxivities.sidecar())")
     model = traits.Enum(*leakage.MODELS, usedefault=True, desc="leakage model (dsc/leakage.py)")
 
 

@@ -13,19 +13,17 @@ from nipype.interfaces.base import (
 )
 
 from bids_perfusion.dsc import maps, normalisation, relaxivity, timing
-from bids_perfusion.interfaces.nifti import load, load_mask, read_tsv_columns, save_like
+from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+from bids_perfusion.interfaces.specs import (
+    CurvesInputSpec,
+    DeltaR2StarInputSpec,
+    ScalingInputSpec,
+)
+from bids_perfusion.tsv import read_tsv_columns
 
 
-class _BloodVolumeInputSpec(BaseInterfaceInputSpec):
-    delta_r2star = File(exists=True, mandatory=True)
-    brain_mask = File(exists=True, mandatory=True)
-    aif_tsv = File(exists=True, mandatory=True)
-    kh = traits.Float(mandatory=True)
-    rho = traits.Float(mandatory=True)
-    scaled = traits.Bool(True, usedefault=True)
+class _BloodVolumeInputSpec(CurvesInputSpec, ScalingInputSpec):
     first_pass = traits.Dict(desc="first-pass fit for the sidecar; FirstPass none if absent")
-    relaxivity = traits.Dict(mandatory=True, desc="relaxivities of the run's field "
-                                                  "(dsc.relaxivity.Relaxivities.sidecar())")
 
 
 class _BloodVolumeOutputSpec(TraitedSpec):
@@ -75,9 +73,7 @@ def first_pass_cbv(delta_r2star, inputs):
     return cbv, end
 
 
-class _BolusTimingInputSpec(BaseInterfaceInputSpec):
-    delta_r2star = File(exists=True, mandatory=True)
-    brain_mask = File(exists=True, mandatory=True)
+class _BolusTimingInputSpec(DeltaR2StarInputSpec):
     frame_times = traits.List(traits.Float, mandatory=True)
 
 

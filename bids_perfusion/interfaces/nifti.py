@@ -1,6 +1,5 @@
-"""Reading and writing the NIfTI and TSV files that interfaces exchange."""
+"""Reading and writing the NIfTI files that interfaces exchange (TSV: bids_perfusion.tsv)."""
 
-import csv
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,28 +67,3 @@ def save_like(data, reference, name, dtype=np.float32):
     path = Path(name).absolute()
     image.to_filename(path)
     return str(path)
-
-
-def write_tsv(rows, columns, name):
-    """Write dict rows as a tab-separated table (``n/a`` for missing) in the cwd."""
-    path = Path(name).absolute()
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns, delimiter="\t", lineterminator="\n",
-                                restval="n/a")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _format(v) for k, v in row.items()})
-    return str(path)
-
-
-def read_tsv_columns(path):
-    """A TSV as a dict of column name -> float array."""
-    with open(path) as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
-
-
-def _format(value):
-    if isinstance(value, float | np.floating):
-        return "n/a" if not np.isfinite(value) else f"{value:.6g}"
-    return value

@@ -8,7 +8,6 @@ model, the normalisation and the units are in :mod:`bids_perfusion.nn.phae`.
 
 import numpy as np
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
     File,
     SimpleInterface,
     TraitedSpec,
@@ -16,22 +15,16 @@ from nipype.interfaces.base import (
 )
 
 from bids_perfusion.dsc import relaxivity, timing
-from bids_perfusion.interfaces.nifti import load, load_mask, read_tsv_columns, save_like
+from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+from bids_perfusion.interfaces.specs import CurvesInputSpec, ScalingInputSpec
+from bids_perfusion.tsv import read_tsv_columns
 
 
-class _PHAEInferenceInputSpec(BaseInterfaceInputSpec):
-    delta_r2star = File(exists=True, mandatory=True)
-    brain_mask = File(exists=True, mandatory=True)
-    aif_tsv = File(exists=True, mandatory=True, desc="time, delta_r2star, concentration")
+class _PHAEInferenceInputSpec(CurvesInputSpec, ScalingInputSpec):
     weights = File(exists=True, desc="PHAE weights (.safetensors with its .json card); "
                                      "default: the bundled weights")
     device = traits.Str("auto", usedefault=True, desc="auto, cpu, cuda or cuda:N")
     batch_size = traits.Int(8192, usedefault=True, desc="voxels per forward pass")
-    kh = traits.Float(mandatory=True, desc="haematocrit correction kH")
-    rho = traits.Float(mandatory=True, desc="brain density, g/mL")
-    scaled = traits.Bool(True, usedefault=True, desc="apply kH/rho (mL/100 g, mL/100 g/min)")
-    relaxivity = traits.Dict(mandatory=True, desc="relaxivities of the run's field "
-                                                  "(dsc.relaxivity.Relaxivities.sidecar())")
 
 
 class _PHAEInferenceOutputSpec(TraitedSpec):

@@ -23,12 +23,14 @@ import nibabel as nib
 import numpy as np
 
 from bids_perfusion import __version__, constants
+from bids_perfusion.naming import dose_label
 from bids_perfusion.phantom import config as phantom_config
 from bids_perfusion.phantom.anatomy import make_grid
 from bids_perfusion.phantom.asl import simulate_asl
 from bids_perfusion.phantom.dsc import blood_delta_r2star, simulate_dsc
 from bids_perfusion.phantom.mr import spoiled_gre_steady_state
 from bids_perfusion.phantom.subject import BLOOD, COMPARTMENTS, make_subject
+from bids_perfusion.tsv import write_tsv
 
 LOGGER = logging.getLogger("bids_perfusion.phantom")
 BIDS_VERSION = "1.10.0"
@@ -55,13 +57,8 @@ TRUTH_MAPS = {
 T1W = {"tr": 0.01, "te": 0.004, "flip": 15.0}
 
 
-def dose_label(dose):
-    """BIDS acq label of a dose factor (None for full dose): 0.5 -> 'dose50'."""
-    return None if dose == 1.0 else f"dose{round(dose * 100)}"
-
-
 def dsc_name(subject, dose, echo, n_echoes):
-    acq = dose_label(dose)
+    acq = None if dose == 1.0 else dose_label(dose)  # the acq label of a reduced dose
     parts = [f"sub-{subject}", *([f"acq-{acq}"] if acq else []), "ce-gadolinium",
              *([f"echo-{echo + 1}"] if n_echoes > 1 else []), "dsc"]
     return "_".join(parts)
@@ -149,19 +146,6 @@ def _nifti(path, data, grid, tr=None):
     image.to_filename(str(path))
 
 
-def _tsv(path, columns, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["\t".join(columns)]
-    lines += ["\t".join(_cell(row[c]) for c in columns) for row in rows]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _cell(value):
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "n/a" if value is None else str(value)
-
-
 def _write_dataset_files(root, config):
     _json(root / "dataset_description.json", {
         "Name": "bids-perfusion digital perfusion phantom",
@@ -200,7 +184,7 @@ def _write_dataset_files(root, config):
 
 def _write_participants(root, rows):
     columns = list(rows[0])
-    _tsv(root / "participants.tsv", columns, rows)
+    write_tsv(rows, columns, root / "participants.tsv")
     descriptions = {
         "grade": "Glioma grade: LGG (low grade) or HGG (high grade)",
         "tumor_hemisphere": "Hemisphere holding the tumour",
@@ -249,13 +233,13 @@ def _write_dsc(root, subject, acq, sim):
         })
     truth = root / TRUTH / f"sub-{subject.label}" / "perf"
     for dose, aif in sim.aif.items():
-        acq_label = dose_label(dose)
+        acq_label = None if dose == 1.0 else dose_label(dose)
         stem = f"sub-{subject.label}{f'_acq-{acq_label}' if acq_label else ''}_desc-truth_aif"
         rows = [{"time": float(t), "concentration": float(c),
                  "delta_r2star": float(r)}
                 for t, c, r in zip(sim.frame_times, aif, blood_delta_r2star(aif, acq),
                                    strict=True)]
-        _tsv(truth / f"{stem}.tsv", ["time", "concentration", "delta_r2star"], rows)
+        write_tsv(rows, ["time", "concentration", "delta_r2star"], truth / f"{stem}.tsv")
         _json(truth / f"{stem}.json", {
             "time": {"Description": "Frame time from the first frame", "Units": "s"},
             "concentration": {"Description": "Noise-free arterial concentration",
@@ -272,8 +256,8 @@ def _write_asl(root, subject, acq, sim):
     perf = root / f"sub-{subject.label}" / "perf"
     stem = perf / f"sub-{subject.label}"
     _nifti(Path(f"{stem}_asl.nii.gz"), sim.series, subject.grid, tr=acq.tr)
-    _tsv(Path(f"{stem}_aslcontext.tsv"), ["volume_type"],
-         [{"volume_type": v} for v in sim.volume_types])
+    write_tsv([{"volume_type": v} for v in sim.volume_types], ["volume_type"],
+              Path(f"{stem}_aslcontext.tsv"))
     zooms = [round(float(z), 4) for z in subject.grid.zooms]
     sidecar = {
         "ArterialSpinLabelingType": acq.label_type,

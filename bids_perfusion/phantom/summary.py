@@ -1,12 +1,12 @@
 """A short text summary of a phantom dataset, read back from its files."""
 
-import csv
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from bids_perfusion.phantom.bids import TRUTH
+from bids_perfusion.tsv import read_tsv
 
 
 def _load(path):
@@ -33,8 +33,7 @@ def subject_summary(root, participant):
 def summarise(root):
     """Text table: one line per subject, then the files written."""
     root = Path(root)
-    with open(root / "participants.tsv") as handle:
-        participants = list(csv.DictReader(handle, delimiter="\t"))
+    participants = read_tsv(root / "participants.tsv")
     lines = [f"Phantom dataset: {root}",
              f"{'subject':8} {'grade':5} {'radius':>7} {'GM CBF':>7} {'WM CBF':>7} "
              f"{'GM CBV':>7} {'WM CBV':>7} {'tumour rCBV':>11}"]

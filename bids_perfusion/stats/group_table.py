@@ -25,6 +25,7 @@ import numpy as np
 
 from bids_perfusion import records
 from bids_perfusion.errors import InputDataError
+from bids_perfusion.naming import parse_name
 from bids_perfusion.stats.roi import COLUMNS as ROI_COLUMNS
 
 #: BIDS entities of a run's file name (key in the name, column of the table), in BIDS order.
@@ -99,7 +100,7 @@ def parse_entities(filename):
     ``participant_id`` and ``session_id`` keep their prefix (``sub-01``, ``ses-1``) as in
     participants.tsv and sessions.tsv; the others are bare labels; absent ones are None.
     """
-    pairs = dict(part.split("-", 1) for part in Path(filename).name.split("_") if "-" in part)
+    pairs = parse_name(filename)[0]
     values = {column: pairs.get(key) for key, column in ENTITIES}
     if values["participant_id"] is None:
         raise ValueError(f"{filename}: not a BIDS file name (no sub- entity)")

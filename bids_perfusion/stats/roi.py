@@ -1,5 +1,7 @@
 """Region-of-interest summaries of parametric maps, as rows of a tidy table."""
 
+import warnings
+
 import numpy as np
 
 #: Columns of :func:`roi_statistics` rows, in order.
@@ -43,3 +45,27 @@ def roi_statistics(maps, masks, excluded=None):
             rows.append(dict(zip(COLUMNS, (roi, measure, int(inside.size), n_excluded,
                                            *stats), strict=True)))
     return rows
+
+
+def roi_mean_curves(curves, masks):
+    """Mean time curve of each ROI: ``{roi: mean over its voxels of curves[mask]}``.
+
+    ``curves`` is a 4-D array (x, y, z, t), such as ΔR2*(t); ``masks`` maps an ROI name to
+    a 3-D boolean array. At each time the mean is over the ROI's voxels whose value is
+    finite, in float64; an ROI without voxels, or whose curves are nowhere finite, is left
+    out of the result.
+    """
+    curves = np.asarray(curves)
+    means = {}
+    for roi, mask in masks.items():
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != curves.shape[:3]:
+            raise ValueError(f"ROI '{roi}' has shape {mask.shape}, the curves "
+                             f"{curves.shape[:3]}")
+        inside = np.asarray(curves[mask], dtype=float)
+        inside = np.where(np.isfinite(inside), inside, np.nan)
+        if inside.size and np.isfinite(inside).any():
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN frame: NaN
+                means[roi] = np.nanmean(inside, axis=0)
+    return means

@@ -18,10 +18,14 @@ from bids_perfusion.interfaces.asl import (
 )
 from bids_perfusion.interfaces.roi import ROIStatistics
 from bids_perfusion.workflows.bids_uris import raw_uris
-from bids_perfusion.workflows.outputs import connect_outputs, mask_sidecar
+from bids_perfusion.workflows.outputs import (
+    ROI_NAMES,
+    brain_mask_sink,
+    connect_outputs,
+    mask_sidecar,
+    merge_fields,
+)
 
-#: ROI masks that ROI statistics use when they are given or derived.
-ROI_NAMES = ("brain", "tumor", "NAWM", "GM", "WM")
 CBF_UNITS = "mL/100 g/min"
 
 EQUATIONS = {
@@ -225,11 +229,12 @@ def init_asl_wf(run, options, output_dir, name=None):
           + (", one volume per delay" if meta.multi_delay else ""),
           delay_name: (list(meta.unique_delays) if meta.multi_delay
                        else meta.unique_delays[0])}),
-        (prepare, "m0", {"desc": "reference", "suffix": "m0scan"}, prepare,
+        (prepare, "m0", {"desc": "reference", "suffix": "m0scan"}, (prepare, "metadata"),
          {"Units": "arbitrary (units of the ASL series)",
           "Description": "M0 reference used for CBF", "SkullStripped": False,
           "Sources": raw_uris([run.file, *([meta.m0_file] if meta.m0_file else [])])}),
-        (prepare, "excluded_mask", {"desc": "excluded", "suffix": "mask"}, prepare,
+        (prepare, "excluded_mask", {"desc": "excluded", "suffix": "mask"},
+         (prepare, "metadata"),
          mask_sidecar("ROI", "brain voxels excluded from CBF (written 0) and from the ROI "
                       "statistics; counts and reasons in ExcludedVoxels")),
     ]
@@ -251,25 +256,20 @@ def _finish(workflow, run, output_dir, masks, outputs, sinks, options, excluded=
     roi = pe.Node(ROIStatistics(rois=roi_names,
                                 measures=[measure for _n, _f, measure, *_r in outputs]),
                   name="roi_statistics")
-    merge_maps = pe.Node(niu.Merge(len(outputs)), name="merge_maps")
-    merge_masks = pe.Node(niu.Merge(len(roi_names)), name="merge_masks")
-    for index, (node, field, *_rest) in enumerate(outputs, start=1):
-        workflow.connect(node, field, merge_maps, f"in{index}")
-    for index, key in enumerate(roi_names, start=1):
-        workflow.connect(masks, key, merge_masks, f"in{index}")
+    merge_maps = merge_fields(workflow, [(node, field) for node, field, *_ in outputs],
+                              "merge_maps")
+    merge_masks = merge_fields(workflow, [(masks, key) for key in roi_names], "merge_masks")
     workflow.connect([(merge_maps, roi, [("out", "in_files")]),
                       (merge_masks, roi, [("out", "masks")])])
     if excluded is not None:
         workflow.connect(excluded, "excluded_mask", roi, "excluded_mask")
 
     sinks = [
-        (masks, "brain", {"desc": "brain", "suffix": "mask"}, None,
-         mask_sidecar("Brain", "brain mask of the run (" + (
-             "given with --derivatives)" if "brain" in run.masks else
-             "derived from the M0 image or the mean ASL volume)"))),
+        brain_mask_sink((masks, "brain"), "brain" in run.masks,
+                        "the M0 image or the mean ASL volume"),
         (roi, "out_file", {"desc": "roi", "suffix": "roistats"}, None,
          {"Description": "ROI statistics of every ASL map"}),
-        *[(node, field, entities, node, sidecar)
+        *[(node, field, entities, (node, "metadata"), sidecar)
           for node, field, _measure, entities, sidecar in outputs],
         *sinks,
     ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bids_perfusion.constants import LOWDOSE_MODELS
+from bids_perfusion.naming import parse_name
 from bids_perfusion.nn.recipes import fit_model, option
 
 
@@ -131,12 +132,12 @@ def reference_map(request, run):
     if not folder.is_absolute():
         inside = Path(run.files[0]).parents[3 if run.session else 2] / folder
         folder = inside if inside.is_dir() else folder
-    entities = set(Path(run.files[0]).name.split(".")[0].split("_")[:-1])
+    entities = set(parse_name(run.files[0])[0].items())
     prefix = f"sub-{run.subject}" + (f"_ses-{run.session}" if run.session else "")
     found = []
     for path in sorted(folder.glob(f"**/{prefix}_*desc-{desc}_cbv.nii*")):
-        extra = set(path.name.split(".")[0].split("_")[:-1]) - entities
-        if extra == {f"desc-{desc}"}:
+        extra = set(parse_name(path)[0].items()) - entities
+        if extra == {("desc", desc)}:
             found.append(path)
     if not found:
         raise FileNotFoundError(f"{folder}: no reference CBV {prefix}_*desc-{desc}_cbv.nii.gz "
