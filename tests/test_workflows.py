@@ -317,6 +317,7 @@ def test_leakage_model_decides_node_outputs_and_methods_text(model, label):
     assert not any(f"ds_{o}_" in n for o in others for n in nodes)
     text = workflow.visit_desc()
     assert ("Leu K" in methods_text(text)) == (model == "bidirectional")
+    assert ("Bjørnerud A" in methods_text(text)) == (model == "bidirectional")
     assert ("transit-time terms" in text) == (model != "bsw")
 
 

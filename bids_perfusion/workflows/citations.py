@@ -45,6 +45,10 @@ REFERENCES = {
                "relative cerebral blood volume in high-grade gliomas by accounting for "
                "bidirectional contrast agent exchange. AJNR Am J Neuroradiol "
                "2016;37:1440-1446.",
+    "bjornerud2011": "Bjørnerud A, Sorensen AG, Mouridsen K, Emblem KE. T1- and T2*-dominant "
+                     "extravasation correction in DSC-MRI: part I—theoretical considerations "
+                     "and implications for assessment of tumor hemodynamic properties. J Cereb "
+                     "Blood Flow Metab 2011;31:2041-2053.",
     "wetzel2002": "Wetzel SG, Cha S, Johnson G, et al. Relative cerebral blood volume "
                   "measurements in intracranial mass lesions: interobserver and "
                   "intraobserver reproducibility study. Radiology 2002;224:797-803.",

@@ -92,7 +92,8 @@ def methods_description(run, options, relax):
                            "with transit-time terms (exponential kernels of "
                            f"{', '.join(f'{k:g}' for k in TRANSIT_KERNELS)} s).",
             "bidirectional": "the bidirectional exchange model [@leu2016] with transit-time "
-                             "terms (exponential kernels of "
+                             "terms after the residue-function formulation of "
+                             "[@bjornerud2011] (exponential kernels of "
                              f"{', '.join(f'{k:g}' for k in TRANSIT_KERNELS)} s).",
         }[options.leakage_correction]
     text += (" Maps were normalised to the median of normal-appearing white "
