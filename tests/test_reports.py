@@ -174,7 +174,7 @@ def test_reports_embed_existing_figures(derivatives):
 def test_roi_curves_are_the_mean_delta_r2star_of_the_series(derivatives):
     """``desc-roi_timeseries.tsv``: mean -ln(S/S0)/TE over each ROI of the input series, S0
     the mean of the baseline frames of the AIF sidecar, from its first frame on."""
-    out, _, _ = derivatives
+    out, _ = derivatives
     root = out.parent / "bids"
     for subject in SUBJECTS:
         perf = out / f"sub-{subject}" / "perf"
