@@ -170,7 +170,8 @@ def _write_dataset_files(root, config):
     })
     _json(root / TRUTH / "phantom_parameters.json", {
         "config": config.as_dict(),
-        "constants": {k: v for k, v in vars(constants).items() if k.isupper()},
+        "constants": {k: v for k, v in vars(constants).items()  # the physical ones
+                      if k.isupper() and isinstance(v, (int, float, dict))},
         "normal_tissues": {k: asdict(v) for k, v in phantom_config.NORMAL_TISSUES.items()},
         "grade_models": {k: asdict(v) for k, v in
                          phantom_config.GRADE_MODELS[config.grade_ranges].items()},
