@@ -32,8 +32,7 @@ import dataclasses
 
 import numpy as np
 
-#: In-plane degradations of :func:`degrade_space`.
-DEGRADATIONS = ("kspace", "block")
+from bids_perfusion.constants import SUPERRES_DEGRADATIONS as DEGRADATIONS
 
 
 def crop_to_multiple(series, factor):

@@ -5,8 +5,8 @@ under-sampling them (:mod:`bids_perfusion.nn.superres_data`), with the L1 loss."
 import zlib
 from dataclasses import dataclass
 
+from bids_perfusion.constants import SUPERRES_DEGRADATIONS
 from bids_perfusion.nn.recipes import fit_model, option, register
-from bids_perfusion.nn.superres_data import DEGRADATIONS
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class SuperResOptions:
                                 "(abstract: 4)")
     degradation: str = option("kspace", "superres: in-plane under-sampling: central k-space "
                                         "truncation (as a scanner acquires) or block "
-                                        "averaging", choices=DEGRADATIONS)
+                                        "averaging", choices=SUPERRES_DEGRADATIONS)
     baseline_frames: int = option(3, "superres: low-resolution frames whose mean scales "
                                      "the intensities of a series")
     latent_width: int = option(32, "superres: channels of the latent features")
