@@ -40,8 +40,8 @@ t ∈ [0, 1] and any query coordinate x_q, in three stages:
 Coordinates are (row, column) pairs; cells are the query pixel's (height, width) in the
 same [−1, 1] units (2/H, 2/W for an H × W output). :func:`render_slice` evaluates a whole
 slice at any size and any t in tiles of at most ``max_queries`` queries, so memory stays
-bounded. The neighbours are gathered by index (no ``grid_sample``), which keeps the
-backward pass deterministic on CUDA too.
+bounded. The neighbours are gathered by index (``torch.gather``, deterministic on CUDA
+under ``torch.use_deterministic_algorithms``, unlike the backward of ``grid_sample``).
 
 Defaults are smaller than LIIF's EDSR-baseline (64 channels, 16 blocks, MLP 4 × 256) so
 that the model trains on a CPU; the abstract gives no sizes.
@@ -261,7 +261,6 @@ def render_slice(model, frame0, frame1, t, size, max_queries=65536):
     """
     if not 0 <= float(t) <= 1:
         raise ValueError(f"t must be in [0, 1], got {t}")
-    model.eval()
     features = model.features(frame0[None], frame1[None], float(t))
     coords, cell = grid_coordinates(*size, device=frame0.device)
     out = []
