@@ -109,3 +109,8 @@ HCT_LARGE_VESSELS = 0.45
 #: Signal models of the low-dose simulation, named here (as in ``dsc.lowdose.MODELS``) so
 #: that the command lines offer them without importing a numerical library.
 LOWDOSE_MODELS = ("exponential", "linear")
+
+# --- Super-resolution training data (bids_perfusion.nn.superres_data) -------------------
+#: In-plane degradations that make the low-resolution inputs, named here so that the
+#: training command offers them without importing a numerical library.
+SUPERRES_DEGRADATIONS = ("kspace", "block")

@@ -56,7 +56,7 @@ def build_parser():
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="samples per batch (default: 1024 voxels for phae, 16 strips "
-                             "for stunet and hess)")
+                             "for stunet and hess, 8 patches for superres)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                         help="learning rate constant, or on a cosine from --lr to ~0 over "

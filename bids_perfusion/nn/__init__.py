@@ -6,7 +6,9 @@
 - :mod:`~bids_perfusion.nn.training`: subject-level split, seeding and a generic trainer
   (Adam, progress bars, loss log, best checkpoint on validation, mixed precision on CUDA);
 - :mod:`~bids_perfusion.nn.samples`: training curves from DSC series;
-- :mod:`~bids_perfusion.nn.phae`: the physics-informed autoencoder for DSC-MRI.
+- :mod:`~bids_perfusion.nn.phae`: the physics-informed autoencoder for DSC-MRI;
+- :mod:`~bids_perfusion.nn.superres`: spatio-temporal super-resolution of DSC (neural
+  ODE + LIIF), trained on under-sampled series (:mod:`~bids_perfusion.nn.superres_data`).
 
 Importing this package does not import torch; its submodules do.
 """

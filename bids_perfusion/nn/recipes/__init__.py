@@ -26,7 +26,7 @@ from pathlib import Path
 #: Trainable models: name -> recipe, in the order of :data:`BUNDLED`.
 RECIPES = {}
 #: Modules of this package that register a recipe, in the order of the command's help.
-BUNDLED = ("phae", "stunet", "hess")
+BUNDLED = ("phae", "stunet", "hess", "superres")
 
 
 def register(recipe):
