@@ -1,9 +1,9 @@
 r"""Spatio-temporal super-resolution of DSC: a bi-directional neural ODE with a local
 implicit image function.
 
-After Lee, Choi, Park, Hwang, Chung and Choi, "Spatio-temporal super-resolution of
-DSC-MRI with a bi-directional neural ODE and a local implicit image function" (ISMRM
-2024, abstract 0658). Given two low-resolution frames I_LR0 and I_LR1 (h × w) acquired
+After Lee, Choi, Park, Hwang, Chung and Choi (ISMRM 2024, abstract 0658: spatio-temporal
+super-resolution of DSC-MRI with a bi-directional neural ODE and a local implicit image
+function). Given two low-resolution frames I_LR0 and I_LR1 (h × w) acquired
 at normalised times 0 and 1, the model predicts the high-resolution frame Î_HRt at any
 t ∈ [0, 1] and any query coordinate x_q, in three stages:
 
