@@ -413,11 +413,13 @@ def test_workers_die_with_a_killed_parent(tmp_path):
                 handle.write(f"{{os.getpid()}}\\n")
             time.sleep(120)
 
-        plugin = MultiProcPlugin(plugin_args={{"n_procs": 2}})
-        futures = [plugin.pool.submit(work, {str(pids)!r}) for _ in range(2)]
-        time.sleep(120)
+        if __name__ == "__main__":  # spawned workers import this file to find work()
+            plugin = MultiProcPlugin(plugin_args={{"n_procs": 2}})
+            futures = [plugin.pool.submit(work, {str(pids)!r}) for _ in range(2)]
+            time.sleep(120)
         """)
-    parent = subprocess.Popen([sys.executable, "-c", script])
+    (tmp_path / "parent.py").write_text(script)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")])
     deadline = time.time() + 60
     while time.time() < deadline and (not pids.exists()
                                       or len(pids.read_text().split()) < 2):
@@ -439,3 +441,30 @@ def _alive(pid):
         return False
     status = Path(f"/proc/{pid}/status")
     return not (status.exists() and "zombie" in status.read_text())
+
+
+def test_workers_run_torch_after_the_parent_used_its_threads(tmp_path):
+    """A worker forked after the parent ran torch with a thread pool waits forever on a
+    lock of a thread that was not copied (it did in CI); spawned workers do not."""
+    script = textwrap.dedent("""
+        import torch
+        from bids_perfusion.workflows.engine import MultiProcPlugin
+
+        def work():
+            a = torch.ones(256, 256)
+            return float((a @ a).sum())
+
+        if __name__ == "__main__":
+            torch.set_num_threads(2)
+            a = torch.ones(512, 512)
+            (a @ a).sum()
+            plugin = MultiProcPlugin(plugin_args={"n_procs": 2})
+            futures = [plugin.pool.submit(work) for _ in range(2)]
+            print([future.result(timeout=100) for future in futures])
+        """)
+    (tmp_path / "parent.py").write_text(script)
+    environment = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run([sys.executable, str(tmp_path / "parent.py")], env=environment,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[16777216.0, 16777216.0]"

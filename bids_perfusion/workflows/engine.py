@@ -5,6 +5,11 @@ A ``kill -9`` of ``bids-perfusion`` gives its worker processes no chance to be t
 the stock plugin they run on as orphans, holding memory and CPUs. Here each worker asks
 the Linux kernel for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``, see
 prctl(2)); on other systems a thread polls the parent's pid instead.
+
+Workers are started with the ``spawn`` method (a fresh interpreter), not forked: a fork
+copies the parent's thread pools in whatever state they are, and a worker forked after the
+parent ran torch (or a threaded BLAS) can wait forever on a lock held by a thread that was
+not copied. Fresh interpreters cost about a second each, once per pool.
 """
 
 import ctypes
@@ -56,7 +61,8 @@ class MultiProcPlugin(_MultiProcPlugin):
     """:class:`nipype.pipeline.plugins.multiproc.MultiProcPlugin` whose workers end with it.
 
     Same ``plugin_args``; only the process pool differs (its workers start lazily, so the
-    stock pool is replaced before any of them exists).
+    stock pool is replaced before any of them exists), and ``mp_context`` defaults to
+    ``"spawn"`` (see the module's docstring).
     """
 
     def __init__(self, plugin_args=None):
@@ -66,7 +72,7 @@ class MultiProcPlugin(_MultiProcPlugin):
             max_workers=self.processors,
             initializer=_initialise_worker,
             initargs=(self._cwd, os.getpid()),
-            mp_context=mp.get_context(self.plugin_args.get("mp_context")),
+            mp_context=mp.get_context(self.plugin_args.get("mp_context", "spawn")),
         )
 
 
