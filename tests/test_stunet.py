@@ -258,6 +258,9 @@ def test_bundled_weights_match_their_card():
     assert card["model"] == "stunet" and card["data"]["synthetic"]
     assert preprocessing.size == 64 and "bids-perfusion-train stunet" in card["command"]
     assert card["metrics"]["parameters"] == stunet.parameter_count(model)
+    # trained on doses simulated as the pipeline simulates them (docs/dsc-methods.md §7)
+    assert card["data"]["low_dose_model"] == "exponential"
+    assert "temporal Savitzky-Golay" in card["data"]["low_dose"]
 
 
 def test_train_help_lists_strip_models_without_torch():
