@@ -28,8 +28,9 @@ class StripOptions:
         type=float, nargs="+", metavar="D")
     train_lowdose_model: str = option(
         "exponential", "stunet/hess: signal model of the simulated training doses "
-                       "(exponential: ΔR2* scaled by d, the default; linear: Eq. 1 of the "
-                       "stU-Net paper, which the bundled weights used); the local average "
+                       "(exponential: ΔR2* scaled by d, the default, on which the bundled "
+                       "weights were trained; linear: Eq. 1 of the stU-Net paper); the "
+                       "local average "
                        "is temporal (Savitzky-Golay)", choices=LOWDOSE_MODELS)
     in_plane_size: int = option(64, "stunet/hess: in-plane size of the resampled slices "
                                     "(paper: 256)")
