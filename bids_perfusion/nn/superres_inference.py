@@ -1,0 +1,107 @@
+r"""Super-resolution of a whole DSC series: by the neural-ODE + LIIF model
+(:mod:`bids_perfusion.nn.superres`) or by interpolation, on the same output grid.
+
+An acquired series (h, w, z, T) with repetition time TR becomes (H, W, z, T′) with
+H = round(s·h), W = round(s·w) (s, the in-plane scale, need not be an integer) and
+T′ = s_t·(T − 1) + 1 frames at the interval TR/s_t: output frame j lies at
+t = j/s_t in units of acquired frames, between acquired frames k = ⌊j/s_t⌋ and k + 1.
+In plane, both grids cover the same field of view: output pixel centres lie at
+−1 + (2i + 1)/H in the [−1, 1] coordinates of :mod:`~bids_perfusion.nn.superres`, that is
+at (i + ½)/s − ½ acquired pixels. Slices are not changed.
+
+- :func:`super_resolve` renders every output frame of every slice with the model: the
+  latent features Z_t of the s_t times between each pair of acquired frames are computed
+  in one batch, then decoded in tiles of at most ``max_queries`` queries, so memory stays
+  bounded at any output size. Intensities are divided by the series' baseline scale
+  (:func:`~bids_perfusion.nn.superres_data.baseline_scale`), as in training, and
+  multiplied back.
+- :func:`interpolate` is the classical baseline on the same grid: in plane, spline
+  interpolation of order 1 (bilinear) or 3 (cubic B-spline) between pixel centres
+  (``scipy.ndimage.zoom`` with ``grid_mode=True``), then along time between the acquired
+  frames (linear or cubic spline), edges replicated.
+"""
+
+import numpy as np
+
+#: Interpolation orders of :func:`interpolate` by name.
+INTERPOLATION_ORDERS = {"linear": 1, "cubic": 3}
+
+
+def output_shape(shape, space, time):
+    """Shape (H, W, z, T′) of the super-resolved series of a series of ``shape``
+    (h, w, z, T) at in-plane scale ``space`` and temporal factor ``time`` (module
+    docstring)."""
+    rows, cols, slices, frames = shape
+    if space <= 0 or int(time) != time or time < 1:
+        raise ValueError(f"the in-plane scale must be positive and the temporal factor a "
+                         f"positive integer (got {space}, {time})")
+    if frames < 2:
+        raise ValueError(f"super-resolution in time needs two frames or more, got {frames}")
+    return (round(rows * space), round(cols * space), slices,
+            int(time) * (frames - 1) + 1)
+
+
+def interpolate(series, space, time, method="linear"):
+    """The series (h, w, z, T) on the super-resolved grid (module docstring) by
+    interpolation of order ``method`` ('linear' or 'cubic') in plane and in time.
+    Returns float32 (H, W, z, T′)."""
+    from scipy import ndimage
+
+    if method not in INTERPOLATION_ORDERS:
+        raise ValueError(f"method must be one of {tuple(INTERPOLATION_ORDERS)}, got "
+                         f"{method!r}")
+    order = INTERPOLATION_ORDERS[method]
+    shape = output_shape(series.shape, space, time)
+    series = np.asarray(series, dtype=np.float32)
+    zoom = (shape[0] / series.shape[0], shape[1] / series.shape[1])
+    out = np.empty(shape, dtype=np.float32)
+    for z in range(shape[2]):
+        plane = ndimage.zoom(series[:, :, z], (*zoom, 1), order=order, mode="nearest",
+                             grid_mode=True)
+        out[:, :, z] = ndimage.zoom(plane, (1, 1, shape[3] / series.shape[3]),
+                                    order=order, mode="nearest", grid_mode=False)
+    return out
+
+
+def super_resolve(model, series, space, time, baseline_frames=3, device="cpu",
+                  max_queries=65536, progress=None):
+    """The series (h, w, z, T) on the super-resolved grid (module docstring) rendered by
+    a trained :class:`~bids_perfusion.nn.superres.SuperResolution` ``model``.
+
+    ``baseline_frames``: the frames of the acquired series whose mean scales its
+    intensities (the model card's ``degradation.baseline_frames``); ``progress``: called
+    with the number of slices done after each slice. Returns float32 (H, W, z, T′).
+    """
+    import torch
+
+    from bids_perfusion.nn.superres import grid_coordinates
+    from bids_perfusion.nn.superres_data import baseline_scale
+
+    shape = output_shape(series.shape, space, time)
+    time = int(time)
+    series = np.asarray(series, dtype=np.float32)
+    scale = baseline_scale(series, baseline_frames)
+    model = model.to(device).eval()
+    coords, cell = grid_coordinates(shape[0], shape[1], device=device)
+    steps = torch.arange(time, dtype=torch.float32, device=device) / time
+    tile = max(1, max_queries // time)
+    out = np.empty(shape, dtype=np.float32)
+    with torch.no_grad():
+        for z in range(shape[2]):
+            frames = torch.from_numpy(series[:, :, z] / scale).to(device).permute(2, 0, 1)
+            for k in range(series.shape[3] - 1):
+                # the s_t frames k + j/s_t, j = 0 … s_t − 1, in one batch; the last
+                # acquired frame is frame k + 1 of the last pair at t = 1
+                last = k == series.shape[3] - 2
+                t = torch.cat([steps, steps.new_ones(1)]) if last else steps
+                features = model.features(frames[k].expand(len(t), -1, -1),
+                                          frames[k + 1].expand(len(t), -1, -1), t)
+                decoded = [model.decode(features, query.expand(len(t), -1, -1),
+                                        cell.expand(len(t), len(query), -1))
+                           for query in coords.split(tile)]
+                block = torch.cat(decoded, dim=1).reshape(len(t), shape[0], shape[1])
+                out[:, :, z, time * k:time * k + len(t)] = (
+                    block.permute(1, 2, 0).float().cpu().numpy() * scale)
+            if progress is not None:
+                progress(z + 1)
+    return out
