@@ -96,7 +96,7 @@ class RunConfig:
     def from_dict(cls, sections):
         """The configuration of :meth:`as_dict`'s sections."""
         dsc = dict(sections["dsc"])
-        for name in ("methods", "simulate_doses"):
+        for name in ("methods", "simulate_doses", "superres_scale"):
             dsc[name] = tuple(dsc[name])
         return cls(execution=ExecutionOptions.from_dict(sections["execution"]),
                    dsc=DSCOptions(**dsc), asl=ASLOptions(**sections["asl"]),

@@ -63,5 +63,39 @@ def test_model_renders_every_frame_as_render_slice_does(one_thread):
     for pair, t in [(0, 0.0), (1, 0.5), (3, 0.75), (3, 1.0)]:
         expected = superres.render_slice(model, frames[:, :, 1, pair],
                                          frames[:, :, 1, pair + 1], t, (10, 14)).numpy()
-        np.testing.assert_allclose(out[:, :, 1, int(4 * (pair + t))], expected * scale,
-                                   rtol=1e-5)
+        # negative intensities, impossible for magnitude images, become 0
+        np.testing.assert_allclose(out[:, :, 1, int(4 * (pair + t))],
+                                   np.maximum(expected, 0) * scale, rtol=1e-5)
+    assert out.min() == 0  # the random model predicts negative intensities somewhere
+
+
+def test_output_affine_keeps_the_field_of_view():
+    affine = np.array([[-3.0, 0, 0, 90], [0, 3.0, 0, -100], [0, 0, 5.0, -40], [0, 0, 0, 1]])
+    new = inference.output_affine(affine, (8, 6, 4), (16, 9, 4))
+    np.testing.assert_allclose(np.sqrt((new[:3, :3] ** 2).sum(axis=0)), [1.5, 2.0, 5.0])
+
+    def corner(a, voxel):  # the outer edge of a voxel along the in-plane axes
+        return (a @ [*voxel, 1])[:3]
+    # the first voxel's outer corner, half a voxel before its centre, is the same point
+    np.testing.assert_allclose(corner(new, (-0.5, -0.5, 0)), corner(affine, (-0.5, -0.5, 0)))
+    np.testing.assert_allclose(corner(new, (15.5, 8.5, 3)), corner(affine, (7.5, 5.5, 3)))
+
+
+def test_nearest_resampling_of_masks():
+    mask = np.zeros((4, 3, 2), dtype=bool)
+    mask[1, 2, 1] = True
+    out = inference.resample_nearest(mask, (8, 6, 2))
+    assert out.shape == (8, 6, 2) and out.sum() == 4 and out[2:4, 4:6, 1].all()
+    assert inference.resample_nearest(mask, (6, 5, 2)).sum() == 4  # rows 1, 2; columns 3, 4
+
+
+def test_acquired_frames_nmse_is_zero_for_a_consistent_series_and_grows_with_errors():
+    series = random_series((8, 6, 2, 5))
+    blocks = np.repeat(np.repeat(series, 2, axis=0), 2, axis=1)  # each pixel as 2 × 2
+    superresolved = np.repeat(blocks, 3, axis=-1)[..., :13]  # frames 0, 3, ... acquired
+    assert inference.acquired_frames_nmse(series, superresolved, 3) == pytest.approx(0,
+                                                                                     abs=1e-12)
+    assert inference.acquired_frames_nmse(series, 1.1 * superresolved, 3) == pytest.approx(
+        0.01, rel=1e-4)
+    with pytest.raises(ValueError, match="do not match"):
+        inference.acquired_frames_nmse(series, superresolved[..., :12], 3)

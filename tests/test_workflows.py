@@ -225,7 +225,9 @@ def test_automatic_nawm_reads_the_baseline_image():
                            "/out")
     assert _edges(workflow, "delta_r2star", "nawm_mask") == {("baseline_image", "baseline")}
     assert "cbv" not in _nodes(workflow.get_node("front_end_wf"))  # where NAWM is chosen
-    assert _node(workflow, "nawm_mask").inputs.wm_mask.endswith("label-WM_mask.nii.gz")
+    front_end = workflow.get_node("front_end_wf")
+    assert _edges(front_end, "inputnode", "nawm_mask") == {("WM", "wm_mask")}
+    assert front_end.get_node("inputnode").inputs.WM.endswith("label-WM_mask.nii.gz")
     assert "given white-matter segmentation" in workflow.visit_desc()
     assert "pre-contrast image" in init_dsc_wf(_run(), DSCOptions(), "/out").visit_desc()
 
@@ -467,3 +469,33 @@ def test_run_workflow_is_made_of_the_three_sub_workflows():
     assert workflow.get_node("front_end_wf.simulate_low_dose").inputs.dose == 0.5
     assert workflow.get_node("outputs_wf.run_record").inputs.run == workflow.name
     assert workflow.get_node("outputs_wf.ds_osvd_cbf").inputs.reconstruction == "dose50"
+
+
+def test_superres_run_quantifies_the_super_resolved_series_on_its_grid():
+    """``--dsc-superres``: the series is super-resolved first; given masks (the arteries
+    of the AIF too) are carried onto its grid; ΔR2* reads the new frame interval; the
+    maps and the series carry the ``res`` entity."""
+    options = DSCOptions(superres="linear", superres_scale=(1.5, 3))
+    run = _run({"arteries": "masks/sub-01_label-arteries_mask.nii.gz",
+                "tumor": "masks/sub-01_label-tumor_mask.nii.gz"})
+    workflow = init_dsc_wf(run, options, "/out", superres=True)
+    assert workflow.name.endswith("_linear_wf")
+    front_end = workflow.get_node("front_end_wf")
+    resolve = front_end.get_node("super_resolve")
+    assert (resolve.inputs.method, resolve.inputs.space, resolve.inputs.time) == (
+        "linear", 1.5, 3)
+    assert _edges(front_end, "super_resolve", "delta_r2star") == {("out_files", "in_files")}
+    assert _node(workflow, "delta_r2star").inputs.repetition_time == pytest.approx(0.5)
+    assert _edges(front_end, "resample_arteries", "aif") == {("out_file", "aif_mask")}
+    assert _edges(front_end, "resample_tumor", "nawm_mask") == {("out_file", "tumor_mask")}
+    assert _edges(front_end, "super_resolve", "brain_mask") == {("reference", "in_file")}
+    sinks = [_node(workflow, name) for name in _nodes(workflow) if name.startswith("ds_")]
+    assert sinks and all(sink.inputs.resolution == "linear" for sink in sinks)
+    assert any(sink.inputs.suffix == "dsc" and sink.inputs.desc == "superres"
+               for sink in sinks)
+    assert "super-resolved before quantification" in workflow.visit_desc()
+    assert "@" not in methods_text(workflow.visit_desc()).split("### References")[1]
+    with pytest.raises(ValueError, match="acquired dose only"):
+        init_dsc_wf(run, options, "/out", dose=0.5, superres=True)
+    native = init_dsc_wf(run, options, "/out")
+    assert "super_resolve" not in _nodes(native)

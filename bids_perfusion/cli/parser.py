@@ -67,6 +67,19 @@ def _m0_fraction(value):
     return fraction
 
 
+class SuperResScale(argparse.Action):
+    """``--superres-scale SPACE TIME``: a positive in-plane scale and a whole number of
+    frames per acquired frame interval, at least 1, stored as ``(float, int)``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        space, time = values
+        if not 0 < space < float("inf") or time != int(time) or time < 1:
+            parser.error(f"{option_string} {space:g} {time:g}: give a positive in-plane "
+                         "scale and a whole number of frames per acquired frame, at "
+                         "least 1 (e.g. 2 4)")
+        setattr(namespace, self.dest, (space, int(time)))
+
+
 def field_strength(value):
     """``--field-strength``: tesla, within the tolerance of a field whose DSC relaxivities
     are tabulated (:data:`bids_perfusion.constants.DSC_RELAXIVITY`)."""
@@ -204,6 +217,32 @@ def build_parser():
                        help="local average S̄ of --simulate-dose: temporal (default), a "
                             "Savitzky-Golay smoother of order 2 over ~7.5 s; spatial, a "
                             "3x3x3 box (mixes arteries and tissue)")
+    group.add_argument("--dsc-superres", choices=constants.SUPERRES_METHODS,
+                       default=None,
+                       help="also quantify each acquired run after spatio-temporal "
+                            "super-resolution: node-liif, the bi-directional neural ODE "
+                            "with a local implicit image function (Lee et al., ISMRM "
+                            "2024); linear, bilinear in plane and linear in time. The "
+                            "series is written (desc-superres_dsc) and its maps carry "
+                            "res-nodeliif or res-linear, beside the native ones")
+    group.add_argument("--superres-scale", nargs=2, type=float, default=(2.0, 4),
+                       action=SuperResScale,
+                       metavar=("SPACE", "TIME"),
+                       help="in-plane scale (any positive number) and frames per acquired "
+                            "frame interval (an integer) of --dsc-superres (default: 2 4, "
+                            "the factors the bundled model was trained at)")
+    group.add_argument("--superres-weights", type=_existing_path, metavar="FILE",
+                       default=argparse.SUPPRESS,
+                       help="weights of --dsc-superres node-liif (.safetensors beside its "
+                            ".json model card; default: the bundled ones, trained on the "
+                            "phantom)")
+    group.add_argument("--superres-max-nmse", type=_positive,
+                       default=constants.SUPERRES_MAX_NMSE, metavar="E",
+                       help="refuse a super-resolved run whose frames at the acquired times, "
+                            "brought back to the acquired grid, differ from the acquired "
+                            "frames by a normalised squared error above E (default "
+                            f"{constants.SUPERRES_MAX_NMSE:g}): weights that do not fit "
+                            "the data")
 
     group = parser.add_argument_group("ASL quantification")
     group.add_argument("--m0-scale", type=_positive, default=1.0,
@@ -312,4 +351,10 @@ def dsc_options(args):
         device=args.device,
         phae_weights=str(args.phae_weights) if hasattr(args, "phae_weights") else None,
         stunet_weights=str(args.stunet_weights) if hasattr(args, "stunet_weights") else None,
+        superres=args.dsc_superres,
+        superres_scale=tuple(args.superres_scale),
+        superres_weights=(str(args.superres_weights) if hasattr(args, "superres_weights")
+                          else None),
+        superres_max_nmse=args.superres_max_nmse,
     )
+

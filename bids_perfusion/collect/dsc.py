@@ -71,7 +71,8 @@ def collect_dsc_runs(layout, subjects=None, sessions=None, filters=None, derivat
 
 def usable_weights(options):
     """``(options, errors)``: the deep methods whose weights fail their check are dropped
-    from ``options`` (the classical maps of every run are still made), each with a message
+    from ``options`` (the classical maps of every run are still made), and so is the
+    super-resolution of ``--dsc-superres node-liif``, each with a message
     naming the file and the fix. Weights are checked against their model card's sha256
     here, before any processing (:func:`bids_perfusion.nn.weights.verify_weights`)."""
     from bids_perfusion.nn.weights import BUNDLED, WeightsError, bundled_weights, verify_weights
@@ -88,4 +89,13 @@ def usable_weights(options):
             errors.append(f"--dsc-methods {method}: {error} Its maps are not made; the "
                           "other methods run. Give valid weights with "
                           f"--{option.replace('_', '-')}.")
+    if options.superres == "node-liif":
+        try:
+            verify_weights(options.superres_weights or bundled_weights("superres"),
+                           ("superres",))
+        except WeightsError as error:
+            errors.append(f"--dsc-superres node-liif: {error} No run is super-resolved; "
+                          "the native maps are made. Give valid weights with "
+                          "--superres-weights or use --dsc-superres linear.")
+            options = replace(options, superres=None)
     return replace(options, methods=tuple(kept)), errors

@@ -20,8 +20,8 @@ def series_to_delta_r2star(series: Sequence[NDArray[Any]], echo_times: Sequence[
     S0 is each voxel's mean over the baseline frames. One echo: ``ΔR2* = −ln(S/S0)/TE``; two or
     more: the first two give the T1-insensitive
     ``ΔR2* = ln[(S1/S1,0)/(S2/S2,0)]/(TE2 − TE1)`` (:mod:`relaxivity`). Voxels outside
-    ``brain`` or non-finite are 0. Raises ValueError when no brain voxel changes over time
-    (no bolus) or the baseline is too short (:func:`timing.baseline_window`).
+    ``brain`` or non-finite (zero baseline) are 0. Raises ValueError when no brain voxel
+    changes over time (no bolus) or the baseline is too short (:func:`timing.baseline_window`).
 
     Returns ``(delta_r2star, start, stop)``: the float32 curves of frames ``start`` on,
     and the baseline window ``[start, stop)`` in frames of the acquired series.
@@ -35,7 +35,9 @@ def series_to_delta_r2star(series: Sequence[NDArray[Any]], echo_times: Sequence[
     mean_signal = first_echo.mean(axis=0)
     start, stop = timing.baseline_window(mean_signal)
     baseline = first_echo[:, start:stop]
-    relative_sd = np.median(baseline.std(axis=1, ddof=1) / np.abs(baseline.mean(axis=1)))
+    level = np.abs(baseline.mean(axis=1))
+    lit = level > 0  # brain voxels of zero baseline (signal voids) carry no noise level
+    relative_sd = np.median(baseline[lit].std(axis=1, ddof=1) / level[lit])
     start, stop = timing.baseline_window(
         mean_signal, voxel_noise_sd=relative_sd * np.median(baseline))
     s0 = [data[..., start:stop].mean(axis=-1, keepdims=True) for data in series]

@@ -1,5 +1,8 @@
 """Writing derivatives: niworkflows' DerivativesDataSink with the patterns of this App."""
 
+import json
+from pathlib import Path
+
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -16,16 +19,32 @@ from bids_perfusion import records
 PERF_PATTERN = (
     "sub-{subject}[/ses-{session}]/{datatype<perf>|perf}/sub-{subject}[_ses-{session}]"
     "[_task-{task}][_acq-{acquisition}][_ce-{ceagent}][_rec-{reconstruction}][_run-{run}]"
-    "[_desc-{desc}]_{suffix<cbf|cbv|mtt|tmax|ttp|bat|k2|att|deltam|m0scan|mask|timeseries|roistats>}"
+    "[_res-{resolution}][_desc-{desc}]"
+    "_{suffix<cbf|cbv|mtt|tmax|ttp|bat|k2|att|deltam|m0scan|mask|timeseries|roistats|dsc>}"
     "{extension<.nii.gz|.nii|.json|.tsv>|.nii.gz}"
 )
 
 
 class DerivativesDataSink(_DerivativesDataSink):
-    """Writes into the output folder itself (no pipeline subfolder), with perf patterns."""
+    """Writes into the output folder itself (no pipeline subfolder), with perf patterns.
+
+    A ``Resolution`` given with a ``resolution`` entity is kept in the sidecar: niworkflows
+    describes ``res`` labels of template spaces only and writes "Unknown" for the others
+    (here, the grid of a super-resolved run, which BIDS Derivatives ask to describe).
+    """
 
     out_path_base = ""
     _file_patterns = (PERF_PATTERN, *_DerivativesDataSink._file_patterns)
+
+    def _run_interface(self, runtime):
+        resolution = self._metadata.get("Resolution")
+        runtime = super()._run_interface(runtime)
+        if resolution is not None and self._results.get("out_meta"):
+            sidecar = Path(self._results["out_meta"])
+            metadata = json.loads(sidecar.read_text())
+            metadata["Resolution"] = resolution
+            sidecar.write_text(json.dumps(metadata, sort_keys=True, indent=2))
+        return runtime
 
 
 class _RunBarrierInputSpec(BaseInterfaceInputSpec):

@@ -7,24 +7,42 @@ T′ = s_t·(T − 1) + 1 frames at the interval TR/s_t: output frame j lies at
 t = j/s_t in units of acquired frames, between acquired frames k = ⌊j/s_t⌋ and k + 1.
 In plane, both grids cover the same field of view: output pixel centres lie at
 −1 + (2i + 1)/H in the [−1, 1] coordinates of :mod:`~bids_perfusion.nn.superres`, that is
-at (i + ½)/s − ½ acquired pixels. Slices are not changed.
+at (i + ½)/s − ½ acquired pixels. Slices are not changed. :func:`output_affine` gives
+the affine of that grid and :func:`resample_nearest` carries masks onto it.
 
 - :func:`super_resolve` renders every output frame of every slice with the model: the
   latent features Z_t of the s_t times between each pair of acquired frames are computed
   in one batch, then decoded in tiles of at most ``max_queries`` queries, so memory stays
   bounded at any output size. Intensities are divided by the series' baseline scale
   (:func:`~bids_perfusion.nn.superres_data.baseline_scale`), as in training, and
-  multiplied back.
+  multiplied back; negative outputs, impossible for magnitude images, become 0.
 - :func:`interpolate` is the classical baseline on the same grid: in plane, spline
   interpolation of order 1 (bilinear) or 3 (cubic B-spline) between pixel centres
   (``scipy.ndimage.zoom`` with ``grid_mode=True``), then along time between the acquired
   frames (linear or cubic spline), edges replicated.
+- :func:`acquired_frames_nmse` checks a super-resolved series against what was acquired:
+  its frames at the acquired times, brought back to the acquired grid, should reproduce
+  the acquired frames (a model applied to data unlike its training data does not).
 """
 
 import numpy as np
 
 #: Interpolation orders of :func:`interpolate` by name.
 INTERPOLATION_ORDERS = {"linear": 1, "cubic": 3}
+
+
+def load_model(weights):
+    """The :class:`~bids_perfusion.nn.superres.SuperResolution` model of a weights file
+    and its model card (sha256 checked, tensors only:
+    :func:`~bids_perfusion.nn.weights.load_weights`), in evaluation mode on the CPU."""
+    from bids_perfusion.nn import superres
+    from bids_perfusion.nn.weights import config_from_dict, load_weights
+
+    state, card = load_weights(weights, expected_model=superres.MODEL_NAME)
+    model = superres.SuperResolution(config_from_dict(superres.SuperResConfig,
+                                                      card["configuration"]))
+    model.load_state_dict(state)
+    return model.eval(), card
 
 
 def output_shape(shape, space, time):
@@ -39,6 +57,24 @@ def output_shape(shape, space, time):
         raise ValueError(f"super-resolution in time needs two frames or more, got {frames}")
     return (round(rows * space), round(cols * space), slices,
             int(time) * (frames - 1) + 1)
+
+
+def output_affine(affine, shape, new_shape):
+    """The affine of the super-resolved grid ``new_shape`` of an image of ``shape`` and
+    ``affine``: the same field of view, output voxel (i, j) at input voxel coordinates
+    ((i + ½)·h/H − ½, (j + ½)·w/W − ½), slices unchanged."""
+    ratio = np.array([shape[0] / new_shape[0], shape[1] / new_shape[1], 1.0])
+    to_input = np.diag([*ratio, 1.0])
+    to_input[:3, 3] = (ratio - 1) / 2
+    return np.asarray(affine, dtype=np.float64) @ to_input
+
+
+def resample_nearest(volume, new_shape):
+    """A volume (h, w, z, ...) on the super-resolved grid (H, W, z) by nearest neighbour:
+    output pixel i takes input pixel ⌊(i + ½)·h/H⌋ (masks and labels)."""
+    rows = ((np.arange(new_shape[0]) + 0.5) * volume.shape[0] / new_shape[0]).astype(int)
+    cols = ((np.arange(new_shape[1]) + 0.5) * volume.shape[1] / new_shape[1]).astype(int)
+    return volume[rows][:, cols]
 
 
 def interpolate(series, space, time, method="linear"):
@@ -101,7 +137,27 @@ def super_resolve(model, series, space, time, baseline_frames=3, device="cpu",
                            for query in coords.split(tile)]
                 block = torch.cat(decoded, dim=1).reshape(len(t), shape[0], shape[1])
                 out[:, :, z, time * k:time * k + len(t)] = (
-                    block.permute(1, 2, 0).float().cpu().numpy() * scale)
+                    block.clamp(min=0).permute(1, 2, 0).float().cpu().numpy() * scale)
             if progress is not None:
                 progress(z + 1)
     return out
+
+
+def acquired_frames_nmse(series, superresolved, time, bright_fraction=0.1):
+    """Normalised mean squared error Σ(Ŝ − S)² / Σ S² between the acquired series S
+    (h, w, z, T) and the super-resolved one at the acquired times (every ``time``-th
+    frame) brought back to the acquired grid Ŝ (bilinear at the acquired pixel centres:
+    the mean of each 2 × 2 block at a scale of 2), over the voxels whose mean is above
+    ``bright_fraction`` of the brightest (the head)."""
+    from scipy import ndimage
+
+    series = np.asarray(series, dtype=np.float32)
+    frames = superresolved[..., ::int(time)]
+    if frames.shape[-1] != series.shape[-1]:
+        raise ValueError(f"{superresolved.shape[-1]} super-resolved frames do not match "
+                         f"{series.shape[-1]} acquired frames at a factor of {time}")
+    zoom = (series.shape[0] / frames.shape[0], series.shape[1] / frames.shape[1], 1, 1)
+    back = ndimage.zoom(frames, zoom, order=1, mode="nearest", grid_mode=True)
+    mean = series.mean(axis=-1)
+    head = mean > bright_fraction * mean.max()
+    return float(((back - series)[head] ** 2).sum() / (series[head] ** 2).sum())

@@ -22,7 +22,8 @@ from bids_perfusion.records import sha256
 #: ``bids_perfusion/data`` and the models its card may name (stU-Net weights may hold
 #: the Hess et al. baseline, which predicts the same CBV).
 BUNDLED = {"phae": ("phae/phae.safetensors", ("phae",)),
-           "stunet": ("stunet/stunet.safetensors", ("stunet", "hess"))}
+           "stunet": ("stunet/stunet.safetensors", ("stunet", "hess")),
+           "superres": ("superres/superres.safetensors", ("superres",))}
 
 #: Keys every model card holds.
 CARD_KEYS = ("model", "configuration", "data", "split", "command", "metrics", "libraries",
@@ -40,7 +41,7 @@ def config_from_dict(cls, values):
 
 
 def bundled_weights(method):
-    """Path of the weights shipped for ``method`` ('phae', 'stunet'; trained on phantom
+    """Path of the weights shipped for ``method`` ('phae', 'stunet', 'superres'; trained on phantom
     data, see their model cards)."""
     from importlib.resources import files
 

@@ -5,7 +5,10 @@ folders, for a tumour mask): the runs of ``sub-X[/ses-Y]/perf/`` (one run per se
 entities other than ``desc``: an acquired run and its simulated doses ``rec-doseNN`` are
 separate runs), sorted by the completion records (:mod:`bids_perfusion.records`), the
 run's maps and masks, the AIF table ``desc-aif_timeseries.tsv``, the mean ROI curves
-``desc-roi_timeseries.tsv`` and the ROI statistics ``desc-roi_roistats.tsv``. Every
+``desc-roi_timeseries.tsv``, the ROI statistics ``desc-roi_roistats.tsv`` and, for a
+super-resolved run, its series ``desc-superres_dsc`` beside the acquired series it names
+in ``Sources`` (``bids:raw:`` URIs, resolved with the ``DatasetLinks`` of
+``dataset_description.json``). Every
 reader returns an empty value for a file that is missing or unreadable: the report leaves
 out what it cannot read.
 """
@@ -166,3 +169,20 @@ def methods(output_dir):
     except OSError:
         return []
     return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+def raw_source(output_dir, metadata):
+    """The first ``bids:raw:`` file that a sidecar's ``Sources`` name, resolved with the
+    ``raw`` link of the derivatives' ``dataset_description.json``; None when it cannot be
+    found (the input dataset moved, or no link)."""
+    from urllib.parse import unquote, urlparse
+
+    link = (read_json(Path(output_dir) / "dataset_description.json").get("DatasetLinks")
+            or {}).get("raw", "")
+    if not link.startswith("file://"):
+        return None
+    for source in metadata.get("Sources") or []:
+        if str(source).startswith("bids:raw:"):
+            path = Path(unquote(urlparse(link).path)) / source.removeprefix("bids:raw:")
+            return path if path.is_file() else None
+    return None

@@ -270,3 +270,36 @@ def tissue_curves(path, time, curves, *, baseline=None, title="", units="1/s"):
         if title:
             axes.set_title(title)
         return _save(figure, path)
+
+
+def superres_comparison(path, frames, curves, *, zooms=((1.0, 1.0), (1.0, 1.0)), title=""):
+    """Acquired against super-resolved DSC: the images of ``frames``, a dict
+    ``{row label: (acquired 2-D, super-resolved 2-D)}`` (one row per frame, shown with one
+    grey scale per row), and the signal of a few voxels, ``curves`` a list of
+    ``(label, (time, signal) acquired, (time, signal) super-resolved)`` (acquired samples
+    as dots, the super-resolved series as a line). ``zooms`` are the in-plane voxel sizes
+    of the acquired and super-resolved grids, for the aspect ratio."""
+    rows = len(frames)
+    with _figure(8.0, 2.6 * rows + 0.4) as figure:
+        grid = figure.add_gridspec(rows, 3, width_ratios=(1, 1, 1.6))
+        for row, (label, images) in enumerate(frames.items()):
+            low, high = robust_range(np.concatenate([np.ravel(i) for i in images]), 1, 99.5)
+            for column, (image, zoom, name) in enumerate(
+                    zip(images, zooms, ("acquired", "super-resolved"), strict=True)):
+                axes = figure.add_subplot(grid[row, column])
+                axes.imshow(np.asarray(image).T, cmap="gray", vmin=low, vmax=high,
+                            origin="lower", interpolation="nearest",
+                            aspect=zoom[1] / zoom[0])
+                axes.set_title(f"{name}, {label}", fontsize="small")
+                axes.set_axis_off()
+        axes = figure.add_subplot(grid[:, 2])
+        for index, (label, acquired, superres) in enumerate(curves):
+            colour = MASK_COLOURS[index % len(MASK_COLOURS)]
+            axes.plot(*superres, color=colour, linewidth=1, label=f"{label}")
+            axes.plot(*acquired, color=colour, marker="o", markersize=3, linestyle="none")
+        axes.set_xlabel("time (s)")
+        axes.set_ylabel("signal (line: super-resolved; dots: acquired)")
+        axes.legend(loc="lower right", frameon=False, fontsize="small")
+        if title:
+            figure.suptitle(title)
+        return _save(figure, path)

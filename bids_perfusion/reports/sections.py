@@ -6,8 +6,9 @@ the run's part of the template context. Figures are named like the derivatives t
 ``<run entities>_desc-<name>_<suffix>.svg``: a map ``..._desc-osvd_cbf.nii.gz`` gives
 ``..._desc-osvd_cbf.svg`` (maps without ``desc`` get ``desc-map``), the masks
 ``..._desc-aif_mask.svg`` and ``..._desc-rois_mask.svg``, the AIF
-``..._desc-aif_timeseries.svg`` and the mean ROI curves ``..._desc-tissue_timeseries.svg``
-(from ``desc-roi_timeseries.tsv``).
+``..._desc-aif_timeseries.svg``, the mean ROI curves ``..._desc-tissue_timeseries.svg``
+(from ``desc-roi_timeseries.tsv``) and, for a super-resolved run, the acquired against the
+super-resolved series ``..._desc-superres_dsc.svg``.
 """
 
 import logging
@@ -213,6 +214,55 @@ def _draw_curves(run, rois):
                 f"mean ΔR2* in the ROIs — {table.name}", "Curves")
 
 
+def _draw_superres(run, brain):
+    """Acquired against super-resolved frames (the middle brain slice, before the bolus
+    and at its peak) and the signal of three voxels (the largest, the median and the
+    smallest drop of the brain on that slice), when the run has a ``desc-superres_dsc``
+    series and its acquired series can be found."""
+    import nibabel as nib
+
+    path = read.nifti(run.files, "superres", "dsc")
+    if path is None:
+        return
+    metadata = read.sidecar(run.files, "superres", "dsc")
+    source = read.raw_source(run.output_dir, metadata)
+    record = metadata.get("SuperResolution") or {}
+    if source is None or brain is None or "TemporalFactor" not in record:
+        run.notes.append(f"{path.name}: the acquired series it names in Sources was not "
+                         "found (moved?): the comparison figure is not drawn")
+        return
+    high, low = (nib.as_closest_canonical(nib.load(str(p))) for p in (path, source))
+    if high.shape[:3] != brain.shape or high.ndim != 4 or low.ndim != 4:
+        run.notes.append(f"{path.name}: not a series on the brain mask grid, not compared")
+        return
+    factor = int(record["TemporalFactor"])
+    z = int(np.flatnonzero(brain.any(axis=(0, 1))).mean().round())
+    fine = np.asarray(high.dataobj[:, :, z, :], dtype=float)
+    coarse = np.asarray(low.dataobj[:, :, z, :], dtype=float)
+    plane = brain[:, :, z]
+    peak = int(np.argmin(fine[plane].mean(axis=0))) // factor
+    frames = {f"frame {k + 1}": (coarse[..., k], fine[..., factor * k])
+              for k in (0, peak)}
+    tr = float(metadata.get("RepetitionTime", 1.0)) * factor
+    drop = 1 - fine[plane].min(axis=1) / np.maximum(fine[plane][:, :3].mean(axis=1), 1e-12)
+    order = np.argsort(drop)
+    voxels = np.argwhere(plane)[[order[-1], order[len(order) // 2], order[0]]]
+    curves = []
+    for label, (i, j) in zip(("largest drop", "median drop", "smallest drop"), voxels,
+                             strict=True):
+        a = (int((i + 0.5) * coarse.shape[0] / fine.shape[0]),
+             int((j + 0.5) * coarse.shape[1] / fine.shape[1]))
+        curves.append((f"{label} ({i}, {j})",
+                       (tr * np.arange(coarse.shape[-1]), coarse[a[0], a[1]]),
+                       (tr / factor * np.arange(fine.shape[-1]), fine[i, j])))
+    zooms = (tuple(float(v) for v in low.header.get_zooms()[:2]),
+             tuple(float(v) for v in high.header.get_zooms()[:2]))
+    figures.superres_comparison(run.target("superres", "dsc"), frames, curves, zooms=zooms,
+                                title=f"acquired and super-resolved series, slice {z}")
+    run.add(run.target("superres", "dsc"), f"acquired ({source.name}) and super-resolved "
+            f"({path.name}) series: {record.get('Method', '')}", "Super-resolution")
+
+
 def _roi_table(run):
     path = run.files.get(("roi", "roistats", ".tsv"))
     rows = read.read_rows(path)
@@ -244,6 +294,7 @@ def report_run(name, files, output_dir, figures_dir, *, derivatives=(), record=N
                            read.tumour_mask(files, derivatives, name))
     if any(suffix == "mtt" for _desc, suffix, _ext in run.files):  # a DSC run
         _draw_curves(run, rois)
+        _draw_superres(run, brain)
     _roi_table(run)
     return run.context()
 

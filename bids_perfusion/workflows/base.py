@@ -8,7 +8,7 @@ from bids_perfusion.workflows.dsc import init_dsc_wf, simulated_dose_text
 
 def init_bids_perfusion_wf(runs, options, output_dir, work_dir, asl_runs=(), asl_options=None):
     """One :func:`init_dsc_wf` per DSC run and per dose (acquired, then each simulated),
-    and one :func:`init_asl_wf` per ASL run.
+    and of its super-resolution when asked, and one :func:`init_asl_wf` per ASL run.
 
     Runs are independent sub-workflows: a failure in one leaves the others running.
     """
@@ -20,6 +20,8 @@ def init_bids_perfusion_wf(runs, options, output_dir, work_dir, asl_runs=(), asl
     for run in runs:
         for dose in (1.0, *options.simulate_doses):
             workflow.add_nodes([init_dsc_wf(run, options, output_dir, dose=dose)])
+        if options.superres:
+            workflow.add_nodes([init_dsc_wf(run, options, output_dir, superres=True)])
     for run in asl_runs:
         workflow.add_nodes([init_asl_wf(run, asl_options, output_dir)])
     return workflow

@@ -76,6 +76,13 @@ REFERENCES = {
     "stunet": "Veron Vialard J, Rohé MM, Robert P, Nicolas F, Bône A. Going beyond "
               "voxel-wise deconvolution in perfusion MRI: learning and leveraging "
               "spatio-temporal regularities with the stU-Net. 2021, hal-03128610.",
+    "superres": "Lee, Choi, Park, Hwang, Chung, Choi. Spatio-temporal super-resolution of "
+                "DSC-MRI with a bi-directional neural ODE and a local implicit image "
+                "function. Proc Intl Soc Mag Reson Med 2024;32:0658.",
+    "liif": "Chen Y, Liu S, Wang X. Learning continuous image representation with local "
+            "implicit image function. Proc IEEE/CVF CVPR 2021:8628-8638.",
+    "chen2018node": "Chen RTQ, Rubanova Y, Bettencourt J, Duvenaud D. Neural ordinary "
+                    "differential equations. Adv Neural Inf Process Syst 2018;31.",
 }
 
 

@@ -3,6 +3,7 @@ and outputs sub-workflows, and its methods text."""
 
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
+from bids_perfusion.constants import SUPERRES_LABELS
 from bids_perfusion.dsc.first_pass import DOWNSLOPE_FRACTION
 from bids_perfusion.dsc.leakage import TRANSIT_KERNELS
 from bids_perfusion.dsc.lowdose import SAVGOL_ORDER, TEMPORAL_WINDOW_S, simulation_metadata
@@ -52,6 +53,31 @@ def relaxivity_text(relax):
             f"{relax.nominal_field:g} T (MagneticFieldStrength {relax.field_strength:g} T): "
             f"ΔR2* = {relax.tissue:g} C in tissue and ΔR2* = {blood} in whole blood "
             f"(s⁻¹) [@kjolby2006]{scaled}. ")
+
+
+def superres_text(options):
+    """Methods text of the spatio-temporal super-resolution of ``options``."""
+    space, time = options.superres_scale
+    how = ("by a bi-directional neural ODE with a local implicit image function [@superres; "
+           "@liif; @chen2018node] solved with a fixed-step scheme"
+           if options.superres == "node-liif" else
+           "by bilinear interpolation in plane and linear interpolation in time")
+    return (f"Each run was also super-resolved before quantification, {space:g} times in "
+            f"plane and {time} frames per acquired frame interval, {how}, and quantified "
+            "in the same way on that grid.\n")
+
+
+def superres_resolution(run, options):
+    """The ``Resolution`` sidecar entry of the maps of a super-resolved run: what the
+    ``res`` label means (method, in-plane scale, frame interval)."""
+    space, time = options.superres_scale
+    method = ("the bi-directional neural ODE with a local implicit image function"
+              if options.superres == "node-liif" else
+              "bilinear interpolation in plane and linear interpolation in time")
+    return (f"super-resolved by {method}: {space:g} times in plane (the acquired voxel "
+            f"size divided by {space:g}), frame interval "
+            f"{run.metadata.repetition_time / time:.4g} s ({time} per acquired frame); "
+            "the voxel size is in the desc-superres_dsc sidecar")
 
 
 def methods_description(run, options, relax):
@@ -124,7 +150,7 @@ def methods_description(run, options, relax):
     return text
 
 
-def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
+def init_dsc_wf(run, options, output_dir, dose=1.0, superres=False, name=None):
     """Quantify one DSC run (or a low dose simulated from it) and write its derivatives.
 
     .. workflow::
@@ -150,28 +176,47 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, name=None):
     output_dir : str
     dose : float
         1 for the acquired series, d < 1 for the simulation of a reduced dose.
+    superres : bool
+        Quantify the super-resolved series of the acquired dose.
     """
     simulated = dose < 1.0
-    name = name or f"{run.name}_{dose_label(dose) if simulated else 'acquired'}_wf"
+    if superres and simulated:
+        raise ValueError("super-resolution applies to the acquired dose only")
+    label = (SUPERRES_LABELS[options.superres] if superres else
+             dose_label(dose) if simulated else "acquired")
+    name = name or f"{run.name}_{label}_wf"
     workflow = Workflow(name=name)
     relax = at_field(run.metadata.magnetic_field_strength, options.blood_relaxivity)
     record = {**relax.sidecar(),
               "MagneticFieldStrengthSource": run.metadata.field_strength_source}
     workflow.__desc__ = methods_description(run, options, relax)
     maps = method_maps(options, record)
-    front_end = init_dsc_front_end_wf(run, options, record, dose=dose)
+    front_end = init_dsc_front_end_wf(run, options, record, dose=dose, superres=superres)
     methods_wf = init_dsc_methods_wf(options, record)
+    if simulated:
+        extra_entities = {"reconstruction": label}
+        extra_sidecar = simulation_metadata(dose, run.metadata.repetition_time,
+                                            model=options.lowdose_model,
+                                            average=options.lowdose_average)
+        extra_methods = simulated_dose_text((dose,), options.lowdose_model,
+                                            options.lowdose_average)
+    elif superres:
+        extra_entities = {"resolution": label}
+        extra_sidecar = {"Resolution": superres_resolution(run, options)}
+        extra_methods = workflow.__postdesc__ = superres_text(options)
+    else:
+        extra_entities = extra_sidecar = None
+        extra_methods = ""
     outputs = init_dsc_outputs_wf(
         run, maps, output_dir, record, options=options, run_name=name,
-        methods=workflow.__desc__ + (simulated_dose_text((dose,), options.lowdose_model,
-                                                         options.lowdose_average)
-                                     if simulated else ""),
-        extra_entities={"reconstruction": dose_label(dose)} if simulated else None,
-        extra_sidecar=simulation_metadata(
-            dose, run.metadata.repetition_time, model=options.lowdose_model,
-            average=options.lowdose_average) if simulated else None)
+        methods=workflow.__desc__ + extra_methods, extra_entities=extra_entities,
+        extra_sidecar=extra_sidecar,
+        series_sidecar={"Description": "the DSC series super-resolved before "
+                                       "quantification (first echo)"} if superres else None)
     masks = [key for key in GIVEN_MASKS if key in run.masks or key in ("brain", "NAWM")]
     to_outputs = [key for key in FRONT_END_INPUTS if key in masks or key not in GIVEN_MASKS]
+    if superres:
+        to_outputs += ["in_files", "superres_metadata"]
     from_methods = [m.name for m in maps] + [metadata_field(node)
                                              for node in dict.fromkeys(m.node for m in maps)]
     workflow.connect([

@@ -9,6 +9,7 @@ from bids_perfusion.interfaces.lowdose import SimulateLowDose
 from bids_perfusion.interfaces.maps import BolusTiming
 from bids_perfusion.interfaces.masks import BrainMask, NAWMMask
 from bids_perfusion.interfaces.signal import SignalToDeltaR2Star
+from bids_perfusion.interfaces.superres import ResampleMask, SuperResolve
 
 #: Masks a run may be given (``--derivatives``) that pass through the front end.
 GIVEN_MASKS = ("brain", "tumor", "GM", "WM", "NAWM")
@@ -17,7 +18,8 @@ FRONT_END_OUTPUTS = ("in_files", *GIVEN_MASKS, "delta_r2star", "frame_times", "a
                      "aif_mask", "aif_metadata", "ttp", "bat")
 
 
-def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, name="front_end_wf"):
+def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, superres=False,
+                          name="front_end_wf"):
     """From the raw DSC series of ``run`` to ΔR2*(t), the AIF, bolus timing and the masks.
 
     .. workflow::
@@ -29,7 +31,11 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, name="front_end_wf
     The graph follows the run's masks: a given brain mask, else one derived from the first
     DSC frames (``brain_mask``); a given NAWM, else one chosen on the pre-contrast image
     (``nawm_mask``); a given arterial mask for the AIF, else automatic selection. A dose
-    ``d < 1`` is first simulated from the acquired series (``simulate_low_dose``).
+    ``d < 1`` is first simulated from the acquired series (``simulate_low_dose``). With
+    ``superres``, the series is first super-resolved (``super_resolve``, the method and
+    factors of ``options``) and the given masks carried onto its grid
+    (``resample_<mask>``); the frame interval is the acquired one over the temporal
+    factor.
     ``delta_r2star`` drops the approach to steady state and converts the signal to ΔR2*
     (single- or dual-echo); ``aif`` averages arterial voxels and converts them to
     concentration with ``relaxivity`` (the run's
@@ -43,6 +49,8 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, name="front_end_wf
     relaxivity : dict
     dose : float
         1 for the acquired series, d < 1 for a simulated reduced dose.
+    superres : bool
+        Quantify the super-resolved series (``options.superres``) instead.
 
     Inputs
     ------
@@ -54,7 +62,10 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, name="front_end_wf
     Outputs
     -------
     in_files
-        the series quantified: the acquired echoes, or those of the simulated dose
+        the series quantified: the acquired echoes, or those of the simulated dose or
+        of the super-resolution
+    superres_metadata
+        the sidecar record of the super-resolution (with ``superres`` only)
     brain, tumor, GM, WM, NAWM
         the masks (tumour, GM and WM only when given)
     delta_r2star, frame_times
@@ -67,38 +78,63 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, name="front_end_wf
     workflow = Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["in_files", *GIVEN_MASKS]),
                         name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(fields=list(FRONT_END_OUTPUTS)), name="outputnode")
+    outputnode = pe.Node(niu.IdentityInterface(
+        fields=[*FRONT_END_OUTPUTS, *(["superres_metadata"] if superres else [])]),
+        name="outputnode")
     inputnode.inputs.in_files = list(run.files)
-    for key in GIVEN_MASKS:
-        if key in run.masks:
-            setattr(inputnode.inputs, key, run.masks[key])
-            workflow.connect(inputnode, key, outputnode, key)
+    series = (inputnode, "in_files")
+    repetition_time = run.metadata.repetition_time
+    masks = {key: (inputnode, key) for key in GIVEN_MASKS if key in run.masks}
+    for key in masks:
+        setattr(inputnode.inputs, key, run.masks[key])
+    arteries = run.masks.get("arteries")
+    if superres:
+        space, time = options.superres_scale
+        resolve = pe.Node(SuperResolve(method=options.superres, space=space, time=time,
+                                       repetition_time=repetition_time,
+                                       max_nmse=options.superres_max_nmse,
+                                       device=options.device), name="super_resolve")
+        if options.superres_weights:
+            resolve.inputs.weights = options.superres_weights
+        workflow.connect([(inputnode, resolve, [("in_files", "in_files")]),
+                          (resolve, outputnode, [("metadata", "superres_metadata")])])
+        series, repetition_time = (resolve, "out_files"), repetition_time / time
+        for key in [*masks, *(["arteries"] if arteries else [])]:
+            resample = pe.Node(ResampleMask(in_file=run.masks[key]), name=f"resample_{key}")
+            workflow.connect(resolve, "reference", resample, "reference")
+            masks[key] = (resample, "out_file")
+        arteries = masks.pop("arteries", None)
+    for key, source in masks.items():
+        workflow.connect(*source, outputnode, key)
 
-    if "brain" in run.masks:
-        brain = (inputnode, "brain")
+    if "brain" in masks:
+        brain = masks["brain"]
     else:
-        brain_mask = pe.Node(BrainMask(in_file=run.files[0]), name="brain_mask")
+        brain_mask = pe.Node(BrainMask(), name="brain_mask")
+        if superres:
+            workflow.connect(resolve, "reference", brain_mask, "in_file")
+        else:
+            brain_mask.inputs.in_file = run.files[0]
         brain = (brain_mask, "out_file")
         workflow.connect(*brain, outputnode, "brain")
-
-    series = (inputnode, "in_files")
     if dose < 1.0:
-        lowdose = pe.Node(SimulateLowDose(dose=dose,
-                                          repetition_time=run.metadata.repetition_time,
+        lowdose = pe.Node(SimulateLowDose(dose=dose, repetition_time=repetition_time,
                                           model=options.lowdose_model,
                                           average=options.lowdose_average),
                           name="simulate_low_dose")
-        workflow.connect(inputnode, "in_files", lowdose, "in_files")
+        workflow.connect(*series, lowdose, "in_files")
         workflow.connect(*brain, lowdose, "brain_mask")
         series = (lowdose, "out_files")
 
     signal = pe.Node(SignalToDeltaR2Star(echo_times=list(run.metadata.echo_times),
-                                         repetition_time=run.metadata.repetition_time,
+                                         repetition_time=repetition_time,
                                          source_files=list(run.files)),
                      name="delta_r2star")
     aif = pe.Node(ArterialInputFunction(relaxivity=relaxivity), name="aif")
-    if "arteries" in run.masks:
-        aif.inputs.aif_mask = run.masks["arteries"]
+    if superres and arteries:
+        workflow.connect(*arteries, aif, "aif_mask")
+    elif arteries:
+        aif.inputs.aif_mask = arteries
     timing = pe.Node(BolusTiming(), name="bolus_timing")
     workflow.connect([
         (series[0], signal, [(series[1], "in_files")]),
@@ -118,8 +154,8 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, name="front_end_wf
     if "NAWM" not in run.masks:
         nawm = pe.Node(NAWMMask(), name="nawm_mask")
         for key, field in (("tumor", "tumor_mask"), ("WM", "wm_mask")):
-            if key in run.masks:
-                setattr(nawm.inputs, field, run.masks[key])
+            if key in masks:
+                workflow.connect(*masks[key], nawm, field)
         workflow.connect([(signal, nawm, [("baseline_image", "baseline")]),
                           (nawm, outputnode, [("out_file", "NAWM")])])
         workflow.connect(*brain, nawm, "brain_mask")

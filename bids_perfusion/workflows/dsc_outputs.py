@@ -16,7 +16,8 @@ from bids_perfusion.workflows.outputs import (
     merge_fields,
 )
 
-#: What the outputs read from the front end (the maps come from the methods).
+#: What the outputs read from the front end (the maps come from the methods; the series
+#: and its record when it is written, ``series_sidecar``).
 FRONT_END_INPUTS = (*GIVEN_MASKS, "delta_r2star", "frame_times", "aif_tsv", "aif_mask",
                     "aif_metadata", "ttp", "bat")
 
@@ -39,7 +40,7 @@ def roi_curves_sidecar(rois, relaxivity):
 
 def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
                         run_name, extra_entities=None, extra_sidecar=None,
-                        name="outputs_wf"):
+                        series_sidecar=None, name="outputs_wf"):
     """Normalise the maps to the NAWM, summarise them in the ROIs and write every file.
 
     .. workflow::
@@ -56,7 +57,9 @@ def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
     (``desc-roi_timeseries.tsv``). The files are written by
     :func:`~bids_perfusion.workflows.outputs.connect_outputs`: nothing until every output
     of the run exists, then one sink per file and the completion record named
-    ``run_name``.
+    ``run_name``. With ``series_sidecar``, the series quantified (its first echo) is
+    written too, as ``desc-superres_dsc`` with that sidecar and the record of its
+    super-resolution.
 
     Parameters
     ----------
@@ -68,19 +71,24 @@ def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
         the run's relaxivity record, in the sidecar of the ROI curves
     options, methods, run_name, extra_entities, extra_sidecar
         as in :func:`~bids_perfusion.workflows.outputs.connect_outputs`
+    series_sidecar : dict, optional
+        the sidecar of the super-resolved series; None: the series is not written
 
     Inputs
     ------
     brain, tumor, GM, WM, NAWM, delta_r2star, frame_times, aif_tsv, aif_mask,
     aif_metadata, ttp, bat
         the outputs of :func:`~bids_perfusion.workflows.dsc_front_end.init_dsc_front_end_wf`
+    in_files, superres_metadata
+        the same, with ``series_sidecar`` only
     one field per map and ``metadata_<node>`` per node
         the outputs of :func:`~bids_perfusion.workflows.dsc_methods.init_dsc_methods_wf`
     """
     workflow = Workflow(name=name)
     nodes = list(dict.fromkeys(m.node for m in maps))
+    series = ["in_files", "superres_metadata"] if series_sidecar is not None else []
     inputnode = pe.Node(niu.IdentityInterface(
-        fields=[*FRONT_END_INPUTS, *(m.name for m in maps),
+        fields=[*FRONT_END_INPUTS, *series, *(m.name for m in maps),
                 *(metadata_field(node) for node in nodes)]), name="inputnode")
     measured = [m for m in maps if m.measure]
 
@@ -140,6 +148,11 @@ def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
                                          "Units": "1 (ratio to the NAWM median)"}))
     sinks += [(inputnode, m.name, m.entities, metadata(m), m.sidecar)
               for m in maps if not m.measure]
+    if series_sidecar is not None:
+        first_echo = pe.Node(niu.Select(index=0), name="select_series")
+        workflow.connect(inputnode, "in_files", first_echo, "inlist")
+        sinks.append((first_echo, "out", {"desc": "superres", "suffix": "dsc"},
+                      (inputnode, "superres_metadata"), series_sidecar))
     return connect_outputs(workflow, list(run.files), output_dir, sinks, options=options,
                            methods=methods, extra_entities=extra_entities,
                            extra_sidecar=extra_sidecar, run_name=run_name)

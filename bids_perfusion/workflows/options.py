@@ -53,6 +53,17 @@ class DSCOptions:
         PHAE weights (with their model card); None: the bundled ones.
     stunet_weights : str or None
         stU-Net weights (with their model card); None: the bundled ones.
+    superres : {"node-liif", "linear"} or None
+        ``--dsc-superres``: each acquired run is also quantified after spatio-temporal
+        super-resolution (:mod:`bids_perfusion.nn.superres_inference`), its maps
+        written with a ``res`` entity beside the native ones.
+    superres_scale : tuple of (float, int)
+        In-plane scale and frames per acquired frame interval of the super-resolution.
+    superres_weights : str or None
+        Weights of the ``node-liif`` model (with their model card); None: the bundled ones.
+    superres_max_nmse : float
+        A super-resolved run whose frames at the acquired times do not reproduce the
+        acquired frames within this normalised squared error is refused.
     """
 
     methods: tuple = ("osvd",)
@@ -70,6 +81,10 @@ class DSCOptions:
     device: str = "auto"
     phae_weights: str | None = None
     stunet_weights: str | None = None
+    superres: str | None = None
+    superres_scale: tuple = (2.0, 4)
+    superres_weights: str | None = None
+    superres_max_nmse: float = constants.SUPERRES_MAX_NMSE
 
     def __post_init__(self):
         from bids_perfusion.dsc.leakage import MODELS
