@@ -31,7 +31,7 @@ lint: install-test  # ruff everywhere; mypy on the typed numeric cores (setup.cf
 	$(BIN)/python -m mypy
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15  # the slowest tests, to keep the suite short
 
 test-fast: lint  # the suite without the end-to-end cases marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
