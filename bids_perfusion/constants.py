@@ -114,3 +114,7 @@ LOWDOSE_MODELS = ("exponential", "linear")
 #: In-plane degradations that make the low-resolution inputs, named here so that the
 #: training command offers them without importing a numerical library.
 SUPERRES_DEGRADATIONS = ("kspace", "block")
+#: Temporal models of the super-resolution model (``SuperResConfig.temporal``): the
+#: bi-directional neural ODE, or linear interpolation of the latent features (the
+#: ablation of the ODE, VideoINR-style).
+SUPERRES_TEMPORAL = ("ode", "linear")
