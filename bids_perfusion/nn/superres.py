@@ -311,6 +311,22 @@ def render_slice(model, frame0, frame1, t, size, max_queries=65536):
     return torch.cat(out).reshape(size)
 
 
+def load_model(path=None, device="cpu"):
+    """The model of a weights file (default: the bundled one, trained on phantom data) in
+    evaluation mode, and its model card.
+
+    The file is checked against its card's sha256 (:func:`bids_perfusion.nn.weights.
+    load_weights`); the architecture, the temporal model included, is the card's
+    configuration.
+    """
+    from bids_perfusion.nn.weights import bundled_weights, config_from_dict, load_weights
+
+    state, card = load_weights(path or bundled_weights(MODEL_NAME), expected_model=MODEL_NAME)
+    model = SuperResolution(config_from_dict(SuperResConfig, card["configuration"]))
+    model.load_state_dict(state)
+    return model.to(device).eval(), card
+
+
 def parameter_count(model):
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
