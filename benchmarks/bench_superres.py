@@ -255,7 +255,7 @@ def table(records, title):
     """Mean (SD) over subjects of every metric (rows: methods), then ratios to linear."""
     methods = [m for m in ("native", *METHODS) if m in records[0]["results"]]
     metrics = (*IMAGE_METRICS, *MAP_METRICS, *COST_METRICS)
-    width = 14
+    width = 16
     lines = [f"{title}: {len(records)} subjects (measured on the phantom)",
              f"{'method':28}" + "".join(f"{m:>{width}}" for m in metrics)]
     means = {}
@@ -268,10 +268,9 @@ def table(records, title):
                 cells.append(f"{'':>{width}}")
                 continue
             means[method, metric] = np.mean(values)
-            digits = 3 if metric == "SSIM" else 2
-            cells.append(f"{np.mean(values):>{width - 7}.{digits}f} ({np.std(values):4.{digits}f})"
-                         if metric != "SSIM" else
-                         f"{np.mean(values):>{width - 8}.{digits}f} ({np.std(values):.{digits}f})")
+            digits = 3 if metric == "SSIM" else 1 if metric == "seconds" else 2
+            cell = f"{np.mean(values):.{digits}f} ({np.std(values):.{digits}f})"
+            cells.append(f"{cell:>{width}}")
         lines.append(f"{LABELS[method]:28}" + "".join(cells))
     ratio_metrics = ("NMSE %", *MAP_METRICS[:2])
     lines.append("ratio to bilinear + linear: " + ", ".join(ratio_metrics))

@@ -94,6 +94,20 @@ def test_unknown_temporal_model_is_refused():
         superres.SuperResConfig(temporal="spline")
 
 
+def test_load_model_rebuilds_the_temporal_model_of_the_card(tmp_path, one_thread):
+    from bids_perfusion.nn.weights import save_weights
+
+    model = tiny_model(temporal="linear")
+    path = tmp_path / "superres.safetensors"
+    save_weights(model.state_dict(), path, {"model": superres.MODEL_NAME,
+                                            "configuration": model.config.as_dict()})
+    loaded, card = superres.load_model(path)
+    assert loaded.config == model.config and card["configuration"]["temporal"] == "linear"
+    frame0, frame1 = torch.rand(5, 6), torch.rand(5, 6)
+    torch.testing.assert_close(superres.render_slice(loaded, frame0, frame1, 0.5, (9, 11)),
+                               superres.render_slice(model, frame0, frame1, 0.5, (9, 11)))
+
+
 def test_adjoint_gives_the_same_gradients(one_thread):
     frame0, frame1 = torch.rand(1, 5, 6), torch.rand(1, 5, 6)
     coords = torch.rand(1, 10, 2) * 2 - 1
