@@ -5,10 +5,12 @@ Each held-out cohort is a phantom generated here (when its folder is missing) wi
 and acquisitions of its own: by default seed 202 at the training acquisition (TR 1.0 s,
 80 frames, 64 × 64 × 16) and seed 303 at TR 0.75 s (100 frames), a frame interval outside
 the training range (the bundled weights were trained on seed 101 at TR 1.0 s; their card
-says so). Every native series (the high-resolution reference, HR) is under-sampled as in
-training (:func:`bids_perfusion.nn.superres_data.make_pair` with the degradation of the
-model card: 2 × 2 in plane by k-space truncation, every 4th frame) and brought back to the
-HR grid (:mod:`bids_perfusion.nn.superres_inference`) by
+says so); two subjects each (an LGG and an HGG), their 6 central slices (``--n-subjects``,
+``--slices``: the networks' inference dominates the run time). Every native series (the
+high-resolution reference, HR) is under-sampled as in training
+(:func:`bids_perfusion.nn.superres_data.make_pair` with the degradation of the model
+card: 2 × 2 in plane by k-space truncation, every 4th frame) and brought back to the HR
+grid (:mod:`bids_perfusion.nn.superres_inference`) by
 
 - ``linear``: bilinear in plane + linear in time (the slices are not under-sampled, so
   this is the trilinear + linear baseline of the abstract);
@@ -290,7 +292,7 @@ def main(argv=None):
                         help="held-out cohorts (default: "
                              + " ".join(":".join(map(str, c)) for c in COHORTS.values()) + ")")
     parser.add_argument("--n-subjects", type=int, default=2, help="subjects per cohort")
-    parser.add_argument("--slices", type=int, default=8,
+    parser.add_argument("--slices", type=int, default=6,
                         help="central slices of every series evaluated (0: all)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="neural ODE + LIIF weights (default: the bundled weights)")
