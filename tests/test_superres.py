@@ -239,11 +239,23 @@ def test_recipe_is_registered_with_its_options():
     from bids_perfusion.nn.recipes import RECIPES
     from bids_perfusion.nn.weights import BUNDLED
 
-    assert "superres" in RECIPES and "superres" not in BUNDLED  # no shipped weights yet
+    assert "superres" in RECIPES and BUNDLED["superres"][1] == ("superres",)
     args = build_parser().parse_args(["superres", "bids", "out", "--mlp-hidden", "8", "8",
                                       "--degradation", "block", "--temporal", "linear"])
     assert args.mlp_hidden == [8, 8] and args.degradation == "block"
     assert args.temporal == "linear"
+
+
+def test_bundled_weights_match_their_card():
+    """The shipped neural-ODE + LIIF weights load (sha256 checked) and say that they are
+    phantom-trained, on the degradation of the abstract."""
+    model, card = superres.load_model()
+    assert card["model"] == "superres" and card["data"]["synthetic"]
+    assert model.config.temporal == "ode" and "phantom" in card["data"]["trained_on"]
+    assert "bids-perfusion-train superres" in card["command"]
+    assert card["configuration"]["degradation"] == {"space": 2, "time": 4,
+                                                    "method": "kspace", "baseline_frames": 3}
+    assert card["metrics"]["parameters"] == superres.parameter_count(model)
 
 
 @pytest.mark.slow
