@@ -114,6 +114,10 @@ LOWDOSE_MODELS = ("exponential", "linear")
 #: In-plane degradations that make the low-resolution inputs, named here so that the
 #: training command offers them without importing a numerical library.
 SUPERRES_DEGRADATIONS = ("kspace", "block")
+#: Temporal models of the super-resolution model (``SuperResConfig.temporal``): the
+#: bi-directional neural ODE, or linear interpolation of the latent features (the
+#: ablation of the ODE, VideoINR-style).
+SUPERRES_TEMPORAL = ("ode", "linear")
 #: Methods of ``--dsc-superres``: the neural-ODE + LIIF model, or interpolation (bilinear
 #: in plane, linear in time) on the same grid.
 SUPERRES_METHODS = ("node-liif", "linear")

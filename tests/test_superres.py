@@ -71,6 +71,43 @@ def test_flows_start_at_the_embedded_inputs(one_thread, method):
     assert torch.equal(backward[1], start1[1]) and not torch.allclose(backward[0], start1[0])
 
 
+def test_linear_ablation_interpolates_the_embedded_inputs(one_thread):
+    """The ablation's temporal feature is Z̃_0 at t = 0, Z̃_1 at t = 1, their mean at
+    t = ½, per item; it has no flow fields."""
+    model = tiny_model(temporal="linear")
+    assert not hasattr(model, "forward_field") and model.fusion.in_channels == TINY.width + 1
+    assert superres.parameter_count(model) < superres.parameter_count(tiny_model())
+    frame0, frame1 = torch.rand(2, 6, 7), torch.rand(2, 6, 7)
+    with torch.no_grad():
+        start0, start1 = model.embed(frame0, 1.0), model.embed(frame1, -1.0)
+        assert torch.equal(model.interpolated_features(start0, start1, 0.0), start0)
+        assert torch.equal(model.interpolated_features(start0, start1, 1.0), start1)
+        mixed = model.interpolated_features(start0, start1, torch.tensor([0.0, 0.5]))
+        assert torch.equal(mixed[0], start0[0])
+        torch.testing.assert_close(mixed[1], (start0[1] + start1[1]) / 2)
+        torch.testing.assert_close(model.features(frame0, frame1, 1.0),
+                                   model.fusion(start1))
+
+
+def test_unknown_temporal_model_is_refused():
+    with pytest.raises(ValueError, match="temporal"):
+        superres.SuperResConfig(temporal="spline")
+
+
+def test_load_model_rebuilds_the_temporal_model_of_the_card(tmp_path, one_thread):
+    from bids_perfusion.nn.weights import save_weights
+
+    model = tiny_model(temporal="linear")
+    path = tmp_path / "superres.safetensors"
+    save_weights(model.state_dict(), path, {"model": superres.MODEL_NAME,
+                                            "configuration": model.config.as_dict()})
+    loaded, card = superres.load_model(path)
+    assert loaded.config == model.config and card["configuration"]["temporal"] == "linear"
+    frame0, frame1 = torch.rand(5, 6), torch.rand(5, 6)
+    torch.testing.assert_close(superres.render_slice(loaded, frame0, frame1, 0.5, (9, 11)),
+                               superres.render_slice(model, frame0, frame1, 0.5, (9, 11)))
+
+
 def test_adjoint_gives_the_same_gradients(one_thread):
     frame0, frame1 = torch.rand(1, 5, 6), torch.rand(1, 5, 6)
     coords = torch.rand(1, 10, 2) * 2 - 1
@@ -158,17 +195,18 @@ def test_pair_crops_scales_and_items_match_the_high_resolution_frames():
 # --- training ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained():
-    """A tiny model trained for a few epochs on a smooth series; its history and init."""
+@pytest.fixture(scope="module", params=superres.TEMPORAL_MODELS)
+def trained(request):
+    """A tiny model (neural ODE, or the linear ablation) trained for a few epochs on a
+    smooth series; its history and init."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     pair = data.make_pair(smooth_series(), data.Degradation())
     rng = np.random.default_rng(0)
     arrays = {part: {k: torch.from_numpy(v) for k, v in
                      data.sample_items(pair, 64, 6, 48, rng).items()} for part in ("t", "v")}
-    model = tiny_model()
-    untrained = tiny_model()
+    model = tiny_model(temporal=request.param)
+    untrained = tiny_model(temporal=request.param)
     config = training.TrainingConfig(epochs=10, batch_size=8, lr=3e-3, progress=False)
     result = training.train(model, superres.l1_loss, arrays["t"], arrays["v"], config, "cpu")
     torch.set_num_threads(threads)
@@ -201,10 +239,23 @@ def test_recipe_is_registered_with_its_options():
     from bids_perfusion.nn.recipes import RECIPES
     from bids_perfusion.nn.weights import BUNDLED
 
-    assert "superres" in RECIPES and "superres" not in BUNDLED  # no shipped weights yet
+    assert "superres" in RECIPES and BUNDLED["superres"][1] == ("superres",)
     args = build_parser().parse_args(["superres", "bids", "out", "--mlp-hidden", "8", "8",
-                                      "--degradation", "block"])
+                                      "--degradation", "block", "--temporal", "linear"])
     assert args.mlp_hidden == [8, 8] and args.degradation == "block"
+    assert args.temporal == "linear"
+
+
+def test_bundled_weights_match_their_card():
+    """The shipped neural-ODE + LIIF weights load (sha256 checked) and say that they are
+    phantom-trained, on the degradation of the abstract."""
+    model, card = superres.load_model()
+    assert card["model"] == "superres" and card["data"]["synthetic"]
+    assert model.config.temporal == "ode" and "phantom" in card["data"]["trained_on"]
+    assert "bids-perfusion-train superres" in card["command"]
+    assert card["configuration"]["degradation"] == {"space": 2, "time": 4,
+                                                    "method": "kspace", "baseline_frames": 3}
+    assert card["metrics"]["parameters"] == superres.parameter_count(model)
 
 
 @pytest.mark.slow

@@ -114,11 +114,12 @@ class SuperResolve(SimpleInterface):
             return (lambda series: inference.interpolate(series, inputs.space, inputs.time),
                     {"Method": "bilinear interpolation in plane, linear in time"})
         from bids_perfusion.nn import device as devices
+        from bids_perfusion.nn.superres import load_model
         from bids_perfusion.nn.weights import bundled_weights
 
         device = devices.select_device(inputs.device)
         weights = inputs.weights or str(bundled_weights("superres"))
-        model, card = inference.load_model(weights)
+        model, card = load_model(weights, device)
         baseline = card["configuration"]["degradation"]["baseline_frames"]
 
         def render(series):

@@ -37,6 +37,17 @@ t ∈ [0, 1] and any query coordinate x_q, in three stages:
    and the query's cell size (cell decoding) in units of latent pixels; g_ψ an MLP with
    ReLU hidden layers (``mlp_hidden``).
 
+**Ablation of the ODE** (``temporal="linear"``; the VideoINR-style continuous space-time
+baseline of the comparison in the abstract: Chen et al., CVPR 2022, with its flow-based
+warping replaced by interpolation of the features): the same encoder and decoder, with the
+temporal feature obtained by linear interpolation of the two oriented embeddings,
+
+    Z_t = fuse((1 − t) Z̃_0 + t Z̃_1),
+
+``fuse`` a 1×1 convolution (c + 1 → c channels; the direction channel becomes 1 − 2t and
+so tells the decoder the time). It has no flow fields: the trajectory between the frames
+is a straight line in feature space.
+
 Coordinates are (row, column) pairs; cells are the query pixel's (height, width) in the
 same [−1, 1] units (2/H, 2/W for an H × W output). :func:`render_slice` evaluates a whole
 slice at any size and any t in tiles of at most ``max_queries`` queries, so memory stays
@@ -53,17 +64,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bids_perfusion.constants import SUPERRES_TEMPORAL
+
 #: Name of the model in weights files, model cards and ``bids-perfusion-train``.
 MODEL_NAME = "superres"
 
 #: Fixed-step solvers of torchdiffeq offered for the flows (deterministic).
 ODE_METHODS = ("rk4", "euler")
 
+#: Temporal models: the bi-directional neural ODE, or linear interpolation of the
+#: features (the ablation; module docstring).
+TEMPORAL_MODELS = SUPERRES_TEMPORAL
+
 
 @dataclasses.dataclass(frozen=True)
 class SuperResConfig:
     """Architecture of the super-resolution model, stored in its model card.
 
+    temporal: 'ode' (the bi-directional neural ODE) or 'linear' (linear interpolation of
+    the features, the ablation; the ``ode_*`` and ``adjoint`` fields are then unused);
     width: channels c of the latent features; encoder_blocks: residual blocks of the
     encoder; ode_hidden: channels of the hidden layer of f_θ and f_φ; ode_method: the
     fixed-step solver (rk4 or euler); ode_step: its step on the normalised flow time s ∈
@@ -78,8 +97,12 @@ class SuperResConfig:
     ode_step: float = 0.25
     adjoint: bool = False
     mlp_hidden: tuple = (128, 128, 128, 128)
+    temporal: str = "ode"
 
     def __post_init__(self):
+        if self.temporal not in TEMPORAL_MODELS:
+            raise ValueError(f"temporal must be one of {TEMPORAL_MODELS}, got "
+                             f"{self.temporal!r}")
         if self.width < 1 or self.encoder_blocks < 0 or self.ode_hidden < 1:
             raise ValueError("width and ode_hidden must be positive, encoder_blocks >= 0")
         if self.ode_method not in ODE_METHODS:
@@ -186,8 +209,16 @@ class LocalImplicitDecoder(nn.Module):
         return sum(p * a / total for p, a in zip(predictions, reversed(areas), strict=True))
 
 
+def batch_times(t, like):
+    """``t`` (a scalar or (B,)) as a (B,) tensor of the dtype and device of ``like``
+    (B, …)."""
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    return t.expand(like.shape[0]) if t.dim() == 0 else t
+
+
 class SuperResolution(nn.Module):
-    """The bi-directional neural ODE + LIIF model (module docstring).
+    """The bi-directional neural ODE + LIIF model, or its ablation with linearly
+    interpolated features (``config.temporal``; module docstring).
 
     ``forward(frame0, frame1, t, coords, cells)``: frames (B, h, w), t (B,) in [0, 1],
     coords and cells (B, Q, 2) -> intensities (B, Q) of the frame at time t.
@@ -197,9 +228,12 @@ class SuperResolution(nn.Module):
         super().__init__()
         self.config = config = config or SuperResConfig()
         self.encoder = Encoder(config.width, config.encoder_blocks)
-        self.forward_field = FlowField(config.width + 1, config.ode_hidden)
-        self.backward_field = FlowField(config.width + 1, config.ode_hidden)
-        self.fusion = nn.Conv2d(2 * (config.width + 1), config.width, 1)
+        if config.temporal == "ode":
+            self.forward_field = FlowField(config.width + 1, config.ode_hidden)
+            self.backward_field = FlowField(config.width + 1, config.ode_hidden)
+            self.fusion = nn.Conv2d(2 * (config.width + 1), config.width, 1)
+        else:
+            self.fusion = nn.Conv2d(config.width + 1, config.width, 1)
         self.decoder = LocalImplicitDecoder(config.width, config.mlp_hidden)
 
     def embed(self, frame, direction):
@@ -211,9 +245,7 @@ class SuperResolution(nn.Module):
         import torchdiffeq
 
         config = self.config
-        t = torch.as_tensor(t, dtype=oriented.dtype, device=oriented.device)
-        t = t.expand(oriented.shape[0]) if t.dim() == 0 else t
-        dynamics = RescaledFlow(field, start, t)
+        dynamics = RescaledFlow(field, start, batch_times(t, oriented))
         grid = torch.tensor([0.0, 1.0], dtype=oriented.dtype, device=oriented.device)
         solve = torchdiffeq.odeint_adjoint if config.adjoint else torchdiffeq.odeint
         options = {"step_size": config.ode_step}
@@ -227,10 +259,19 @@ class SuperResolution(nn.Module):
         """Z_{1→t}: the backward flow f_φ from Z̃_1 over (1, t)."""
         return self._flow(self.backward_field, 1.0, oriented1, t)
 
+    @staticmethod
+    def interpolated_features(oriented0, oriented1, t):
+        """(1 − t) Z̃_0 + t Z̃_1: the temporal feature of the ablation (no ODE)."""
+        t = batch_times(t, oriented0)[:, None, None, None]
+        return (1 - t) * oriented0 + t * oriented1
+
     def features(self, frame0, frame1, t):
         """Z_t: the fused latent features at time ``t`` (scalar or (B,)), (B, c, h, w)."""
-        forward = self.forward_flow(self.embed(frame0, 1.0), t)
-        backward = self.backward_flow(self.embed(frame1, -1.0), t)
+        oriented0, oriented1 = self.embed(frame0, 1.0), self.embed(frame1, -1.0)
+        if self.config.temporal == "linear":
+            return self.fusion(self.interpolated_features(oriented0, oriented1, t))
+        forward = self.forward_flow(oriented0, t)
+        backward = self.backward_flow(oriented1, t)
         return self.fusion(torch.cat([forward, backward], dim=1))
 
     def decode(self, features, coords, cells):
@@ -268,6 +309,22 @@ def render_slice(model, frame0, frame1, t, size, max_queries=65536):
         tile = coords[start:start + max_queries][None]
         out.append(model.decode(features, tile, cell.expand_as(tile))[0])
     return torch.cat(out).reshape(size)
+
+
+def load_model(path=None, device="cpu"):
+    """The model of a weights file (default: the bundled one, trained on phantom data) in
+    evaluation mode, and its model card.
+
+    The file is checked against its card's sha256 (:func:`bids_perfusion.nn.weights.
+    load_weights`); the architecture, the temporal model included, is the card's
+    configuration.
+    """
+    from bids_perfusion.nn.weights import bundled_weights, config_from_dict, load_weights
+
+    state, card = load_weights(path or bundled_weights(MODEL_NAME), expected_model=MODEL_NAME)
+    model = SuperResolution(config_from_dict(SuperResConfig, card["configuration"]))
+    model.load_state_dict(state)
+    return model.to(device).eval(), card
 
 
 def parameter_count(model):

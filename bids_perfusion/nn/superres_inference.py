@@ -31,20 +31,6 @@ import numpy as np
 INTERPOLATION_ORDERS = {"linear": 1, "cubic": 3}
 
 
-def load_model(weights):
-    """The :class:`~bids_perfusion.nn.superres.SuperResolution` model of a weights file
-    and its model card (sha256 checked, tensors only:
-    :func:`~bids_perfusion.nn.weights.load_weights`), in evaluation mode on the CPU."""
-    from bids_perfusion.nn import superres
-    from bids_perfusion.nn.weights import config_from_dict, load_weights
-
-    state, card = load_weights(weights, expected_model=superres.MODEL_NAME)
-    model = superres.SuperResolution(config_from_dict(superres.SuperResConfig,
-                                                      card["configuration"]))
-    model.load_state_dict(state)
-    return model.eval(), card
-
-
 def output_shape(shape, space, time):
     """Shape (H, W, z, T′) of the super-resolved series of a series of ``shape``
     (h, w, z, T) at in-plane scale ``space`` and temporal factor ``time`` (module

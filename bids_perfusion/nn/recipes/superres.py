@@ -5,7 +5,7 @@ under-sampling them (:mod:`bids_perfusion.nn.superres_data`), with the L1 loss."
 import zlib
 from dataclasses import dataclass
 
-from bids_perfusion.constants import SUPERRES_DEGRADATIONS
+from bids_perfusion.constants import SUPERRES_DEGRADATIONS, SUPERRES_TEMPORAL
 from bids_perfusion.nn.recipes import fit_model, option, register
 
 
@@ -22,6 +22,10 @@ class SuperResOptions:
                                         "averaging", choices=SUPERRES_DEGRADATIONS)
     baseline_frames: int = option(3, "superres: low-resolution frames whose mean scales "
                                      "the intensities of a series")
+    temporal: str = option("ode", "superres: temporal model: the bi-directional neural ODE, "
+                                  "or linear interpolation of the latent features (the "
+                                  "ablation of the ODE, VideoINR-style)",
+                           choices=SUPERRES_TEMPORAL)
     latent_width: int = option(32, "superres: channels of the latent features")
     encoder_blocks: int = option(4, "superres: residual blocks of the encoder")
     ode_hidden: int = option(32, "superres: hidden channels of the ODE flows")
@@ -100,7 +104,8 @@ class SuperResRecipe:
                 key: torch.from_numpy(np.concatenate([r[key] for r in runs]))
                 for key in runs[0]}
         config = superres.SuperResConfig(
-            width=options.latent_width, encoder_blocks=options.encoder_blocks,
+            temporal=options.temporal, width=options.latent_width,
+            encoder_blocks=options.encoder_blocks,
             ode_hidden=options.ode_hidden, ode_method=options.ode_method,
             ode_step=options.ode_step, mlp_hidden=tuple(options.mlp_hidden))
         model, result, metrics, extra = fit_model(
