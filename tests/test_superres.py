@@ -285,3 +285,29 @@ def test_tiny_phantom_trains_end_to_end_and_the_weights_load_back(tmp_path, one_
                                                       card["configuration"]))
     model.load_state_dict(state)
     assert card["metrics"]["parameters"] == superres.parameter_count(model)
+
+
+def test_decoder_equals_its_mlp_on_the_concatenated_inputs(one_thread):
+    """The first layer is applied to the latent codes before they are gathered: the
+    decoder must equal g_ψ([z^γ; x_q − v^γ; cell]) evaluated query by query, with the
+    area-weighted ensemble over the four nearest codes."""
+    import torch.nn.functional as F
+
+    decoder = tiny_model().decoder
+    features = torch.randn(2, 8, 5, 7)
+    coords = torch.rand(2, 30, 2) * 2 - 1
+    cells = torch.full((2, 30, 2), 0.2)
+    unfolded = F.unfold(features, 3, padding=1)  # (B, 9c, h w)
+    sizes = torch.tensor([5.0, 7.0])
+    low = torch.floor((coords + 1) / 2 * sizes - 0.5)
+    predictions, areas = [], []
+    for offset in ([0, 0], [0, 1], [1, 0], [1, 1]):
+        index = torch.minimum((low + torch.tensor(offset)).clamp(min=0), sizes - 1)
+        flat = (index[..., 0] * 7 + index[..., 1]).long()
+        code = torch.stack([unfolded[b, :, flat[b]].T for b in range(2)])
+        relative = (coords - (-1 + (2 * index + 1) / sizes)) * sizes / 2
+        inputs = torch.cat([code, relative, cells * sizes / 2], dim=-1)
+        predictions.append(decoder.mlp(inputs)[..., 0])
+        areas.append((relative[..., 0] * relative[..., 1]).abs() + 1e-9)
+    expected = sum(p * a for p, a in zip(predictions, reversed(areas), strict=True)) / sum(areas)
+    torch.testing.assert_close(decoder(features, coords, cells), expected)

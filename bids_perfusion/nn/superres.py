@@ -188,6 +188,13 @@ class LocalImplicitDecoder(nn.Module):
     def forward(self, features, coords, cells):
         batch, channels, h, w = features.shape
         unfolded = F.unfold(features, 3, padding=1).view(batch, 9 * channels, h * w)
+        # The first layer W [z; x_q − v; cell] + b is split as W_z z + W_q [x_q − v; cell]
+        # + b: W_z z is computed once per latent code (h·w of them) rather than once per
+        # query and neighbour (4 Q of them), then gathered — the same numbers, fewer
+        # products.
+        first, rest = self.mlp[0], self.mlp[1:]
+        projected = torch.einsum("ok,bkn->bon", first.weight[:, :9 * channels], unfolded)
+        query_weight = first.weight[:, 9 * channels:]
         sizes = coords.new_tensor([h, w])
         # continuous latent index of each query: pixel i has its centre at i
         position = (coords + 1) / 2 * sizes - 0.5
@@ -199,10 +206,12 @@ class LocalImplicitDecoder(nn.Module):
                 index = torch.minimum(index.clamp(min=0), sizes - 1)
                 centre = -1 + (2 * index + 1) / sizes
                 flat = (index[..., 0] * w + index[..., 1]).long()
-                code = torch.gather(unfolded, 2, flat[:, None, :].expand(-1, 9 * channels, -1))
+                code = torch.gather(projected, 2,
+                                    flat[:, None, :].expand(-1, projected.shape[1], -1))
                 relative = (coords - centre) * sizes / 2  # in latent pixels
-                inputs = torch.cat([code.transpose(1, 2), relative, cells * sizes / 2], dim=-1)
-                predictions.append(self.mlp(inputs)[..., 0])
+                queries = torch.cat([relative, cells * sizes / 2], dim=-1)
+                hidden = code.transpose(1, 2) + F.linear(queries, query_weight, first.bias)
+                predictions.append(rest(hidden)[..., 0])
                 areas.append((relative[..., 0] * relative[..., 1]).abs() + 1e-9)
         # the weight of a code is the area of the rectangle of its diagonal opposite
         total = sum(areas)
