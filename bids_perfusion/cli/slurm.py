@@ -124,3 +124,7 @@ def main(argv=None):
               f"\nThe scripts are in {jobs.submit.parent}.", file=sys.stderr)
         return EXIT_USAGE
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
