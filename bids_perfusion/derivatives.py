@@ -13,10 +13,11 @@ import os
 
 from bids_perfusion import __version__, atomic
 
-#: Environment variables that tell which container runs the App: the image sets the first
-#: (Dockerfile); Apptainer and Singularity set theirs in every container they run.
-CONTAINER_VARIABLES = {"BIDS_PERFUSION_CONTAINER": None, "APPTAINER_CONTAINER": "apptainer",
-                       "SINGULARITY_CONTAINER": "singularity"}
+#: Environment variables that tell which container runs the App, the first set wins:
+#: Apptainer and Singularity set theirs in every container they run, so that they win over
+#: the one the image sets (Dockerfile) when they run the Docker image.
+CONTAINER_VARIABLES = {"APPTAINER_CONTAINER": "apptainer",
+                       "SINGULARITY_CONTAINER": "singularity", "BIDS_PERFUSION_CONTAINER": None}
 
 BIDSIGNORE = """\
 # Outputs of bids-perfusion that the BIDS specification has no place for yet.
