@@ -2,6 +2,8 @@
 #   make demo   create .venv if needed, install, generate the phantom and quantify it
 #   make test   install with the test extras, lint (ruff, mypy), run the test suite
 #   (make test-fast leaves out the end-to-end cases marked slow)
+#   make test-hpc   as root: a single-node SLURM cluster on localhost runs
+#                   bids-perfusion-slurm on a 2-subject phantom (.ci/test-hpc, docs/hpc.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +11,7 @@ PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
 DEMO_DIR ?= demo_output
 export NIPYPE_NO_ET := 1
 
-.PHONY: demo test test-fast install install-test lint
+.PHONY: demo test test-fast test-hpc install install-test lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +37,6 @@ test: lint
 
 test-fast: lint  # the suite without the end-to-end cases marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-hpc: install  # installs slurm-wlm and munge, starts and stops their daemons
+	.ci/test-hpc $(VENV)

@@ -11,12 +11,13 @@ logs are not data. With it, ``bids-validator-deno`` reports no error on the fold
 import json
 import os
 
-from bids_perfusion import __version__
+from bids_perfusion import __version__, atomic
 
-#: Environment variables that tell which container runs the App: the image sets the first
-#: (Dockerfile); Apptainer and Singularity set theirs in every container they run.
-CONTAINER_VARIABLES = {"BIDS_PERFUSION_CONTAINER": None, "APPTAINER_CONTAINER": "apptainer",
-                       "SINGULARITY_CONTAINER": "singularity"}
+#: Environment variables that tell which container runs the App, the first set wins:
+#: Apptainer and Singularity set theirs in every container they run, so that they win over
+#: the one the image sets (Dockerfile) when they run the Docker image.
+CONTAINER_VARIABLES = {"APPTAINER_CONTAINER": "apptainer",
+                       "SINGULARITY_CONTAINER": "singularity", "BIDS_PERFUSION_CONTAINER": None}
 
 BIDSIGNORE = """\
 # Outputs of bids-perfusion that the BIDS specification has no place for yet.
@@ -65,7 +66,11 @@ def container_type(environ=os.environ):
 
 def write_dataset_files(output_dir, bids_dir):
     """Write ``dataset_description.json``, ``README`` and ``.bidsignore`` of ``output_dir``
-    (derivatives of ``bids_dir``); an existing README written by a user is kept."""
+    (derivatives of ``bids_dir``); an existing README written by a user is kept.
+
+    Every subject's participant level writes them (the same content), possibly at the
+    same time as another's: each file is replaced atomically (:mod:`bids_perfusion.atomic`).
+    """
     generated = {"Name": "bids-perfusion", "Version": __version__}
     if kind := container_type():
         generated["Container"] = {"Type": kind}
@@ -77,8 +82,8 @@ def write_dataset_files(output_dir, bids_dir):
         "SourceDatasets": [{"URL": bids_dir.as_uri()}],
         "DatasetLinks": {"raw": bids_dir.as_uri()},
     }
-    (output_dir / "dataset_description.json").write_text(json.dumps(description, indent=2))
-    (output_dir / ".bidsignore").write_text(BIDSIGNORE)
+    atomic.write_text(output_dir / "dataset_description.json", json.dumps(description, indent=2))
+    atomic.write_text(output_dir / ".bidsignore", BIDSIGNORE)
     readme = output_dir / "README"
     if not readme.exists() or readme.read_text().startswith("# bids-perfusion derivatives"):
-        readme.write_text(README.format(version=__version__, source=bids_dir))
+        atomic.write_text(readme, README.format(version=__version__, source=bids_dir))

@@ -10,7 +10,7 @@ outside the ``sub-*`` folders, where the BIDS validator does not look)::
      "Files": {"sub-01/perf/sub-01_ce-gadolinium_desc-osvd_cbf.nii.gz": "<sha256>", ...}}
 
 The record is removed just before the run's sinks start writing and written atomically
-(temporary file, then :func:`os.replace`) after the last one, so a run killed while
+(:func:`bids_perfusion.atomic.write_text`) after the last one, so a run killed while
 writing has no record. Readers (group level, reports) trust a file only when a record
 lists it with the same SHA-256: :func:`audit` sorts the files of ``sub-*`` folders into
 those of complete runs, those of damaged runs (a listed file missing or changed) and
@@ -20,11 +20,11 @@ options whose files the later run did not overwrite). Pure Python: no nipype.
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from bids_perfusion import atomic
 
 #: Folder of the completion records, relative to the derivatives dataset.
 RECORDS_DIR = Path("logs") / "runs"
@@ -66,14 +66,7 @@ def write_record(output_dir, run, files, *, options, methods, version):
               "Options": options, "Methods": methods, "Files": listed}
     target = record_path(output_dir, run)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{run}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(json.dumps(record, indent=2, default=str) + "\n")
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic.write_text(target, json.dumps(record, indent=2, default=str) + "\n")
     return target
 
 

@@ -4,7 +4,7 @@
 import re
 from pathlib import Path
 
-from bids_perfusion import records
+from bids_perfusion import atomic, records
 
 REFERENCES = {
     "rosen1990": "Rosen BR, Belliveau JW, Vevea JM, Brady TJ. Perfusion imaging with NMR "
@@ -104,15 +104,24 @@ def write_citation(output_dir):
     Paragraphs follow the order of the records (sorted by run name), so a later run with
     other options adds its methods to those of the earlier runs instead of replacing
     them. Returns the path, or None when no run has a record yet.
+
+    Subjects run in parallel processes (docs/hpc.md) each write this file when their runs
+    end. It is replaced atomically, and rewritten until the records read before writing
+    are those on disk after: whichever process writes last has then seen every record
+    written before its check, and a record written after that check is followed by its
+    own process's write. No lock is needed (cluster file systems often lack them).
     """
-    paragraphs = []
-    for record in records.read_records(output_dir).values():
-        for paragraph in re.split(r"\n\s*\n", str(record.get("Methods", ""))):
-            if paragraph.strip() and paragraph.strip() not in paragraphs:
-                paragraphs.append(paragraph.strip())
-    if not paragraphs:
-        return None
     path = Path(output_dir) / "logs" / "CITATION.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(methods_text("\n\n".join(paragraphs)))
-    return path
+    while True:
+        seen = records.read_records(output_dir)
+        paragraphs = []
+        for record in seen.values():
+            for paragraph in re.split(r"\n\s*\n", str(record.get("Methods", ""))):
+                if paragraph.strip() and paragraph.strip() not in paragraphs:
+                    paragraphs.append(paragraph.strip())
+        if not paragraphs:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(path, methods_text("\n\n".join(paragraphs)))
+        if records.read_records(output_dir) == seen:
+            return path

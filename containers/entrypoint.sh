@@ -1,0 +1,14 @@
+#!/bin/sh
+# Entry point of the bids-perfusion image: a writable HOME and caches whoever runs it
+# (docker run --user N, Apptainer with its own HOME, --no-home or --containall), then the
+# App with the arguments given. docs/hpc.md, "Container image".
+set -e
+if [ -z "${HOME:-}" ] || [ "${HOME}" = / ] || ! [ -d "${HOME}" ] || ! [ -w "${HOME}" ]; then
+    HOME=$(mktemp -d "${TMPDIR:-/tmp}/bids-perfusion-home.XXXXXX")
+    export HOME
+fi
+export XDG_CACHE_HOME="${XDG_CACHE_HOME:-${HOME}/.cache}"
+export MPLCONFIGDIR="${MPLCONFIGDIR:-${XDG_CACHE_HOME}/matplotlib}"
+export DENO_DIR="${DENO_DIR:-${XDG_CACHE_HOME}/deno}"
+mkdir -p "${XDG_CACHE_HOME}" "${MPLCONFIGDIR}" "${DENO_DIR}"
+exec bids-perfusion "$@"
