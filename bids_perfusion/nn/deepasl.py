@@ -236,3 +236,15 @@ def denoise(model, delta_m, scale, device="cpu", batch_slices=8):
         batch = slices[start:start + batch_slices].to(device) / scale
         out.append(((batch - model(batch)) * scale).cpu())
     return np.moveaxis(torch.cat(out)[:, 0].numpy(), 0, 2).astype(np.float64)
+
+
+def load_model(method, path=None):
+    """The denoiser ``method`` ('deepasl' or 'dilatedconv') with its weights (``path``, or
+    the bundled ones) and its model card, in eval mode; the card must name ``method``
+    (:class:`~bids_perfusion.nn.weights.WeightsError` otherwise)."""
+    from bids_perfusion.nn.weights import bundled_weights, load_weights
+
+    state, card = load_weights(path or bundled_weights(method), expected_model=method)
+    model = build(method, card["configuration"])
+    model.load_state_dict(state)
+    return model.eval(), card

@@ -18,11 +18,13 @@ import numpy as np
 
 from bids_perfusion.records import sha256
 
-#: Weights shipped with the package, per deep method of the DSC workflow: the file under
-#: ``bids_perfusion/data`` and the models its card may name (stU-Net weights may hold
-#: the Hess et al. baseline, which predicts the same CBV).
+#: Weights shipped with the package, per deep method of the DSC workflow and ASL
+#: denoiser: the file under ``bids_perfusion/data`` and the models its card may name
+#: (stU-Net weights may hold the Hess et al. baseline, which predicts the same CBV).
 BUNDLED = {"phae": ("phae/phae.safetensors", ("phae",)),
-           "stunet": ("stunet/stunet.safetensors", ("stunet", "hess"))}
+           "stunet": ("stunet/stunet.safetensors", ("stunet", "hess")),
+           "deepasl": ("deepasl/deepasl.safetensors", ("deepasl",)),
+           "dilatedconv": ("deepasl/dilatedconv.safetensors", ("dilatedconv",))}
 
 #: Keys every model card holds.
 CARD_KEYS = ("model", "configuration", "data", "split", "command", "metrics", "libraries",
@@ -40,8 +42,8 @@ def config_from_dict(cls, values):
 
 
 def bundled_weights(method):
-    """Path of the weights shipped for ``method`` ('phae', 'stunet'; trained on phantom
-    data, see their model cards)."""
+    """Path of the weights shipped for ``method`` ('phae', 'stunet', 'deepasl',
+    'dilatedconv'; trained on phantom data, see their model cards)."""
     from importlib.resources import files
 
     return files("bids_perfusion") / "data" / BUNDLED[method][0]
