@@ -144,3 +144,6 @@ def test_denoise_returns_the_input_less_the_scaled_residual():
         residual = model(slices / 7.0)[:, 0].numpy()
     np.testing.assert_allclose(out, volume - 7.0 * np.moveaxis(residual, 0, 2), atol=1e-5)
     assert deepasl.intensity_scale([[0.0, 200.0, 400.0, 600.0]], [[1, 1, 1, 0]]) == 3.0
+    volume[3, 4, 1] = np.nan
+    out = deepasl.denoise(model, volume, scale=7.0)
+    assert np.isfinite(out).all()

@@ -226,10 +226,12 @@ def denoise(model, delta_m, scale, device="cpu", batch_slices=8):
     """Denoised ΔM of a 3-D volume (x, y, z), slice by slice (axial slices, 2-D model).
 
     ``scale``: :func:`intensity_scale`; the model sees ``delta_m / scale`` and the result
-    is returned in the units of ``delta_m``: ``ΔM_n − s Ñ``.
+    is returned in the units of ``delta_m``: ``ΔM_n − s Ñ``. Non-finite values (voxels
+    the pipeline excludes) enter as 0, so that they do not spread to their neighbours.
     """
     model = model.to(device).eval()
-    volume = np.asarray(delta_m, dtype=np.float32)
+    volume = np.nan_to_num(np.asarray(delta_m, dtype=np.float32), nan=0.0, posinf=0.0,
+                           neginf=0.0)
     slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, 2, 0)))[:, None]
     out = []
     for start in range(0, slices.shape[0], batch_slices):
