@@ -95,12 +95,29 @@ def _run(run, options, tmp):
     return out / "sub-01" / "perf"
 
 
-@pytest.mark.parametrize("asl", [
-    {"label_type": "PCASL", "m0_type": "Included"},
-    {"label_type": "PASL", "plds": (1.8,), "m0_type": "Separate", "readout": "2D"},
+def _without_m0_scan(root, sidecar):
+    """The phantom's run turned into M0Type Absent or Estimate (``sidecar`` changes)."""
+    perf = root / "sub-01" / "perf"
+    for path in perf.glob("*_m0scan.*"):
+        path.unlink()
+    path = perf / "sub-01_asl.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **sidecar}))
+
+
+@pytest.mark.parametrize("asl, sidecar", [
+    ({"label_type": "PCASL", "m0_type": "Included"}, None),
+    ({"label_type": "PASL", "plds": (1.8,), "m0_type": "Separate", "readout": "2D"}, None),
+    pytest.param({"label_type": "PCASL", "m0_type": "Separate"},
+                 {"M0Type": "Absent", "RepetitionTimePreparation": 4.5},
+                 marks=pytest.mark.slow),
+    pytest.param({"label_type": "PCASL", "m0_type": "Separate"},
+                 {"M0Type": "Estimate", "M0Estimate": 700.0}, marks=pytest.mark.slow),
 ])
-def test_workflow_writes_denoised_delta_m_and_cbf_beside_the_others(tmp_path, asl):
+def test_workflow_writes_denoised_delta_m_and_cbf_beside_the_others(tmp_path, asl, sidecar):
     root = _dataset(tmp_path, **asl)
+    if sidecar:
+        _without_m0_scan(root, sidecar)
+        asl = {**asl, "m0_type": sidecar["M0Type"]}
     runs, errors = collect_asl_runs(layout_of(root))
     assert not errors
     weights = tiny_weights(tmp_path)
