@@ -154,7 +154,7 @@ def test_phantom_train_participant_end_to_end(tmp_path):
     root = write_dataset(tmp_path / "bids", config)
     models = tmp_path / "models"
     assert train_main(["deepasl", str(root), str(models), "--epochs", "2",
-                       "--denoise-width", "8", "--patch-size", "16",
+                       "--denoise-width", "8", "--asl-patch-size", "16",
                        "--kinetic-weight", "0.5", "--device", "cpu", "-q"]) == 0
     weights = models / "deepasl.safetensors"
     card = json.loads(weights.with_suffix(".json").read_text())

@@ -109,7 +109,7 @@ def test_tiny_training_lowers_the_loss_and_writes_a_card(tiny_deepasl, tmp_path,
                                                          one_thread):
     from bids_perfusion.train import train_model
 
-    options = ASLDenoiseOptions(kinetic_weight=0.5, subset_draws=1, patch_size=16,
+    options = ASLDenoiseOptions(kinetic_weight=0.5, subset_draws=1, asl_patch_size=16,
                                 patches_per_slice=2, denoise_width=8)
     request = TrainingRequest(model=model, bids_dirs=(tiny_deepasl,), output=tmp_path,
                               options=options, epochs=4, lr=3e-3, progress=False,
@@ -122,3 +122,15 @@ def test_tiny_training_lowers_the_loss_and_writes_a_card(tiny_deepasl, tmp_path,
     assert card["configuration"]["kinetic_weight"] == (0.5 if model == "deepasl" else 1.0)
     assert card["data"]["pairs_per_run"][0][1] == 12 and card["data"]["synthetic"]
     assert len(card["sha256"]) == 64 and card["split"]["seed"] == 0
+
+
+@pytest.mark.parametrize("model", ["deepasl", "dilatedconv"])
+def test_command_line_defaults_are_the_recipe_s(model):
+    """No other recipe's option of the same name replaces a default (the options of every
+    recipe share one parser)."""
+    from bids_perfusion.cli.train import build_parser, training_request
+
+    argv = [model, "bids", "out"]
+    request = training_request(build_parser().parse_args(argv), argv)
+    assert request.options == ASLDenoiseOptions()
+    assert request.options.asl_patch_size == 40

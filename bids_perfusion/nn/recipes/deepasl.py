@@ -26,7 +26,7 @@ class ASLDenoiseOptions:
                                      type=float, nargs="+", metavar="F")
     subset_draws: int = option(2, "deepasl/dilatedconv: random subsets drawn per fraction "
                                   "and run")
-    patch_size: int = option(40, "deepasl/dilatedconv: side of the training patches "
+    asl_patch_size: int = option(40, "deepasl/dilatedconv: side of the training patches "
                                  "(paper: 40)")
     patches_per_slice: int = option(4, "deepasl/dilatedconv: patches drawn per slice of "
                                        "each noisy input")
@@ -67,7 +67,7 @@ class ASLDenoiseRecipe:
         options = request.options
         rng = np.random.default_rng([request.seed, zlib.crc32(run.key.encode())])
         samples = training_pairs(arrays, tuple(options.subset_fractions),
-                                 options.subset_draws, options.patch_size,
+                                 options.subset_draws, options.asl_patch_size,
                                  options.patches_per_slice, rng)
         return LoadedASLRun(run.key, samples, arrays.differences.shape[-1], arrays.scale)
 
@@ -96,7 +96,7 @@ class ASLDenoiseRecipe:
                      "scales": [[item.subject, item.scale] for item in loaded],
                      "subset_fractions": list(options.subset_fractions),
                      "subset_draws": options.subset_draws,
-                     "patch_size": options.patch_size,
+                     "patch_size": options.asl_patch_size,
                      "patches_per_slice": options.patches_per_slice,
                      "augmentation": options.rigid_augment,
                      "samples_are": "in-plane patches of the mean ΔM of a random subset of "
