@@ -227,11 +227,11 @@ def main(argv=None):
     parser.add_argument("--test-dir", type=Path, required=True)
     parser.add_argument("--models-dir", type=Path, required=True)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.2, 0.4, 0.6, 0.8])
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--subset-draws", type=int, default=1)
-    parser.add_argument("--patches-per-slice", type=int, default=5)
+    parser.add_argument("--patches-per-slice", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figure", type=Path, default=None,
                         help="PNG of the Bland-Altman plots")
