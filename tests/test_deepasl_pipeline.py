@@ -63,21 +63,24 @@ def test_multi_delay_runs_are_refused_by_name(tmp_path):
     assert "sub-01_asl.nii.gz" in errors[0] and "several delays" in errors[0]
 
 
-def test_interface_writes_the_denoised_delta_m_and_its_provenance(tmp_path):
-    weights = tiny_weights(tmp_path)
+def _denoise_node(tmp_path, **inputs):
+    """DenoiseDeltaM on a random ΔM, M0 600 (scale 6), a box of brain."""
     rng = np.random.default_rng(0)
-    affine = np.eye(4)
     files = {}
     brain = np.zeros((12, 10, 3), np.uint8)
     brain[2:10, 2:8] = 1
     for name, data in {"dm": rng.normal(5, 2, brain.shape), "m0": np.full(brain.shape, 600.0),
                        "brain": brain, "excluded": np.zeros_like(brain)}.items():
         files[name] = str(tmp_path / f"{name}.nii.gz")
-        nib.Nifti1Image(np.asarray(data), affine).to_filename(files[name])
+        nib.Nifti1Image(np.asarray(data), np.eye(4)).to_filename(files[name])
     node = DenoiseDeltaM(mean_deltam=files["dm"], m0=files["m0"], brain_mask=files["brain"],
-                         excluded_mask=files["excluded"], method="deepasl",
-                         weights=str(weights))
-    result = node.run(cwd=str(tmp_path))
+                         excluded_mask=files["excluded"], method="deepasl", **inputs)
+    return node.run(cwd=str(tmp_path)), files
+
+
+def test_interface_writes_the_denoised_delta_m_and_its_provenance(tmp_path):
+    weights = tiny_weights(tmp_path)
+    result, files = _denoise_node(tmp_path, weights=str(weights))
     model, card = deepasl.load_model("deepasl", weights)
     expected = deepasl.denoise(model, load(files["dm"]), 6.0)
     np.testing.assert_allclose(load(result.outputs.deltam), expected, rtol=1e-5, atol=1e-5)
@@ -173,3 +176,22 @@ def test_phantom_train_participant_end_to_end(tmp_path):
     figures = {p.name for p in (out / "sub-01" / "figures").iterdir()}
     assert {"sub-01_desc-deepasl_cbf.svg", "sub-01_desc-deepasl_deltam.svg",
             "sub-01_desc-consensus_cbf.svg", "sub-01_desc-mean_deltam.svg"} <= figures
+
+
+def test_bundled_deepasl_weights_serve_when_none_are_given(tmp_path):
+    """The shipped weights: DeepASL, λ = 0.2, trained on the phantom within 20 minutes of
+    one CPU thread; the pipeline's default."""
+    model, card = deepasl.load_model("deepasl")
+    assert card["data"]["synthetic"] and "synthetic data only" in card["notes"]
+    assert card["configuration"]["kinetic_weight"] == 0.2 and card["data"]["patch_size"] == 40
+    assert card["metrics"]["parameters"] == deepasl.parameter_count(model) == 146785
+    assert card["metrics"]["training_seconds"] <= 20 * 60
+    assert "bids-perfusion-train deepasl" in card["command"]
+    options = ASLOptions(denoise="deepasl")
+    assert usable_denoiser(options, []) == (options, [])
+    meta = _denoise_node(tmp_path)[0].outputs.metadata
+    assert meta["ModelWeights"] == "deepasl.safetensors"
+    assert meta["ModelWeightsSHA256"] == card["sha256"]
+    # dilatedconv has no bundled weights: refused before processing, saying what to do
+    dropped, errors = usable_denoiser(ASLOptions(denoise="dilatedconv"), [])
+    assert dropped.denoise is None and "--asl-denoise-weights" in errors[0]
