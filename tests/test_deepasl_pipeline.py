@@ -194,4 +194,5 @@ def test_bundled_deepasl_weights_serve_when_none_are_given(tmp_path):
     assert meta["ModelWeightsSHA256"] == card["sha256"]
     # dilatedconv has no bundled weights: refused before processing, saying what to do
     dropped, errors = usable_denoiser(ASLOptions(denoise="dilatedconv"), [])
-    assert dropped.denoise is None and "--asl-denoise-weights" in errors[0]
+    assert dropped.denoise is None and "no weights are bundled" in errors[0]
+    assert "--asl-denoise-weights" in errors[0]

@@ -245,8 +245,9 @@ def build_parser():
     group.add_argument("--asl-denoise-weights", type=_existing_path, metavar="FILE",
                        default=None,
                        help="weights of --asl-denoise (.safetensors beside its .json model "
-                            "card, from bids-perfusion-train deepasl|dilatedconv; default: "
-                            "the bundled ones, trained on the phantom)")
+                            "card, from bids-perfusion-train deepasl|dilatedconv; default "
+                            "for deepasl: the bundled ones, trained on the phantom; none are "
+                            "bundled for dilatedconv)")
 
     add_group_arguments(parser)
     return parser

@@ -67,18 +67,20 @@ def usable_denoiser(options, runs):
     each; their other maps are made."""
     from dataclasses import replace
 
-    from bids_perfusion.nn.weights import WeightsError, bundled_weights, verify_weights
+    from bids_perfusion.nn.weights import BUNDLED, WeightsError, bundled_weights, verify_weights
 
     method = options.denoise
     if method is None:
         return options, []
+    advice = (" No run is denoised; the other ASL maps are made. Give weights trained with "
+              f"'bids-perfusion-train {method}' with --asl-denoise-weights.")
+    if options.denoise_weights is None and method not in BUNDLED:
+        return replace(options, denoise=None), [
+            f"--asl-denoise {method}: no weights are bundled for {method}." + advice]
     try:
         verify_weights(options.denoise_weights or bundled_weights(method), (method,))
     except WeightsError as error:
-        return replace(options, denoise=None), [
-            f"--asl-denoise {method}: {error} No run is denoised; the other ASL maps are "
-            "made. Give weights trained with 'bids-perfusion-train "
-            f"{method}' with --asl-denoise-weights."]
+        return replace(options, denoise=None), [f"--asl-denoise {method}: {error}" + advice]
     errors = [f"{run.file}: --asl-denoise {method} denoises the mean ΔM of single-delay "
               "runs; this run has "
               + ("several delays" if run.metadata.quantifiable else "no ΔM (CBF volumes)")

@@ -23,8 +23,7 @@ from bids_perfusion.records import sha256
 #: (stU-Net weights may hold the Hess et al. baseline, which predicts the same CBV).
 BUNDLED = {"phae": ("phae/phae.safetensors", ("phae",)),
            "stunet": ("stunet/stunet.safetensors", ("stunet", "hess")),
-           "deepasl": ("deepasl/deepasl.safetensors", ("deepasl",)),
-           "dilatedconv": ("deepasl/dilatedconv.safetensors", ("dilatedconv",))}
+           "deepasl": ("deepasl/deepasl.safetensors", ("deepasl",))}
 
 #: Keys every model card holds.
 CARD_KEYS = ("model", "configuration", "data", "split", "command", "metrics", "libraries",
@@ -42,8 +41,8 @@ def config_from_dict(cls, values):
 
 
 def bundled_weights(method):
-    """Path of the weights shipped for ``method`` ('phae', 'stunet', 'deepasl',
-    'dilatedconv'; trained on phantom data, see their model cards)."""
+    """Path of the weights shipped for ``method`` ('phae', 'stunet', 'deepasl'; trained on
+    phantom data, see their model cards)."""
     from importlib.resources import files
 
     return files("bids_perfusion") / "data" / BUNDLED[method][0]
