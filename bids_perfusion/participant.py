@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bids_perfusion import console
@@ -70,8 +71,14 @@ def run_participant(config, command):
         from bids_perfusion.collect import usable_weights
 
         options, weight_errors = usable_weights(options)
-        for message in weight_errors:
-            LOGGER.error("%s", message)
+    if asl_runs and config.asl.denoise:
+        from bids_perfusion.collect import usable_denoiser
+
+        asl_options, denoise_errors = usable_denoiser(config.asl, asl_runs)
+        config = replace(config, asl=asl_options)
+        weight_errors += denoise_errors
+    for message in weight_errors:
+        LOGGER.error("%s", message)
 
     config_file, run_id = config.save(command)
     log = console.log_to_file(output_dir / LOGS_DIR / f"bids-perfusion-{run_id}.log",

@@ -103,20 +103,26 @@ def train_model(request):
 
 
 def training_runs(request):
-    """Every DSC run of the request's datasets, as
-    :class:`~bids_perfusion.nn.recipes.KeyedRun` whose subject key is unique across
-    datasets; runs that fail validation are skipped with a warning."""
-    from bids_perfusion.collect import collect_dsc_runs, layout_of
+    """Every DSC run (ASL run, for recipes whose ``modality`` is ``"asl"``) of the
+    request's datasets, as :class:`~bids_perfusion.nn.recipes.KeyedRun` whose subject key
+    is unique across datasets; runs that fail validation are skipped with a warning."""
+    from bids_perfusion.collect import collect_asl_runs, collect_dsc_runs, layout_of
     from bids_perfusion.nn.recipes import KeyedRun
+
+    modality = getattr(request.recipe, "modality", "dsc")
 
     runs, bids_dirs = [], request.bids_dirs
     for index, bids_dir in enumerate(bids_dirs):
         layout = layout_of(bids_dir)
         folders = [bids_dir / d if (bids_dir / d).is_dir() else Path(d)
                    for d in request.derivatives]
-        found, errors = collect_dsc_runs(layout, request.participant_label,
-                                         derivatives=folders,
-                                         field_strength=request.field_strength)
+        if modality == "asl":
+            found, errors = collect_asl_runs(layout, request.participant_label,
+                                             derivatives=folders)
+        else:
+            found, errors = collect_dsc_runs(layout, request.participant_label,
+                                             derivatives=folders,
+                                             field_strength=request.field_strength)
         for message in errors:
             LOGGER.warning("skipped: %s", message)
         prefix = f"{bids_dir.name}/" if len(bids_dirs) > 1 else ""
@@ -124,7 +130,7 @@ def training_runs(request):
             prefix = f"{index}:{bids_dir.name}/"
         runs.extend(KeyedRun(f"{prefix}sub-{run.subject}", run) for run in found)
     if not runs:
-        raise InputError(f"no usable DSC run in {[str(d) for d in bids_dirs]}")
+        raise InputError(f"no usable {modality.upper()} run in {[str(d) for d in bids_dirs]}")
     return runs
 
 

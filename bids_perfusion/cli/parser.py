@@ -275,6 +275,18 @@ def build_parser():
                        help="smooth M0 within the brain by a Gaussian of this FWHM in mm "
                             "before the division (default: %(default)s, none; ASLPrep uses 5, "
                             "ExploreASL 8)")
+    group.add_argument("--asl-denoise", choices=["deepasl", "dilatedconv"], default=None,
+                       help="also denoise the mean ΔM of single-delay runs before a second "
+                            "CBF map (desc-<model>_deltam, desc-<model>_cbf): deepasl, the "
+                            "residual network with the kinetic-model loss of Ulas et al. "
+                            "2018; dilatedconv, the baseline of Kim et al. 2018 "
+                            "(default: off)")
+    group.add_argument("--asl-denoise-weights", type=_existing_path, metavar="FILE",
+                       default=None,
+                       help="weights of --asl-denoise (.safetensors beside its .json model "
+                            "card, from bids-perfusion-train deepasl|dilatedconv; default "
+                            "for deepasl: the bundled ones, trained on the phantom; none are "
+                            "bundled for dilatedconv)")
 
     add_group_arguments(parser)
     return parser
@@ -326,7 +338,10 @@ def asl_options(args):
     return ASLOptions(m0_scale=args.m0_scale, **overrides,
                       m0_recovery_correction=not args.no_m0_recovery_correction,
                       m0_min_fraction=args.m0_min_fraction,
-                      m0_smoothing_fwhm=args.m0_smoothing_fwhm)
+                      m0_smoothing_fwhm=args.m0_smoothing_fwhm,
+                      denoise=args.asl_denoise,
+                      denoise_weights=(str(args.asl_denoise_weights)
+                                       if args.asl_denoise_weights else None))
 
 
 def dsc_options(args):

@@ -27,6 +27,12 @@ def build_parser():
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT_DIR if it exists and is not empty")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    parser.add_argument("--preset", choices=("deepasl",),
+                        help="start from a named configuration whose values replace the "
+                             "defaults below (options given still win). deepasl: the "
+                             "synthetic set of DeepASL (Ulas et al. 2018): ASL only, PCASL, "
+                             "100 pairs, tau 1.6 s, PLD 2.2 s, GM/WM CBF 65/20, no flow "
+                             "scaling or modulation, SNR 200 and 0.5 %% physiological noise")
 
     group = parser.add_argument_group("cohort")
     group.add_argument("--n-subjects", type=int, default=len(cohort.grades),
@@ -49,6 +55,10 @@ def build_parser():
     group.add_argument("--heterogeneity", type=float, default=cohort.heterogeneity,
                        help="SD of the smooth log-normal modulation of CBF and CBV")
     group.add_argument("--no-arteries", action="store_true", help="no arterial voxels")
+    group.add_argument("--tissue-cbf", type=float, nargs=2, default=cohort.tissue_cbf,
+                       metavar=("GM", "WM"),
+                       help="CBF of grey and white matter, mL/100 g/min (default: the "
+                            "phantom's tissue values)")
     group.add_argument("--grade-ranges", choices=("separated", "overlapping"),
                        default=cohort.grade_ranges,
                        help="tumour rCBV ranges of the grades: typical and disjoint, or "
@@ -107,6 +117,10 @@ def build_parser():
                        help="background suppression pulses (lower static signal and efficiency)")
     group.add_argument("--asl-snr", type=float, default=asl.snr,
                        help="ASL SNR (mean brain M0 / noise SD); 'inf' for no noise")
+    group.add_argument("--asl-physiological-noise", type=float,
+                       default=asl.physiological_noise,
+                       help="SD of physiological noise in control and label volumes, as a "
+                            "fraction of their static signal (0: none)")
     group.add_argument("--asl-readout", choices=("3D", "2D"), default=asl.readout,
                        help="2D readouts lengthen the delay slice by slice")
     group.add_argument("--field-strength", type=float, choices=(1.5, 3.0),
@@ -129,10 +143,12 @@ def config_from_args(args):
         labeling_duration=args.labeling_duration, bolus_cutoff=args.bolus_cutoff,
         label_first=args.label_first, m0_type=args.m0_type, m0_tr=args.m0_tr,
         background_suppression=args.background_suppression, snr=args.asl_snr,
+        physiological_noise=args.asl_physiological_noise,
         readout=args.asl_readout, field_strength=args.field_strength)
     common = dict(seed=args.seed, matrix=tuple(args.matrix), fov_mm=args.fov,
                   slab_mm=args.slab, jitter=not args.no_jitter,
                   flow_scale=tuple(args.flow_scale), heterogeneity=args.heterogeneity,
+                  tissue_cbf=tuple(args.tissue_cbf) if args.tissue_cbf else None,
                   arteries=not args.no_arteries, grade_ranges=args.grade_ranges,
                   dsc=dsc, asl=asl)
     if args.grades:
@@ -140,9 +156,32 @@ def config_from_args(args):
     return PhantomConfig.cohort(args.n_subjects, args.hgg_fraction, **common)
 
 
+#: Command-line destinations of the fields of a preset (``asl.`` for its ASL fields).
+PRESET_OPTIONS = {"tissue_cbf": "tissue_cbf", "flow_scale": "flow_scale",
+                  "heterogeneity": "heterogeneity", "asl.plds": "plds",
+                  "asl.labeling_duration": "labeling_duration", "asl.n_pairs": "n_pairs",
+                  "asl.snr": "asl_snr", "asl.physiological_noise": "asl_physiological_noise"}
+
+
+def parse_args(parser, argv=None):
+    """Parse ``argv``; with ``--preset``, the preset's values become the defaults."""
+    from bids_perfusion.phantom.config import PRESETS
+
+    args = parser.parse_args(argv)
+    if args.preset:
+        preset = PRESETS[args.preset]
+        values = {**{k: v for k, v in preset.items() if k != "asl"},
+                  **{f"asl.{k}": v for k, v in preset["asl"].items()}}
+        parser.set_defaults(**{PRESET_OPTIONS[k]: v for k, v in values.items()
+                               if k in PRESET_OPTIONS},
+                            no_dsc=preset.get("dsc", True) is None)
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     from bids_perfusion.phantom import write_dataset
     from bids_perfusion.phantom.summary import summarise
 

@@ -13,8 +13,9 @@ the fields of its recipe's options dataclass, offered here as ``--<field-name>``
 reference CBV maps of a derivatives folder (``--reference-derivatives``,
 ``--reference-desc``), at full dose and at simulated doses (``--train-doses``; model
 ``--train-lowdose-model``, by default ΔR2* scaled by the dose,
-:mod:`bids_perfusion.dsc.lowdose`). torch is imported only when a model is trained, never
-for ``--help``.
+:mod:`bids_perfusion.dsc.lowdose`). ``deepasl`` and ``dilatedconv`` denoise the mean ΔM of
+single-delay ASL runs with many control/label pairs (``--kinetic-weight`` λ of the DeepASL
+loss). torch is imported only when a model is trained, never for ``--help``.
 """
 
 import argparse
@@ -46,7 +47,8 @@ def build_parser():
     parser.add_argument("model", choices=sorted(RECIPES),
                         help="; ".join(f"{k}: {v.help}" for k, v in RECIPES.items()))
     parser.add_argument("bids_dir", type=Path, nargs="+",
-                        help="one or more BIDS datasets with DSC runs")
+                        help="one or more BIDS datasets with DSC runs (ASL runs for deepasl "
+                             "and dilatedconv)")
     parser.add_argument("output", type=Path, help="folder for the weights, card and log")
     parser.add_argument("--participant-label", nargs="+", metavar="LABEL",
                         help="subjects to use (without 'sub-'); default all")

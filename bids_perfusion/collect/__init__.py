@@ -7,8 +7,9 @@ it; it imports the workflows' run dataclasses, the interfaces' header checks and
 cores' metadata validation.
 """
 
-from bids_perfusion.collect.asl import collect_asl_runs
+from bids_perfusion.collect.asl import collect_asl_runs, usable_denoiser
 from bids_perfusion.collect.dsc import collect_dsc_runs, usable_weights
 from bids_perfusion.collect.layout import InputError, layout_of
 
-__all__ = ["InputError", "collect_asl_runs", "collect_dsc_runs", "layout_of", "usable_weights"]
+__all__ = ["InputError", "collect_asl_runs", "collect_dsc_runs", "layout_of",
+           "usable_denoiser", "usable_weights"]

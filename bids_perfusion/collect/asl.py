@@ -59,6 +59,37 @@ def collect_asl_runs(layout, subjects=None, sessions=None, filters=None, derivat
     return runs, errors
 
 
+def usable_denoiser(options, runs):
+    """``(options, errors)`` of ``--asl-denoise``: the denoiser's weights (given, else
+    bundled) are checked against their model card (sha256, model name) before any
+    processing; when they fail, denoising is dropped (``options.denoise`` None) and every
+    run is still quantified. Runs it cannot serve (several delays, no ΔM) get a message
+    each; their other maps are made."""
+    from dataclasses import replace
+
+    from bids_perfusion.nn.weights import BUNDLED, WeightsError, bundled_weights, verify_weights
+
+    method = options.denoise
+    if method is None:
+        return options, []
+    advice = (" No run is denoised; the other ASL maps are made. Give weights trained with "
+              f"'bids-perfusion-train {method}' with --asl-denoise-weights.")
+    if options.denoise_weights is None and method not in BUNDLED:
+        return replace(options, denoise=None), [
+            f"--asl-denoise {method}: no weights are bundled for {method}." + advice]
+    try:
+        verify_weights(options.denoise_weights or bundled_weights(method), (method,))
+    except WeightsError as error:
+        return replace(options, denoise=None), [f"--asl-denoise {method}: {error}" + advice]
+    errors = [f"{run.file}: --asl-denoise {method} denoises the mean ΔM of single-delay "
+              "runs; this run has "
+              + ("several delays" if run.metadata.quantifiable else "no ΔM (CBF volumes)")
+              + ", so it is quantified without denoising."
+              for run in runs
+              if not run.metadata.quantifiable or run.metadata.multi_delay]
+    return options, errors
+
+
 def _run(layout, image, m0_links, masks, options):
     path = image.path
     entities = image.get_entities()

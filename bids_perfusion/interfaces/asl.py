@@ -222,6 +222,8 @@ class _QuantifyInputSpec(BaseInterfaceInputSpec):
     slice_timing = traits.List(traits.Float, desc="per-slice delay offset (2-D readout), s")
     parameters = traits.Dict(desc="sidecar entries recorded with the map")
     m0_metadata = traits.Dict(desc="how M0 was made (ExtractASL)")
+    extra_metadata = traits.Dict(desc="further sidecar entries made at run time (how ΔM "
+                                      "was denoised)")
 
 
 class _SingleDelayInputSpec(_QuantifyInputSpec):
@@ -265,7 +267,8 @@ class SingleDelayCBF(SimpleInterface):
             **_cbf_arguments(self.inputs))
         cbf = np.where(brain, cbf, 0.0)
         self._results["cbf"] = save_like(cbf, self.inputs.mean_deltam, "cbf.nii.gz")
-        self._results["metadata"] = {**self.inputs.parameters, **self.inputs.m0_metadata}
+        self._results["metadata"] = {**self.inputs.parameters, **self.inputs.m0_metadata,
+                                     **_optional(self.inputs.extra_metadata, {})}
         return runtime
 
 

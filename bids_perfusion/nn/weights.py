@@ -18,13 +18,14 @@ import numpy as np
 
 from bids_perfusion.records import sha256
 
-#: Weights shipped with the package, per deep method of the DSC workflow: the file under
+#: Weights shipped with the package, per deep method: the file under
 #: ``bids_perfusion/data`` and the models its card may name (stU-Net weights may hold
 #: the Hess et al. baseline, which predicts the same CBV; superres is the neural-ODE +
-#: LIIF super-resolution model).
+#: LIIF super-resolution of DSC; deepasl the ASL denoiser).
 BUNDLED = {"phae": ("phae/phae.safetensors", ("phae",)),
            "stunet": ("stunet/stunet.safetensors", ("stunet", "hess")),
-           "superres": ("superres/superres.safetensors", ("superres",))}
+           "superres": ("superres/superres.safetensors", ("superres",)),
+           "deepasl": ("deepasl/deepasl.safetensors", ("deepasl",))}
 
 #: Keys every model card holds.
 CARD_KEYS = ("model", "configuration", "data", "split", "command", "metrics", "libraries",
@@ -42,8 +43,8 @@ def config_from_dict(cls, values):
 
 
 def bundled_weights(method):
-    """Path of the weights shipped for ``method`` ('phae', 'stunet', 'superres'; trained
-    on phantom data, see their model cards)."""
+    """Path of the weights shipped for ``method`` ('phae', 'stunet', 'superres',
+    'deepasl'; trained on phantom data, see their model cards)."""
     from importlib.resources import files
 
     return files("bids_perfusion") / "data" / BUNDLED[method][0]

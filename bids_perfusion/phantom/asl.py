@@ -8,7 +8,9 @@ label = control - ΔM; M0 volumes are ``M0 (1 - e^(-TR_M0/T1))``. With a 2-D rea
 slice z is read ``z * slice_duration`` after the first, which lengthens its delay. The
 labelling efficiency is the consensus value times the inversion efficiency of each
 background-suppression pulse. Rician noise of standard deviation ``mean brain M0 / SNR``
-in every volume.
+in every volume; optionally, physiological noise in the control and label volumes,
+Gaussian with a standard deviation proportional to their static signal (Krüger and
+Glover, MRM 2001;46:631), drawn before the thermal noise.
 """
 
 from dataclasses import dataclass
@@ -99,7 +101,12 @@ def simulate_asl(subject, acq, rng):
             volumes.append(control)
         else:
             volumes.append(control - delta[unique.index(pld)])
-    series = rician(rng, np.stack(volumes, axis=-1), noise_sd).astype(np.float32)
+    clean = np.stack(volumes, axis=-1)
+    if acq.physiological_noise > 0:
+        paired = np.array([kind != "m0scan" for kind in types])
+        clean[..., paired] += rng.normal(size=clean[..., paired].shape) * (
+            acq.physiological_noise * control[..., None])
+    series = rician(rng, clean, noise_sd).astype(np.float32)
     m0scan = None
     if acq.m0_type == "Separate":
         m0scan = rician(rng, np.repeat(m0_volume[..., None], acq.n_m0, axis=-1), noise_sd)

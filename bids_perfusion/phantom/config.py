@@ -199,6 +199,11 @@ class ASLAcquisition:
     #: Static tissue left by background suppression, as a fraction of the control signal.
     background_suppression_residual: float = 0.1
     snr: float = 100.0
+    #: Physiological noise: Gaussian noise of standard deviation this fraction of the
+    #: static signal of each control and label volume, drawn per voxel and volume (the
+    #: model sigma_phys = c S of Krüger and Glover, MRM 2001;46:631), so that the noise
+    #: of ΔM varies from voxel to voxel as in vivo. 0 (the default) adds none.
+    physiological_noise: float = 0.0
     readout: str = "3D"
     slice_duration: float = 0.04
     t1_tissue_decay: bool = False
@@ -228,6 +233,9 @@ class PhantomConfig:
     flow_scale: tuple = (0.85, 1.15)
     heterogeneity: float = 0.1
     heterogeneity_fwhm_mm: float = 12.0
+    #: (GM, WM) CBF, mL/100 g/min, replacing those of :data:`NORMAL_TISSUES` (None: keep
+    #: them); CBV and the tumours are unchanged.
+    tissue_cbf: tuple | None = None
     arteries: bool = True
     grade_ranges: str = "separated"
     dsc: DSCAcquisition | None = field(default_factory=DSCAcquisition)
@@ -248,6 +256,13 @@ class PhantomConfig:
             for i in range(n_subjects)
         )
         return cls(grades=grades, **kwargs)
+
+    @classmethod
+    def preset(cls, name, **kwargs):
+        """A configuration of :data:`PRESETS` (``asl=`` takes a dict of further changes)."""
+        values = dict(PRESETS[name])
+        asl = {**values.pop("asl"), **kwargs.pop("asl", {})}
+        return cls(**{**values, **kwargs}).with_(asl=asl)
 
     def with_(self, **changes):
         """A copy with some fields changed (``dsc=`` / ``asl=`` take dicts of changes)."""
@@ -273,6 +288,9 @@ class PhantomConfig:
         _check(len(self.flow_scale) == 2 and 0 < self.flow_scale[0] <= self.flow_scale[1],
                "flow_scale", "give a positive range (low <= high)")
         _check(self.heterogeneity >= 0, "heterogeneity", "must be >= 0")
+        _check(self.tissue_cbf is None or (len(self.tissue_cbf) == 2
+                                           and min(self.tissue_cbf) > 0),
+               "tissue_cbf", "give two positive values, GM and WM CBF (mL/100 g/min)")
         _check(self.dsc is not None or self.asl is not None, "dsc/asl",
                "simulate at least one modality")
         if self.dsc is not None:
@@ -325,6 +343,8 @@ def _validate_asl(asl):
     _check(asl.m0_type in M0_TYPES, "asl.m0_type", f"use one of {M0_TYPES}")
     _check(asl.n_m0 >= 1, "asl.n_m0", "need at least one M0 volume")
     _check(asl.snr > 0, "asl.snr", f"SNR must be positive, or inf for no noise (got {asl.snr})")
+    _check(asl.physiological_noise >= 0, "asl.physiological_noise",
+           "must be >= 0 (a fraction of the static signal)")
     _check(asl.readout in READOUTS, "asl.readout", f"use one of {READOUTS}")
     _check(asl.tr > 0 and asl.m0_tr > 0, "asl.tr/asl.m0_tr", "repetition times must be > 0")
     _check(asl.field_strength in (1.5, 3.0), "asl.field_strength", "use 1.5 or 3 (tesla)")
@@ -333,3 +353,19 @@ def _validate_asl(asl):
     else:
         _check(0 < asl.bolus_cutoff < min(asl.plds), "asl.bolus_cutoff",
                "TI1 must be positive and shorter than every TI")
+
+
+#: Named configurations. ``deepasl``: the synthetic set of DeepASL (Ulas et al., MICCAI
+#: 2018, §3): PCASL with 100 control/label pairs, τ 1.6 s, PLD 2.2 s, ground-truth CBF
+#: 65 mL/100 g/min in GM and 20 in WM (no global scaling, no smooth modulation), and
+#: noise that varies from voxel to voxel (thermal at SNR 200 plus physiological noise of
+#: 0.5 % of the static signal; the paper's per-voxel standard deviations came from 30
+#: real repetitions, which the phantom does not have). ASL only.
+PRESETS = {
+    "deepasl": {
+        "tissue_cbf": (65.0, 20.0), "flow_scale": (1.0, 1.0), "heterogeneity": 0.0,
+        "dsc": None,
+        "asl": {"plds": (2.2,), "labeling_duration": 1.6, "n_pairs": (100,), "snr": 200.0,
+                "physiological_noise": 0.005},
+    },
+}

@@ -135,7 +135,11 @@ def make_subject(label, grade, config, rng, grid):
     model = GRADE_MODELS[config.grade_ranges][grade]
     tumour = lesion.draw_tumour(rng, grade, model, grid, wm, gm + wm + csf)
     flow_scale = float(rng.uniform(*config.flow_scale))
-    normal = [_scaled(NORMAL_TISSUES[name], flow_scale) for name in ("GM", "WM", "CSF")]
+    normal = [NORMAL_TISSUES[name] for name in ("GM", "WM", "CSF")]
+    if config.tissue_cbf is not None:
+        normal[:2] = [replace(t, cbf=float(f))
+                      for t, f in zip(normal[:2], config.tissue_cbf, strict=True)]
+    normal = [_scaled(t, flow_scale) for t in normal]
     tumour_tissues = [_scaled(t, flow_scale)
                       for t in _tumour_tissues(tumour, NORMAL_TISSUES["WM"])]
     fractions = lesion.tumour_fractions(tumour, model, grid) * (gm + wm)

@@ -16,6 +16,7 @@ from bids_perfusion.interfaces.asl import (
     PrepareM0,
     SingleDelayCBF,
 )
+from bids_perfusion.interfaces.deepasl import DenoiseDeltaM
 from bids_perfusion.interfaces.roi import ROIStatistics
 from bids_perfusion.workflows.bids_uris import raw_uris
 from bids_perfusion.workflows.outputs import (
@@ -208,6 +209,11 @@ def init_asl_wf(run, options, output_dir, name=None):
                               "[@alsop2015].")
         outputs = [(cbf_node, "cbf", "cbf_consensus", {"desc": "consensus", "suffix": "cbf"},
                     {"Units": CBF_UNITS})]
+        if options.denoise:
+            denoised = _denoised_outputs(workflow, run, options, single, parameters,
+                                         extract, prepare, masks)
+            outputs.append(denoised[0])
+            sinks.append(denoised[1])
         if len(meta.delays) > 1:
             series = pe.Node(CBFTimeSeries(**single), name="cbf_timeseries")
             workflow.connect([(extract, series, [("deltam", "deltam")]),
@@ -240,6 +246,41 @@ def init_asl_wf(run, options, output_dir, name=None):
     ]
     return _finish(workflow, run, output_dir, masks, outputs, sinks, options,
                    excluded=prepare)
+
+
+def _denoised_outputs(workflow, run, options, single, parameters, extract, prepare, masks):
+    """The mean ΔM denoised by ``options.denoise`` and its consensus CBF: the CBF output
+    and the ΔM sink (``desc-<model>``), with the methods text."""
+    method = options.denoise
+    denoise = pe.Node(DenoiseDeltaM(method=method), name=f"denoise_{method}")
+    if options.denoise_weights:
+        denoise.inputs.weights = options.denoise_weights
+    cbf = pe.Node(SingleDelayCBF(**single, parameters={
+        **parameters, "EstimationMethod": "ISMRM consensus single-delay formula on the mean "
+        f"ΔM denoised by {method}", "Equation": EQUATIONS[run.metadata.label_type]}),
+        name=f"single_delay_cbf_{method}")
+    workflow.connect([
+        (extract, denoise, [("mean_deltam", "mean_deltam")]),
+        (prepare, denoise, [("m0", "m0"), ("excluded_mask", "excluded_mask")]),
+        (masks, denoise, [("brain", "brain_mask")]),
+        (denoise, cbf, [("deltam", "mean_deltam"), ("metadata", "extra_metadata")]),
+        (prepare, cbf, [("m0", "m0"), ("excluded_mask", "excluded_mask"),
+                        ("metadata", "m0_metadata")]),
+        (masks, cbf, [("brain", "brain_mask")]),
+    ])
+    workflow.__desc__ += (
+        " The mean ΔM was also denoised by "
+        + ("DeepASL, a residual convolutional network trained with a loss that includes the "
+           "single-delay kinetic model [@ulas2018]" if method == "deepasl" else
+           "the dilated convolutional network of Kim et al. [@kim2018]")
+        + ", and CBF was computed again from the denoised ΔM with the same formula.")
+    delay_name = "InversionTime" if run.metadata.label_type == "PASL" else "PostLabelingDelay"
+    return ((cbf, "cbf", f"cbf_{method}", {"desc": method, "suffix": "cbf"},
+             {"Units": CBF_UNITS}),
+            (denoise, "deltam", {"desc": method, "suffix": "deltam"}, (denoise, "metadata"),
+             {"Units": "arbitrary (units of the ASL series)",
+              "Description": f"mean control - label difference ΔM denoised by {method}",
+              delay_name: run.metadata.unique_delays[0]}))
 
 
 def _m0_text(m0_type):

@@ -38,6 +38,11 @@ class ASLOptions:
     m0_smoothing_fwhm : float
         FWHM, mm, of the Gaussian smoothing of M0 before the division
         (``--m0-smoothing-fwhm``; :data:`bids_perfusion.constants.M0_SMOOTHING_FWHM`).
+    denoise : {"deepasl", "dilatedconv"} or None
+        Denoise the mean ΔM of single-delay runs with this model before a second CBF map
+        (``--asl-denoise``; :mod:`bids_perfusion.nn.deepasl`); None: no denoising.
+    denoise_weights : str or None
+        Weights of the denoiser (``--asl-denoise-weights``); None: the bundled ones.
     """
 
     m0_scale: float = 1.0
@@ -49,6 +54,8 @@ class ASLOptions:
     m0_recovery_correction: bool = True
     m0_min_fraction: float = constants.M0_MIN_FRACTION
     m0_smoothing_fwhm: float = constants.M0_SMOOTHING_FWHM
+    denoise: str | None = None
+    denoise_weights: str | None = None
 
 
 @dataclass(frozen=True)

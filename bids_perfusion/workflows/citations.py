@@ -68,6 +68,11 @@ REFERENCES = {
     "buxton1998": "Buxton RB, Frank LR, Wong EC, Siewert B, Warach S, Edelman RR. A general "
                   "kinetic model for quantitative perfusion imaging with arterial spin "
                   "labeling. Magn Reson Med 1998;40:383-396.",
+    "ulas2018": "Ulas C, Tetteh G, Kaczmarz S, Preibisch C, Menze BH. DeepASL: kinetic "
+                "model incorporated loss for denoising arterial spin labeled MRI via deep "
+                "residual learning. MICCAI 2018, LNCS 11070:30-38.",
+    "kim2018": "Kim KH, Choi SH, Park SH. Improving arterial spin labeling by using deep "
+               "learning. Radiology 2018;287:658-666.",
     "dai2012": "Dai W, Robson PM, Shankaranarayanan A, Alsop DC. Reduced resolution transit "
                "delay prescan for quantitative continuous arterial spin labeling perfusion "
                "imaging. Magn Reson Med 2012;67:1252-1265.",

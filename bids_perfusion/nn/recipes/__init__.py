@@ -3,6 +3,8 @@
 A recipe is a class registered with :func:`register`, with
 
 - ``name`` and ``help`` (one line), ``batch_size`` (the default of its samples);
+- optionally ``modality``: ``"asl"`` for a recipe that learns from ASL runs (default:
+  DSC runs);
 - ``options``: a frozen dataclass of the model's own options, each field's ``metadata``
   holding its ``help`` (and, where needed, argparse's ``type``, ``nargs``, ``metavar``,
   ``choices``), from which ``bids-perfusion-train`` makes its command-line options;
@@ -26,7 +28,7 @@ from pathlib import Path
 #: Trainable models: name -> recipe, in the order of :data:`BUNDLED`.
 RECIPES = {}
 #: Modules of this package that register a recipe, in the order of the command's help.
-BUNDLED = ("phae", "stunet", "hess", "superres")
+BUNDLED = ("phae", "stunet", "hess", "superres", "deepasl")
 
 
 def register(recipe):
@@ -75,9 +77,10 @@ class TrainingRequest:
 
 
 class KeyedRun:
-    """A DSC run (:class:`~bids_perfusion.workflows.options.DSCRun`: ``files``,
-    ``metadata``, ``masks``, ``subject``, ``session``) and its subject key, unique across
-    datasets (``[<dataset>/]sub-<label>``), by which the runs are split."""
+    """A DSC or ASL run (:class:`~bids_perfusion.workflows.options.DSCRun`,
+    :class:`~bids_perfusion.workflows.asl_options.ASLRun`: ``files``, ``metadata``,
+    ``masks``, ``subject``, ``session``) and its subject key, unique across datasets
+    (``[<dataset>/]sub-<label>``), by which the runs are split."""
 
     def __init__(self, key, run):
         self.key, self.files, self.metadata, self.masks = key, run.files, run.metadata, run.masks
@@ -90,6 +93,20 @@ def option(default, help, **argparse):
     if isinstance(default, list | dict):
         factory = {"default_factory": lambda: type(default)(default)}
     return field(**factory, metadata={"help": help, **argparse})
+
+
+def split_samples(loaded, split):
+    """``{"train"|"val"|"test": dict of tensors or None}``: the ``samples`` (dicts of numpy
+    arrays) of the loaded items whose ``subject`` is in each part, concatenated."""
+    import numpy as np
+    import torch
+
+    arrays = {}
+    for part in ("train", "val", "test"):
+        runs = [item.samples for item in loaded if item.subject in split[part]]
+        arrays[part] = None if not runs else {
+            key: torch.from_numpy(np.concatenate([r[key] for r in runs])) for key in runs[0]}
+    return arrays
 
 
 def fit_model(build, loss_fn, arrays, request, device, log, *, sample_key, loss,

@@ -1,0 +1,85 @@
+"""ASL denoising: the mean ΔM of a single-delay run through DeepASL or Dilated Conv.
+
+Reads the mean ΔM, the M0 the CBF map divides by and the brain mask (less the excluded
+voxels), loads the denoiser with its model card (:func:`bids_perfusion.nn.deepasl.load_model`,
+sha256 checked) and writes the denoised ΔM (:func:`bids_perfusion.nn.deepasl.denoise`)
+with the sidecar entries that record the model, its λ and its weights.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from bids_perfusion.interfaces.nifti import load, load_mask, save_like
+
+#: What each denoiser is, for the sidecars.
+DESCRIPTIONS = {
+    "deepasl": "DeepASL residual FCN with the kinetic-model loss (Ulas et al., MICCAI 2018)",
+    "dilatedconv": "Dilated Conv (Kim et al., Radiology 2018;287:658), mean squared error",
+}
+
+
+class _DenoiseInputSpec(BaseInterfaceInputSpec):
+    mean_deltam = File(exists=True, mandatory=True, desc="mean ΔM, 3-D")
+    m0 = File(exists=True, mandatory=True, desc="M0 used for CBF (PrepareM0)")
+    brain_mask = File(exists=True, mandatory=True)
+    excluded_mask = File(exists=True, mandatory=True,
+                         desc="brain voxels left out of CBF (PrepareM0)")
+    method = traits.Enum("deepasl", "dilatedconv", mandatory=True)
+    weights = File(exists=True, desc="weights (.safetensors with its .json card); default: "
+                                     "the bundled weights of the method")
+
+
+class _DenoiseOutputSpec(TraitedSpec):
+    deltam = File(exists=True, desc="denoised mean ΔM, units of the input")
+    metadata = traits.Dict(desc="the model, its λ and weights, for the sidecars")
+
+
+class DenoiseDeltaM(SimpleInterface):
+    """Denoised mean ΔM (axial slices through the 2-D network), on the CPU."""
+
+    input_spec = _DenoiseInputSpec
+    output_spec = _DenoiseOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_perfusion.nn import deepasl
+        from bids_perfusion.nn.weights import bundled_weights
+
+        delta_m = load(self.inputs.mean_deltam, dtype=np.float64)
+        m0 = load(self.inputs.m0, dtype=np.float64)
+        brain = load_mask(self.inputs.brain_mask, delta_m.shape)
+        brain &= load(self.inputs.excluded_mask) == 0
+        method = self.inputs.method
+        weights = self.inputs.weights or None
+        model, card = deepasl.load_model(method, weights)
+        scale = deepasl.intensity_scale(m0, brain)
+        started = time.perf_counter()
+        denoised = deepasl.denoise(model, delta_m, scale)
+        seconds = time.perf_counter() - started
+        self._results["deltam"] = save_like(denoised, self.inputs.mean_deltam,
+                                            f"{method}_deltam.nii.gz")
+        configuration = card["configuration"]
+        self._results["metadata"] = {
+            "Denoising": DESCRIPTIONS[method],
+            "DenoisingModel": method,
+            "KineticLossWeight": configuration.get("kinetic_weight"),
+            "ModelWeights": Path(str(weights or bundled_weights(method))).name,
+            "ModelWeightsSHA256": card["sha256"],
+            "ModelTrainingData": "synthetic (bids-perfusion phantom)"
+                                 if card.get("data", {}).get("synthetic") else "see model card",
+            "ModelConfiguration": configuration,
+            "DenoisingIntensityScale": scale,
+            "DenoisingIntensityScaleDescription": "ΔM was divided by this (median M0 of the "
+                                                  "brain / 100) before the network",
+            "Device": "cpu",
+            "InferenceSeconds": round(seconds, 3),
+        }
+        return runtime
