@@ -21,7 +21,7 @@ LABEL org.opencontainers.image.title="bids-perfusion" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 ENV VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:${PATH} \
+    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     NIPYPE_NO_ET=1 \
     BIDS_PERFUSION_CONTAINER=docker \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -45,8 +45,11 @@ COPY setup.cfg pyproject.toml MANIFEST.in README.md LICENSE ./
 COPY bids_perfusion ./bids_perfusion
 COPY containers/entrypoint.sh /usr/local/bin/bids-perfusion-entrypoint
 # The validator comes with its own Deno runtime (the deno wheel): no network at run time.
+# (the checks run with a throw-away HOME: no root-owned cache left in the user's home)
 RUN pip install -c constraints.txt "torch==${TORCH_VERSION}" . bids-validator-deno \
-    && bids-perfusion --version && bids-validator-deno --version
+    && HOME=/tmp/build-home bids-perfusion --version \
+    && HOME=/tmp/build-home bids-validator-deno --version \
+    && rm -rf /tmp/build-home
 
 USER bidsapp
 WORKDIR /home/bidsapp

@@ -109,6 +109,17 @@ def test_entrypoint_keeps_a_writable_home(tmp_path):
     assert (matplotlib, deno) == (str(home / ".cache/matplotlib"), str(home / ".cache/deno"))
 
 
+def test_entrypoint_moves_the_caches_when_they_cannot_be_made_in_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".cache").write_text("a file where the cache folder should be")
+    home_seen, cache, matplotlib, deno, _ = _entrypoint(tmp_path, home)
+    assert home_seen == str(home)
+    assert Path(cache).parent == tmp_path and Path(cache).name.startswith("bids-perfusion-cache.")
+    assert (matplotlib, deno) == (f"{cache}/matplotlib", f"{cache}/deno")
+    assert Path(matplotlib).is_dir() and Path(deno).is_dir()
+
+
 def test_apptainer_definition_bootstraps_from_the_image_and_runs_its_entry_point():
     path = ROOT / "containers" / "bids-perfusion.def"
     header = [line for line in path.read_text().splitlines()
