@@ -4,6 +4,8 @@
 #   (make test-fast leaves out the end-to-end cases marked slow)
 #   make test-hpc   as root: a single-node SLURM cluster on localhost runs
 #                   bids-perfusion-slurm on a 2-subject phantom (.ci/test-hpc, docs/hpc.md)
+#   make test-container   as root: builds the CPU image with podman, runs the demo in it
+#                   and compares its maps with the virtualenv's (.ci/test-container)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +13,7 @@ PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
 DEMO_DIR ?= demo_output
 export NIPYPE_NO_ET := 1
 
-.PHONY: demo test test-fast test-hpc install install-test lint
+.PHONY: demo test test-fast test-hpc test-container install install-test lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +42,6 @@ test-fast: lint  # the suite without the end-to-end cases marked slow
 
 test-hpc: install  # installs slurm-wlm and munge, starts and stops their daemons
 	.ci/test-hpc $(VENV)
+
+test-container: install  # installs podman, buildah, debootstrap, runc; removes its images
+	.ci/test-container $(VENV)
