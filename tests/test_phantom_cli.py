@@ -219,3 +219,12 @@ def test_leakage_model_option():
         assert config_from_args(parser.parse_args(["/tmp/out", *extra])).dsc.leakage == model
     with pytest.raises(SystemExit):
         parser.parse_args(["/tmp/out", "--leakage", "patlak"])
+
+
+def test_dataset_folder_has_the_permissions_of_the_umask(datasets):
+    """Not the 0700 of a temporary folder: other users (a container's) can read it."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (datasets / "b").stat().st_mode & 0o777 == 0o777 & ~umask

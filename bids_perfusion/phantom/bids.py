@@ -15,7 +15,7 @@ only when complete, so a failure leaves nothing half-written.
 import json
 import logging
 import shutil
-import tempfile
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 
@@ -77,7 +77,10 @@ def write_dataset(out_dir, config, overwrite=False):
                          "folder or pass --overwrite to replace it.")
     created = [p for p in (out_dir.parent, *out_dir.parent.parents) if not p.exists()]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    # made with mkdir, not mkdtemp (0700): the dataset gets the permissions of the umask,
+    # so that other users (a container's user) can read it
+    staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
     try:
         _write_all(staging, config)
         if out_dir.exists():
