@@ -7,7 +7,6 @@ with the sidecar entries that record the model, its λ and its weights.
 """
 
 import time
-from pathlib import Path
 
 import numpy as np
 from nipype.interfaces.base import (
@@ -51,7 +50,7 @@ class DenoiseDeltaM(SimpleInterface):
 
     def _run_interface(self, runtime):
         from bids_perfusion.nn import deepasl
-        from bids_perfusion.nn.weights import bundled_weights
+        from bids_perfusion.nn.weights import bundled_weights, weights_sidecar
 
         delta_m = load(self.inputs.mean_deltam, dtype=np.float64)
         m0 = load(self.inputs.m0, dtype=np.float64)
@@ -66,16 +65,11 @@ class DenoiseDeltaM(SimpleInterface):
         seconds = time.perf_counter() - started
         self._results["deltam"] = save_like(denoised, self.inputs.mean_deltam,
                                             f"{method}_deltam.nii.gz")
-        configuration = card["configuration"]
         self._results["metadata"] = {
             "Denoising": DESCRIPTIONS[method],
             "DenoisingModel": method,
-            "KineticLossWeight": configuration.get("kinetic_weight"),
-            "ModelWeights": Path(str(weights or bundled_weights(method))).name,
-            "ModelWeightsSHA256": card["sha256"],
-            "ModelTrainingData": "synthetic (bids-perfusion phantom)"
-                                 if card.get("data", {}).get("synthetic") else "see model card",
-            "ModelConfiguration": configuration,
+            "KineticLossWeight": card["configuration"].get("kinetic_weight"),
+            **weights_sidecar(weights or bundled_weights(method), card),
             "DenoisingIntensityScale": scale,
             "DenoisingIntensityScaleDescription": "ΔM was divided by this (median M0 of the "
                                                   "brain / 100) before the network",

@@ -43,6 +43,7 @@ class PHAEInference(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_perfusion.nn import device as devices
         from bids_perfusion.nn import phae
+        from bids_perfusion.nn.weights import weights_sidecar
 
         delta = load(self.inputs.delta_r2star)
         brain = load_mask(self.inputs.brain_mask, delta.shape)
@@ -64,11 +65,7 @@ class PHAEInference(SimpleInterface):
                                             f"phae_{name}.nii.gz")
         self._results["metadata"] = {
             "EstimationMethod": "physics-informed autoencoder (PHAE)",
-            "ModelWeights": str(weights or phae.bundled_weights()).rsplit("/", 1)[-1],
-            "ModelWeightsSHA256": card["sha256"],
-            "ModelTrainingData": "synthetic (bids-perfusion phantom)"
-                                 if card.get("data", {}).get("synthetic") else "see model card",
-            "ModelConfiguration": card["configuration"],
+            **weights_sidecar(weights or phae.bundled_weights(), card),
             "Device": devices.describe(device),
             "InferenceSeconds": round(float(fit.seconds), 3),
             "FrameInterval": float(np.mean(np.diff(times))),

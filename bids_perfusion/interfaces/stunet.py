@@ -6,7 +6,6 @@ the CBV map of the strip model (:mod:`bids_perfusion.nn.cbv_models`) with a meta
 for the sidecar (the weights' sha256, device, timing, unit calibration).
 """
 
-from pathlib import Path
 
 import numpy as np
 from nipype.interfaces.base import (
@@ -47,6 +46,7 @@ class StUNetInference(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_perfusion.nn import cbv_models
         from bids_perfusion.nn import device as devices
+        from bids_perfusion.nn.weights import weights_sidecar
 
         series = load(self.inputs.in_files[0])
         brain = load_mask(self.inputs.brain_mask, series.shape[:3])
@@ -61,11 +61,7 @@ class StUNetInference(SimpleInterface):
             "EstimationMethod": "spatio-temporal U-Net (stU-Net) from the raw DSC series"
                                 if card["model"] == "stunet" else
                                 f"strip model {card['model']!r} from the raw DSC series",
-            "ModelWeights": Path(str(weights or cbv_models.bundled_weights())).name,
-            "ModelWeightsSHA256": card["sha256"],
-            "ModelTrainingData": "synthetic (bids-perfusion phantom)"
-                                 if card.get("data", {}).get("synthetic") else "see model card",
-            "ModelConfiguration": card["configuration"],
+            **weights_sidecar(weights or cbv_models.bundled_weights(), card),
             "UnitsCalibration": {
                 "Description": "least-squares fit CBV = offset + scale * prediction of the "
                                "run's area-ratio CBV over the brain",

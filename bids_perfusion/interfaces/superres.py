@@ -19,7 +19,6 @@ from nipype.interfaces.base import (
 
 from bids_perfusion.constants import SUPERRES_MAX_NMSE, SUPERRES_METHODS
 from bids_perfusion.errors import InputDataError
-from bids_perfusion.interfaces.nifti import load
 
 LOGGER = logging.getLogger("nipype.interface")
 
@@ -71,7 +70,7 @@ class SuperResolve(SimpleInterface):
         outputs, errors = [], []
         for index, path in enumerate(inputs.in_files):
             image = nib.load(path)
-            series = load(path)
+            series = np.asarray(image.dataobj, dtype=np.float32)
             out = render(series)
             errors.append(inference.acquired_frames_nmse(series, out, inputs.time))
             if errors[-1] > inputs.max_nmse:
@@ -115,7 +114,7 @@ class SuperResolve(SimpleInterface):
                     {"Method": "bilinear interpolation in plane, linear in time"})
         from bids_perfusion.nn import device as devices
         from bids_perfusion.nn.superres import load_model
-        from bids_perfusion.nn.weights import bundled_weights
+        from bids_perfusion.nn.weights import bundled_weights, weights_sidecar
 
         device = devices.select_device(inputs.device)
         weights = inputs.weights or str(bundled_weights("superres"))
@@ -132,11 +131,7 @@ class SuperResolve(SimpleInterface):
         return render, {
             "Method": "bi-directional neural ODE with a local implicit image function "
                       "(Lee et al., ISMRM 2024)",
-            "ModelWeights": Path(weights).name, "ModelWeightsSHA256": card["sha256"],
-            "ModelTrainingData": "synthetic (bids-perfusion phantom)"
-                                 if card.get("data", {}).get("synthetic") else
-                                 "see model card",
-            "ModelConfiguration": card["configuration"],
+            **weights_sidecar(weights, card),
             "Device": devices.describe(device)}
 
 

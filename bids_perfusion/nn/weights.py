@@ -114,6 +114,15 @@ def read_card(weights_path):
     return card
 
 
+def weights_sidecar(path, card):
+    """The sidecar entries of maps made with the weights at ``path`` and their ``card``:
+    the file's name, its sha256, what it was trained on and the model's configuration."""
+    return {"ModelWeights": Path(str(path)).name, "ModelWeightsSHA256": card["sha256"],
+            "ModelTrainingData": "synthetic (bids-perfusion phantom)"
+                                 if card.get("data", {}).get("synthetic") else "see model card",
+            "ModelConfiguration": card["configuration"]}
+
+
 def verify_weights(path, expected_models=None):
     """The model card of a weights file once the file is known to be the one it describes.
 
