@@ -128,3 +128,8 @@ SUPERRES_LABELS = {"node-liif": "nodeliif", "linear": "linear"}
 #: super-resolved run is refused: 0.02, eight times what bilinear interpolation leaves
 #: on the phantom at scale 2 (0.0026), far below an untrained model (about 1).
 SUPERRES_MAX_NMSE = 0.02
+
+# --- Devices --------------------------------------------------------------------------
+#: ``--device`` values, a regular expression: auto (the GPU when torch sees one, else the
+#: CPU), cpu, cuda, or cuda:N with N the index of a visible GPU (``nn.device``).
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"

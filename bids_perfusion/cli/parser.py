@@ -1,6 +1,7 @@
 """Argument parser of ``bids-perfusion``: BIDS-App conventions, light imports only."""
 
 import argparse
+import re
 from pathlib import Path
 
 from bids_perfusion import __version__, constants
@@ -25,6 +26,13 @@ def _dose(value):
     if not 0 < dose < 1:
         raise argparse.ArgumentTypeError(f"a simulated dose must be in (0, 1), got {value}")
     return dose
+
+
+def _device(value):
+    """A ``--device`` value, lower-cased; checked for its form only (no torch import)."""
+    if not re.fullmatch(constants.DEVICE_PATTERN, value.lower()):
+        raise argparse.ArgumentTypeError(f"{value}: use auto, cpu, cuda or cuda:N")
+    return value.lower()
 
 
 def _existing_path(value):
@@ -194,8 +202,11 @@ def build_parser():
                        help="gamma: CBV and CBF from gamma-variate fits of the first pass "
                             "of the tissue curves and the AIF, without recirculation "
                             "(Madsen 1992)")
-    group.add_argument("--device", default="auto",
-                       help="where deep models run: auto, cpu, cuda or cuda:N")
+    group.add_argument("--device", default="auto", type=_device,
+                       help="where the torch models (PHAE, stU-Net, super-resolution, "
+                            "DeepASL) and the classical deconvolutions run: auto (the GPU "
+                            "when torch sees one, else the CPU), cpu (the numpy "
+                            "deconvolution), cuda or cuda:N; docs/gpu.md")
     group.add_argument("--phae-weights", type=_existing_path, metavar="FILE",
                        default=argparse.SUPPRESS,
                        help="PHAE weights (.safetensors beside its .json model card; "
@@ -341,7 +352,8 @@ def asl_options(args):
                       m0_smoothing_fwhm=args.m0_smoothing_fwhm,
                       denoise=args.asl_denoise,
                       denoise_weights=(str(args.asl_denoise_weights)
-                                       if args.asl_denoise_weights else None))
+                                       if args.asl_denoise_weights else None),
+                      device=args.device)
 
 
 def dsc_options(args):

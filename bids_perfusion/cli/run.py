@@ -43,6 +43,8 @@ def main(argv=None):
         if problem := guards.work_problem(args.work_dir, bids_dir, output_dir):
             parser.error(problem)
         config = run_config(args, bids_dir, output_dir, guards.resolved(args.work_dir))
+        if problem := _device_problem(args.device):
+            parser.error(problem)
         if args.omp_nthreads:
             for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[variable] = str(args.omp_nthreads)
@@ -57,6 +59,22 @@ def main(argv=None):
         LOGGER.exception("Internal error of bids-perfusion %s; please report it with the "
                          "message above.", __version__)
         return EXIT_INTERNAL
+
+
+def _device_problem(request):
+    """Why ``--device request`` cannot be served here (``cuda`` or ``cuda:N`` without that
+    GPU), or None; checked before any processing. ``auto`` and ``cpu`` are always served
+    (``auto`` falls back to the CPU, saying so in the nodes' log), so they cost no torch
+    import here."""
+    if not request.startswith("cuda"):
+        return None
+    from bids_perfusion.nn.device import DeviceError, select_device
+
+    try:
+        select_device(request)
+    except DeviceError as error:
+        return str(error)
+    return None
 
 
 if __name__ == "__main__":

@@ -81,18 +81,16 @@ class Tikhonov:
         Press 2000; the factor 2 is for norms rather than squared norms). The corner of
         the L is the maximum of κ. Voxels with a zero curve get ``−inf``.
         """
-        lam = self._lambdas.T  # (1, L)
         rho = self.residual_norm2(beta2)
         eta = self.solution_norm2(beta2)
-        deta = beta2 @ (-4.0 * self._lambdas * self._s2 / self._shrink**3).T
+        deta = self.solution_norm2_derivative(beta2)
         with np.errstate(divide="ignore", invalid="ignore"):
-            kappa = (
-                2.0
-                * (eta * rho / np.abs(deta))
-                * (lam**2 * deta * rho + 2.0 * lam * eta * rho + lam**4 * eta * deta)
-                / (lam**4 * eta**2 + rho**2) ** 1.5
-            )
+            kappa = curvature(self._lambdas.T, rho, eta, deta)
         return np.where(np.isfinite(kappa), kappa, -np.inf)
+
+    def solution_norm2_derivative(self, beta2: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``η' = dη/dλ = −(4/λ) Σ_i (1 − f_i) f_i² β_i² / s_i²``, shape ``(V, L)``."""
+        return beta2 @ (-4.0 * self._lambdas * self._s2 / self._shrink**3).T
 
     def _fixed(self, beta2: NDArray[np.float64]) -> NDArray[np.intp]:
         return np.zeros(len(beta2), dtype=np.intp)
@@ -102,3 +100,17 @@ class Tikhonov:
 
     def _lcurve(self, beta2: NDArray[np.float64]) -> NDArray[np.intp]:
         return np.argmax(self.lcurve_curvature(beta2), axis=-1)
+
+
+def curvature(lam: Any, rho: Any, eta: Any, deta: Any) -> Any:
+    """``κ`` of :meth:`Tikhonov.lcurve_curvature` from ``λ``, ``ρ``, ``η`` and ``η'``.
+
+    Arithmetic only, so numpy arrays and torch tensors alike
+    (:mod:`bids_perfusion.dsc.deconvolution_torch`); a zero curve gives a non-finite κ.
+    """
+    return (
+        2.0
+        * (eta * rho / abs(deta))
+        * (lam**2 * deta * rho + 2.0 * lam * eta * rho + lam**4 * eta * deta)
+        / (lam**4 * eta**2 + rho**2) ** 1.5
+    )

@@ -14,6 +14,7 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -35,6 +36,9 @@ class _DenoiseInputSpec(BaseInterfaceInputSpec):
     method = traits.Enum("deepasl", "dilatedconv", mandatory=True)
     weights = File(exists=True, desc="weights (.safetensors with its .json card); default: "
                                      "the bundled weights of the method")
+    device = traits.Str("auto", usedefault=True, desc="auto, cpu, cuda or cuda:N")
+    batch_slices = traits.Int(desc="slices per forward pass; default: as many as fit the "
+                                   "device's free memory (nn.device.batch_size), 8 on the CPU")
 
 
 class _DenoiseOutputSpec(TraitedSpec):
@@ -43,13 +47,14 @@ class _DenoiseOutputSpec(TraitedSpec):
 
 
 class DenoiseDeltaM(SimpleInterface):
-    """Denoised mean ΔM (axial slices through the 2-D network), on the CPU."""
+    """Denoised mean ΔM (axial slices through the 2-D network), on the chosen device."""
 
     input_spec = _DenoiseInputSpec
     output_spec = _DenoiseOutputSpec
 
     def _run_interface(self, runtime):
         from bids_perfusion.nn import deepasl
+        from bids_perfusion.nn import device as devices
         from bids_perfusion.nn.weights import bundled_weights, weights_sidecar
 
         delta_m = load(self.inputs.mean_deltam, dtype=np.float64)
@@ -58,10 +63,15 @@ class DenoiseDeltaM(SimpleInterface):
         brain &= load(self.inputs.excluded_mask) == 0
         method = self.inputs.method
         weights = self.inputs.weights or None
+        device = devices.select_device(self.inputs.device)
         model, card = deepasl.load_model(method, weights)
         scale = deepasl.intensity_scale(m0, brain)
+        slice_values = delta_m.shape[0] * delta_m.shape[1]
+        batch = (self.inputs.batch_slices if isdefined(self.inputs.batch_slices) else
+                 devices.batch_size(device, devices.INFERENCE_BYTES["deepasl"] * slice_values,
+                                    8))
         started = time.perf_counter()
-        denoised = deepasl.denoise(model, delta_m, scale)
+        denoised = deepasl.denoise(model, delta_m, scale, device, batch)
         seconds = time.perf_counter() - started
         self._results["deltam"] = save_like(denoised, self.inputs.mean_deltam,
                                             f"{method}_deltam.nii.gz")
@@ -73,7 +83,8 @@ class DenoiseDeltaM(SimpleInterface):
             "DenoisingIntensityScale": scale,
             "DenoisingIntensityScaleDescription": "ΔM was divided by this (median M0 of the "
                                                   "brain / 100) before the network",
-            "Device": "cpu",
+            "Device": devices.describe(device),
+            "InferenceBatchSize": int(batch),
             "InferenceSeconds": round(seconds, 3),
         }
         return runtime

@@ -11,6 +11,7 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -24,7 +25,8 @@ class _PHAEInferenceInputSpec(CurvesInputSpec, ScalingInputSpec):
     weights = File(exists=True, desc="PHAE weights (.safetensors with its .json card); "
                                      "default: the bundled weights")
     device = traits.Str("auto", usedefault=True, desc="auto, cpu, cuda or cuda:N")
-    batch_size = traits.Int(8192, usedefault=True, desc="voxels per forward pass")
+    batch_size = traits.Int(desc="voxels per forward pass; default: as many as fit the "
+                                 "device's free memory (nn.device.batch_size), 8192 on the CPU")
 
 
 class _PHAEInferenceOutputSpec(TraitedSpec):
@@ -55,9 +57,12 @@ class PHAEInference(SimpleInterface):
         tissue = relaxivity.tissue_concentration(
             delta, self.inputs.relaxivity["TissueRelaxivity"]).astype(np.float32)
         end = timing.bolus_end(tissue[brain].mean(axis=0))
+        batch = (self.inputs.batch_size if isdefined(self.inputs.batch_size) else
+                 devices.batch_size(device, devices.INFERENCE_BYTES["phae"] * len(times),
+                                    8192))
         fit = phae.PHAEModel(model, columns["concentration"], times, cbv_end=end,
                              kh=self.inputs.kh, rho=self.inputs.rho,
-                             scaled=self.inputs.scaled, batch_size=self.inputs.batch_size,
+                             scaled=self.inputs.scaled, batch_size=batch,
                              device=device).fit(tissue, mask=brain)
         reference = self.inputs.delta_r2star
         for name in ("cbf", "mtt", "cbv"):
@@ -68,6 +73,7 @@ class PHAEInference(SimpleInterface):
             **weights_sidecar(weights or phae.bundled_weights(), card),
             "Device": devices.describe(device),
             "InferenceSeconds": round(float(fit.seconds), 3),
+            "InferenceBatchSize": int(batch),
             "FrameInterval": float(np.mean(np.diff(times))),
             "CBVIntegrationFrames": int(end),
             "kH": self.inputs.kh if self.inputs.scaled else None,

@@ -14,6 +14,7 @@ from nipype.interfaces.base import (
     InputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -29,7 +30,8 @@ class _StUNetInferenceInputSpec(BaseInterfaceInputSpec):
     weights = File(exists=True, desc="stU-Net weights (.safetensors with its .json card); "
                                      "default: the bundled weights")
     device = traits.Str("auto", usedefault=True, desc="auto, cpu, cuda or cuda:N")
-    batch_size = traits.Int(64, usedefault=True, desc="strips per forward pass")
+    batch_size = traits.Int(desc="strips per forward pass; default: as many as fit the "
+                                 "device's free memory (nn.device.batch_size), 64 on the CPU")
 
 
 class _StUNetInferenceOutputSpec(TraitedSpec):
@@ -54,8 +56,12 @@ class StUNetInference(SimpleInterface):
         device = devices.select_device(self.inputs.device)
         weights = self.inputs.weights or None
         model, preprocessing, card = cbv_models.load_model(weights, device)
+        strip_values = preprocessing.strip_width * preprocessing.size * series.shape[-1]
+        batch = (self.inputs.batch_size if isdefined(self.inputs.batch_size) else
+                 devices.batch_size(device, devices.INFERENCE_BYTES["stunet"] * strip_values,
+                                    64))
         cbv, info = cbv_models.estimate_cbv(model, preprocessing, series, brain, reference,
-                                            self.inputs.batch_size, device)
+                                            batch, device)
         self._results["cbv"] = save_like(cbv, self.inputs.cbv, "stunet_cbv.nii.gz")
         self._results["metadata"] = {
             "EstimationMethod": "spatio-temporal U-Net (stU-Net) from the raw DSC series"
@@ -68,6 +74,7 @@ class StUNetInference(SimpleInterface):
                 "Offset": round(info["offset"], 6), "Scale": round(info["scale"], 6)},
             "Device": devices.describe(device),
             "InferenceSeconds": round(float(info["seconds"]), 3),
+            "InferenceBatchSize": int(batch),
             "BrainVoxels": int(np.count_nonzero(brain)),
         }
         return runtime

@@ -14,6 +14,7 @@ from nipype.interfaces.base import (
     OutputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -33,8 +34,9 @@ class _SuperResolveInputSpec(BaseInterfaceInputSpec):
     repetition_time = traits.Float(mandatory=True, desc="acquired frame interval, s")
     weights = File(exists=True, desc="node-liif weights (.safetensors with its .json card)")
     device = traits.Str("auto", usedefault=True, desc="auto, cpu, cuda or cuda:N")
-    max_queries = traits.Int(65536, usedefault=True,
-                             desc="queries decoded at once (bounds memory)")
+    max_queries = traits.Int(desc="queries decoded at once (bounds memory); default: as "
+                                  "many as fit the device's free memory "
+                                  "(nn.device.batch_size), 65536 on the CPU")
     max_nmse = traits.Float(SUPERRES_MAX_NMSE, usedefault=True,
                             desc="refuse a series whose frames at the acquired times do "
                                  "not reproduce the acquired frames within this NMSE")
@@ -120,11 +122,13 @@ class SuperResolve(SimpleInterface):
         weights = inputs.weights or str(bundled_weights("superres"))
         model, card = load_model(weights, device)
         baseline = card["configuration"]["degradation"]["baseline_frames"]
+        queries = (inputs.max_queries if isdefined(inputs.max_queries) else
+                   devices.batch_size(device, devices.INFERENCE_BYTES["superres"], 65536))
 
         def render(series):
             return inference.super_resolve(
                 model, series, inputs.space, inputs.time, baseline_frames=baseline,
-                device=device, max_queries=inputs.max_queries,
+                device=device, max_queries=queries,
                 progress=lambda done: LOGGER.info("super-resolution: slice %d of %d",
                                                   done, series.shape[2]))
 
@@ -132,7 +136,7 @@ class SuperResolve(SimpleInterface):
             "Method": "bi-directional neural ODE with a local implicit image function "
                       "(Lee et al., ISMRM 2024)",
             **weights_sidecar(weights, card),
-            "Device": devices.describe(device)}
+            "Device": devices.describe(device), "DecodedQueriesPerBatch": int(queries)}
 
 
 class _ResampleMaskInputSpec(BaseInterfaceInputSpec):

@@ -252,7 +252,8 @@ def _denoised_outputs(workflow, run, options, single, parameters, extract, prepa
     """The mean ΔM denoised by ``options.denoise`` and its consensus CBF: the CBF output
     and the ΔM sink (``desc-<model>``), with the methods text."""
     method = options.denoise
-    denoise = pe.Node(DenoiseDeltaM(method=method), name=f"denoise_{method}")
+    denoise = pe.Node(DenoiseDeltaM(method=method, device=options.device),
+                      name=f"denoise_{method}")
     if options.denoise_weights:
         denoise.inputs.weights = options.denoise_weights
     cbf = pe.Node(SingleDelayCBF(**single, parameters={

@@ -43,6 +43,8 @@ class ASLOptions:
         (``--asl-denoise``; :mod:`bids_perfusion.nn.deepasl`); None: no denoising.
     denoise_weights : str or None
         Weights of the denoiser (``--asl-denoise-weights``); None: the bundled ones.
+    device : str
+        Where the denoiser runs (``--device``): ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     """
 
     m0_scale: float = 1.0
@@ -56,6 +58,7 @@ class ASLOptions:
     m0_smoothing_fwhm: float = constants.M0_SMOOTHING_FWHM
     denoise: str | None = None
     denoise_weights: str | None = None
+    device: str = "auto"
 
 
 @dataclass(frozen=True)

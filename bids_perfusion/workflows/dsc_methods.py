@@ -152,7 +152,7 @@ def init_dsc_methods_wf(options, relaxivity, name="methods_wf"):
             ("brain", "brain_mask"), ("aif_tsv", "aif_tsv"), ("aif_mask", "aif_mask")])])
     for method in (m for m in options.methods if m in DECONVOLUTION_METHODS):
         created[f"deconvolve_{method}"] = deconvolve = pe.Node(
-            Deconvolve(method=method, **scaling,
+            Deconvolve(method=method, **scaling, device=options.device,
                        parameters=options.method_parameters.get(method, {})),
             name=f"deconvolve_{method}")
         workflow.connect([
