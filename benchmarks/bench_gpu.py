@@ -191,7 +191,7 @@ def main(argv=None):
                         help="timed CPU runs (the CPU is slow: 1 by default)")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--cases", nargs="+",
-                        default=["deconvolution", "phae", "stunet", "superres", "deepasl"])
+                        default=["deconvolution", "phae", "deepasl", "superres", "stunet"])
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     size = QUICK if args.quick else FULL

@@ -41,12 +41,12 @@ EOF
 } 2>&1 | tee "$OUT/versions.txt"
 
 echo "== tests/test_gpu.py" | tee "$OUT/test_gpu.log"
-timeout 150 "$PYTHON" -m pytest -q -p no:cacheprovider --noconftest -rs tests/test_gpu.py \
+timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider --noconftest -rs tests/test_gpu.py \
     2>&1 | tee -a "$OUT/test_gpu.log"
 tests=${PIPESTATUS[0]}
 
 echo "== benchmarks/bench_gpu.py" | tee "$OUT/bench_gpu.log"
-timeout 200 "$PYTHON" benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" ${BENCH_ARGS:-} \
+timeout 210 "$PYTHON" benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" ${BENCH_ARGS:-} \
     2>&1 | tee -a "$OUT/bench_gpu.log"
 bench=${PIPESTATUS[0]}
 
