@@ -72,10 +72,16 @@ def _timed(run, data, device, repeats):
 
 def _part(data):
     """A small piece of a case's data for the CPU warm-up: the first 2 % of the voxels
-    (curves), or the first slice (images)."""
+    (curves), or the middle slice (images)."""
     if data.ndim == 2:
         return data[: max(1, len(data) // 50)]
-    return data[:, :, :1]
+    return _middle_slice(data)
+
+
+def _middle_slice(volume):
+    """The middle slice of (x, y, z, ...) as (x, y, 1, ...)."""
+    middle = volume.shape[2] // 2
+    return volume[:, :, middle:middle + 1]
 
 
 def _difference(gpu, cpu):
@@ -145,8 +151,8 @@ def stunet_case(size):
         values = preprocessing.strip_width * preprocessing.size * size["shape"][3]
         batch = devices.batch_size(device, devices.INFERENCE_BYTES["stunet"] * values, 64)
         return lambda dsc: cbv_models.predict_standardised(
-            model, preprocessing, dsc, brain[:, :, :dsc.shape[2]], batch_size=batch,
-            device=device)[1]
+            model, preprocessing, dsc, brain if dsc.shape == series.shape
+            else _middle_slice(brain), batch_size=batch, device=device)[1]
 
     return "stunet", " × ".join(map(str, size["shape"])), series, on
 
