@@ -91,6 +91,8 @@ class DeviceSolver:
             self._matrix = self._tensor(stack.transpose(1, 0, 2).reshape(n_frames, -1), dtype)
             self._oi_threshold = float(params["oi_threshold"])
         else:
+            # the Tikhonov object's own SVD and filter factors, and its criteria (linear
+            # in β²) as matrices: their values on the unit vectors
             solver = Tikhonov(model.aif, model.dt, **params)
             identity = np.eye(n_frames)
             self.n_lags = solver.n_lags
