@@ -1,0 +1,305 @@
+"""Benchmark of the DSC numeric core chain on one 128 × 128 × 24 × 80 series (issue 17).
+
+The chain runs through the public functions of :mod:`bids_perfusion.dsc`, as the pipeline's
+nodes call them: signal → ΔR2* (:func:`series_to_delta_r2star`) → AIF from a given mask
+(:func:`aif_from_mask`) → concentration → oSVD CBF (:class:`DeconvolutionModel`) →
+area-ratio CBV (:func:`cbv_area_ratio`, integrated to :func:`bolus_end`) → MTT. Separately:
+bolus arrival and time to peak (:func:`bolus_arrival_time`, :func:`time_to_peak`) of every
+brain voxel, the floor of oSVD (the pure float32 matrix products it performs, timed with
+the same BLAS), the scaling table (time and peak resident memory in a fresh process per
+case at 1×, 2×, 4× the voxels and 2× the frames) and, with ``--osipy-python``, osipy's
+DSC pipeline (oSVD) on the same arrays in that interpreter, restricted to the same CPUs.
+
+Synthetic series (not the phantom): an ellipsoidal brain of about 156 500 voxels, tissue
+curves from a gamma-variate AIF and exponential residues (CBF 10–80 mL/100 mL/min, MTT
+2–8 s, delays 0–3 s), a steady-state transient over the first frames, Gaussian noise at
+SNR 50, float32 as the pipeline loads it; 8 arterial voxels. BLAS and OpenMP are limited
+to ``--threads`` (default 2) before numpy is imported; times are the best of
+``--repeats`` runs. Needs only numpy and scipy (no nipype, no pybids)::
+
+    python benchmarks/bench_core.py
+    python benchmarks/bench_core.py --osipy-python /path/to/py312/bin/python
+    python benchmarks/bench_core.py --no-scaling --repeats 5
+"""
+
+import os
+import sys
+
+THREADS = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--threads"), "2")
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = THREADS
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))
+
+from bids_perfusion.dsc import (  # noqa: E402
+    DeconvolutionModel,
+    aif_from_mask,
+    at_field,
+    blood_concentration,
+    blood_delta_r2star,
+    bolus_arrival_time,
+    bolus_end,
+    cbf_from_fit,
+    cbv_area_ratio,
+    kinetics,
+    mean_transit_time,
+    series_to_delta_r2star,
+    time_to_peak,
+    tissue_concentration,
+)
+
+SHAPE = (128, 128, 24)
+FRAMES = 80
+TR = 1.5
+TE = 0.03
+FIELD = 3.0
+TARGETS_S = {"chain": 0.5, "timing": 0.3}
+MEMORY_TARGET_MB = 1536
+SCALING = [("1x voxels", 1, 1), ("2x voxels", 2, 1), ("4x voxels", 4, 1), ("2x frames", 1, 2)]
+
+
+def synthetic_series(voxel_factor=1, frame_factor=1, seed=0):
+    """float32 series (x, y, z, T), brain and AIF masks; ``voxel_factor`` stacks slices."""
+    rng = np.random.default_rng(seed)
+    shape = (SHAPE[0], SHAPE[1], SHAPE[2] * voxel_factor)
+    n_frames = FRAMES * frame_factor
+    t = np.arange(n_frames) * TR
+    grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij"))
+    radii = np.array([0.898, 0.898, 1.0])[:, None, None, None]
+    brain = ((grid / radii) ** 2).sum(axis=0) <= 1.0
+    relax = at_field(FIELD)
+    aif = 5.0 * kinetics.gamma_variate(t, t0=22.0, alpha=3.0, beta=1.5)
+    # 512 tissue classes, drawn per voxel: CBF, MTT and a delay of the input.
+    classes = 512
+    cbf = rng.uniform(10, 80, classes)
+    mtt = rng.uniform(2, 8, classes)
+    delay = rng.uniform(0, 3, classes)
+    inputs = np.stack([kinetics.shift(aif, d, TR) for d in delay])
+    k = cbf[:, None] / 6000 * kinetics.residue_exponential(t, mtt[:, None])
+    tissue = kinetics.convolve(inputs, k, TR)
+    delta = (relax.tissue * tissue).astype(np.float32)
+    n_brain = int(brain.sum())
+    s0 = rng.uniform(800, 1200, n_brain).astype(np.float32)
+    transient = (1 + 0.08 * 0.5 ** np.arange(n_frames)).astype(np.float32)
+    signal = (s0[:, None] * transient) * np.exp(-TE * delta[rng.integers(0, classes, n_brain)])
+    signal += rng.standard_normal(signal.shape, dtype=np.float32) * np.float32(1000 / 50)
+    arteries = np.flatnonzero(brain.reshape(-1))[n_brain // 2: n_brain // 2 + 8]
+    brain_index = np.searchsorted(np.flatnonzero(brain.reshape(-1)), arteries)
+    blood = blood_delta_r2star(aif, relax.blood_linear, relax.blood_quadratic)
+    signal[brain_index] = (s0[brain_index, None] * transient
+                           * np.exp(-TE * blood)).astype(np.float32)
+    series = np.abs(rng.standard_normal((*shape, n_frames), dtype=np.float32)) * 20
+    series[brain] = signal
+    aif_mask = np.zeros(shape, dtype=bool)
+    aif_mask.reshape(-1)[arteries] = True
+    return series, brain, aif_mask
+
+
+def core_chain(series, brain, aif_mask, stages=None):
+    """The maps of one series through the public functions; ``stages`` collects times."""
+    clock = time.perf_counter()
+
+    def lap(name):
+        nonlocal clock
+        now = time.perf_counter()
+        if stages is not None:
+            stages[name] = min(stages.get(name, np.inf), now - clock)
+        clock = now
+
+    relax = at_field(FIELD)
+    delta, start, _stop = series_to_delta_r2star([series], [TE], brain)
+    times = TR * (start + np.arange(delta.shape[-1]))
+    lap("delta_r2star")
+    selection = aif_from_mask(delta, aif_mask, times)
+    aif = blood_concentration(selection.curve, relax.blood_linear, relax.blood_quadratic)
+    lap("aif")
+    tissue = tissue_concentration(delta[brain], relax.tissue)
+    lap("concentration")
+    fit = DeconvolutionModel(aif, TR, "osvd").fit(tissue)
+    cbf = cbf_from_fit(fit)
+    lap("osvd_cbf")
+    end = bolus_end(tissue.mean(axis=0))
+    cbv = cbv_area_ratio(tissue[:, :end], aif[:end], times[:end])
+    lap("cbv")
+    mtt = mean_transit_time(cbv, cbf)
+    lap("mtt")
+    return {"cbf": cbf, "cbv": cbv, "mtt": mtt, "tissue": tissue, "times": times, "aif": aif,
+            "fit": fit}
+
+
+def best_of(function, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def traced_peak_mb(function):
+    tracemalloc.start()
+    function()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def osvd_floor(fit, tissue, repeats):
+    """Time of the float32 matrix products oSVD needs, with this process's BLAS.
+
+    The products are those of :class:`~bids_perfusion.dsc.truncated_svd.OscillationIndexSVD`
+    for the voxel counts of its sweep: at each grid threshold, the curves still undecided
+    ``(V_i, T)`` times the ``(T, 2T)`` solution matrix; ``V_i`` is read from the thresholds
+    the fit chose. Returns (floor of the sweep, one product of all voxels).
+    """
+    grid = np.sort(np.asarray(fit.model.params.threshold_grid))
+    chosen = np.asarray(fit._regularisation)
+    counts = [int(np.count_nonzero(chosen >= threshold)) for threshold in grid]
+    n_frames = tissue.shape[-1]
+    matrix = np.random.default_rng(0).standard_normal((n_frames, 2 * n_frames)).astype(
+        np.float32)
+    out = np.empty((len(tissue), 2 * n_frames), dtype=np.float32)
+    chunk = fit.model.chunk_size
+
+    def products(sizes):
+        for size in sizes:
+            for start in range(0, size, chunk):
+                stop = min(start + chunk, size)
+                np.matmul(tissue[start:stop], matrix, out=out[start:stop])
+
+    sweep, _ = best_of(lambda: products(counts), repeats)
+    single, _ = best_of(lambda: products([len(tissue)]), repeats)
+    return sweep, single, counts
+
+
+def measure_case(voxel_factor, frame_factor, repeats):
+    """Time of the chain and of bolus timing, and peak resident memory, in this process."""
+    series, brain, aif_mask = synthetic_series(voxel_factor, frame_factor)
+    before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    chain, maps = best_of(lambda: core_chain(series, brain, aif_mask), repeats)
+    timing, _ = best_of(lambda: (bolus_arrival_time(maps["tissue"], maps["times"]),
+                                 time_to_peak(maps["tissue"], maps["times"])), repeats)
+    return {"voxels": int(brain.sum()), "frames": int(series.shape[-1]),
+            "series_mb": series.nbytes / 2**20, "chain_s": chain, "timing_s": timing,
+            "rss_before_mb": before_mb,
+            "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def scaling_table(repeats):
+    print("\nscaling: a fresh process per case; peak RSS includes the series itself")
+    print(f"{'case':<11}{'voxels':>9}{'frames':>8}{'chain s':>9}{'timing s':>10}"
+          f"{'series MB':>11}{'peak RSS MB':>13}{'RSS - input MB':>16}")
+    rows = []
+    for name, voxel_factor, frame_factor in SCALING:
+        output = subprocess.run(
+            [sys.executable, __file__, "--threads", THREADS, "--case", str(voxel_factor),
+             str(frame_factor), "--repeats", str(repeats)],
+            check=True, capture_output=True, text=True).stdout
+        row = json.loads(output.strip().splitlines()[-1])
+        rows.append((name, row))
+        print(f"{name:<11}{row['voxels']:>9}{row['frames']:>8}{row['chain_s']:>9.3f}"
+              f"{row['timing_s']:>10.3f}{row['series_mb']:>11.0f}{row['rss_peak_mb']:>13.0f}"
+              f"{row['rss_peak_mb'] - row['rss_before_mb']:>16.0f}")
+    return rows
+
+
+OSIPY_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+from osipy.dsc import DSCPipeline, DSCPipelineConfig
+series = np.load(sys.argv[1]); brain = np.load(sys.argv[2]); aif_mask = np.load(sys.argv[3])
+te, tr = float(sys.argv[4]), float(sys.argv[5])
+times = np.arange(series.shape[-1]) * tr
+best = float("inf")
+for _ in range(int(sys.argv[6])):
+    start = time.perf_counter()
+    config = DSCPipelineConfig(te=te * 1000.0, deconvolution_method="oSVD")
+    result = DSCPipeline(config).run(series, times, mask=brain, aif=None, aif_mask=aif_mask)
+    best = min(best, time.perf_counter() - start)
+print(json.dumps({"seconds": best}))
+"""
+
+
+def run_osipy(python, series, brain, aif_mask, repeats):
+    """osipy's DSC pipeline (oSVD) on the same arrays in ``python``, on the same CPUs."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for name, array in (("series", series), ("brain", brain), ("aif_mask", aif_mask)):
+            paths.append(str(Path(folder) / f"{name}.npy"))
+            np.save(paths[-1], array)
+        command = [python, "-c", OSIPY_SCRIPT, *paths, str(TE), str(TR), str(repeats)]
+        if shutil.which("taskset") and hasattr(os, "sched_getaffinity"):
+            cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+            command = ["taskset", "-c", cpus, *command]
+        done = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+        if done.returncode:
+            return None, done.stderr.strip().splitlines()[-1:] or ["failed"]
+        return json.loads(done.stdout.strip().splitlines()[-1])["seconds"], []
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", default=THREADS, help="BLAS/OpenMP threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--osipy-python", help="a Python >= 3.12 interpreter with osipy")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the scaling table")
+    parser.add_argument("--case", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(measure_case(*args.case, args.repeats)))
+        return
+
+    series, brain, aif_mask = synthetic_series()
+    print(f"series {series.shape} float32, {int(brain.sum())} brain voxels, TR {TR} s, "
+          f"TE {TE} s; threads {THREADS}, numpy {np.__version__}, "
+          f"CPUs {len(os.sched_getaffinity(0))}")
+    stages = {}
+    chain, maps = best_of(lambda: core_chain(series, brain, aif_mask, stages), args.repeats)
+    peak = traced_peak_mb(lambda: core_chain(series, brain, aif_mask))
+    print(f"\ncore chain {chain:.3f} s (target <= {TARGETS_S['chain']} s), numpy peak "
+          f"{peak:.0f} MB above the input (target < {MEMORY_TARGET_MB} MB); best stage times:")
+    for name, seconds in stages.items():
+        print(f"  {name:<14}{seconds:>8.3f} s")
+
+    sweep, single, counts = osvd_floor(maps["fit"], maps["tissue"], args.repeats)
+    print(f"\noSVD {stages['osvd_cbf']:.3f} s; floor (float32 matmuls of its sweep, "
+          f"{sum(counts)} voxel-products of ({maps['tissue'].shape[-1]} x "
+          f"{2 * maps['tissue'].shape[-1]})): {sweep:.3f} s; ratio "
+          f"{stages['osvd_cbf'] / sweep:.2f} (target <= 2); one product of all voxels "
+          f"{single:.3f} s")
+
+    timing, _ = best_of(lambda: (bolus_arrival_time(maps["tissue"], maps["times"]),
+                                 time_to_peak(maps["tissue"], maps["times"])), args.repeats)
+    print(f"bolus arrival + time to peak {timing:.3f} s (target <= {TARGETS_S['timing']} s)")
+
+    if args.osipy_python:
+        seconds, errors = run_osipy(args.osipy_python, series, brain, aif_mask, args.repeats)
+        if seconds is None:
+            print(f"\nosipy failed: {' '.join(errors)}")
+        else:
+            print(f"\nosipy DSCPipeline (oSVD) {seconds:.3f} s; core chain {chain:.3f} s: "
+                  f"{seconds / chain:.1f}x (target >= 8x)")
+    else:
+        print("\nosipy: skipped: no Python >= 3.12 with osipy (give --osipy-python PATH)")
+
+    if not args.no_scaling:
+        scaling_table(args.repeats)
+    print(f"\nprocess peak resident memory "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
