@@ -21,8 +21,8 @@ from bids_perfusion.dsc.convolution_matrices import (
 )
 
 
-def oscillation_index(residue: ArrayLike) -> NDArray[np.float64]:
-    """Oscillation index of residue functions along the last axis (Wu et al., MRM 2003;50:164).
+def oscillation_index(residue: ArrayLike, axis: int = -1) -> NDArray[np.float64]:
+    """Oscillation index of residue functions along ``axis`` (Wu et al., MRM 2003;50:164).
 
     ``OI = 1 / (N · max_k |f[k]|) · Σ_{k=2}^{N−1} |f[k] − 2 f[k−1] + f[k−2]|``
 
@@ -30,8 +30,8 @@ def oscillation_index(residue: ArrayLike) -> NDArray[np.float64]:
     solutions). A residue that is identically zero has OI = 0.
     """
     residue = np.asarray(residue)
-    total = np.abs(np.diff(residue, n=2, axis=-1)).sum(axis=-1)
-    peak = residue.shape[-1] * np.abs(residue).max(axis=-1)
+    total = np.abs(np.diff(residue, n=2, axis=axis)).sum(axis=axis)
+    peak = residue.shape[axis] * np.abs(residue).max(axis=axis)
     return np.divide(total, peak, out=np.zeros_like(total), where=peak > 0)
 
 
@@ -150,7 +150,10 @@ class OscillationIndexSVD(_CirculantSolver):
     def solve(self, concentration: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.float64]]:
         """``(V, T)`` tissue curves -> ``(V, 2T)`` residues ``k`` and the chosen thresholds."""
         forward, inverse = self._matrices(concentration.dtype)
-        projected = concentration @ forward  # Y of the voxels still undecided
+        # Lags along the first axis, voxels along the second: the reductions of the
+        # oscillation index then run over contiguous rows.
+        projected = forward.T @ concentration.T  # Yᵀ of the voxels still undecided
+        inverse = np.ascontiguousarray(inverse.T)  # Qᵀ, (L, M)
         residue = np.empty((len(concentration), self.n_lags), dtype=concentration.dtype)
         chosen = np.full(len(concentration), self.threshold_grid[-1])
         undecided = np.arange(len(concentration))
@@ -160,11 +163,11 @@ class OscillationIndexSVD(_CirculantSolver):
             if columns == previous:
                 continue
             previous = columns
-            candidate = projected[:, :columns] @ inverse[:columns]
-            accepted = oscillation_index(candidate) < self.oi_threshold
-            residue[undecided[accepted]] = candidate[accepted]
+            candidate = inverse[:, :columns] @ projected[:columns]
+            accepted = oscillation_index(candidate, axis=0) < self.oi_threshold
+            residue[undecided[accepted]] = candidate[:, accepted].T
             chosen[undecided[accepted]] = threshold
-            undecided, projected = undecided[~accepted], projected[~accepted]
+            undecided, projected = undecided[~accepted], projected[:, ~accepted]
         columns = self._columns(self.threshold_grid[-1])
-        residue[undecided] = projected[:, :columns] @ inverse[:columns]
+        residue[undecided] = (inverse[:, :columns] @ projected[:columns]).T
         return residue, chosen
