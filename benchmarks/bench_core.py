@@ -131,7 +131,7 @@ def core_chain(series, brain, aif_mask, stages=None):
     fit = DeconvolutionModel(aif, TR, "osvd").fit(tissue)
     cbf = cbf_from_fit(fit)
     lap("osvd_cbf")
-    end = bolus_end(tissue.mean(axis=0))
+    end = bolus_end(tissue.mean(axis=0, dtype=np.float64))
     cbv = cbv_area_ratio(tissue[:, :end], aif[:end], times[:end])
     lap("cbv")
     mtt = mean_transit_time(cbv, cbf)
