@@ -66,16 +66,19 @@ class AIFSelection:
 
 
 def _check_series(
-    delta_r2star: ArrayLike, mask: ArrayLike,
+    delta_r2star: ArrayLike, mask: ArrayLike, volume: bool = True,
 ) -> tuple[NDArray[np.floating], NDArray[np.bool_]]:
-    """The series (float32 kept: no float64 copy of the volume) and the mask, checked."""
+    """The series (float32 kept: no float64 copy of the volume) and the mask, checked.
+
+    ``volume``: a 4-D (x, y, z, t) series; otherwise any ``(..., t)`` array of curves.
+    """
     data = floating(delta_r2star)
-    if data.ndim != 4:
+    if data.ndim != 4 and (volume or data.ndim < 2):
         raise ValueError(f"ΔR2* must be a 4-D (x, y, z, t) array (got shape {data.shape})")
     mask = np.asarray(mask)
-    if mask.shape != data.shape[:3]:
+    if mask.shape != data.shape[:-1]:
         raise ValueError(f"mask of shape {mask.shape} does not match the series' spatial "
-                         f"shape {data.shape[:3]}; resample the mask onto the DSC grid")
+                         f"shape {data.shape[:-1]}; resample the mask onto the DSC grid")
     mask = mask.astype(bool)
     if not mask.any():
         raise ValueError("the mask is empty: give a mask with at least one voxel")
@@ -98,12 +101,15 @@ def aif_from_mask(delta_r2star: ArrayLike, mask: ArrayLike,
     """AIF as the mean ΔR2* curve over the voxels of a given (e.g. manual) mask.
 
     ``AIF(t) = mean over v in mask of ΔR2*_v(t)``; voxels with non-finite values (signal 0
-    or NaN) are left out of the mean and of the returned mask. ``frame_times`` (s) only
+    or NaN) are left out of the mean and of the returned mask. ``delta_r2star`` is the
+    4-D series, or the curves ``(..., T)`` of some voxels (e.g. the brain's, from
+    :func:`~bids_perfusion.dsc.signal.brain_delta_r2star`) with ``mask`` of shape
+    ``delta_r2star.shape[:-1]``. ``frame_times`` (s) only
     sets the units of ``area`` and ``time_to_peak``. Raises ValueError when the mask is
     empty, does not match the spatial shape of the series, or covers only non-finite
     curves.
     """
-    data, mask = _check_series(delta_r2star, mask)
+    data, mask = _check_series(delta_r2star, mask, volume=False)
     finite = mask.copy()
     finite[mask] = np.all(np.isfinite(data[mask]), axis=-1)
     if not finite.any():
