@@ -21,7 +21,7 @@ from bids_perfusion.dsc.relaxivity import floating
 #: Cubic Savitzky-Golay smoother used to estimate the noise of a curve: window, order.
 _SMOOTHER = (5, 3)
 #: Voxels per block in :func:`bolus_arrival_time`; bounds the working memory.
-_CHUNK = 16384
+_CHUNK = 8192
 
 
 def _validated_curve(mean_signal: ArrayLike) -> NDArray[np.float64]:
@@ -260,15 +260,17 @@ def _quadratic_onset(curves: NDArray[np.float64], t: NDArray[np.float64], fracti
     stop = np.argmax(curves >= fraction * peak[:, None], axis=-1) + 1  # exclusive
     order = np.argsort(-stop, kind="stable")
     stop = stop[order]
-    # moments[j, m, v] = Σ_{i<j} C_i t_i^m of voxel v (sorted); powers[j, m] = Σ_{i<j} t_i^m
-    sorted_curves = np.ascontiguousarray(curves[order].T)  # (T, V)
-    weighted = sorted_curves[:, None, :] * (t[:, None] ** np.arange(3))[:, :, None]
+    # moments[j, m, v] = Σ_{i<j} C_i t_i^m of voxel v (sorted); powers[j, m] = Σ_{i<j} t_i^m;
+    # frames from the last fit end on are never summed.
+    span = int(stop[0])
+    sorted_curves = np.ascontiguousarray(curves[order, :span].T)  # (span, V)
+    weighted = sorted_curves[:, None, :] * (t[:span, None] ** np.arange(3))[:, :, None]
     moments = np.concatenate([np.zeros((1, *weighted.shape[1:])), np.cumsum(weighted, axis=0)])
     at_stop = np.stack([moments[stop, m, np.arange(len(stop))] for m in range(3)])  # (3, V)
     powers = np.concatenate([np.zeros((1, 5)), np.cumsum(t[:, None] ** np.arange(5), axis=0)])
     ends, run_lengths = np.unique(stop[::-1], return_counts=True)  # ascending fit ends
     ends, run_lengths = ends[::-1], run_lengths[::-1]  # the runs of the sorted voxels
-    candidates = np.arange(t[0], t[stop[0] - 1], np.min(np.diff(t)) / resolution)
+    candidates = np.arange(t[0], t[span - 1], np.min(np.diff(t)) / resolution)
     first = np.searchsorted(t, candidates, side="right")  # first frame after each candidate
     best_gain = np.zeros(len(stop))
     arrival = np.full(len(stop), np.nan)
@@ -277,19 +279,18 @@ def _quadratic_onset(curves: NDArray[np.float64], t: NDArray[np.float64], fracti
         runs = int(np.count_nonzero(ends > j))
         bat = candidates[first == j][:, None]  # one row per candidate
         moment = at_stop[:, :fitted] - moments[j, :, :fitted]  # M_m over frames j .. s − 1
-        cross = moment[2] - 2 * bat * moment[1] + bat**2 * moment[0]
+        cross = (2 * bat) * moment[1]
+        np.subtract(moment[2], cross, out=cross)
+        cross += bat**2 * moment[0]  # M₂ − 2B M₁ + B² M₀
         # P_m over frames j .. s − 1 depends on the fit end only: one column per end.
         sums = powers[ends[:runs]].T - powers[j][:, None]
         quartic = (sums[4] - 4 * bat * sums[3] + 6 * bat**2 * sums[2] - 4 * bat**3 * sums[1]
                    + bat**4 * sums[0])
-        quartic = np.repeat(quartic, run_lengths[:runs], axis=1)
-        valid = (cross > 0) & (quartic > 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gain = np.square(cross, out=cross)
-            gain /= quartic
-        gain[~valid] = 0.0
+        quartic[~(quartic > 0)] = np.inf  # no fit: gain 0, as for cross ≤ 0 below
+        gain = np.square(np.maximum(cross, 0.0, out=cross), out=cross)
+        gain /= np.repeat(quartic, run_lengths[:runs], axis=1)
         best = np.argmax(gain, axis=0)
-        top = gain.max(axis=0)
+        top = np.take_along_axis(gain, best[None], axis=0)[0]
         better = top > best_gain[:fitted]
         best_gain[:fitted][better] = top[better]
         arrival[:fitted][better] = bat[best[better], 0]
