@@ -289,8 +289,8 @@ def _quadratic_onset(curves: NDArray[np.float64], t: NDArray[np.float64], fracti
         quartic[~(quartic > 0)] = np.inf  # no fit: gain 0, as for cross ≤ 0 below
         gain = np.square(np.maximum(cross, 0.0, out=cross), out=cross)
         gain /= np.repeat(quartic, run_lengths[:runs], axis=1)
-        best = np.argmax(gain, axis=0)
-        top = np.take_along_axis(gain, best[None], axis=0)[0]
+        top = gain.max(axis=0)
+        best = np.argmax(gain == top, axis=0)  # the earliest best candidate, as argmax
         better = top > best_gain[:fitted]
         best_gain[:fitted][better] = top[better]
         arrival[:fitted][better] = bat[best[better], 0]
