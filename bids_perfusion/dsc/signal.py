@@ -7,6 +7,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from bids_perfusion.dsc import relaxivity, timing
+from bids_perfusion.voxels import for_each_block
+
+#: Brain voxels per block of the conversion to ΔR2*.
+_BLOCK = 8192
 
 
 def series_to_delta_r2star(series: Sequence[NDArray[Any]], echo_times: Sequence[float],
@@ -43,7 +47,8 @@ def brain_delta_r2star(series: Sequence[NDArray[Any]], echo_times: Sequence[floa
     The mean brain curve is accumulated in float64 without a float64 copy of the
     curves; the baseline window is found once the median relative noise of the voxels
     over a first window is known (:func:`timing.baseline_window` with
-    ``voxel_noise_sd``); the signal of each echo is read once.
+    ``voxel_noise_sd``); the signal of each echo is read once, and converted in blocks
+    of voxels (:func:`~bids_perfusion.voxels.for_each_block`).
     """
     brain = np.asarray(brain, dtype=bool)
     first_echo = series[0][brain]
@@ -62,11 +67,18 @@ def brain_delta_r2star(series: Sequence[NDArray[Any]], echo_times: Sequence[floa
     echoes = [first_echo] + [data[brain] for data in series[1:2]]
     s0 = [curves[:, start:stop].mean(axis=-1, keepdims=True) for curves in echoes]
     kept = [curves[:, start:] for curves in echoes]
-    if len(series) == 1:
-        delta = relaxivity.signal_to_delta_r2star(kept[0], s0[0], echo_times[0])
-    else:
-        delta = relaxivity.dual_echo_delta_r2star(kept[0], s0[0], kept[1], s0[1],
-                                                  echo_times[0], echo_times[1])
-    delta = delta.astype(np.float32, copy=False)
-    delta[~np.isfinite(delta)] = 0.0
+    delta = np.empty(kept[0].shape, dtype=np.float32)
+
+    def convert(block: slice) -> None:
+        if len(series) == 1:
+            values = relaxivity.signal_to_delta_r2star(kept[0][block], s0[0][block],
+                                                       echo_times[0])
+        else:
+            values = relaxivity.dual_echo_delta_r2star(kept[0][block], s0[0][block],
+                                                       kept[1][block], s0[1][block],
+                                                       echo_times[0], echo_times[1])
+        values[~np.isfinite(values)] = 0.0
+        delta[block] = values
+
+    for_each_block(convert, len(delta), _BLOCK)
     return delta, int(start), int(stop)

@@ -17,6 +17,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import signal
 
 from bids_perfusion.dsc.relaxivity import floating
+from bids_perfusion.voxels import for_each_block
 
 #: Cubic Savitzky-Golay smoother used to estimate the noise of a curve: window, order.
 _SMOOTHER = (5, 3)
@@ -223,7 +224,8 @@ def bolus_arrival_time(concentration: ArrayLike, frame_times: ArrayLike,
     (:func:`_quadratic_onset`), so the candidates of one frame interval are evaluated for
     all voxels at once. The concentration must be zero on average before arrival
     (baseline subtracted) and start after the steady-state frames. Float32 curves are
-    read in blocks of ``_CHUNK`` voxels and the sums taken in float64.
+    read in blocks of ``_CHUNK`` voxels (on the CPUs this process may use,
+    :func:`~bids_perfusion.voxels.for_each_block`) and the sums taken in float64.
 
     Returns an array of shape ``concentration.shape[:-1]``: NaN where the curve has no
     positive peak after its first frame.
@@ -236,10 +238,12 @@ def bolus_arrival_time(concentration: ArrayLike, frame_times: ArrayLike,
     flat = data.reshape(-1, times.size)
     shifted = times - times[0]  # shift-invariant; smaller powers for the cumulative sums
     out = np.empty(len(flat))
-    for start in range(0, len(flat), _CHUNK):
-        block = flat[start:start + _CHUNK].astype(np.float64)
-        out[start:start + _CHUNK] = _quadratic_onset(block, shifted, upslope_fraction,
-                                                      int(resolution))
+
+    def onset(block: slice) -> None:
+        out[block] = _quadratic_onset(flat[block].astype(np.float64), shifted,
+                                      upslope_fraction, int(resolution))
+
+    for_each_block(onset, len(flat), _CHUNK)
     return out.reshape(data.shape[:-1]) + times[0]
 
 
