@@ -62,6 +62,7 @@ from bids_perfusion.dsc import (  # noqa: E402
     series_to_delta_r2star,
     time_to_peak,
     tissue_concentration,
+    truncated_svd,
 )
 
 SHAPE = (128, 128, 24)
@@ -173,10 +174,10 @@ def osvd_floor(fit, tissue, repeats):
 
     :class:`~bids_perfusion.dsc.truncated_svd.OscillationIndexSVD` computes ``Yᵀ = Pᵀ Cᵀ``
     for every voxel, then at each grid threshold that changes the kept modes one product
-    ``Qᵀ[:, :m] Yᵀ[:m]`` of the voxels still undecided, in blocks of the model's chunk
-    size. The number undecided at a threshold is read from the thresholds the fit chose
-    (a voxel is undecided until its own). Returns (the floor, the products as
-    ``(columns, voxels)``, the time of one ``(V, T) (T, 2T)`` product, the plain cSVD).
+    ``Qᵀ[:, :m] Yᵀ[:m]`` of the voxels still undecided, in blocks of its sweep block. The
+    number undecided at a threshold is read from the thresholds the fit chose (a voxel is
+    undecided until its own). Returns (the floor, the products as ``(columns, voxels)``,
+    the time of one ``(V, T) (T, 2T)`` product, the plain cSVD).
     """
     solver = fit.model._solver
     forward, inverse = solver._matrices(np.float32)
@@ -189,16 +190,16 @@ def osvd_floor(fit, tissue, repeats):
         if columns != previous or threshold == grid[-1]:
             products.append((columns, int(np.count_nonzero(chosen >= threshold))))
         previous = columns
-    chunk = fit.model.chunk_size
-    projected = np.ones((forward.shape[1], chunk), dtype=np.float32)
-    out = np.empty((inverse_t.shape[0], chunk), dtype=np.float32)
+    chunk, block = fit.model.chunk_size, truncated_svd._SWEEP_BLOCK
+    projected = np.ones((forward.shape[1], block), dtype=np.float32)
+    out = np.empty((inverse_t.shape[0], block), dtype=np.float32)
 
     def sweep():
         for start in range(0, len(tissue), chunk):
             np.matmul(forward.T, tissue[start:start + chunk].T)
         for columns, voxels in products:
-            for start in range(0, voxels, chunk):
-                size = min(chunk, voxels - start)
+            for start in range(0, voxels, block):
+                size = min(block, voxels - start)
                 np.matmul(inverse_t[:, :columns], projected[:columns, :size], out=out[:, :size])
 
     matrix = np.ones((tissue.shape[-1], 2 * tissue.shape[-1]), dtype=np.float32)
@@ -209,22 +210,25 @@ def osvd_floor(fit, tissue, repeats):
 
 
 def measure_case(voxel_factor, frame_factor, repeats):
-    """Time of the chain and of bolus timing, and peak resident memory, in this process."""
+    """Times of the chain and of bolus timing, the memory numpy allocates while they run
+    (tracemalloc, above the input) and the process's peak resident memory."""
     series, brain, aif_mask = synthetic_series(voxel_factor, frame_factor)
-    before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     chain, maps = best_of(lambda: core_chain(series, brain, aif_mask), repeats)
-    timing, _ = best_of(lambda: (bolus_arrival_time(maps["tissue"], maps["times"]),
-                                 time_to_peak(maps["tissue"], maps["times"])), repeats)
+    tissue, times = maps["tissue"], maps["times"]
+    timing, _ = best_of(lambda: (bolus_arrival_time(tissue, times), time_to_peak(tissue, times)),
+                        repeats)
+    traced = traced_peak_mb(lambda: core_chain(series, brain, aif_mask))
     return {"voxels": int(brain.sum()), "frames": int(series.shape[-1]),
             "series_mb": series.nbytes / 2**20, "chain_s": chain, "timing_s": timing,
-            "rss_before_mb": before_mb,
+            "traced_mb": traced,
             "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def scaling_table(repeats):
-    print("\nscaling: a fresh process per case; peak RSS includes the series itself")
+    print("\nscaling: a fresh process per case; chain peak = numpy allocations during the "
+          "chain above its input (tracemalloc); process peak RSS includes the simulation")
     print(f"{'case':<11}{'voxels':>9}{'frames':>8}{'chain s':>9}{'timing s':>10}"
-          f"{'series MB':>11}{'peak RSS MB':>13}{'RSS - input MB':>16}")
+          f"{'series MB':>11}{'chain peak MB':>15}{'peak RSS MB':>13}")
     rows = []
     for name, voxel_factor, frame_factor in SCALING:
         output = subprocess.run(
@@ -234,8 +238,8 @@ def scaling_table(repeats):
         row = json.loads(output.strip().splitlines()[-1])
         rows.append((name, row))
         print(f"{name:<11}{row['voxels']:>9}{row['frames']:>8}{row['chain_s']:>9.3f}"
-              f"{row['timing_s']:>10.3f}{row['series_mb']:>11.0f}{row['rss_peak_mb']:>13.0f}"
-              f"{row['rss_peak_mb'] - row['rss_before_mb']:>16.0f}")
+              f"{row['timing_s']:>10.3f}{row['series_mb']:>11.0f}{row['traced_mb']:>15.0f}"
+              f"{row['rss_peak_mb']:>13.0f}")
     return rows
 
 

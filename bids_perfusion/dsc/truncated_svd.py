@@ -20,6 +20,11 @@ from bids_perfusion.dsc.convolution_matrices import (
     circulant_spectrum,
 )
 
+#: Undecided voxels per product and oscillation index in the oSVD sweep: (2T, 2048)
+#: float32 blocks stay in cache; the blocks given to :meth:`OscillationIndexSVD.solve`
+#: can be larger, so that the few voxels left at high thresholds share one block.
+_SWEEP_BLOCK = 2048
+
 
 def oscillation_index(residue: ArrayLike, axis: int = -1) -> NDArray[np.float64]:
     """Oscillation index of residue functions along ``axis`` (Wu et al., MRM 2003;50:164).
@@ -146,9 +151,10 @@ class OscillationIndexSVD(_CirculantSolver):
     :func:`oscillation_index` ``< oi_threshold``; the largest grid threshold if none does.
     The sweep runs over the grid in increasing order with all undecided voxels at once:
     ``Y = C P`` is computed once, each grid step costs one product ``Y[:, :m] Q[:m]`` of
-    the voxels still undecided, and voxels leave the sweep as soon as they are decided. A
-    step that keeps the same modes as the previous one gives the same residues and is
-    skipped.
+    the voxels still undecided (in blocks of ``_SWEEP_BLOCK``, which stay in cache), and
+    voxels leave the sweep as soon as they are decided. A step that keeps the same modes
+    as the previous one gives the same residues and is skipped; the sweep ends when every
+    voxel is decided.
     """
 
     def __init__(self, aif: ArrayLike, dt: float, oi_threshold: float,
@@ -172,10 +178,16 @@ class OscillationIndexSVD(_CirculantSolver):
             columns = self._columns(threshold)
             if columns == previous:
                 continue
+            if undecided.size == 0:
+                break
             previous = columns
-            candidate = inverse[:, :columns] @ projected[:columns]
-            accepted = oscillation_index(candidate, axis=0) < self.oi_threshold
-            residue[undecided[accepted]] = np.compress(accepted, candidate, axis=1).T
+            accepted = np.zeros(undecided.size, dtype=bool)
+            for start in range(0, undecided.size, _SWEEP_BLOCK):
+                part = slice(start, start + _SWEEP_BLOCK)
+                candidate = inverse[:, :columns] @ projected[:columns, part]
+                accepted[part] = oscillation_index(candidate, axis=0) < self.oi_threshold
+                residue[undecided[part][accepted[part]]] = np.compress(
+                    accepted[part], candidate, axis=1).T
             chosen[undecided[accepted]] = threshold
             undecided = undecided[~accepted]
             projected = np.compress(~accepted, projected, axis=1)
