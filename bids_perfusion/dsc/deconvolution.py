@@ -169,7 +169,7 @@ class DeconvolutionModel:
     """
 
     def __init__(self, aif: ArrayLike, dt: float, method: str = "osvd", *,
-                 chunk_size: int = 16384, **params: Any):
+                 chunk_size: int = 2048, **params: Any):
         self.aif = _validated_aif(aif)
         self.dt = _validated_dt(dt)
         self.method = method
