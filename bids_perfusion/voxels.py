@@ -6,6 +6,9 @@ of the mask only (``data[mask]``, shape ``(V, T)``, C order) and return maps of 
 voxel shape, 0 outside the mask, as the pipeline writes them.
 """
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -31,3 +34,32 @@ def scatter(values: NDArray[Any], mask: NDArray[np.bool_] | None,
     volume = np.full(mask.shape + values.shape[1:], fill, dtype=values.dtype)
     volume[mask] = values
     return volume
+
+
+def for_each_block(function: Callable[[slice], None], n_voxels: int, block_size: int,
+                   workers: int | None = None) -> None:
+    """Call ``function(block)`` for the consecutive slices of ``block_size`` of ``n_voxels``.
+
+    The blocks run on ``workers`` threads (default :func:`block_workers`), which share the
+    work because numpy releases the GIL inside its loops and BLAS calls; each block must
+    write only its own rows of any shared output. One worker, or one block, runs them in
+    order on the calling thread.
+    """
+    blocks = [slice(start, min(start + block_size, n_voxels))
+              for start in range(0, n_voxels, block_size)]
+    workers = block_workers() if workers is None else int(workers)
+    if workers <= 1 or len(blocks) <= 1:
+        for block in blocks:
+            function(block)
+        return
+    with ThreadPoolExecutor(min(workers, len(blocks))) as pool:
+        for _ in pool.map(function, blocks):  # re-raises the first error of a block
+            pass
+
+
+def block_workers() -> int:
+    """Threads for :func:`for_each_block`: the CPUs this process may use, at most
+    ``OMP_NUM_THREADS`` when that is set (the same limit as numpy's BLAS)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(cpus or 1, int(limit) if limit.isdigit() and int(limit) > 0 else cpus or 1))

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
         tissue_concentration,
         tissue_delta_r2star,
     )
-    from bids_perfusion.dsc.signal import series_to_delta_r2star
+    from bids_perfusion.dsc.signal import brain_delta_r2star, series_to_delta_r2star
     from bids_perfusion.dsc.timing import (
         baseline_window,
         bolus_arrival_time,
@@ -80,14 +80,14 @@ __all__ = [
     "GammaVariateFit", "LeakageFit", "LeakageModel", "OscillationIndexSVDParameters",
     "Relaxivities", "StandardSVDParameters", "TikhonovParameters", "aif_from_mask", "at_field",
     "automatic_nawm_mask", "baseline_window", "bidirectional_correction", "blood_concentration",
-    "blood_delta_r2star", "bolus_arrival_time", "bolus_end", "bsw_correction", "cbf_from_fit",
-    "cbv_area_ratio", "convolve", "delta_r2star_to_signal", "dispersion_kernel",
-    "dual_echo_delta_r2star", "estimate_noise_sd", "fit_gamma_variate", "gamma_variate",
-    "gamma_variate_area", "gamma_variate_curve", "mean_transit_time", "non_enhancing",
-    "oscillation_index", "reference_curve", "relative_map", "residue_exponential", "residue_gamma",
-    "select_aif", "series_to_delta_r2star", "signal_to_delta_r2star", "simulate_low_dose",
-    "simulate_low_dose_run", "steady_state_frames", "time_to_peak", "tissue_concentration",
-    "tissue_delta_r2star", "white_matter_from_baseline",
+    "blood_delta_r2star", "bolus_arrival_time", "bolus_end", "brain_delta_r2star",
+    "bsw_correction", "cbf_from_fit", "cbv_area_ratio", "convolve", "delta_r2star_to_signal",
+    "dispersion_kernel", "dual_echo_delta_r2star", "estimate_noise_sd", "fit_gamma_variate",
+    "gamma_variate", "gamma_variate_area", "gamma_variate_curve", "mean_transit_time",
+    "non_enhancing", "oscillation_index", "reference_curve", "relative_map", "residue_exponential",
+    "residue_gamma", "select_aif", "series_to_delta_r2star", "signal_to_delta_r2star",
+    "simulate_low_dose", "simulate_low_dose_run", "steady_state_frames", "time_to_peak",
+    "tissue_concentration", "tissue_delta_r2star", "white_matter_from_baseline",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -43,6 +43,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.cluster import hierarchy
 
+from bids_perfusion.dsc.relaxivity import floating
+
 
 @dataclass(frozen=True)
 class AIFSelection:
@@ -64,25 +66,29 @@ class AIFSelection:
 
 
 def _check_series(
-    delta_r2star: ArrayLike, mask: ArrayLike,
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    data = np.asarray(delta_r2star, dtype=float)
-    if data.ndim != 4:
+    delta_r2star: ArrayLike, mask: ArrayLike, volume: bool = True,
+) -> tuple[NDArray[np.floating], NDArray[np.bool_]]:
+    """The series (float32 kept: no float64 copy of the volume) and the mask, checked.
+
+    ``volume``: a 4-D (x, y, z, t) series; otherwise any ``(..., t)`` array of curves.
+    """
+    data = floating(delta_r2star)
+    if data.ndim != 4 and (volume or data.ndim < 2):
         raise ValueError(f"ΔR2* must be a 4-D (x, y, z, t) array (got shape {data.shape})")
     mask = np.asarray(mask)
-    if mask.shape != data.shape[:3]:
+    if mask.shape != data.shape[:-1]:
         raise ValueError(f"mask of shape {mask.shape} does not match the series' spatial "
-                         f"shape {data.shape[:3]}; resample the mask onto the DSC grid")
+                         f"shape {data.shape[:-1]}; resample the mask onto the DSC grid")
     mask = mask.astype(bool)
     if not mask.any():
         raise ValueError("the mask is empty: give a mask with at least one voxel")
     return data, mask
 
 
-def _selection(data: NDArray[np.float64], selected: NDArray[np.bool_],
+def _selection(data: NDArray[np.floating], selected: NDArray[np.bool_],
                times: NDArray[np.float64] | None,
                counts: dict[str, int]) -> AIFSelection:
-    curve = data[selected].mean(axis=0)
+    curve = data[selected].astype(np.float64, copy=False).mean(axis=0)
     area = float(np.trapezoid(curve, times)) if times is not None else float(curve.sum())
     index = int(np.argmax(curve))
     return AIFSelection(curve=curve, mask=selected, counts=counts, peak=float(curve[index]),
@@ -95,13 +101,17 @@ def aif_from_mask(delta_r2star: ArrayLike, mask: ArrayLike,
     """AIF as the mean ΔR2* curve over the voxels of a given (e.g. manual) mask.
 
     ``AIF(t) = mean over v in mask of ΔR2*_v(t)``; voxels with non-finite values (signal 0
-    or NaN) are left out of the mean and of the returned mask. ``frame_times`` (s) only
+    or NaN) are left out of the mean and of the returned mask. ``delta_r2star`` is the
+    4-D series, or the curves ``(..., T)`` of some voxels (e.g. the brain's, from
+    :func:`~bids_perfusion.dsc.signal.brain_delta_r2star`) with ``mask`` of shape
+    ``delta_r2star.shape[:-1]``. ``frame_times`` (s) only
     sets the units of ``area`` and ``time_to_peak``. Raises ValueError when the mask is
     empty, does not match the spatial shape of the series, or covers only non-finite
     curves.
     """
-    data, mask = _check_series(delta_r2star, mask)
-    finite = mask & np.all(np.isfinite(data), axis=-1)
+    data, mask = _check_series(delta_r2star, mask, volume=False)
+    finite = mask.copy()
+    finite[mask] = np.all(np.isfinite(data[mask]), axis=-1)
     if not finite.any():
         raise ValueError("every voxel of the AIF mask has non-finite ΔR2* values "
                          "(signal 0 or NaN); check the mask and the series")
@@ -196,7 +206,7 @@ def select_aif(delta_r2star: ArrayLike, mask: ArrayLike, frame_times: ArrayLike,
         raise ValueError(f"roughness_fraction must be in [0, 1) (got {roughness_fraction})")
 
     index = np.flatnonzero(mask.reshape(-1))
-    curves = data.reshape(-1, data.shape[-1])[index]
+    curves = data.reshape(-1, data.shape[-1])[index].astype(np.float64, copy=False)
     valid = np.all(np.isfinite(curves), axis=1)
     clean = np.where(valid[:, None], curves, 0.0)
     c = _Candidates(index, clean, clean.max(axis=1), np.trapezoid(clean, times, axis=1))

@@ -34,7 +34,8 @@ def circulant_spectrum(aif: ArrayLike, dt: float) -> NDArray[np.complex128]:
     ``λ_f = Δt · Σ_j a[j] e^{−2πi f j / L}`` (Hansen, Nagy and O'Leary, *Deblurring Images*,
     SIAM 2006, ch. 4), so its singular values are ``|λ_f|`` and its singular vectors are
     Fourier modes. Truncating the SVD of D at a threshold is therefore the same as zeroing
-    the frequencies with ``|λ_f| < threshold · max|λ|``: solutions cost one FFT pair.
+    the frequencies with ``|λ_f| < threshold · max|λ|`` (the solvers of
+    :mod:`~bids_perfusion.dsc.truncated_svd` keep only those modes).
 
     Returns the ``L // 2 + 1`` eigenvalues of the non-negative frequencies (the others are
     their complex conjugates).

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import integrate
 
 from bids_perfusion.constants import KH, RHO_BRAIN
 from bids_perfusion.dsc import timing
+from bids_perfusion.dsc.relaxivity import floating
 
 if TYPE_CHECKING:
     from bids_perfusion.dsc.deconvolution import DeconvolutionFit
@@ -35,19 +35,31 @@ def _scale(kh: float, rho: float, scaled: bool) -> float:
     return kh / rho
 
 
+def trapezoid_weights(frame_times: ArrayLike) -> NDArray[np.float64]:
+    """Weights ``w`` with ``Σ_i w_i y_i`` the trapezoid rule over ``frame_times``.
+
+    ``w_0 = (t_1 − t_0)/2``, ``w_i = (t_{i+1} − t_{i−1})/2``, ``w_{T−1} = (t_{T−1} − t_{T−2})/2``:
+    the integral of many curves is then one matrix-vector product, with no temporary
+    the size of the curves.
+    """
+    steps = np.diff(np.asarray(frame_times, dtype=np.float64))
+    return np.concatenate([steps, [0.0]]) / 2.0 + np.concatenate([[0.0], steps]) / 2.0
+
+
 def cbv_area_ratio(tissue_concentration: ArrayLike, aif_concentration: ArrayLike,
                    frame_times: ArrayLike, kh: float = KH, rho: float = RHO_BRAIN,
-                   scaled: bool = True) -> NDArray[np.float64]:
+                   scaled: bool = True) -> NDArray[np.floating]:
     """Cerebral blood volume by the area ratio, mL/100 g (mL/100 mL when not scaled).
 
     ``CBV = 100 · (kH / ρ) · ∫C_t(t) dt / ∫C_a(t) dt`` (Rempp et al., Radiology
-    1994;193:637), both integrals by the trapezoid rule over ``frame_times``. The curves
-    should start after the steady-state frames and cover the first pass; ``scaled=False``
-    gives ``100 · ∫C_t / ∫C_a``. Leakage-corrected CBV is the same ratio on corrected
-    curves (:mod:`bids_perfusion.dsc.leakage`).
+    1994;193:637), both integrals by the trapezoid rule over ``frame_times``
+    (:func:`trapezoid_weights`). The curves should start after the steady-state frames
+    and cover the first pass; ``scaled=False`` gives ``100 · ∫C_t / ∫C_a``.
+    Leakage-corrected CBV is the same ratio on corrected curves
+    (:mod:`bids_perfusion.dsc.leakage`). Float32 tissue curves give float32 CBV.
     """
     times = np.asarray(frame_times, dtype=np.float64)
-    tissue = np.asarray(tissue_concentration, dtype=np.float64)
+    tissue = floating(tissue_concentration)
     aif = np.asarray(aif_concentration, dtype=np.float64)
     if times.ndim != 1 or aif.shape != times.shape or tissue.shape[-1:] != times.shape:
         raise ValueError(
@@ -55,10 +67,12 @@ def cbv_area_ratio(tissue_concentration: ArrayLike, aif_concentration: ArrayLike
             f"concentration {tissue.shape} must have the same number of frames")
     if not np.all(np.diff(times) > 0):
         raise ValueError("frame_times must be strictly increasing (seconds)")
-    aif_area = integrate.trapezoid(aif, times)
+    weights = trapezoid_weights(times)
+    aif_area = aif @ weights
     if not (np.isfinite(aif_area) and aif_area > 0):
         raise ValueError(f"the AIF area must be positive, got {aif_area}: check the AIF")
-    return 100.0 * _scale(kh, rho, scaled) * integrate.trapezoid(tissue, times) / aif_area
+    factor = 100.0 * _scale(kh, rho, scaled) / aif_area
+    return tissue @ (factor * weights).astype(tissue.dtype)
 
 
 def cbf_from_fit(fit: "DeconvolutionFit", kh: float = KH, rho: float = RHO_BRAIN,

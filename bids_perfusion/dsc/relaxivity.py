@@ -25,6 +25,13 @@ from bids_perfusion import constants
 BLOOD_MODELS = ("linear", "quadratic")
 
 
+def floating(values: ArrayLike) -> NDArray[np.floating]:
+    """``values`` as a float array: float32 stays float32 (no float64 copy of a series),
+    anything else becomes float64."""
+    values = np.asarray(values)
+    return values if values.dtype == np.float32 else values.astype(np.float64, copy=False)
+
+
 @dataclass(frozen=True)
 class Relaxivities:
     """The relaxivities used for one run, and the field they belong to.
@@ -85,10 +92,17 @@ def at_field(field_strength: float, blood_model: str = "linear") -> Relaxivities
                         values["blood_quadratic"] if blood_model == "quadratic" else 0.0)
 
 
-def signal_to_delta_r2star(signal: ArrayLike, s0: ArrayLike, te: float) -> NDArray[np.float64]:
-    """``ΔR2*(t) = -ln(S(t) / S0) / TE`` (s^-1); ``S0`` broadcasts against ``signal``."""
+def signal_to_delta_r2star(signal: ArrayLike, s0: ArrayLike, te: float) -> NDArray[np.floating]:
+    """``ΔR2*(t) = -ln(S(t) / S0) / TE`` (s^-1); ``S0`` broadcasts against ``signal``.
+
+    In the dtype of :func:`floating` (``signal``), computed in place after the ratio.
+    """
+    signal = floating(signal)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.log(np.asarray(signal, dtype=float) / s0) / te
+        ratio = np.divide(signal, np.asarray(s0, dtype=signal.dtype))
+        np.log(ratio, out=ratio)
+    ratio /= np.asarray(-te, dtype=signal.dtype)
+    return ratio
 
 
 def delta_r2star_to_signal(delta_r2star: ArrayLike, s0: float | NDArray[np.float64],
@@ -104,9 +118,10 @@ def tissue_delta_r2star(concentration: ArrayLike,
 
 
 def tissue_concentration(delta_r2star: ArrayLike,
-                         r2star: float = constants.R2STAR_TISSUE) -> NDArray[np.float64]:
-    """Inverse of :func:`tissue_delta_r2star`: ``C = ΔR2* / r2*`` (mM)."""
-    return np.asarray(delta_r2star, dtype=float) / r2star
+                         r2star: float = constants.R2STAR_TISSUE) -> NDArray[np.floating]:
+    """Inverse of :func:`tissue_delta_r2star`: ``C = ΔR2* / r2*`` (mM), float32 for float32."""
+    delta_r2star = floating(delta_r2star)
+    return delta_r2star / np.asarray(r2star, dtype=delta_r2star.dtype)
 
 
 def blood_delta_r2star(
@@ -142,11 +157,15 @@ def dual_echo_delta_r2star(s_te1: ArrayLike, s0_te1: ArrayLike, s_te2: ArrayLike
     extravasated contrast agent is the same at both echoes and cancels in the ratio
     (Vonken et al., MRM 1999;41:343; Paulson and Schmainda, Radiology 2008;249:601).
     ``S1₀`` and ``S2₀`` are the pre-bolus baselines of each echo and broadcast against the
-    signals; times in seconds, result in s⁻¹.
+    signals; times in seconds, result in s⁻¹ (float32 when both signals are float32).
     """
     if not (np.isfinite(te1) and np.isfinite(te2) and 0 < te1 < te2):
         raise ValueError(f"echo times must satisfy 0 < te1 < te2 (seconds), got {te1}, {te2}")
+    s_te1, s_te2 = floating(s_te1), floating(s_te2)
+    dtype = np.result_type(s_te1, s_te2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = (np.asarray(s_te1, dtype=float) / s0_te1) / (np.asarray(s_te2, dtype=float)
-                                                            / s0_te2)
-        return np.log(ratio) / (te2 - te1)
+        ratio = np.divide(s_te1, np.asarray(s0_te1, dtype=dtype))
+        ratio /= np.divide(s_te2, np.asarray(s0_te2, dtype=dtype))
+        np.log(ratio, out=ratio)
+    ratio /= np.asarray(te2 - te1, dtype=dtype)
+    return ratio

@@ -16,10 +16,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import signal
 
+from bids_perfusion.dsc.relaxivity import floating
+from bids_perfusion.voxels import for_each_block
+
 #: Cubic Savitzky-Golay smoother used to estimate the noise of a curve: window, order.
 _SMOOTHER = (5, 3)
 #: Voxels per block in :func:`bolus_arrival_time`; bounds the working memory.
-_CHUNK = 16384
+_CHUNK = 8192
 
 
 def _validated_curve(mean_signal: ArrayLike) -> NDArray[np.float64]:
@@ -187,8 +190,8 @@ def bolus_end(mean_curve: ArrayLike, fraction: float = 0.01) -> int:
 
 def _validated_timing_input(
     concentration: ArrayLike, frame_times: ArrayLike,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    data = np.asarray(concentration, dtype=np.float64)
+) -> tuple[NDArray[np.floating], NDArray[np.float64]]:
+    data = floating(concentration)
     times = np.asarray(frame_times, dtype=np.float64)
     if times.ndim != 1 or times.size < 3:
         raise ValueError(f"frame_times must be one axis of at least 3 times, got {times.shape}")
@@ -216,9 +219,13 @@ def bolus_arrival_time(concentration: ArrayLike, frame_times: ArrayLike,
     For each candidate ``BAT`` on a grid of ``resolution`` steps per frame interval, the
     best ``b`` is closed-form and the residual sum of squares is
     ``Σ C² − (Σ (t − BAT)² C)² / Σ (t − BAT)⁴`` (sums over frames after BAT in the fit
-    range), computed for all voxels at once from cumulative sums; BAT minimises it with
-    ``b > 0``. The concentration must be zero on average before arrival (baseline
-    subtracted) and start after the steady-state frames.
+    range); BAT minimises it with ``b > 0`` (the earliest candidate on ties). Both sums
+    are polynomials in BAT whose coefficients are cumulative sums over the frames
+    (:func:`_quadratic_onset`), so the candidates of one frame interval are evaluated for
+    all voxels at once. The concentration must be zero on average before arrival
+    (baseline subtracted) and start after the steady-state frames. Float32 curves are
+    read in blocks of ``_CHUNK`` voxels (on the CPUs this process may use,
+    :func:`~bids_perfusion.voxels.for_each_block`) and the sums taken in float64.
 
     Returns an array of shape ``concentration.shape[:-1]``: NaN where the curve has no
     positive peak after its first frame.
@@ -231,40 +238,69 @@ def bolus_arrival_time(concentration: ArrayLike, frame_times: ArrayLike,
     flat = data.reshape(-1, times.size)
     shifted = times - times[0]  # shift-invariant; smaller powers for the cumulative sums
     out = np.empty(len(flat))
-    for start in range(0, len(flat), _CHUNK):
-        out[start:start + _CHUNK] = _quadratic_onset(flat[start:start + _CHUNK], shifted,
-                                                      upslope_fraction, int(resolution))
+
+    def onset(block: slice) -> None:
+        out[block] = _quadratic_onset(flat[block].astype(np.float64), shifted,
+                                      upslope_fraction, int(resolution))
+
+    for_each_block(onset, len(flat), _CHUNK)
     return out.reshape(data.shape[:-1]) + times[0]
 
 
 def _quadratic_onset(curves: NDArray[np.float64], t: NDArray[np.float64], fraction: float,
                      resolution: int) -> NDArray[np.float64]:
-    rows = np.arange(len(curves))
+    """BAT of each curve ``(V, T)`` on the candidate grid (see :func:`bolus_arrival_time`).
+
+    With ``j`` the first frame after a candidate ``B`` and ``s`` the voxel's fit end,
+    ``Σ_{j≤i<s} (t_i − B)² C_i = M₂ − 2B M₁ + B² M₀`` and
+    ``Σ_{j≤i<s} (t_i − B)⁴ = Σ_m binom(4, m) (−B)^(4−m) P_m``, where
+    ``M_m = Σ_{j≤i<s} C_i t_i^m`` and ``P_m = Σ_{j≤i<s} t_i^m`` come from cumulative sums.
+    For one ``j`` the candidates in ``[t_{j−1}, t_j)`` share ``M`` and ``P``, so they are
+    evaluated together, one row each, over all voxels. Voxels are sorted by ``s`` so that
+    those with ``s > j`` (the only ones a candidate can fit) are a leading block, and
+    ``P``, which depends on ``s`` only, is computed once per distinct ``s``.
+    """
     peak = curves.max(axis=-1)
     stop = np.argmax(curves >= fraction * peak[:, None], axis=-1) + 1  # exclusive
-    # cum[m][:, k] = Σ_{i<k} C_i t_i^m ;  powers[m][k] = Σ_{i<k} t_i^m
-    cum = [np.concatenate([np.zeros((len(curves), 1)), np.cumsum(curves * t**m, axis=-1)],
-                          axis=-1) for m in range(3)]
-    at_stop = [c[rows, stop] for c in cum]
-    powers = [np.concatenate([[0.0], np.cumsum(t**m)]) for m in range(5)]
-    step = np.min(np.diff(t)) / resolution
-    last = t[stop.max() - 1]
-    best_gain = np.zeros(len(curves))
-    arrival = np.full(len(curves), np.nan)
-    for bat in np.arange(t[0], last, step):
-        first = int(np.searchsorted(t, bat, side="right"))  # first frame after BAT
-        # Σ (t − B)² C and Σ (t − B)⁴ over frames first .. stop − 1 (binomial expansions).
-        moment = [at_stop[m] - cum[m][:, first] for m in range(3)]
-        cross = moment[2] - 2 * bat * moment[1] + bat**2 * moment[0]
-        sums = [powers[m][stop] - powers[m][first] for m in range(5)]
+    order = np.argsort(-stop, kind="stable")
+    stop = stop[order]
+    # moments[j, m, v] = Σ_{i<j} C_i t_i^m of voxel v (sorted); powers[j, m] = Σ_{i<j} t_i^m;
+    # frames from the last fit end on are never summed.
+    span = int(stop[0])
+    sorted_curves = np.ascontiguousarray(curves[order, :span].T)  # (span, V)
+    weighted = sorted_curves[:, None, :] * (t[:span, None] ** np.arange(3))[:, :, None]
+    moments = np.concatenate([np.zeros((1, *weighted.shape[1:])), np.cumsum(weighted, axis=0)])
+    at_stop = np.stack([moments[stop, m, np.arange(len(stop))] for m in range(3)])  # (3, V)
+    powers = np.concatenate([np.zeros((1, 5)), np.cumsum(t[:, None] ** np.arange(5), axis=0)])
+    ends, run_lengths = np.unique(stop[::-1], return_counts=True)  # ascending fit ends
+    ends, run_lengths = ends[::-1], run_lengths[::-1]  # the runs of the sorted voxels
+    candidates = np.arange(t[0], t[span - 1], np.min(np.diff(t)) / resolution)
+    first = np.searchsorted(t, candidates, side="right")  # first frame after each candidate
+    best_gain = np.zeros(len(stop))
+    arrival = np.full(len(stop), np.nan)
+    for j in np.unique(first):
+        fitted = int(np.count_nonzero(stop > j))  # voxels whose fit range holds frame j
+        runs = int(np.count_nonzero(ends > j))
+        bat = candidates[first == j][:, None]  # one row per candidate
+        moment = at_stop[:, :fitted] - moments[j, :, :fitted]  # M_m over frames j .. s − 1
+        cross = (2 * bat) * moment[1]
+        np.subtract(moment[2], cross, out=cross)
+        cross += bat**2 * moment[0]  # M₂ − 2B M₁ + B² M₀
+        # P_m over frames j .. s − 1 depends on the fit end only: one column per end.
+        sums = powers[ends[:runs]].T - powers[j][:, None]
         quartic = (sums[4] - 4 * bat * sums[3] + 6 * bat**2 * sums[2] - 4 * bat**3 * sums[1]
                    + bat**4 * sums[0])
-        valid = (stop > first) & (cross > 0) & (quartic > 0)
-        gain = np.where(valid, cross**2 / np.where(valid, quartic, 1.0), 0.0)
-        better = gain > best_gain
-        best_gain[better] = gain[better]
-        arrival[better] = bat
-    return np.where(peak > 0, arrival, np.nan)
+        quartic[~(quartic > 0)] = np.inf  # no fit: gain 0, as for cross ≤ 0 below
+        gain = np.square(np.maximum(cross, 0.0, out=cross), out=cross)
+        gain /= np.repeat(quartic, run_lengths[:runs], axis=1)
+        top = gain.max(axis=0)
+        best = np.argmax(gain == top, axis=0)  # the earliest best candidate, as argmax
+        better = top > best_gain[:fitted]
+        best_gain[:fitted][better] = top[better]
+        arrival[:fitted][better] = bat[best[better], 0]
+    result = np.empty(len(stop))
+    result[order] = np.where(peak[order] > 0, arrival, np.nan)
+    return result
 
 
 def time_to_peak(concentration: ArrayLike, frame_times: ArrayLike,
@@ -285,7 +321,7 @@ def time_to_peak(concentration: ArrayLike, frame_times: ArrayLike,
         return ttp
     inner = np.clip(peak, 1, times.size - 2)
     y0, y1, y2 = (np.take_along_axis(data, (inner + k)[..., None], axis=-1)[..., 0]
-                  for k in (-1, 0, 1))
+                  .astype(np.float64) for k in (-1, 0, 1))
     t0, t1, t2 = times[inner - 1], times[inner], times[inner + 1]
     numerator = (t1 - t0) ** 2 * (y1 - y2) - (t1 - t2) ** 2 * (y1 - y0)
     denominator = (t1 - t0) * (y1 - y2) - (t1 - t2) * (y1 - y0)

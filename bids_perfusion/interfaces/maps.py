@@ -66,7 +66,7 @@ def first_pass_cbv(delta_r2star, inputs):
     columns = read_tsv_columns(inputs.aif_tsv)
     tissue = relaxivity.tissue_concentration(delta_r2star,
                                              inputs.relaxivity["TissueRelaxivity"])
-    end = timing.bolus_end(tissue.mean(axis=0))
+    end = timing.bolus_end(tissue.mean(axis=0, dtype=np.float64))
     cbv = maps.cbv_area_ratio(tissue[:, :end], columns["concentration"][:end],
                               columns["time"][:end], kh=inputs.kh, rho=inputs.rho,
                               scaled=inputs.scaled)
