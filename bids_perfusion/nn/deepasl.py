@@ -151,11 +151,12 @@ class DilatedConv(nn.Module):
 
 
 def build(model_name, configuration=None):
-    """The module of ``model_name`` ('deepasl' or 'dilatedconv') from a card's
-    configuration (a dict; defaults when None)."""
+    """The module of ``model_name`` ('deepasl', 'deepasl-multidelay': the same residual
+    FCN, or 'dilatedconv') from a card's configuration (a dict; defaults when None)."""
     from bids_perfusion.nn.weights import config_from_dict
 
     classes = {"deepasl": (ResidualFCN, DeepASLConfig),
+               "deepasl-multidelay": (ResidualFCN, DeepASLConfig),
                "dilatedconv": (DilatedConv, DilatedConvConfig)}
     if model_name not in classes:
         raise ValueError(f"unknown ASL denoising model {model_name!r}; use one of "

@@ -25,7 +25,9 @@ from bids_perfusion.records import sha256
 BUNDLED = {"phae": ("phae/phae.safetensors", ("phae",)),
            "stunet": ("stunet/stunet.safetensors", ("stunet", "hess")),
            "superres": ("superres/superres.safetensors", ("superres",)),
-           "deepasl": ("deepasl/deepasl.safetensors", ("deepasl",))}
+           "deepasl": ("deepasl/deepasl.safetensors", ("deepasl",)),
+           "deepasl-multidelay": ("deepasl/deepasl-multidelay.safetensors",
+                                  ("deepasl-multidelay",))}
 
 #: Keys every model card holds.
 CARD_KEYS = ("model", "configuration", "data", "split", "command", "metrics", "libraries",
