@@ -157,7 +157,7 @@ def multi_delay_fit(delta_m, m0, constants, counts=None):
 
     delta_m = np.asarray(delta_m, dtype=np.float64)
     slices = np.arange(delta_m.shape[2])
-    batch = {key: torch.as_tensor(np.asarray(value, dtype=np.float64))
+    batch = {key: torch.from_numpy(np.array(value, dtype=np.float64))
              for key, value in fit_constants(constants, slices, counts).items()}
     batch["m0"] = torch.as_tensor(np.moveaxis(np.asarray(m0, np.float64), 2, 0)[:, None])
     volume = torch.as_tensor(np.moveaxis(delta_m, (2, 3), (0, 1)))

@@ -109,7 +109,7 @@ class ASLDenoiseRecipe:
         options = request.options
         arrays = split_samples(loaded, split)
         configuration = {"width": options.denoise_width} if options.denoise_width else {}
-        model_name, weight = cls.name, cls.weight(options)
+        model_name = cls.name
         maps = MAPS if cls.maps == "single" else MULTI_DELAY_MAPS
         model, result, metrics, extra = fit_model(
             lambda: deepasl.build(model_name, configuration), cls.loss_function(options),
