@@ -71,16 +71,13 @@ def usable_denoiser(options, runs):
 
     from bids_perfusion.nn.deepasl import weights_for_run
     from bids_perfusion.nn.deepasl_multidelay import MODEL_NAME
-    from bids_perfusion.nn.weights import BUNDLED, WeightsError, bundled_weights, verify_weights
+    from bids_perfusion.nn.weights import WeightsError, bundled_weights, verify_weights
 
     method = options.denoise
     if method is None:
         return options, []
     advice = (" No run is denoised; the other ASL maps are made. Give weights trained with "
               f"'bids-perfusion-train {method}' with --asl-denoise-weights.")
-    if options.denoise_weights is None and method not in BUNDLED:
-        return replace(options, denoise=None), [
-            f"--asl-denoise {method}: no weights are bundled for {method}." + advice]
     models = (method, MODEL_NAME) if method == "deepasl" else (method,)
     try:
         if options.denoise_weights is not None:
