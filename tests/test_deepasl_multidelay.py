@@ -220,3 +220,15 @@ def test_workflow_denoises_every_delay_and_fits_again(tmp_path, multi_delay_phan
     att = json.loads((perf / "sub-01_desc-deepasl_att.json").read_text())
     assert att["ModelWeightsSHA256"] == sidecar["ModelWeightsSHA256"]
     assert "cbf_deepasl" in (perf / "sub-01_desc-roi_roistats.tsv").read_text()
+    # the report shows ΔM (longest delay) and CBF before and after denoising
+    from bids_perfusion.reports.derivatives import find_runs
+    from bids_perfusion.reports.sections import report_run
+
+    (name, files), = find_runs(out / "sub-01").items()
+    figures_dir = out / "sub-01" / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    context = report_run(name, files, out, figures_dir)
+    (figure,) = context["sections"]["Denoising"]
+    assert figure["src"].endswith("desc-deepasldenoising_deltam.svg")
+    svg = (out / figure["src"]).read_text()
+    assert "before − after" in svg and "CBF, after" in svg

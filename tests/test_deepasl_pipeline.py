@@ -175,7 +175,8 @@ def test_phantom_train_participant_end_to_end(tmp_path):
     assert np.isfinite(cbf).all() and np.count_nonzero(cbf[brain]) > 0.5 * brain.sum()
     figures = {p.name for p in (out / "sub-01" / "figures").iterdir()}
     assert {"sub-01_desc-deepasl_cbf.svg", "sub-01_desc-deepasl_deltam.svg",
-            "sub-01_desc-consensus_cbf.svg", "sub-01_desc-mean_deltam.svg"} <= figures
+            "sub-01_desc-consensus_cbf.svg", "sub-01_desc-mean_deltam.svg",
+            "sub-01_desc-deepasldenoising_deltam.svg"} <= figures
 
 
 def test_bundled_deepasl_weights_serve_when_none_are_given(tmp_path):
