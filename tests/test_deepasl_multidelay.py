@@ -232,3 +232,30 @@ def test_workflow_denoises_every_delay_and_fits_again(tmp_path, multi_delay_phan
     assert figure["src"].endswith("desc-deepasldenoising_deltam.svg")
     svg = (out / figure["src"]).read_text()
     assert "before − after" in svg and "CBF, after" in svg
+
+
+@pytest.mark.slow
+def test_bundled_multi_delay_weights_serve_a_participant_run(tmp_path):
+    """``bids-perfusion participant --asl-denoise deepasl`` on a multi-delay phantom run,
+    no weights given: the bundled multi-delay weights (phantom-trained, said so)."""
+    from bids_perfusion.cli.run import main as run_main
+    from bids_perfusion.nn.weights import bundled_weights
+
+    model, card = deepasl.load_model(md.MODEL_NAME)
+    assert card["data"]["synthetic"] and "synthetic data only" in card["notes"]
+    assert card["configuration"]["kinetic_weight"] == 0.2
+    assert "bids-perfusion-train deepasl-multidelay" in card["command"]
+    assert card["metrics"]["parameters"] == deepasl.parameter_count(model)
+    config = PhantomConfig.preset("deepasl-multidelay", grades=("HGG",), matrix=(24, 24, 4),
+                                  fov_mm=220.0, slab_mm=48.0,
+                                  asl={"n_pairs": (2,), "plds": (1.0, 2.0)})
+    root = write_dataset(tmp_path / "bids", config)
+    out = tmp_path / "out"
+    assert run_main([str(root), str(out), "participant", "--skip-bids-validation",
+                     "-w", str(tmp_path / "work"), "--asl-denoise", "deepasl"]) == 0
+    perf = out / "sub-01" / "perf"
+    sidecar = json.loads((perf / "sub-01_desc-deepasl_att.json").read_text())
+    assert sidecar["ModelWeightsSHA256"] == card["sha256"]
+    assert sidecar["ModelWeights"] == Path(str(bundled_weights(md.MODEL_NAME))).name
+    assert np.isfinite(load(perf / "sub-01_desc-deepasl_cbf.nii.gz")).all()
+    assert (out / "sub-01" / "figures" / "sub-01_desc-deepasldenoising_deltam.svg").is_file()
