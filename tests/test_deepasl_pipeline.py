@@ -175,7 +175,8 @@ def test_phantom_train_participant_end_to_end(tmp_path):
     assert np.isfinite(cbf).all() and np.count_nonzero(cbf[brain]) > 0.5 * brain.sum()
     figures = {p.name for p in (out / "sub-01" / "figures").iterdir()}
     assert {"sub-01_desc-deepasl_cbf.svg", "sub-01_desc-deepasl_deltam.svg",
-            "sub-01_desc-consensus_cbf.svg", "sub-01_desc-mean_deltam.svg"} <= figures
+            "sub-01_desc-consensus_cbf.svg", "sub-01_desc-mean_deltam.svg",
+            "sub-01_desc-deepasldenoising_deltam.svg"} <= figures
 
 
 def test_bundled_deepasl_weights_serve_when_none_are_given(tmp_path):
@@ -192,7 +193,16 @@ def test_bundled_deepasl_weights_serve_when_none_are_given(tmp_path):
     meta = _denoise_node(tmp_path)[0].outputs.metadata
     assert meta["ModelWeights"] == "deepasl.safetensors"
     assert meta["ModelWeightsSHA256"] == card["sha256"]
-    # dilatedconv has no bundled weights: refused before processing, saying what to do
-    dropped, errors = usable_denoiser(ASLOptions(denoise="dilatedconv"), [])
-    assert dropped.denoise is None and "no weights are bundled" in errors[0]
-    assert "--asl-denoise-weights" in errors[0]
+
+
+def test_bundled_dilated_conv_weights_are_table_1_s_row():
+    """The shipped Dilated Conv weights: the Table 1 baseline (same phantom data, split and
+    settings as the DeepASL weights), so --asl-denoise dilatedconv needs no weights."""
+    model, card = deepasl.load_model("dilatedconv")
+    assert card["data"]["synthetic"] and "synthetic data only" in card["notes"]
+    assert card["configuration"]["kinetic_weight"] == 1.0 and card["data"]["patch_size"] == 40
+    assert card["metrics"]["parameters"] == deepasl.parameter_count(model) == 444801
+    assert card["split"] == deepasl.load_model("deepasl")[1]["split"]
+    assert "bids-perfusion-train dilatedconv" in card["command"]
+    options = ASLOptions(denoise="dilatedconv")
+    assert usable_denoiser(options, []) == (options, [])

@@ -129,17 +129,25 @@ class MultiDelayModel:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(total > 0, (delays * ratio).sum(axis=-1) / total, np.nan)
 
-    def att_from_weighted_delay(self, wd: NDArray[np.float64],
-                                delays: ArrayLike) -> NDArray[np.float64]:
-        """ATT whose model WD equals ``wd``, for one row of ``delays`` (table lookup)."""
+    def att_table(self, delays: ArrayLike,
+                  ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``(att, wd)``: the model's weighted delay as a non-decreasing function of ATT,
+        for one row of ``delays``, tabulated every :data:`ATT_TABLE_STEP` s up to
+        :attr:`att_max`; of each WD plateau (where WD no longer depends on ATT) only the
+        first ATT is kept, so that ``wd`` increases strictly."""
         grid = np.arange(0.0, self.att_max + ATT_TABLE_STEP, ATT_TABLE_STEP)
         reference_cbf = np.full(grid.shape, 60.0)
         table = self.weighted_delay(self.predict(reference_cbf, grid, delays), delays)
         valid = np.isfinite(table)
         grid, table = grid[valid], np.maximum.accumulate(table[valid])
-        # The first ATT of each WD plateau: where WD no longer depends on ATT.
         keep = np.concatenate([[True], np.diff(table) > 0])
-        att = np.interp(wd, table[keep], grid[keep])
+        return grid[keep], table[keep]
+
+    def att_from_weighted_delay(self, wd: NDArray[np.float64],
+                                delays: ArrayLike) -> NDArray[np.float64]:
+        """ATT whose model WD equals ``wd``, for one row of ``delays`` (table lookup)."""
+        grid, table = self.att_table(delays)
+        att = np.interp(wd, table, grid)
         return np.where(np.isfinite(wd), att, 0.5 * self.att_max)
 
     def initial_guess(self, ratio: NDArray[np.float64],

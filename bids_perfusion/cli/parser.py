@@ -287,17 +287,18 @@ def build_parser():
                             "before the division (default: %(default)s, none; ASLPrep uses 5, "
                             "ExploreASL 8)")
     group.add_argument("--asl-denoise", choices=["deepasl", "dilatedconv"], default=None,
-                       help="also denoise the mean ΔM of single-delay runs before a second "
-                            "CBF map (desc-<model>_deltam, desc-<model>_cbf): deepasl, the "
-                            "residual network with the kinetic-model loss of Ulas et al. "
-                            "2018; dilatedconv, the baseline of Kim et al. 2018 "
-                            "(default: off)")
+                       help="also denoise the mean ΔM before a second CBF map "
+                            "(desc-<model>_deltam, desc-<model>_cbf): deepasl, the residual "
+                            "network with the kinetic-model loss of Ulas et al. 2018 (on "
+                            "multi-delay runs its multi-delay variant, each delay denoised, "
+                            "CBF and ATT fitted again); dilatedconv, the baseline of Kim et "
+                            "al. 2018, single-delay runs (default: off)")
     group.add_argument("--asl-denoise-weights", type=_existing_path, metavar="FILE",
                        default=None,
                        help="weights of --asl-denoise (.safetensors beside its .json model "
-                            "card, from bids-perfusion-train deepasl|dilatedconv; default "
-                            "for deepasl: the bundled ones, trained on the phantom; none are "
-                            "bundled for dilatedconv)")
+                            "card, from bids-perfusion-train deepasl|dilatedconv|deepasl-"
+                            "multidelay; they serve the runs of their kind, single- or "
+                            "multi-delay; default: the bundled ones, trained on the phantom)")
 
     add_group_arguments(parser)
     return parser

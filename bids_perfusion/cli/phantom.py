@@ -17,6 +17,8 @@ def _defaults():
 
 
 def build_parser():
+    from bids_perfusion.phantom.config import PRESETS
+
     cohort, dsc, asl = _defaults()
     parser = argparse.ArgumentParser(
         prog="bids-perfusion-phantom",
@@ -27,12 +29,14 @@ def build_parser():
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT_DIR if it exists and is not empty")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
-    parser.add_argument("--preset", choices=("deepasl",),
+    parser.add_argument("--preset", choices=tuple(PRESETS),
                         help="start from a named configuration whose values replace the "
                              "defaults below (options given still win). deepasl: the "
                              "synthetic set of DeepASL (Ulas et al. 2018): ASL only, PCASL, "
                              "100 pairs, tau 1.6 s, PLD 2.2 s, GM/WM CBF 65/20, no flow "
-                             "scaling or modulation, SNR 200 and 0.5 %% physiological noise")
+                             "scaling or modulation, SNR 200 and 0.5 %% physiological noise. "
+                             "deepasl-multidelay: ASL only, PCASL, tau 1.6 s, PLDs 0.5, 1, "
+                             "1.5, 2, 2.5 s with 30 pairs each, the same noise")
 
     group = parser.add_argument_group("cohort")
     group.add_argument("--n-subjects", type=int, default=len(cohort.grades),

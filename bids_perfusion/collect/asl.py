@@ -63,30 +63,45 @@ def usable_denoiser(options, runs):
     """``(options, errors)`` of ``--asl-denoise``: the denoiser's weights (given, else
     bundled) are checked against their model card (sha256, model name) before any
     processing; when they fail, denoising is dropped (``options.denoise`` None) and every
-    run is still quantified. Runs it cannot serve (several delays, no ΔM) get a message
-    each; their other maps are made."""
+    run is still quantified. Single-delay runs need weights of the method, multi-delay
+    runs multi-delay DeepASL weights (:func:`bids_perfusion.nn.deepasl.weights_for_run`);
+    runs the weights cannot serve (the other kind, no ΔM) get a message each; their
+    other maps are made."""
     from dataclasses import replace
 
-    from bids_perfusion.nn.weights import BUNDLED, WeightsError, bundled_weights, verify_weights
+    from bids_perfusion.nn.deepasl import weights_for_run
+    from bids_perfusion.nn.deepasl_multidelay import MODEL_NAME
+    from bids_perfusion.nn.weights import WeightsError, bundled_weights, verify_weights
 
     method = options.denoise
     if method is None:
         return options, []
     advice = (" No run is denoised; the other ASL maps are made. Give weights trained with "
               f"'bids-perfusion-train {method}' with --asl-denoise-weights.")
-    if options.denoise_weights is None and method not in BUNDLED:
-        return replace(options, denoise=None), [
-            f"--asl-denoise {method}: no weights are bundled for {method}." + advice]
+    models = (method, MODEL_NAME) if method == "deepasl" else (method,)
     try:
-        verify_weights(options.denoise_weights or bundled_weights(method), (method,))
+        if options.denoise_weights is not None:
+            verify_weights(options.denoise_weights, models)
+        else:
+            verify_weights(bundled_weights(method), (method,))
+            if method == "deepasl" and any(run.metadata.multi_delay for run in runs):
+                verify_weights(bundled_weights(MODEL_NAME), (MODEL_NAME,))
     except WeightsError as error:
         return replace(options, denoise=None), [f"--asl-denoise {method}: {error}" + advice]
-    errors = [f"{run.file}: --asl-denoise {method} denoises the mean ΔM of single-delay "
-              "runs; this run has "
-              + ("several delays" if run.metadata.quantifiable else "no ΔM (CBF volumes)")
-              + ", so it is quantified without denoising."
-              for run in runs
-              if not run.metadata.quantifiable or run.metadata.multi_delay]
+    errors = []
+    for run in runs:
+        meta = run.metadata
+        if not meta.quantifiable:
+            errors.append(f"{run.file}: --asl-denoise {method} denoises the mean ΔM; this "
+                          "run has no ΔM (CBF volumes), so it is quantified without "
+                          "denoising.")
+            continue
+        try:
+            weights_for_run(method, options.denoise_weights, meta.multi_delay)
+        except WeightsError as error:
+            errors.append(f"{run.file}: --asl-denoise {method}: this run has "
+                          + ("several delays" if meta.multi_delay else "one delay")
+                          + f" and {error}, so it is quantified without denoising.")
     return options, errors
 
 

@@ -343,6 +343,7 @@ class MultiDelayCBF(SimpleInterface):
         self._results["cbf"] = save_like(fit.cbf, self.inputs.m0, "cbf.nii.gz")
         self._results["att"] = save_like(fit.att, self.inputs.m0, "att.nii.gz")
         self._results["metadata"] = {**self.inputs.parameters, **self.inputs.m0_metadata,
+                                     **_optional(self.inputs.extra_metadata, {}),
                                      "FitIterations": fit.iterations}
         return runtime
 

@@ -1,4 +1,5 @@
-"""ASL denoising: the mean ΔM of a single-delay run through DeepASL or Dilated Conv.
+"""ASL denoising: the mean ΔM of a run through DeepASL or Dilated Conv (single delay) or
+the multi-delay DeepASL (each delay's mean ΔM).
 
 Reads the mean ΔM, the M0 the CBF map divides by and the brain mask (less the excluded
 voxels), loads the denoiser with its model card (:func:`bids_perfusion.nn.deepasl.load_model`,
@@ -24,16 +25,19 @@ from bids_perfusion.interfaces.nifti import load, load_mask, save_like
 DESCRIPTIONS = {
     "deepasl": "DeepASL residual FCN with the kinetic-model loss (Ulas et al., MICCAI 2018)",
     "dilatedconv": "Dilated Conv (Kim et al., Radiology 2018;287:658), mean squared error",
+    "deepasl-multidelay": "DeepASL residual FCN applied to each delay, trained with the "
+                          "general kinetic model (CBF and ATT) in the loss",
 }
 
 
 class _DenoiseInputSpec(BaseInterfaceInputSpec):
-    mean_deltam = File(exists=True, mandatory=True, desc="mean ΔM, 3-D")
+    mean_deltam = File(exists=True, mandatory=True,
+                       desc="mean ΔM, 3-D, or 4-D with one volume per delay")
     m0 = File(exists=True, mandatory=True, desc="M0 used for CBF (PrepareM0)")
     brain_mask = File(exists=True, mandatory=True)
     excluded_mask = File(exists=True, mandatory=True,
                          desc="brain voxels left out of CBF (PrepareM0)")
-    method = traits.Enum("deepasl", "dilatedconv", mandatory=True)
+    method = traits.Enum("deepasl", "dilatedconv", "deepasl-multidelay", mandatory=True)
     weights = File(exists=True, desc="weights (.safetensors with its .json card); default: "
                                      "the bundled weights of the method")
     device = traits.Str("auto", usedefault=True, desc="auto, cpu, cuda or cuda:N")
@@ -74,7 +78,7 @@ class DenoiseDeltaM(SimpleInterface):
         denoised = deepasl.denoise(model, delta_m, scale, device, batch)
         seconds = time.perf_counter() - started
         self._results["deltam"] = save_like(denoised, self.inputs.mean_deltam,
-                                            f"{method}_deltam.nii.gz")
+                                            f"{method.replace('-', '_')}_deltam.nii.gz")
         self._results["metadata"] = {
             "Denoising": DESCRIPTIONS[method],
             "DenoisingModel": method,

@@ -151,11 +151,12 @@ class DilatedConv(nn.Module):
 
 
 def build(model_name, configuration=None):
-    """The module of ``model_name`` ('deepasl' or 'dilatedconv') from a card's
-    configuration (a dict; defaults when None)."""
+    """The module of ``model_name`` ('deepasl', 'deepasl-multidelay': the same residual
+    FCN, or 'dilatedconv') from a card's configuration (a dict; defaults when None)."""
     from bids_perfusion.nn.weights import config_from_dict
 
     classes = {"deepasl": (ResidualFCN, DeepASLConfig),
+               "deepasl-multidelay": (ResidualFCN, DeepASLConfig),
                "dilatedconv": (DilatedConv, DilatedConvConfig)}
     if model_name not in classes:
         raise ValueError(f"unknown ASL denoising model {model_name!r}; use one of "
@@ -223,12 +224,17 @@ def intensity_scale(m0, brain):
 
 @torch.no_grad()
 def denoise(model, delta_m, scale, device="cpu", batch_slices=8):
-    """Denoised ΔM of a 3-D volume (x, y, z), slice by slice (axial slices, 2-D model).
+    """Denoised ΔM of a 3-D volume (x, y, z), slice by slice (axial slices, 2-D model);
+    of each volume of a 4-D one (x, y, z, delays), the delays alone (multi-delay DeepASL,
+    :mod:`bids_perfusion.nn.deepasl_multidelay`).
 
     ``scale``: :func:`intensity_scale`; the model sees ``delta_m / scale`` and the result
     is returned in the units of ``delta_m``: ``ΔM_n − s Ñ``. Non-finite values (voxels
     the pipeline excludes) enter as 0, so that they do not spread to their neighbours.
     """
+    if np.ndim(delta_m) == 4:  # one volume per delay, each denoised alone
+        return np.stack([denoise(model, delta_m[..., k], scale, device, batch_slices)
+                         for k in range(np.shape(delta_m)[-1])], axis=-1)
     model = model.to(device).eval()
     volume = np.nan_to_num(np.asarray(delta_m, dtype=np.float32), nan=0.0, posinf=0.0,
                            neginf=0.0)
@@ -240,8 +246,36 @@ def denoise(model, delta_m, scale, device="cpu", batch_slices=8):
     return np.moveaxis(torch.cat(out)[:, 0].numpy(), 0, 2).astype(np.float64)
 
 
+def weights_for_run(method, weights, multi_delay):
+    """``(model name, weights path)`` that denoise a run with ``--asl-denoise method``:
+    single-delay runs need weights of ``method``, multi-delay runs weights of
+    ``deepasl-multidelay`` (``method`` deepasl only); ``weights`` (a path) when given and
+    of the right model, else the bundled ones. WeightsError, saying what the run needs,
+    when the given weights are for the other kind of run or ``method`` has no multi-delay
+    model."""
+    from bids_perfusion.nn.deepasl_multidelay import MODEL_NAME
+    from bids_perfusion.nn.weights import WeightsError, bundled_weights, read_card
+
+    if multi_delay and method != "deepasl":
+        raise WeightsError(f"--asl-denoise {method} has no multi-delay model; use "
+                           "--asl-denoise deepasl for multi-delay runs")
+    wanted = MODEL_NAME if multi_delay else method
+    if weights is None:
+        return wanted, bundled_weights(wanted)
+    model = read_card(weights).get("model")
+    if model != wanted:
+        kind = ("multi-delay" if model == MODEL_NAME else "single-delay")
+        raise WeightsError(
+            f"{weights} holds {kind} weights ({model!r}); a run with "
+            + ("several delays needs multi-delay weights, trained with 'bids-perfusion-"
+               f"train {MODEL_NAME}'" if multi_delay else
+               f"one delay needs weights trained with 'bids-perfusion-train {method}'"))
+    return wanted, weights
+
+
 def load_model(method, path=None):
-    """The denoiser ``method`` ('deepasl' or 'dilatedconv') with its weights (``path``, or
+    """The denoiser ``method`` ('deepasl', 'deepasl-multidelay' or 'dilatedconv') with its
+    weights (``path``, or
     the bundled ones) and its model card, in eval mode; the card must name ``method``
     (:class:`~bids_perfusion.nn.weights.WeightsError` otherwise)."""
     from bids_perfusion.nn.weights import bundled_weights, load_weights

@@ -21,11 +21,15 @@ from bids_perfusion.records import sha256
 #: Weights shipped with the package, per deep method: the file under
 #: ``bids_perfusion/data`` and the models its card may name (stU-Net weights may hold
 #: the Hess et al. baseline, which predicts the same CBV; superres is the neural-ODE +
-#: LIIF super-resolution of DSC; deepasl the ASL denoiser).
+#: LIIF super-resolution of DSC; deepasl, dilatedconv and deepasl-multidelay the ASL
+#: denoisers).
 BUNDLED = {"phae": ("phae/phae.safetensors", ("phae",)),
            "stunet": ("stunet/stunet.safetensors", ("stunet", "hess")),
            "superres": ("superres/superres.safetensors", ("superres",)),
-           "deepasl": ("deepasl/deepasl.safetensors", ("deepasl",))}
+           "deepasl": ("deepasl/deepasl.safetensors", ("deepasl",)),
+           "dilatedconv": ("deepasl/dilatedconv.safetensors", ("dilatedconv",)),
+           "deepasl-multidelay": ("deepasl/deepasl-multidelay.safetensors",
+                                  ("deepasl-multidelay",))}
 
 #: Keys every model card holds.
 CARD_KEYS = ("model", "configuration", "data", "split", "command", "metrics", "libraries",
@@ -43,8 +47,8 @@ def config_from_dict(cls, values):
 
 
 def bundled_weights(method):
-    """Path of the weights shipped for ``method`` ('phae', 'stunet', 'superres',
-    'deepasl'; trained on phantom data, see their model cards)."""
+    """Path of the weights shipped for ``method`` (a key of :data:`BUNDLED`; trained on
+    phantom data, see their model cards)."""
     from importlib.resources import files
 
     return files("bids_perfusion") / "data" / BUNDLED[method][0]

@@ -361,11 +361,20 @@ def _validate_asl(asl):
 #: noise that varies from voxel to voxel (thermal at SNR 200 plus physiological noise of
 #: 0.5 % of the static signal; the paper's per-voxel standard deviations came from 30
 #: real repetitions, which the phantom does not have). ASL only.
+#: ``deepasl-multidelay``: the multi-delay set of the multi-delay DeepASL
+#: (:mod:`bids_perfusion.nn.deepasl_multidelay`): PCASL, τ 1.6 s, five PLDs 0.5-2.5 s
+#: (white-matter ATT, 1.6 s, lies within them) with 30 pairs each, the same noise; the
+#: phantom's usual tissue CBF, ATT, global scaling and heterogeneity. ASL only.
 PRESETS = {
     "deepasl": {
         "tissue_cbf": (65.0, 20.0), "flow_scale": (1.0, 1.0), "heterogeneity": 0.0,
         "dsc": None,
         "asl": {"plds": (2.2,), "labeling_duration": 1.6, "n_pairs": (100,), "snr": 200.0,
                 "physiological_noise": 0.005},
+    },
+    "deepasl-multidelay": {
+        "dsc": None,
+        "asl": {"plds": (0.5, 1.0, 1.5, 2.0, 2.5), "labeling_duration": 1.6,
+                "n_pairs": (30,), "snr": 200.0, "physiological_noise": 0.005},
     },
 }

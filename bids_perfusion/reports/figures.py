@@ -303,3 +303,31 @@ def superres_comparison(path, frames, curves, *, zooms=((1.0, 1.0), (1.0, 1.0)),
         if title:
             figure.suptitle(title)
         return _save(figure, path)
+
+
+def denoising_comparison(path, rows, *, zooms=(1.0, 1.0), title=""):
+    """ASL maps before and after denoising, one slice: ``rows`` is ``{row label: (before
+    2-D, after 2-D, units)}`` (e.g. ΔM and CBF); each row shows before, after (one grey
+    scale, the 1st-99th percentile of both) and before − after (symmetric about 0: what
+    the denoiser removed). ``zooms``: in-plane voxel sizes (x, y), for the aspect."""
+    n = len(rows)
+    with _figure(7.5, 2.3 * n + 0.4) as figure:
+        grid = figure.add_gridspec(n, 3)
+        for row, (label, (before, after, units)) in enumerate(rows.items()):
+            before, after = np.asarray(before, float), np.asarray(after, float)
+            low, high = robust_range(np.concatenate([before.ravel(), after.ravel()]), 1, 99)
+            removed = before - after
+            span = robust_range(removed.ravel(), 1, 99, symmetric=True)
+            panels = ((before, "before", "gray", (low, high)),
+                      (after, "after", "gray", (low, high)),
+                      (removed, "before − after", "RdBu_r", span))
+            for column, (image, name, cmap, (vmin, vmax)) in enumerate(panels):
+                axes = figure.add_subplot(grid[row, column])
+                shown = axes.imshow(image.T, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower",
+                                    interpolation="nearest", aspect=zooms[1] / zooms[0])
+                axes.set_title(f"{label}, {name}", fontsize="small")
+                axes.set_axis_off()
+                figure.colorbar(shown, ax=axes, shrink=0.8).set_label(units)
+        if title:
+            figure.suptitle(title)
+        return _save(figure, path)

@@ -7,8 +7,9 @@ the run's part of the template context. Figures are named like the derivatives t
 ``..._desc-osvd_cbf.svg`` (maps without ``desc`` get ``desc-map``), the masks
 ``..._desc-aif_mask.svg`` and ``..._desc-rois_mask.svg``, the AIF
 ``..._desc-aif_timeseries.svg``, the mean ROI curves ``..._desc-tissue_timeseries.svg``
-(from ``desc-roi_timeseries.tsv``) and, for a super-resolved run, the acquired against the
-super-resolved series ``..._desc-superres_dsc.svg``.
+(from ``desc-roi_timeseries.tsv``), for a super-resolved run, the acquired against the
+super-resolved series ``..._desc-superres_dsc.svg`` and, for a denoised ASL run, ΔM and
+CBF before and after denoising ``..._desc-<denoiser>denoising_deltam.svg``.
 """
 
 import logging
@@ -263,6 +264,43 @@ def _draw_superres(run, brain):
             f"({path.name}) series: {record.get('Method', '')}", "Super-resolution")
 
 
+#: The undenoised maps a denoised ASL map is shown against: (desc, suffix) in the order
+#: looked for (single-delay consensus CBF, multi-delay fit).
+_BEFORE = {"deltam": (("mean", "deltam"),), "cbf": (("consensus", "cbf"), ("gkm", "cbf"))}
+
+
+def _draw_denoising(run, brain):
+    """ΔM and CBF before and after ``--asl-denoise`` on the middle brain slice (the
+    longest delay's ΔM for a multi-delay run), when the run has denoised maps."""
+    for method in ("deepasl", "dilatedconv"):
+        pairs = {}
+        for suffix, label, units in (("deltam", "ΔM", "a.u."),
+                                     ("cbf", "CBF", "mL/100 g/min")):
+            after = read.nifti(run.files, method, suffix)
+            before = next((p for p in (read.nifti(run.files, *key)
+                                       for key in _BEFORE[suffix]) if p is not None), None)
+            if after is not None and before is not None:
+                pairs[label] = (before, after, units)
+        if len(pairs) < 2 or brain is None:
+            continue
+        z = int(np.flatnonzero(brain.any(axis=(0, 1))).mean().round())
+        rows, zooms = {}, (1.0, 1.0)
+        for label, (before, after, units) in pairs.items():
+            (a, zooms), (b, _) = read.load_image(before), read.load_image(after)
+            a, b = (v[..., -1] if v.ndim == 4 else v for v in (a, b))
+            if a.shape != brain.shape or b.shape != brain.shape:
+                break
+            rows[label] = (*(np.where(brain[..., z], v[..., z], 0.0) for v in (a, b)),
+                           units)
+        if len(rows) < 2:
+            continue
+        target = run.target(f"{method}denoising", "deltam")
+        figures.denoising_comparison(target, rows, zooms=zooms,
+                                     title=f"before and after {method} denoising, slice {z}")
+        run.add(target, f"ΔM and CBF before and after {method} denoising — "
+                f"{pairs['CBF'][1].name}", "Denoising")
+
+
 def _roi_table(run):
     path = run.files.get(("roi", "roistats", ".tsv"))
     rows = read.read_rows(path)
@@ -295,6 +333,7 @@ def report_run(name, files, output_dir, figures_dir, *, derivatives=(), record=N
     if any(suffix == "mtt" for _desc, suffix, _ext in run.files):  # a DSC run
         _draw_curves(run, rois)
         _draw_superres(run, brain)
+    _draw_denoising(run, brain)
     _roi_table(run)
     return run.context()
 

@@ -192,6 +192,33 @@ def init_asl_wf(run, options, output_dir, name=None):
             (fit, "att", "att_gkm", {"desc": "gkm", "suffix": "att"},
              {"Units": "s", "EstimationMethod": "general kinetic model fit"}),
         ]
+        if denoiser := _denoiser(options, multi_delay=True):
+            denoise, method = _denoise_node(workflow, run, options, denoiser, extract,
+                                            prepare, masks)
+            refit = fit.clone(f"multi_delay_cbf_{method}")
+            refit.inputs.parameters = {
+                **fit.inputs.parameters, "EstimationMethod": "general kinetic model fit to "
+                "the mean ΔM of every delay denoised by the multi-delay DeepASL"}
+            workflow.connect([
+                (extract, refit, [("delays", "delays"), ("durations", "durations"),
+                                  ("counts", "counts")]),
+                (denoise, refit, [("deltam", "mean_deltam"),
+                                  ("metadata", "extra_metadata")]),
+                (prepare, refit, [("m0", "m0"), ("excluded_mask", "excluded_mask"),
+                                  ("metadata", "m0_metadata")]),
+                (masks, refit, [("brain", "brain_mask")]),
+            ])
+            workflow.__desc__ += (" CBF and arterial transit time were also fitted to the "
+                                  "mean ΔM of every delay after each was denoised by "
+                                  f"{_DENOISER_TEXT[denoiser[0]]}.")
+            outputs += [
+                (refit, "cbf", f"cbf_{method}", {"desc": method, "suffix": "cbf"},
+                 {"Units": CBF_UNITS}),
+                (refit, "att", f"att_{method}", {"desc": method, "suffix": "att"},
+                 {"Units": "s", "EstimationMethod": "general kinetic model fit to the "
+                  "denoised ΔM"}),
+            ]
+            sinks.append(_denoised_sink(run, denoise, method))
     else:
         single = {**common, "delay": meta.unique_delays[0]}
         if meta.durations is not None:
@@ -209,9 +236,9 @@ def init_asl_wf(run, options, output_dir, name=None):
                               "[@alsop2015].")
         outputs = [(cbf_node, "cbf", "cbf_consensus", {"desc": "consensus", "suffix": "cbf"},
                     {"Units": CBF_UNITS})]
-        if options.denoise:
-            denoised = _denoised_outputs(workflow, run, options, single, parameters,
-                                         extract, prepare, masks)
+        if denoiser := _denoiser(options, multi_delay=False):
+            denoised = _denoised_outputs(workflow, run, options, denoiser, single,
+                                         parameters, extract, prepare, masks)
             outputs.append(denoised[0])
             sinks.append(denoised[1])
         if len(meta.delays) > 1:
@@ -248,40 +275,82 @@ def init_asl_wf(run, options, output_dir, name=None):
                    excluded=prepare)
 
 
-def _denoised_outputs(workflow, run, options, single, parameters, extract, prepare, masks):
-    """The mean ΔM denoised by ``options.denoise`` and its consensus CBF: the CBF output
-    and the ΔM sink (``desc-<model>``), with the methods text."""
+#: The denoisers in the methods text.
+_DENOISER_TEXT = {
+    "deepasl": "DeepASL, a residual convolutional network trained with a loss that includes "
+               "the single-delay kinetic model [@ulas2018]",
+    "dilatedconv": "the dilated convolutional network of Kim et al. [@kim2018]",
+    "deepasl-multidelay": "the multi-delay variant of DeepASL [@ulas2018], the same residual "
+                          "network applied to each delay and trained with the general "
+                          "kinetic model in its loss",
+}
+
+
+def _denoiser(options, multi_delay):
+    """``(model name, weights)`` that denoise a run of this kind, or None (no
+    ``--asl-denoise``, or weights for the other kind of run: refused, with its message,
+    before processing by :func:`bids_perfusion.collect.asl.usable_denoiser`)."""
+    from bids_perfusion.nn.deepasl import weights_for_run
+    from bids_perfusion.nn.weights import WeightsError
+
+    if not options.denoise:
+        return None
+    try:
+        return weights_for_run(options.denoise, options.denoise_weights, multi_delay)
+    except WeightsError:
+        return None
+
+
+def _denoise_node(workflow, run, options, denoiser, extract, prepare, masks):
+    """The node that denoises the mean ΔM with ``denoiser`` (:func:`_denoiser`), and the
+    ``desc`` of its outputs (the name of ``--asl-denoise``)."""
+    model, weights = denoiser
     method = options.denoise
-    denoise = pe.Node(DenoiseDeltaM(method=method, device=options.device),
+    denoise = pe.Node(DenoiseDeltaM(method=model, weights=str(weights),
+                                    device=options.device),
                       name=f"denoise_{method}")
-    if options.denoise_weights:
-        denoise.inputs.weights = options.denoise_weights
+    workflow.connect([
+        (extract, denoise, [("mean_deltam", "mean_deltam")]),
+        (prepare, denoise, [("m0", "m0"), ("excluded_mask", "excluded_mask")]),
+        (masks, denoise, [("brain", "brain_mask")]),
+    ])
+    return denoise, method
+
+
+def _denoised_sink(run, denoise, method):
+    """The sink of the denoised mean ΔM (``desc-<method>_deltam``)."""
+    meta = run.metadata
+    delay_name = "InversionTime" if meta.label_type == "PASL" else "PostLabelingDelay"
+    return (denoise, "deltam", {"desc": method, "suffix": "deltam"}, (denoise, "metadata"),
+            {"Units": "arbitrary (units of the ASL series)",
+             "Description": f"mean control - label difference ΔM denoised by {method}"
+             + (", one volume per delay" if meta.multi_delay else ""),
+             delay_name: (list(meta.unique_delays) if meta.multi_delay
+                          else meta.unique_delays[0])})
+
+
+def _denoised_outputs(workflow, run, options, denoiser, single, parameters, extract,
+                      prepare, masks):
+    """The mean ΔM of a single-delay run denoised by ``denoiser`` and its consensus CBF:
+    the CBF output and the ΔM sink (``desc-<method>``), with the methods text."""
+    denoise, method = _denoise_node(workflow, run, options, denoiser, extract, prepare,
+                                    masks)
     cbf = pe.Node(SingleDelayCBF(**single, parameters={
         **parameters, "EstimationMethod": "ISMRM consensus single-delay formula on the mean "
         f"ΔM denoised by {method}", "Equation": EQUATIONS[run.metadata.label_type]}),
         name=f"single_delay_cbf_{method}")
     workflow.connect([
-        (extract, denoise, [("mean_deltam", "mean_deltam")]),
-        (prepare, denoise, [("m0", "m0"), ("excluded_mask", "excluded_mask")]),
-        (masks, denoise, [("brain", "brain_mask")]),
         (denoise, cbf, [("deltam", "mean_deltam"), ("metadata", "extra_metadata")]),
         (prepare, cbf, [("m0", "m0"), ("excluded_mask", "excluded_mask"),
                         ("metadata", "m0_metadata")]),
         (masks, cbf, [("brain", "brain_mask")]),
     ])
-    workflow.__desc__ += (
-        " The mean ΔM was also denoised by "
-        + ("DeepASL, a residual convolutional network trained with a loss that includes the "
-           "single-delay kinetic model [@ulas2018]" if method == "deepasl" else
-           "the dilated convolutional network of Kim et al. [@kim2018]")
-        + ", and CBF was computed again from the denoised ΔM with the same formula.")
-    delay_name = "InversionTime" if run.metadata.label_type == "PASL" else "PostLabelingDelay"
+    workflow.__desc__ += (f" The mean ΔM was also denoised by {_DENOISER_TEXT[method]}, "
+                          "and CBF was computed again from the denoised ΔM with the same "
+                          "formula.")
     return ((cbf, "cbf", f"cbf_{method}", {"desc": method, "suffix": "cbf"},
              {"Units": CBF_UNITS}),
-            (denoise, "deltam", {"desc": method, "suffix": "deltam"}, (denoise, "metadata"),
-             {"Units": "arbitrary (units of the ASL series)",
-              "Description": f"mean control - label difference ΔM denoised by {method}",
-              delay_name: run.metadata.unique_delays[0]}))
+            _denoised_sink(run, denoise, method))
 
 
 def _m0_text(m0_type):
