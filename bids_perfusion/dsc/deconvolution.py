@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 from bids_perfusion.constants import PER_SECOND_TO_PER_100G_MIN
 from bids_perfusion.dsc.tikhonov import Tikhonov
 from bids_perfusion.dsc.truncated_svd import CirculantSVD, OscillationIndexSVD, StandardSVD
-from bids_perfusion.voxels import for_each_block, scatter, voxel_mask
+from bids_perfusion.voxels import scatter, voxel_mask
 
 
 def _check_relative(name: str, values: ArrayLike) -> None:
@@ -160,9 +160,9 @@ class DeconvolutionModel:
         Frame interval in seconds.
     method : {"osvd", "ssvd", "csvd", "tikhonov"}
     chunk_size : int
-        Voxels per block; bounds the working memory at a few ``chunk_size × 2T`` arrays
-        per thread. The blocks run on the CPUs this process may use
-        (:func:`~bids_perfusion.voxels.for_each_block`).
+        Voxels per block; bounds the working memory at a few ``chunk_size × 2T`` arrays.
+        The blocks run one after the other: their matrix products use BLAS's threads, and
+        threads over blocks on top of those gained nothing on 2 CPUs (docs/performance.md).
     **params
         Fields of the method's parameter class (e.g. ``threshold=0.15`` for sSVD,
         ``criterion="gcv"`` for Tikhonov); omitted ones take the literature defaults.
@@ -199,11 +199,9 @@ class DeconvolutionModel:
         flat = data.reshape(-1, data.shape[-1])
         residue = np.empty((len(flat), self._solver.n_lags), dtype=flat.dtype)
         regularisation = np.empty(len(flat))
-
-        def solve(block: slice) -> None:
+        for start in range(0, len(flat), self.chunk_size):
+            block = slice(start, start + self.chunk_size)
             residue[block], regularisation[block] = self._solver.solve(flat[block])
-
-        for_each_block(solve, len(flat), self.chunk_size)
         return DeconvolutionFit(
             self,
             residue.reshape(*data.shape[:-1], residue.shape[-1]),

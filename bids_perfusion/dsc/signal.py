@@ -52,7 +52,7 @@ def brain_delta_r2star(series: Sequence[NDArray[Any]], echo_times: Sequence[floa
     """
     brain = np.asarray(brain, dtype=bool)
     first_echo = series[0][brain]
-    if not np.ptp(first_echo, axis=-1).any():
+    if not (first_echo != first_echo[:, :1]).any():  # every curve constant over time
         raise ValueError("the signal of every brain voxel is constant over time: there is "
                          "no bolus passage (is this the DSC series, with contrast "
                          "injected during the acquisition?)")
