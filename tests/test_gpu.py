@@ -132,6 +132,17 @@ def test_cli_refuses_cuda_without_a_gpu_before_any_processing(monkeypatch, tmp_p
     assert "--device: tpu: use auto, cpu, cuda or cuda:N" in capsys.readouterr().err
 
 
+def test_auto_is_the_cpu_without_a_gpu_driver_and_left_to_torch_with_one(monkeypatch):
+    pytest.importorskip("nipype")
+    from bids_perfusion.cli import run
+
+    monkeypatch.setattr(run.os.path, "exists", lambda path: False)
+    assert run._without_gpu_driver("auto") == "cpu"
+    assert run._without_gpu_driver("cuda:1") == "cuda:1"
+    monkeypatch.setattr(run.os.path, "exists", lambda path: path == "/dev/nvidiactl")
+    assert run._without_gpu_driver("auto") == "auto"
+
+
 # --- the torch deconvolution on the CPU device against numpy -------------------------------
 
 
