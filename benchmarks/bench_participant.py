@@ -11,7 +11,10 @@ arterial masks (a derivatives folder holding only the phantom's ``label-brain`` 
 fresh work folder. It prints the wall time of the command and the time of each nipype
 node, read from the ``runtime.duration`` of the node results in the work folder (the
 nodes of one run overlap when ``--nprocs`` > 1, so their sum can exceed the wall time),
-with the time outside nodes (start-up, graph, report) as the difference.
+and the CPU time of the command and all its processes (user + system: a figure that
+other load on the machine changes less than the wall time). From the run's log it splits
+the wall time into start-up (to the log's "Processing" line), nodes (to the last node's
+completion) and the end (citation, report, summary).
 
     NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_participant.py [--nprocs 2] \\
         [--keep DIR] [--bids-dir DIR]
@@ -21,11 +24,13 @@ The exit status is 0 whether or not the target is met; read the figures.
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 TARGET_S = 10.0
@@ -67,6 +72,24 @@ def node_times(work):
     return times
 
 
+def log_phases(out, started, ended):
+    """Seconds of start-up, nodes and end of the run, from the time stamps of its log."""
+    def stamp(line):
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+    lines = [line for log in (out / "logs").glob("bids-perfusion-*.log")
+             for line in log.read_text().splitlines() if line[:2] == "20"]
+    first = next(stamp(line) for line in lines if "Processing" in line)
+    last = max(stamp(line) for line in lines if "Completed" in line)
+    return first - started, last - first, ended - last
+
+
+def cpu_seconds():
+    """User + system seconds of the finished child processes of this one (all of them)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nprocs", type=int, default=2)
@@ -87,10 +110,12 @@ def main(argv=None):
                    "participant", "--dsc-methods", "osvd", "--derivatives", str(masks),
                    "-w", str(work), "--nprocs", str(args.nprocs),
                    "--skip-bids-validation"]
-        start = time.perf_counter()
+        cpu, started = cpu_seconds(), time.time()
         subprocess.run(command, check=True, capture_output=True,
                        env={**os.environ, "NIPYPE_NO_ET": "1"})
-        wall = time.perf_counter() - start
+        ended = time.time()
+        wall, cpu = ended - started, cpu_seconds() - cpu
+        phases = log_phases(out, started, ended)
         times = node_times(work)
     finally:
         if args.keep is None:
@@ -99,6 +124,9 @@ def main(argv=None):
           f"--nprocs {args.nprocs}")
     print(f"wall time {wall:7.2f} s  (target <= {TARGET_S:g} s, "
           f"{'meets' if wall <= TARGET_S else 'misses'} it)")
+    print(f"cpu time  {cpu:7.2f} s  (user + system, every process)")
+    print("phases    start-up {:.2f} s, nodes {:.2f} s, citation + report {:.2f} s"
+          .format(*phases))
     print(f"nodes     {sum(times.values()):7.2f} s in {len(times)} nodes; slowest:")
     for name, seconds in sorted(times.items(), key=lambda item: -item[1])[:args.top]:
         print(f"  {seconds:7.2f} s  {name}")

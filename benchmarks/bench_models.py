@@ -1,0 +1,134 @@
+"""Benchmark: CPU inference time of each model on one 128 × 128 × 24 × 80 series.
+
+Issue 17, item 4. The series is the phantom of ``bench_participant.py`` (one subject,
+128 × 128 × 24 voxels, 80 frames, seed 0; or ``--bids-dir``). Its ΔR2*, AIF (from the
+phantom's arterial mask) and area-ratio CBV are computed first (not timed), then each
+model's interface runs once as the pipeline runs it (file reading, pre- and
+post-processing and writing included), on the CPU with ``--threads`` threads:
+
+- PHAE (``PHAEInference``): CBF and MTT of every brain voxel;
+- stU-Net (``StUNetInference``): CBV from the raw series;
+- super-resolution (``SuperResolve``, node-liif, 2× in plane, 4 frames per TR) of
+  ``--superres-slices`` slices of the series, scaled to 24 slices (its cost is linear in
+  the slices: each slice is resolved on its own);
+- DeepASL (``DenoiseDeltaM``): the denoised mean ΔM of a 128 × 128 × 24 volume (a
+  synthetic ΔM, 1 % of the series' baseline image with noise; M0 the baseline image:
+  the time does not depend on the values).
+
+    NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_models.py [--threads 2] \\
+        [--bids-dir DIR] [--superres-slices 2]
+
+The figures are measured on the phantom; read them against the PHAE paper's timings per
+patient on a Xeon 8253 (oSVD 11.8 s, Tikhonov 33.6 s, PHAE 8.4 s; docs/performance.md).
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+THREADS = next((a.split("=")[1] for a in sys.argv if a.startswith("--threads=")), "2")
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, THREADS)
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+BENCHMARKS = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCHMARKS.parent), str(BENCHMARKS)]
+
+from bench_participant import write_phantom  # noqa: E402
+
+from bids_perfusion import constants  # noqa: E402
+from bids_perfusion.dsc.relaxivity import at_field  # noqa: E402
+from bids_perfusion.interfaces.aif import ArterialInputFunction  # noqa: E402
+from bids_perfusion.interfaces.deepasl import DenoiseDeltaM  # noqa: E402
+from bids_perfusion.interfaces.maps import BloodVolume  # noqa: E402
+from bids_perfusion.interfaces.phae import PHAEInference  # noqa: E402
+from bids_perfusion.interfaces.signal import SignalToDeltaR2Star  # noqa: E402
+from bids_perfusion.interfaces.stunet import StUNetInference  # noqa: E402
+from bids_perfusion.interfaces.superres import SuperResolve  # noqa: E402
+
+TR, TE, SLICES = 1.5, 0.03, 24
+
+
+def timed(interface, folder):
+    """Seconds of ``interface.run()`` in ``folder``, and its outputs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chdir(folder)
+    start = time.perf_counter()
+    result = interface.run(cwd=str(folder))
+    return time.perf_counter() - start, result.outputs
+
+
+def slab(path, n_slices, out):
+    """The first ``n_slices`` slices through the middle of the series ``path``."""
+    image = nib.load(path)
+    first = (image.shape[2] - n_slices) // 2
+    nib.Nifti1Image(np.asarray(image.dataobj)[:, :, first:first + n_slices],
+                    image.affine, image.header).to_filename(out)
+    return str(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", default=THREADS, help="torch and BLAS threads")
+    parser.add_argument("--bids-dir", type=Path, help="a dataset of bench_participant.py")
+    parser.add_argument("--superres-slices", type=int, default=2)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(int(args.threads))
+    root = Path(tempfile.mkdtemp(prefix="bench_models_"))
+    bids = args.bids_dir or write_phantom(root)
+    perf = bids / "sub-01" / "perf"
+    truth = bids / "derivatives" / "phantom-truth" / "sub-01" / "perf"
+    series = str(perf / "sub-01_ce-gadolinium_dsc.nii.gz")
+    brain = str(truth / "sub-01_label-brain_mask.nii.gz")
+    relax = at_field(1.5, "linear").sidecar()
+    scaling = {"kh": constants.KH, "rho": constants.RHO_BRAIN, "relaxivity": relax}
+    _, signal = timed(SignalToDeltaR2Star(in_files=[series], echo_times=[TE],
+                                          repetition_time=TR, brain_mask=brain),
+                      root / "signal")
+    _, aif = timed(ArterialInputFunction(
+        delta_r2star=signal.delta_r2star, brain_mask=brain, frame_times=signal.frame_times,
+        signal_metadata=signal.metadata, relaxivity=relax,
+        aif_mask=str(truth / "sub-01_label-arteries_mask.nii.gz")), root / "aif")
+    curves = {"delta_r2star": signal.delta_r2star, "brain_mask": brain,
+              "aif_tsv": aif.aif_tsv}
+    _, cbv = timed(BloodVolume(**curves, **scaling), root / "cbv")
+    figures = {}
+    figures["PHAE"], _ = timed(PHAEInference(**curves, **scaling, device="cpu"),
+                               root / "phae")
+    figures["stU-Net"], _ = timed(StUNetInference(in_files=[series], brain_mask=brain,
+                                                  cbv=cbv.cbv, device="cpu"),
+                                  root / "stunet")
+    part = slab(series, args.superres_slices, root / "slab.nii")
+    seconds, _ = timed(SuperResolve(in_files=[part], method="node-liif",
+                                    repetition_time=TR, device="cpu"), root / "superres")
+    figures["super-resolution"] = seconds * SLICES / args.superres_slices
+    baseline = nib.load(signal.baseline_image)
+    m0 = np.asarray(baseline.dataobj, dtype=np.float32)
+    noise = np.random.default_rng(0).normal(0.0, 0.002, m0.shape)
+    for name, data in (("m0", m0), ("deltam", 0.01 * m0 * (1.0 + noise)),
+                       ("excluded", np.zeros(m0.shape, np.uint8))):
+        nib.Nifti1Image(data, baseline.affine).to_filename(root / f"{name}.nii")
+    figures["DeepASL"], _ = timed(DenoiseDeltaM(
+        mean_deltam=str(root / "deltam.nii"), m0=str(root / "m0.nii"), brain_mask=brain,
+        excluded_mask=str(root / "excluded.nii"), method="deepasl"), root / "deepasl")
+    print(f"CPU inference per 128 x 128 x 24 x 80 series (phantom), {args.threads} threads, "
+          f"torch {torch.__version__}")
+    for name, seconds in figures.items():
+        note = (f" (from {args.superres_slices} slices x {SLICES // args.superres_slices})"
+                if name == "super-resolution" else "")
+        print(f"{name:<17}{seconds:8.2f} s{note}")
+    os.chdir(BENCHMARKS)
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
