@@ -11,6 +11,7 @@ full log of the run go to ``output_dir/logs/`` (:mod:`bids_perfusion.config`,
 
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -122,7 +123,8 @@ def _process(config, options, runs, asl_runs, found, errors):
     run_errors, internal = run_workflow(workflow, execution, sources, progress)
     write_citation(output_dir)  # the methods of every run with a completion record
     reports = write_reports(output_dir, sorted(found), errors=[*errors, *run_errors],
-                            derivatives=execution.derivatives)
+                            derivatives=execution.derivatives,
+                            nprocs=execution.nprocs or os.cpu_count())
     if internal:
         status = EXIT_INTERNAL
     else:

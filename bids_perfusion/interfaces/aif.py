@@ -53,7 +53,7 @@ class ArterialInputFunction(SimpleInterface):
                 for values in zip(times, selection.curve, concentration, strict=True)]
         self._results["aif_tsv"] = write_tsv(rows, AIF_COLUMNS, "aif.tsv")
         self._results["aif_mask"] = save_like(selection.mask, self.inputs.delta_r2star,
-                                              "aif_mask.nii.gz", dtype=np.uint8)
+                                              "aif_mask.nii", dtype=np.uint8)
         self._results["metadata"] = {
             **self.inputs.signal_metadata,
             "AIFSelection": method,

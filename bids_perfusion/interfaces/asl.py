@@ -107,10 +107,10 @@ class ExtractASL(SimpleInterface):
                 bad_m0 = quality.check_m0(reference.image)
         self._results["nonfinite"] = save_like(
             NONFINITE_SERIES * bad_series + NONFINITE_M0 * bad_m0, name,
-            "nonfinite_mask.nii.gz", dtype=np.uint8)
-        self._results["mean_deltam"] = save_like(mean, name, "mean_deltam.nii.gz")
-        self._results["deltam"] = save_like(differences, name, "deltam.nii.gz")
-        self._results["m0"] = save_like(reference.image, name, "m0.nii.gz")
+            "nonfinite_mask.nii", dtype=np.uint8)
+        self._results["mean_deltam"] = save_like(mean, name, "mean_deltam.nii")
+        self._results["deltam"] = save_like(differences, name, "deltam.nii")
+        self._results["m0"] = save_like(reference.image, name, "m0.nii")
         self._results["delays"] = [float(d) for d in delays]
         self._results["durations"] = ([] if unique_durations is None
                                       else [float(d) for d in unique_durations])
@@ -143,7 +143,7 @@ class ASLBrainMask(SimpleInterface):
         with refused(_optional(self.inputs.source_file, self.inputs.in_file),
                      "give a brain mask with --derivatives"):
             mask = brain_mask.brain_mask(image)
-        self._results["out_file"] = save_like(mask, self.inputs.in_file, "brain_mask.nii.gz",
+        self._results["out_file"] = save_like(mask, self.inputs.in_file, "brain_mask.nii",
                                               dtype=np.uint8)
         return runtime
 
@@ -192,9 +192,9 @@ class PrepareM0(SimpleInterface):
                                      fraction=self.inputs.min_fraction,
                                      fwhm=self.inputs.smoothing_fwhm,
                                      voxel_size=voxel_size(self.inputs.m0))
-        self._results["m0"] = save_like(prepared.image, self.inputs.m0, "m0_used.nii.gz")
+        self._results["m0"] = save_like(prepared.image, self.inputs.m0, "m0_used.nii")
         self._results["excluded_mask"] = save_like(prepared.excluded, self.inputs.m0,
-                                                   "excluded_mask.nii.gz", dtype=np.uint8)
+                                                   "excluded_mask.nii", dtype=np.uint8)
         self._results["metadata"] = {
             **self.inputs.m0_metadata,
             "M0SmoothingFWHM": float(self.inputs.smoothing_fwhm),
@@ -266,7 +266,7 @@ class SingleDelayCBF(SimpleInterface):
             labeling_duration=_optional(self.inputs.labeling_duration),
             **_cbf_arguments(self.inputs))
         cbf = np.where(brain, cbf, 0.0)
-        self._results["cbf"] = save_like(cbf, self.inputs.mean_deltam, "cbf.nii.gz")
+        self._results["cbf"] = save_like(cbf, self.inputs.mean_deltam, "cbf.nii")
         self._results["metadata"] = {**self.inputs.parameters, **self.inputs.m0_metadata,
                                      **_optional(self.inputs.extra_metadata, {})}
         return runtime
@@ -340,8 +340,8 @@ class MultiDelayCBF(SimpleInterface):
         ratio = np.divide(delta_m, m0_image[..., None], out=np.zeros_like(delta_m),
                           where=inside[..., None])
         fit = model.fit(ratio, mask=inside)
-        self._results["cbf"] = save_like(fit.cbf, self.inputs.m0, "cbf.nii.gz")
-        self._results["att"] = save_like(fit.att, self.inputs.m0, "att.nii.gz")
+        self._results["cbf"] = save_like(fit.cbf, self.inputs.m0, "cbf.nii")
+        self._results["att"] = save_like(fit.att, self.inputs.m0, "att.nii")
         self._results["metadata"] = {**self.inputs.parameters, **self.inputs.m0_metadata,
                                      **_optional(self.inputs.extra_metadata, {}),
                                      "FitIterations": fit.iterations}
@@ -371,6 +371,6 @@ class MeanCBFVolumes(SimpleInterface):
         cbf = series[..., list(ctx.indices("cbf"))].mean(axis=-1)
         brain = load_mask(self.inputs.brain_mask, cbf.shape)
         self._results["cbf"] = save_like(np.where(brain, cbf, 0.0), self.inputs.in_file,
-                                         "cbf.nii.gz")
+                                         "cbf.nii")
         self._results["metadata"] = dict(self.inputs.parameters)
         return runtime

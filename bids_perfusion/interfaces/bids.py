@@ -1,6 +1,14 @@
-"""Writing derivatives: niworkflows' DerivativesDataSink with the patterns of this App."""
+"""Writing derivatives: niworkflows' DerivativesDataSink with the patterns of this App.
+
+niworkflows' module indexes TemplateFlow's home when imported (``STANDARD_SPACES``: about
+9 s for its 2 500-file skeleton, in every process that imports it, workers included).
+This App writes no template space, so unless the user chose a home (``TEMPLATEFLOW_HOME``)
+it points TemplateFlow at an empty one shipped with the package, whose index is instant
+(and which guarantees that nothing is downloaded).
+"""
 
 import json
+import os
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -11,9 +19,16 @@ from nipype.interfaces.base import (
     Str,
     TraitedSpec,
 )
-from niworkflows.interfaces.bids import DerivativesDataSink as _DerivativesDataSink
 
 from bids_perfusion import records
+
+#: The empty TemplateFlow home (see the module's docstring).
+EMPTY_TEMPLATEFLOW_HOME = Path(__file__).resolve().parents[1] / "data" / "templateflow"
+os.environ.setdefault("TEMPLATEFLOW_HOME", str(EMPTY_TEMPLATEFLOW_HOME))
+
+from niworkflows.interfaces.bids import (  # noqa: E402 (after TEMPLATEFLOW_HOME)
+    DerivativesDataSink as _DerivativesDataSink,
+)
 
 #: Path pattern of every output of a perfusion run (DESIGN.md, section 4).
 PERF_PATTERN = (

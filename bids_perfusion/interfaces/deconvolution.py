@@ -56,9 +56,9 @@ class Deconvolve(SimpleInterface):
         cbf = scale * fit.cbf
         mtt = maps.mean_transit_time(load(self.inputs.cbv), cbf)
         reference = self.inputs.delta_r2star
-        self._results["cbf"] = save_like(cbf, reference, "cbf.nii.gz")
-        self._results["tmax"] = save_like(fit.tmax, reference, "tmax.nii.gz")
-        self._results["mtt"] = save_like(mtt, reference, "mtt.nii.gz")
+        self._results["cbf"] = save_like(cbf, reference, "cbf.nii")
+        self._results["tmax"] = save_like(fit.tmax, reference, "tmax.nii")
+        self._results["mtt"] = save_like(mtt, reference, "mtt.nii")
         self._results["metadata"] = {
             "DeconvolutionMethod": self.inputs.method,
             "DeconvolutionParameters": {k: list(v) if isinstance(v, tuple) else v

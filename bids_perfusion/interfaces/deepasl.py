@@ -78,7 +78,7 @@ class DenoiseDeltaM(SimpleInterface):
         denoised = deepasl.denoise(model, delta_m, scale, device, batch)
         seconds = time.perf_counter() - started
         self._results["deltam"] = save_like(denoised, self.inputs.mean_deltam,
-                                            f"{method.replace('-', '_')}_deltam.nii.gz")
+                                            f"{method.replace('-', '_')}_deltam.nii")
         self._results["metadata"] = {
             "Denoising": DESCRIPTIONS[method],
             "DenoisingModel": method,

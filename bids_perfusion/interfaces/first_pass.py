@@ -40,7 +40,7 @@ class FirstPassFit(SimpleInterface):
         rows = [{"time": t, **dict(zip(names, values, strict=True))}
                 for t, values in zip(times, arterial.curves.T, strict=True)]
         self._results["delta_r2star"] = save_like(fitted, self.inputs.delta_r2star,
-                                                  "delta_r2star_first_pass.nii.gz")
+                                                  "delta_r2star_first_pass.nii")
         self._results["aif_tsv"] = write_tsv(rows, ["time", *names], "aif_first_pass.tsv")
         concentration = names.index("concentration")
         self._results["metadata"] = {

@@ -61,8 +61,8 @@ class LeakageCorrection(SimpleInterface):
         corrected = fit.corrected[brain]
         cbv = np.zeros(brain.shape, dtype=np.float32)
         cbv[brain], _ = first_pass_cbv(corrected, self.inputs)
-        self._results["k2"] = save_like(fit.k2, self.inputs.delta_r2star, "k2.nii.gz")
-        self._results["cbv"] = save_like(cbv, self.inputs.delta_r2star, "cbv_corrected.nii.gz")
+        self._results["k2"] = save_like(fit.k2, self.inputs.delta_r2star, "k2.nii")
+        self._results["cbv"] = save_like(cbv, self.inputs.delta_r2star, "cbv_corrected.nii")
         leak_term = corrected - delta[brain]  # the fitted leakage term, s^-1
         self._results["metadata"] = {
             "LeakageModel": model,

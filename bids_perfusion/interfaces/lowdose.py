@@ -59,7 +59,7 @@ class SimulateLowDose(SimpleInterface):
                 load(path, np.float64), self.inputs.dose, window,
                 tr=self.inputs.repetition_time, model=self.inputs.model,
                 average=self.inputs.average)
-            out = Path(f"lowdose_echo{index + 1}.nii.gz").absolute()
+            out = Path(f"lowdose_echo{index + 1}.nii").absolute()
             header = image.header.copy()
             header.set_data_dtype(np.float32)
             nib.Nifti1Image(simulated.astype(np.float32), image.affine, header).to_filename(out)

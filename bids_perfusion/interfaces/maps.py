@@ -42,7 +42,7 @@ class BloodVolume(SimpleInterface):
         brain = load_mask(self.inputs.brain_mask, delta.shape)
         cbv = np.zeros(brain.shape, dtype=np.float32)
         cbv[brain], end = first_pass_cbv(delta[brain], self.inputs)
-        self._results["cbv"] = save_like(cbv, self.inputs.delta_r2star, "cbv.nii.gz")
+        self._results["cbv"] = save_like(cbv, self.inputs.delta_r2star, "cbv.nii")
         self._results["metadata"] = {"kH": self.inputs.kh, "BrainDensity": self.inputs.rho,
                                      "Scaled": self.inputs.scaled,
                                      "IntegrationFrames": end,
@@ -97,7 +97,7 @@ class BolusTiming(SimpleInterface):
             values = np.zeros(brain.shape, dtype=np.float32)
             values[brain] = function(delta[brain], times)
             self._results[name] = save_like(values, self.inputs.delta_r2star,
-                                            f"{name}.nii.gz")
+                                            f"{name}.nii")
         return runtime
 
 
@@ -124,7 +124,7 @@ class RelativeMaps(SimpleInterface):
             nawm = load_mask(self.inputs.nawm_mask, values.shape)
             relative, reference = normalisation.relative_map(values, nawm)
             references.append(reference)
-            outputs.append(save_like(relative, path, f"relative{index:02d}.nii.gz"))
+            outputs.append(save_like(relative, path, f"relative{index:02d}.nii"))
         self._results["out_files"] = outputs
         self._results["references"] = references
         return runtime

@@ -32,7 +32,7 @@ class BrainMask(SimpleInterface):
         with refused(self.inputs.in_file, "check the conversion from DICOM, or give a brain "
                      "mask with --derivatives"):
             mask = brain_mask.brain_mask(mean_image)
-        self._results["out_file"] = save_like(mask, self.inputs.in_file, "brain_mask.nii.gz",
+        self._results["out_file"] = save_like(mask, self.inputs.in_file, "brain_mask.nii",
                                               dtype=np.uint8)
         return runtime
 
@@ -61,6 +61,6 @@ class NAWMMask(SimpleInterface):
                     if getattr(self.inputs, name)}
         mask = normalisation.automatic_nawm_mask(brain, image.affine, baseline=baseline,
                                                  **optional)
-        self._results["out_file"] = save_like(mask, self.inputs.baseline, "nawm_mask.nii.gz",
+        self._results["out_file"] = save_like(mask, self.inputs.baseline, "nawm_mask.nii",
                                               dtype=np.uint8)
         return runtime

@@ -67,7 +67,7 @@ class PHAEInference(SimpleInterface):
         reference = self.inputs.delta_r2star
         for name in ("cbf", "mtt", "cbv"):
             self._results[name] = save_like(getattr(fit, name), reference,
-                                            f"phae_{name}.nii.gz")
+                                            f"phae_{name}.nii")
         self._results["metadata"] = {
             "EstimationMethod": "physics-informed autoencoder (PHAE)",
             **weights_sidecar(weights or phae.bundled_weights(), card),

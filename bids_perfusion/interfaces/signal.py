@@ -63,9 +63,9 @@ class SignalToDeltaR2Star(SimpleInterface):
         te = self.inputs.echo_times
         formula = "-ln(S/S0)/TE" if len(series) == 1 else "ln[(S1/S1,0)/(S2/S2,0)]/(TE2-TE1)"
         reference = self.inputs.in_files[0]
-        self._results["delta_r2star"] = save_like(delta, reference, "delta_r2star.nii.gz")
+        self._results["delta_r2star"] = save_like(delta, reference, "delta_r2star.nii")
         self._results["baseline_image"] = save_like(
-            series[0][..., start:stop].mean(axis=-1), reference, "baseline.nii.gz")
+            series[0][..., start:stop].mean(axis=-1), reference, "baseline.nii")
         tr = self.inputs.repetition_time
         self._results["frame_times"] = [float(t) for t in (start + np.arange(
             delta.shape[-1])) * tr]

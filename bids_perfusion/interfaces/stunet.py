@@ -62,7 +62,7 @@ class StUNetInference(SimpleInterface):
                                     64))
         cbv, info = cbv_models.estimate_cbv(model, preprocessing, series, brain, reference,
                                             batch, device)
-        self._results["cbv"] = save_like(cbv, self.inputs.cbv, "stunet_cbv.nii.gz")
+        self._results["cbv"] = save_like(cbv, self.inputs.cbv, "stunet_cbv.nii")
         self._results["metadata"] = {
             "EstimationMethod": "spatio-temporal U-Net (stU-Net) from the raw DSC series"
                                 if card["model"] == "stunet" else

@@ -164,7 +164,7 @@ class ResampleMask(SimpleInterface):
         header = reference.header.copy()
         header.set_data_dtype(np.uint8)
         name = Path(Path(self.inputs.in_file).name.split(".nii")[0]
-                    + "_superres.nii.gz").absolute()
+                    + "_superres.nii").absolute()
         nib.Nifti1Image(data.astype(np.uint8), reference.affine, header).to_filename(name)
         self._results["out_file"] = str(name)
         return runtime

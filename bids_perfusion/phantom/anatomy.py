@@ -44,7 +44,10 @@ def _templates():
     gm = load_mni152_gm_template(resolution=1)
     wm = load_mni152_wm_template(resolution=1)
     brain = load_mni152_brain_mask(resolution=1)
-    stack = np.stack([np.asarray(im.dataobj, dtype=np.float32) for im in (gm, wm, brain)])
+    # C order: the templates are stored in Fortran order, and map_coordinates samples a
+    # C-ordered volume about twice as fast (fewer cache misses along the grid's z)
+    stack = np.ascontiguousarray(
+        np.stack([np.asarray(im.dataobj, dtype=np.float32) for im in (gm, wm, brain)]))
     return stack, np.asarray(gm.affine)
 
 

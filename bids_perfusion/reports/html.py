@@ -69,25 +69,65 @@ def write_report(output_dir, subject, errors=(), *, derivatives=()):
     return path
 
 
-def write_reports(output_dir, subjects=None, errors=(), *, derivatives=()):
+def _write_one(output_dir, subject, errors, derivatives):
+    """:func:`write_report`, or None and the message of why it failed (a broken report must
+    not fail the participant level)."""
+    try:
+        return write_report(output_dir, subject, errors, derivatives=derivatives), None
+    except Exception as error:
+        return None, (f"Report of sub-{str(subject).removeprefix('sub-')} not written: "
+                      f"{type(error).__name__}: {error}")
+
+
+def _write_in_worker(output_dir, subject, errors, derivatives):
+    """:func:`_write_one` in a worker process, with the log records it made (formatted),
+    for the parent to log."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    LOGGER.addHandler(handler)
+    LOGGER.propagate = False
+    try:
+        result = _write_one(output_dir, subject, errors, derivatives)
+    finally:
+        LOGGER.removeHandler(handler)
+    for record in records:
+        record.msg, record.args, record.exc_info = record.getMessage(), None, None
+    return result, records
+
+
+def write_reports(output_dir, subjects=None, errors=(), *, derivatives=(), nprocs=1):
     """Write ``output_dir/sub-X.html`` and ``sub-X/figures/*.svg`` for each subject.
 
     ``subjects``: labels with or without ``sub-``; all ``sub-*`` folders of
     ``output_dir`` when None. ``errors``: messages of runs that failed or were skipped;
     each report shows those that name its subject and those that name none.
     ``derivatives``: folders of user-given masks, searched for a ``label-tumor`` mask. A
-    subject whose report fails is logged, not raised. Returns the paths of the reports
-    written.
+    subject whose report fails is logged, not raised. ``nprocs`` > 1 draws the reports of
+    several subjects at once in as many processes (each report is drawn once, by one
+    process; a fresh interpreter each, as the workflow's workers). Returns the paths of
+    the reports written, in the order of ``subjects``.
     """
     output_dir = Path(output_dir)
     if subjects is None:
         subjects = sorted(p.name for p in output_dir.glob("sub-*") if p.is_dir())
-    written = []
-    for subject in subjects:
-        try:
-            written.append(write_report(output_dir, subject, errors,
-                                        derivatives=derivatives))
-        except Exception as error:  # a broken report must not fail the participant level
-            LOGGER.error("Report of sub-%s not written: %s: %s",
-                         str(subject).removeprefix("sub-"), type(error).__name__, error)
-    return written
+    jobs = [(output_dir, subject, list(map(str, errors)), tuple(derivatives))
+            for subject in subjects]
+    workers = min(nprocs, len(jobs))
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) \
+                as pool:
+            results = []
+            for result, records in pool.map(_write_in_worker, *zip(*jobs, strict=True)):
+                results.append(result)
+                for record in records:
+                    LOGGER.handle(record)
+    else:
+        results = [_write_one(*job) for job in jobs]
+    for _, problem in results:
+        if problem:
+            LOGGER.error("%s", problem)
+    return [path for path, _ in results if path is not None]

@@ -141,7 +141,8 @@ def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
     ]
     sinks += [(inputnode, m.name, m.entities, metadata(m), m.sidecar) for m in measured]
     for index, output in enumerate(measured):
-        select = pe.Node(niu.Select(index=index), name=f"select_relative{index}")
+        select = pe.Node(niu.Select(index=index), name=f"select_relative{index}",
+                         run_without_submitting=True)
         workflow.connect(relative, "out_files", select, "inlist")
         sinks.append((select, "out", {**output.entities, "desc": output.entities["desc"] + "Nawm"},
                       metadata(output), {**output.sidecar,
@@ -149,7 +150,8 @@ def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
     sinks += [(inputnode, m.name, m.entities, metadata(m), m.sidecar)
               for m in maps if not m.measure]
     if series_sidecar is not None:
-        first_echo = pe.Node(niu.Select(index=0), name="select_series")
+        first_echo = pe.Node(niu.Select(index=0), name="select_series",
+                             run_without_submitting=True)
         workflow.connect(inputnode, "in_files", first_echo, "inlist")
         sinks.append((first_echo, "out", {"desc": "superres", "suffix": "dsc"},
                       (inputnode, "superres_metadata"), series_sidecar))

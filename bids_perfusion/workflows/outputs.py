@@ -39,8 +39,9 @@ def brain_mask_sink(source, given, derived_from):
 
 def merge_fields(workflow, sources, name):
     """A :class:`~nipype.interfaces.utility.Merge` node of ``workflow`` whose list ``out``
-    holds the outputs ``sources`` ((node, field) pairs), in order."""
-    merge = pe.Node(niu.Merge(len(sources)), name=name)
+    holds the outputs ``sources`` ((node, field) pairs), in order. It only moves file
+    names, so it runs in the main process (no worker round trip)."""
+    merge = pe.Node(niu.Merge(len(sources)), name=name, run_without_submitting=True)
     for index, (node, field) in enumerate(sources, start=1):
         workflow.connect(node, field, merge, f"in{index}")
     return merge
@@ -77,10 +78,11 @@ def connect_outputs(workflow, source_files, output_dir, sinks, *, options, metho
     run_name = run_name or workflow.name
     sources = raw_uris(source_files)
     barrier = pe.Node(RunBarrier(source_file=source_files[0], output_dir=output_dir,
-                                 run=run_name), name="barrier")
+                                 run=run_name), name="barrier", run_without_submitting=True)
     merge_all = merge_fields(workflow, [(node, field) for node, field, *_ in sinks],
                              "merge_outputs")
-    written = pe.Node(niu.Merge(2 * len(sinks)), name="merge_written")
+    written = pe.Node(niu.Merge(2 * len(sinks)), name="merge_written",
+                      run_without_submitting=True)
     record = pe.Node(RunRecord(output_dir=output_dir, run=run_name, methods=methods,
                                options=json.loads(json.dumps(asdict(options), default=str))),
                      name="run_record", run_without_submitting=True)
