@@ -301,7 +301,8 @@ def test_train_command_line_makes_the_request_of_the_recipe(tmp_path):
     from bids_perfusion.nn.recipes import RECIPES, TrainingRequest
     from bids_perfusion.nn.recipes.phae import PHAEOptions
 
-    assert list(RECIPES) == ["phae", "stunet", "hess", "superres", "deepasl", "dilatedconv"]
+    assert list(RECIPES) == ["phae", "stunet", "hess", "superres", "deepasl", "dilatedconv",
+                            "deepasl-multidelay"]
     argv = ["phae", str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "m"),
             "--residue", "exponential", "--max-voxels-per-subject", "0", "--no-amp", "-q"]
     request = train.training_request(train.build_parser().parse_args(argv), argv)
