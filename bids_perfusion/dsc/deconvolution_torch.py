@@ -43,10 +43,12 @@ from bids_perfusion.dsc.deconvolution import (
     METHODS,
     DeconvolutionFit,
     DeconvolutionModel,
+    OscillationIndexSVDParameters,
+    TikhonovParameters,
     _validated_concentration,
 )
 from bids_perfusion.dsc.tikhonov import Tikhonov, curvature
-from bids_perfusion.dsc.truncated_svd import CirculantSVD
+from bids_perfusion.dsc.truncated_svd import CirculantSVD, StandardSVD
 from bids_perfusion.voxels import voxel_mask
 
 
@@ -59,7 +61,7 @@ def oscillation_index(residue: torch.Tensor) -> torch.Tensor:
     return torch.where(peak > 0, total / torch.where(peak > 0, peak, 1), 0)
 
 
-def _unit_response(solver, n_frames):
+def _unit_response(solver: StandardSVD | CirculantSVD, n_frames: int) -> np.ndarray:
     """``M`` (T, N) float64 with ``solver.solve(C) = C @ M``: the residues of the T unit
     curves (the solver is linear once its threshold is fixed)."""
     return solver.solve(np.eye(n_frames))[0]
@@ -70,7 +72,8 @@ class DeviceSolver:
     docstring); :meth:`solve` maps a ``(V, T)`` tensor of curves on the device to the
     residues ``(V, N)`` and the regularisation per voxel ``(V,)`` (float64)."""
 
-    def __init__(self, model: DeconvolutionModel, device, dtype=torch.float32):
+    def __init__(self, model: DeconvolutionModel, device: str | torch.device,
+                 dtype: torch.dtype = torch.float32):
         self.method = model.method
         self.device = torch.device(device)
         self.dtype = dtype
@@ -108,7 +111,7 @@ class DeviceSolver:
             self._deta = self._tensor(solver.solution_norm2_derivative(identity),
                                       torch.float64)
 
-    def _tensor(self, array, dtype):
+    def _tensor(self, array: ArrayLike, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=self.device)
 
     def solve(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,16 +146,18 @@ def bytes_per_voxel(model: DeconvolutionModel, itemsize: int = 4) -> int:
     ``itemsize`` bytes: its cSVD candidates and their OI differences (oSVD, G·L values
     each), its λ criteria in float64 (Tikhonov) and its curve and residue."""
     lags = circulant_length(model.aif.size)
-    if model.method == "osvd":
-        return 4 * len(model.params.threshold_grid) * lags * itemsize
-    if model.method == "tikhonov":
-        grid = 1 if model.params.criterion == "fixed" else len(model.params.lambda_grid)
+    params = model.params
+    if isinstance(params, OscillationIndexSVDParameters):
+        return 4 * len(params.threshold_grid) * lags * itemsize
+    if isinstance(params, TikhonovParameters):
+        grid = 1 if params.criterion == "fixed" else len(params.lambda_grid)
         return 4 * grid * 8 + 4 * lags * itemsize
     return 4 * lags * itemsize
 
 
 def fit_on_device(model: DeconvolutionModel, concentration: ArrayLike,
-                  mask: ArrayLike | None = None, *, device, chunk_size: int = 2048
+                  mask: ArrayLike | None = None, *, device: str | torch.device,
+                  chunk_size: int = 2048
                   ) -> DeconvolutionFit:
     """:meth:`DeconvolutionModel.fit` with the voxel work on a torch ``device``.
 

@@ -102,7 +102,9 @@ class _CirculantSolver:
         unit = np.eye(spectrum.size)[modes]
         real_rows = np.fft.irfft(unit, n=self.n_lags, axis=-1)
         imaginary_rows = np.fft.irfft(1j * unit, n=self.n_lags, axis=-1)
-        forward, inverse, magnitudes = [], [], []
+        forward: list[np.ndarray] = []
+        inverse: list[np.ndarray] = []
+        magnitudes: list[float] = []
         for i, mode in enumerate(modes):
             forward.append(spectra[:, i].real)
             inverse.append(real_rows[i])
