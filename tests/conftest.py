@@ -26,6 +26,37 @@ def noisy(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("noisy") / "bids", config), config
 
 
+# --- one participant run shared by the tests that read a pipeline's output ---------------
+
+
+@pytest.fixture(scope="session")
+def dsc_cohort(tmp_path_factory):
+    """``(root, out, masks)``: a four-subject cohort (HGG, LGG, HGG, LGG; DSC only, SNR 50,
+    small grid) through ``bids-perfusion ... participant`` once, with oSVD, Tikhonov and
+    PHAE (bundled weights, CPU) and the truth tumour masks given as derivatives.
+
+    Read by tests/test_group.py (the group level) and tests/test_reports.py (the reports);
+    a test that writes into the output works on a copy. One process (nipype's Linear
+    plugin): on this phantom a MultiProc pool costs more than it saves;
+    tests/test_first_pass.py runs the participant level through MultiProc.
+    """
+    from helpers import tumour_derivatives
+
+    from bids_perfusion.cli.run import main
+
+    tmp = tmp_path_factory.mktemp("dsc_cohort")
+    root = write_dataset(tmp / "bids", small_config(grades=("HGG", "LGG", "HGG", "LGG"),
+                                                    asl=None))
+    masks = tumour_derivatives(root, tmp / "masks")
+    out = tmp / "out"
+    status = main([str(root), str(out), "participant", "--skip-bids-validation",
+                   "-w", str(tmp / "work"), "--nprocs", "1",
+                   "--dsc-methods", "osvd,tikhonov,phae", "--device", "cpu",
+                   "--derivatives", str(masks)])
+    assert status == 0
+    return root, out, masks
+
+
 # --- DSC quantification: curves of the phantom through the timing core, once per session ---
 
 

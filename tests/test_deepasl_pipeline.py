@@ -163,7 +163,7 @@ def test_phantom_train_participant_end_to_end(tmp_path):
     card = json.loads(weights.with_suffix(".json").read_text())
     out = tmp_path / "out"
     status = run_main([str(root), str(out), "participant", "--participant-label", "01",
-                       "--skip-bids-validation", "-w", str(tmp_path / "work"),
+                       "--skip-bids-validation", "-w", str(tmp_path / "work"), "--nprocs", "1",
                        "--asl-denoise", "deepasl", "--asl-denoise-weights", str(weights)])
     assert status == 0
     perf = out / "sub-01" / "perf"

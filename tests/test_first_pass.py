@@ -144,6 +144,8 @@ def test_participant_run_with_gamma_first_pass(tmp_path):
 
     root = write_dataset(tmp_path / "bids", small_config(asl=None, grades=("HGG",)))
     out = tmp_path / "out"
+    # --nprocs 2: the suite's participant run through nipype's MultiProc plugin (spawned
+    # workers: every node's inputs pickled); the other pipeline tests run in one process
     status = main([str(root), str(out), "participant", "--skip-bids-validation",
                    "-w", str(tmp_path / "work"), "--nprocs", "2", "--dsc-methods", "osvd",
                    "--no-leakage-correction", "--first-pass", "gamma",

@@ -2,7 +2,7 @@
 
 Two HGG and two LGG subjects on the small grid (DSC only, SNR 50), quantified with oSVD,
 Tikhonov and PHAE (bundled weights, CPU) with the truth tumour masks given as a user would
-(``--derivatives``); then
+(``--derivatives``): the session's ``dsc_cohort`` (tests/conftest.py); then
 :func:`bids_perfusion.group.run_group` gathers the ROI tables and grades.
 """
 
@@ -15,7 +15,6 @@ import pytest
 
 from bids_perfusion.cli.run import main
 from bids_perfusion.group import run_group
-from bids_perfusion.phantom import write_dataset
 
 pytestmark = pytest.mark.slow
 GRADES = ("HGG", "LGG", "HGG", "LGG")
@@ -26,18 +25,11 @@ def _read(path):
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    from helpers import small_config, tumour_derivatives
-
-    tmp = tmp_path_factory.mktemp("group")
-    root = write_dataset(tmp / "bids", small_config(grades=GRADES, asl=None))
-    masks = tumour_derivatives(root, tmp / "masks")
-    out = tmp / "out"
-    status = main([str(root), str(out), "participant", "--skip-bids-validation",
-                   "-w", str(tmp / "work"), "--dsc-methods", "osvd,tikhonov,phae",
-                   "--device", "cpu",
-                   "--derivatives", str(masks)])
-    assert status == 0
+def cohort(dsc_cohort, tmp_path_factory):
+    """The group level on a copy of the shared participant run (tests/conftest.py)."""
+    root, shared, _masks = dsc_cohort
+    out = tmp_path_factory.mktemp("group") / "out"
+    shutil.copytree(shared, out)
     group_status = main([str(root), str(out), "group", "--n-bootstrap", "200",
                          "--bootstrap-seed", "3"])
     return Path(root), out, group_status

@@ -20,14 +20,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from helpers import small_config
 
 from bids_perfusion import errors, guards
 from bids_perfusion.cli.parser import build_parser
 from bids_perfusion.cli.run import main
 from bids_perfusion.collect import collect_asl_runs, collect_dsc_runs, layout_of, usable_weights
 from bids_perfusion.crashes import input_error_of
-from bids_perfusion.phantom import write_dataset
 from bids_perfusion.workflows.options import DSCOptions
 
 DSC = "sub-{}/perf/sub-{}_ce-gadolinium_dsc"
@@ -35,9 +33,10 @@ FAST = ["--skip-bids-validation", "--nprocs", "1", "--no-leakage-correction"]
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    """A two-subject phantom (DSC and PCASL); tests copy it before breaking it."""
-    return write_dataset(tmp_path_factory.mktemp("hardening") / "bids", small_config())
+def pristine(noisy):
+    """The session's two-subject phantom (DSC and PCASL, tests/conftest.py); tests copy it
+    before breaking it."""
+    return noisy[0]
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
 """The per-subject HTML report: figures from arrays, and reports from a pipeline's output.
 
-The pipeline runs once on the small two-subject phantom (oSVD); its outputs are copied as
-a second, ``rec-dose50`` run (what ``--simulate-dose 0.5`` writes, without paying for it),
-and the reports are written from these derivatives with the tumour masks as derivatives.
+The reports are written from a copy of the session's participant run (``dsc_cohort`` in
+tests/conftest.py: the small four-subject phantom, oSVD, Tikhonov and PHAE) for its first
+two subjects; its outputs are copied as a second, ``rec-dose50`` run (what
+``--simulate-dose 0.5`` writes, without paying for it), and the reports are written from
+these derivatives with the tumour masks as derivatives.
 """
 
 import json
@@ -13,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import load, read_tsv, small_config, tumour_derivatives
+from helpers import load, read_tsv
 
-from bids_perfusion.cli.run import main
 from bids_perfusion.naming import parse_name
-from bids_perfusion.phantom import write_dataset
 from bids_perfusion.reports import figures
 from bids_perfusion.reports.html import write_reports
 from bids_perfusion.reports.sections import figure_name, format_value
@@ -123,14 +123,12 @@ def test_display_helpers(volume):
 
 
 @pytest.fixture(scope="module")
-def derivatives(tmp_path_factory):
+def derivatives(dsc_cohort, tmp_path_factory):
+    root, shared, masks = dsc_cohort
     tmp = tmp_path_factory.mktemp("reports")
-    root = write_dataset(tmp / "bids", small_config(asl=None))
-    masks = tumour_derivatives(root, tmp / "masks")
-    out = tmp / "out"
-    status = main([str(root), str(out), "participant", "--skip-bids-validation",
-                   "-w", str(tmp / "work"), "--nprocs", "2", "--dsc-methods", "osvd"])
-    assert status == 0
+    out, masks = tmp / "out", shutil.copytree(masks, tmp / "masks")
+    shutil.copytree(shared, out, ignore=shutil.ignore_patterns("group"))
+    (tmp / "bids").symlink_to(root, target_is_directory=True)  # the input, beside the output
     for path in sorted(out.glob("sub-*/perf/*_ce-gadolinium_*")):
         shutil.copy(path, path.with_name(path.name.replace("_ce-gadolinium_",
                                                            "_ce-gadolinium_rec-dose50_")))
@@ -184,7 +182,9 @@ def test_roi_curves_are_the_mean_delta_r2star_of_the_series(derivatives):
         signal = load(root / f"sub-{subject}" / "perf" / f"{run}_dsc.nii.gz")
         rows = read_tsv(perf / f"{run}_desc-roi_timeseries.tsv")
         sidecar = json.loads((perf / f"{run}_desc-roi_timeseries.json").read_text())
+        # the run was given the tumour masks (``--derivatives``): their curves too
         assert list(rows[0]) == ["time", "brain_delta_r2star", "brain_concentration",
+                                 "tumor_delta_r2star", "tumor_concentration",
                                  "NAWM_delta_r2star", "NAWM_concentration"]
         assert sidecar["time"]["Units"] == "s"
         assert sidecar["NAWM_delta_r2star"]["Units"] == "1/s"
