@@ -134,13 +134,15 @@ def test_cli_refuses_cuda_without_a_gpu_before_any_processing(monkeypatch, tmp_p
 
 def test_auto_is_the_cpu_without_a_gpu_driver_and_left_to_torch_with_one(monkeypatch):
     pytest.importorskip("nipype")
-    from bids_perfusion.cli import run
+    from bids_perfusion.cli import parser
 
-    monkeypatch.setattr(run.os.path, "exists", lambda path: False)
-    assert run._without_gpu_driver("auto") == "cpu"
-    assert run._without_gpu_driver("cuda:1") == "cuda:1"
-    monkeypatch.setattr(run.os.path, "exists", lambda path: path == "/dev/nvidiactl")
-    assert run._without_gpu_driver("auto") == "auto"
+    monkeypatch.setattr(parser.os.path, "exists", lambda path: False)
+    assert parser._device("AUTO") == "cpu"
+    assert parser._device("cuda:1") == "cuda:1"
+    args = parser.build_parser().parse_args(["bids", "out", "participant"])
+    assert args.device == "cpu"
+    monkeypatch.setattr(parser.os.path, "exists", lambda path: path == "/dev/nvidiactl")
+    assert parser._device("auto") == "auto"
 
 
 # --- the torch deconvolution on the CPU device against numpy -------------------------------

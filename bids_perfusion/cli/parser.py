@@ -1,6 +1,7 @@
 """Argument parser of ``bids-perfusion``: BIDS-App conventions, light imports only."""
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -28,11 +29,22 @@ def _dose(value):
     return dose
 
 
+#: Device files of the GPU drivers torch uses (NVIDIA's; AMD's ROCm, which torch serves as
+#: ``cuda``); without any of them torch cannot see a GPU.
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
+
+
 def _device(value):
-    """A ``--device`` value, lower-cased; checked for its form only (no torch import)."""
-    if not re.fullmatch(constants.DEVICE_PATTERN, value.lower()):
+    """A ``--device`` value, lower-cased and checked for its form only (no torch import);
+    ``auto`` is ``cpu`` on a machine without a GPU driver's device file
+    (:data:`GPU_DEVICE_FILES`), so that no node imports torch (about a second per process)
+    only to find that out, and the run's configuration records the CPU."""
+    value = value.lower()
+    if not re.fullmatch(constants.DEVICE_PATTERN, value):
         raise argparse.ArgumentTypeError(f"{value}: use auto, cpu, cuda or cuda:N")
-    return value.lower()
+    if value == "auto" and not any(os.path.exists(path) for path in GPU_DEVICE_FILES):
+        return "cpu"
+    return value
 
 
 def _existing_path(value):

@@ -42,7 +42,6 @@ def main(argv=None):
                                    command)
         if problem := guards.work_problem(args.work_dir, bids_dir, output_dir):
             parser.error(problem)
-        args.device = _without_gpu_driver(args.device)
         config = run_config(args, bids_dir, output_dir, guards.resolved(args.work_dir))
         if problem := _device_problem(args.device):
             parser.error(problem)
@@ -60,21 +59,6 @@ def main(argv=None):
         LOGGER.exception("Internal error of bids-perfusion %s; please report it with the "
                          "message above.", __version__)
         return EXIT_INTERNAL
-
-
-#: Device files of the GPU drivers torch uses (NVIDIA's; AMD's ROCm, which torch serves as
-#: ``cuda``); without any of them torch cannot see a GPU.
-GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
-
-
-def _without_gpu_driver(request):
-    """``cpu`` for ``--device auto`` on a machine without a GPU driver's device file
-    (:data:`GPU_DEVICE_FILES`), so that no node imports torch (about a second per process)
-    only to find that out; any other request unchanged."""
-    if request == "auto" and not any(os.path.exists(path) for path in GPU_DEVICE_FILES):
-        LOGGER.info("--device auto: no GPU driver on this machine; everything runs on the CPU")
-        return "cpu"
-    return request
 
 
 def _device_problem(request):
