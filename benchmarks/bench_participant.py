@@ -80,7 +80,8 @@ def log_phases(out, started, ended):
     lines = [line for log in (out / "logs").glob("bids-perfusion-*.log")
              for line in log.read_text().splitlines() if line[:2] == "20"]
     first = next(stamp(line) for line in lines if "Processing" in line)
-    last = max(stamp(line) for line in lines if "Completed" in line)
+    # MultiProc logs "[Job N] Completed", the Linear plugin (--nprocs 1) "[Node] Finished"
+    last = max(stamp(line) for line in lines if "Completed" in line or "Finished" in line)
     return first - started, last - first, ended - last
 
 
