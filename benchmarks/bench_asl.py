@@ -22,6 +22,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from timers import best_of  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
@@ -31,15 +32,6 @@ from bids_perfusion.asl.multi_delay import MultiDelayModel  # noqa: E402
 
 PLDS = np.array([0.25, 0.5, 1.0, 1.5, 2.0, 2.5])
 TAU, T1B, ALPHA = 1.8, 1.65, 0.85
-
-
-def best_of(function, repeats=3):
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def per_voxel_reference(ratio, subset):

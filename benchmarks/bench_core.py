@@ -38,10 +38,10 @@ import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import tracemalloc  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from timers import best_of, traced_peak_mb  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
@@ -150,23 +150,6 @@ def volume_front_end(series, brain, aif_mask):
     times = TR * (start + np.arange(delta.shape[-1]))
     aif_from_mask(delta, aif_mask, times)
     return tissue_concentration(delta[brain], at_field(FIELD).tissue)
-
-
-def best_of(function, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
-
-
-def traced_peak_mb(function):
-    tracemalloc.start()
-    function()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak / 2**20
 
 
 def osvd_floor(fit, tissue, repeats):

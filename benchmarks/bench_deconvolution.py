@@ -21,11 +21,10 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
-import tracemalloc  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from timers import best_of, traced_peak_mb  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
@@ -61,23 +60,6 @@ def synthetic_data(n_voxels, n_frames, dt, seed):
     return aif, tissue, cbf
 
 
-def best_time(function, repeats=3):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
-
-
-def traced_peak_mb(function):
-    tracemalloc.start()
-    function()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak / 2**20
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voxels", type=int, default=150_000)
@@ -100,9 +82,9 @@ def main():
     print(header)
     for method, params in METHODS:
         model = DeconvolutionModel(aif, args.dt, method, **params)
-        elapsed, fit = best_time(lambda model=model: model.fit(tissue).cbf)
+        elapsed, fit = best_of(lambda model=model: model.fit(tissue).cbf)
         peak = traced_peak_mb(lambda model=model: model.fit(tissue).cbf)
-        reference, _ = best_time(
+        reference, _ = best_of(
             lambda m=method, p=params: deconvolve(aif, args.dt, subset, m, **p),
             repeats=1,
         )
