@@ -188,6 +188,26 @@ class DeconvolutionModel:
         are processed in float32 (the matrices are computed in float64); other dtypes in
         float64.
         """
+        flat, shape, voxels = self._validated_curves(concentration, mask)
+        residue = np.empty((len(flat), self._solver.n_lags), dtype=flat.dtype)
+        regularisation = np.empty(len(flat))
+        for start in range(0, len(flat), self.chunk_size):
+            block = slice(start, start + self.chunk_size)
+            residue[block], regularisation[block] = self._solver.solve(flat[block])
+        return DeconvolutionFit(
+            self,
+            residue.reshape(*shape, residue.shape[-1]),
+            regularisation.reshape(shape),
+            voxels,
+        )
+
+    def _validated_curves(
+        self, concentration: ArrayLike, mask: ArrayLike | None
+    ) -> tuple[NDArray[np.floating], tuple[int, ...], NDArray[np.bool_] | None]:
+        """The input checks of :meth:`fit` (also those of the torch path,
+        :func:`~bids_perfusion.dsc.deconvolution_torch.fit_on_device`): the curves to
+        solve as ``(V, T)`` (float32 kept, others float64; inside ``mask`` when given),
+        the voxel shape of the maps and the mask's voxels (None without a mask)."""
         data = np.asarray(concentration)
         if data.ndim == 0 or data.shape[-1] != self.aif.size:
             raise ValueError(
@@ -196,18 +216,7 @@ class DeconvolutionModel:
             )
         voxels = None if mask is None else voxel_mask(mask, data.shape[:-1])
         data = _validated_concentration(data if voxels is None else data[voxels])
-        flat = data.reshape(-1, data.shape[-1])
-        residue = np.empty((len(flat), self._solver.n_lags), dtype=flat.dtype)
-        regularisation = np.empty(len(flat))
-        for start in range(0, len(flat), self.chunk_size):
-            block = slice(start, start + self.chunk_size)
-            residue[block], regularisation[block] = self._solver.solve(flat[block])
-        return DeconvolutionFit(
-            self,
-            residue.reshape(*data.shape[:-1], residue.shape[-1]),
-            regularisation.reshape(data.shape[:-1]),
-            voxels,
-        )
+        return data.reshape(-1, data.shape[-1]), data.shape[:-1], voxels
 
 
 def _validated_concentration(data: NDArray[Any]) -> NDArray[np.floating]:

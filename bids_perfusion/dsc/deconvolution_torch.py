@@ -45,11 +45,9 @@ from bids_perfusion.dsc.deconvolution import (
     DeconvolutionModel,
     OscillationIndexSVDParameters,
     TikhonovParameters,
-    _validated_concentration,
 )
 from bids_perfusion.dsc.tikhonov import Tikhonov, curvature
 from bids_perfusion.dsc.truncated_svd import CirculantSVD, StandardSVD
-from bids_perfusion.voxels import voxel_mask
 
 
 def oscillation_index(residue: torch.Tensor) -> torch.Tensor:
@@ -166,17 +164,9 @@ def fit_on_device(model: DeconvolutionModel, concentration: ArrayLike,
     bounded (:func:`bytes_per_voxel` per voxel). Float32 data are solved in
     float32, others in float64.
     """
-    data = np.asarray(concentration)
-    if data.ndim == 0 or data.shape[-1] != model.aif.size:
-        raise ValueError(
-            f"concentration must have the AIF's {model.aif.size} frames on its last axis, "
-            f"got shape {data.shape}"
-        )
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive number of voxels, got {chunk_size}")
-    voxels = None if mask is None else voxel_mask(mask, data.shape[:-1])
-    data = _validated_concentration(data if voxels is None else data[voxels])
-    flat = data.reshape(-1, data.shape[-1])
+    flat, shape, voxels = model._validated_curves(concentration, mask)
     dtype = torch.float32 if flat.dtype == np.float32 else torch.float64
     solver = DeviceSolver(model, device, dtype)
     residue = np.empty((len(flat), solver.n_lags), dtype=flat.dtype)
@@ -190,7 +180,7 @@ def fit_on_device(model: DeconvolutionModel, concentration: ArrayLike,
             regularisation[block] = chosen.cpu().numpy()
     return DeconvolutionFit(
         model,
-        residue.reshape(*data.shape[:-1], residue.shape[-1]),
-        regularisation.reshape(data.shape[:-1]),
+        residue.reshape(*shape, residue.shape[-1]),
+        regularisation.reshape(shape),
         voxels,
     )
