@@ -75,6 +75,10 @@ T1_TISSUE_3T = {"GM": 1.33, "WM": 0.83, "CSF": 4.16}
 #: T1 of grey matter (s) by field strength (T): 1.5 T from Stanisz et al., MRM
 #: 2005;54:507; 3 T as above. Used to correct M0 for incomplete recovery.
 T1_GREY_MATTER = {1.5: 1.124, 3.0: T1_TISSUE_3T["GM"]}
+#: T1 of white matter (s) by field strength (T): 1.5 T from Stanisz et al., MRM
+#: 2005;54:507; 3 T as above. With :data:`T1_GREY_MATTER`, the tissue T1 of the voxelwise
+#: multi-delay ASL model (:mod:`bids_perfusion.asl.tissue`).
+T1_WHITE_MATTER = {1.5: 0.884, 3.0: T1_TISSUE_3T["WM"]}
 
 # --- ASL: M0 safeguards, defaults of the command line (bids_perfusion.asl.m0) -------------
 #: Default of ``--m0-min-fraction``: brain voxels whose M0 is below this fraction of the
@@ -93,6 +97,16 @@ M0_MIN_FRACTION = 0.2
 #: lowers their CBF). With a noisy M0, 5 mm (ASLPrep's ``--smooth_kernel``) or 8 mm
 #: (ExploreASL's conventional processing, after the consensus paper) lowers its noise.
 M0_SMOOTHING_FWHM = 0.0
+
+# --- ASL: partial-volume correction (bids_perfusion.asl.partial_volume) -----------------
+#: Methods of ``--asl-pvc``: none, or the linear regression of Asllani et al., MRM
+#: 2008;60:1362 (named here so that the command line offers them without numpy).
+ASL_PVC_METHODS = ("none", "lr")
+#: Default of ``--pvc-kernel``: the in-plane side, voxels, of the regression kernel
+#: (n x n x 1). A larger kernel gives the regression more voxels (less noise) and smooths
+#: the tissue CBF over a larger region (Asllani et al. 2008); 5 x 5 x 1 is ExploreASL's
+#: default (Mutsaerts et al., NeuroImage 2020;219:117031).
+ASL_PVC_KERNEL = 5
 
 #: Conversion from mL/g/s to mL/100 g/min.
 PER_SECOND_TO_PER_100G_MIN = 6000.0

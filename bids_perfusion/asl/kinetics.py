@@ -21,7 +21,7 @@ def _flow_per_second(cbf: ArrayLike) -> NDArray[np.float64]:
     return np.asarray(cbf, dtype=float) / constants.PER_SECOND_TO_PER_100G_MIN
 
 
-def _t1_apparent(f: NDArray[np.float64], t1_blood: float, t1_tissue: float | None,
+def _t1_apparent(f: NDArray[np.float64], t1_blood: float, t1_tissue: ArrayLike | None,
                  partition: float) -> float | NDArray[np.float64]:
     if t1_tissue is None:
         return np.broadcast_to(np.asarray(t1_blood, dtype=float), np.shape(f))
@@ -37,7 +37,7 @@ def pcasl_delta_m(
     t1_blood: float,
     efficiency: float,
     partition: float = constants.BLOOD_BRAIN_PARTITION,
-    t1_tissue: float | None = None,
+    t1_tissue: ArrayLike | None = None,
 ) -> NDArray[np.float64]:
     """Control - label difference ΔM for (pseudo-)continuous labelling.
 
@@ -73,7 +73,7 @@ def pasl_delta_m(
     t1_blood: float,
     efficiency: float,
     partition: float = constants.BLOOD_BRAIN_PARTITION,
-    t1_tissue: float | None = None,
+    t1_tissue: ArrayLike | None = None,
 ) -> NDArray[np.float64]:
     """Control - label difference ΔM for pulsed labelling with a bolus cut-off (QUIPSS II).
 

@@ -21,6 +21,11 @@ ATT Δt, by weighted least squares::
 
 For ATT shorter than every PLD the PCASL signal does not depend on ATT (T1' = T1b): ATT
 is then undetermined, and the fit returns the initial value; CBF is still exact.
+
+The tissue T1 of T1' = 1/(1/T1 + f/λ) is one value or one per voxel (a map of the grey- and
+white-matter fractions, :func:`bids_perfusion.asl.tissue.tissue_t1`); the weighted-delay
+table of the initialisation then uses the median T1 of the voxels (a starting point
+only), and the Levenberg-Marquardt steps each voxel's own.
 """
 
 import dataclasses
@@ -67,8 +72,10 @@ class MultiDelayModel:
         TI1, PASL.
     weights : array (K,)
         Number of ΔM estimates averaged at each delay (1 when omitted).
-    t1_tissue : float or None
-        T1 of tissue for T1' = 1/(1/T1 + f/λ); None for T1' = T1b (the consensus model).
+    t1_tissue : float, array or None
+        T1 of tissue for T1' = 1/(1/T1 + f/λ), s: one value, or one per voxel (an array of
+        the voxel shape of the data of :meth:`fit`); None for T1' = T1b (the consensus
+        model).
     partition : float
     max_iterations : int
     """
@@ -80,7 +87,7 @@ class MultiDelayModel:
     labeling_duration: float | NDArray[np.float64] | None = None
     bolus_duration: float | None = None
     weights: ArrayLike | None = None
-    t1_tissue: float | None = None
+    t1_tissue: float | NDArray[np.float64] | None = None
     partition: float = constants.BLOOD_BRAIN_PARTITION
     max_iterations: int = 30
 
@@ -107,15 +114,28 @@ class MultiDelayModel:
         delays = np.asarray(self.delays if delays is None else delays, dtype=float)
         cbf = np.asarray(cbf, dtype=float)[..., None]
         att = np.asarray(att, dtype=float)[..., None]
+        t1_tissue = self.t1_tissue
+        if self._voxelwise_t1:
+            t1_tissue = np.asarray(t1_tissue, dtype=float)[..., None]
         if self.label_type == "PASL":
             assert self.bolus_duration is not None  # __post_init__
             return kinetics.pasl_delta_m(delays, cbf, att, 1.0, self.bolus_duration,
                                          self.t1_blood, self.efficiency, self.partition,
-                                         self.t1_tissue)
+                                         t1_tissue)
         assert self.labeling_duration is not None  # __post_init__
         return kinetics.pcasl_delta_m(delays, cbf, att, 1.0, self.labeling_duration,
                                       self.t1_blood, self.efficiency, self.partition,
-                                      self.t1_tissue)
+                                      t1_tissue)
+
+    @property
+    def _voxelwise_t1(self) -> bool:
+        return self.t1_tissue is not None and np.ndim(self.t1_tissue) > 0
+
+    def _rows(self, rows: NDArray[np.intp]) -> "MultiDelayModel":
+        """The model of the voxels ``rows`` (per-voxel tissue T1 taken along)."""
+        if not self._voxelwise_t1:
+            return self
+        return dataclasses.replace(self, t1_tissue=np.asarray(self.t1_tissue)[rows])
 
     # --- initialisation -------------------------------------------------------------
     def weighted_delay(self, ratio: NDArray[np.float64],
@@ -137,7 +157,11 @@ class MultiDelayModel:
         first ATT is kept, so that ``wd`` increases strictly."""
         grid = np.arange(0.0, self.att_max + ATT_TABLE_STEP, ATT_TABLE_STEP)
         reference_cbf = np.full(grid.shape, 60.0)
-        table = self.weighted_delay(self.predict(reference_cbf, grid, delays), delays)
+        model = self
+        if self._voxelwise_t1:
+            model = dataclasses.replace(
+                self, t1_tissue=float(np.median(np.asarray(self.t1_tissue, dtype=float))))
+        table = self.weighted_delay(model.predict(reference_cbf, grid, delays), delays)
         valid = np.isfinite(table)
         grid, table = grid[valid], np.maximum.accumulate(table[valid])
         keep = np.concatenate([[True], np.diff(table) > 0])
@@ -192,16 +216,25 @@ class MultiDelayModel:
         delays = np.asarray(self.delays, dtype=float)
         if delays.ndim > 1:
             delays = np.broadcast_to(delays, y.shape)
+        t1_map = np.asarray(self.t1_tissue, dtype=float) if self._voxelwise_t1 else None
+        if t1_map is not None and t1_map.shape != y.shape[:-1]:
+            raise ValueError(f"t1_tissue of shape {t1_map.shape} does not match the voxels "
+                             f"of the data {y.shape[:-1]}")
+        t1_tissue = self.t1_tissue
         if mask is None:
             voxels = None
             y_fit = y.reshape(-1, n_delays)
             delays_fit = delays.reshape(-1, n_delays) if delays.ndim > 1 else delays
+            if t1_map is not None:
+                t1_tissue = t1_map.ravel()
         else:
             voxels = voxel_mask(mask, y.shape[:-1])
             y_fit = y[voxels]
             delays_fit = delays[voxels] if delays.ndim > 1 else delays
-        cbf, att, rms, iterations = dataclasses.replace(self, delays=delays_fit)._fit_voxels(
-            y_fit)
+            if t1_map is not None:
+                t1_tissue = t1_map[voxels]
+        cbf, att, rms, iterations = dataclasses.replace(
+            self, delays=delays_fit, t1_tissue=t1_tissue)._fit_voxels(y_fit)
         if voxels is None:
             cbf, att, rms = (values.reshape(y.shape[:-1]) for values in (cbf, att, rms))
         else:
@@ -227,16 +260,17 @@ class MultiDelayModel:
             iterations += 1
             yi, wi, fi, ai = y[active], w[active], f[active], att[active]
             di = delays[active] if per_voxel else delays
-            model = self.predict(fi, ai, di)
+            rows = self._rows(active)
+            model = rows.predict(fi, ai, di)
             r = yi - model
             if self.t1_tissue is None:
-                j_f = self.predict(np.ones_like(fi), ai, di)
+                j_f = rows.predict(np.ones_like(fi), ai, di)
             else:
                 h_f = 1e-3 * (np.abs(fi) + 1.0)
-                j_f = (self.predict(fi + h_f, ai, di) - self.predict(fi - h_f, ai, di)) / (
+                j_f = (rows.predict(fi + h_f, ai, di) - rows.predict(fi - h_f, ai, di)) / (
                     2 * h_f[:, None])
             lo, hi = np.maximum(ai - h_att, 0.0), np.minimum(ai + h_att, att_max)
-            j_a = (self.predict(fi, hi, di) - self.predict(fi, lo, di)) / np.maximum(
+            j_a = (rows.predict(fi, hi, di) - rows.predict(fi, lo, di)) / np.maximum(
                 hi - lo, 1e-12)[:, None]
             a, b, c = ((wi * j_f * j_f).sum(-1), (wi * j_f * j_a).sum(-1),
                        (wi * j_a * j_a).sum(-1))
@@ -247,7 +281,7 @@ class MultiDelayModel:
             step_f = (c_d * g_f - b * g_a) / det
             step_a = (a_d * g_a - b * g_f) / det
             new_f, new_att = fi + step_f, np.clip(ai + step_a, 0.0, att_max)
-            trial = (wi * (yi - self.predict(new_f, new_att, di)) ** 2).sum(-1)
+            trial = (wi * (yi - rows.predict(new_f, new_att, di)) ** 2).sum(-1)
             better = trial < current[active]
             small = (np.abs(new_att - ai) < 1e-6) & (np.abs(new_f - fi) < 1e-6 * (np.abs(fi)
                                                                                  + 1e-3))

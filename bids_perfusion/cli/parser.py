@@ -120,6 +120,15 @@ def _nonnegative(value):
     return number
 
 
+def _odd_kernel(value):
+    """An odd number of voxels, at least 3 (a kernel centred on its voxel)."""
+    number = int(value)
+    if number < 3 or number % 2 == 0:
+        raise argparse.ArgumentTypeError(f"must be an odd number of voxels, 3 or more, got "
+                                         f"{value}")
+    return number
+
+
 
 
 #: Method parameters left unset take the defaults of the parameter classes in
@@ -311,6 +320,16 @@ def build_parser():
                             "card, from bids-perfusion-train deepasl|dilatedconv|deepasl-"
                             "multidelay; they serve the runs of their kind, single- or "
                             "multi-delay; default: the bundled ones, trained on the phantom)")
+    group.add_argument("--asl-pvc", choices=constants.ASL_PVC_METHODS, default="lr",
+                       help="partial-volume correction of CBF for runs with GM and WM "
+                            "partial-volume maps (label-GM_probseg, label-WM_probseg in "
+                            "--derivatives): lr, the linear regression of Asllani et al. "
+                            "2008 (desc-pvGM_cbf, desc-pvWM_cbf, beside the uncorrected "
+                            "maps); none (default: %(default)s)")
+    group.add_argument("--pvc-kernel", type=_odd_kernel, default=constants.ASL_PVC_KERNEL,
+                       metavar="N",
+                       help="in-plane side of the N x N x 1 regression kernel of --asl-pvc "
+                            "lr, voxels (default: %(default)s)")
 
     add_group_arguments(parser)
     return parser
@@ -366,7 +385,7 @@ def asl_options(args):
                       denoise=args.asl_denoise,
                       denoise_weights=(str(args.asl_denoise_weights)
                                        if args.asl_denoise_weights else None),
-                      device=args.device)
+                      device=args.device, pvc=args.asl_pvc, pvc_kernel=args.pvc_kernel)
 
 
 def dsc_options(args):

@@ -13,7 +13,12 @@ from pathlib import Path
 from bids_perfusion.asl.context import read_aslcontext
 from bids_perfusion.asl.metadata import ASLRunMetadata
 from bids_perfusion.collect.layout import InputError, sidecar_of
-from bids_perfusion.collect.masks import check_masks, derivative_masks
+from bids_perfusion.collect.masks import (
+    check_masks,
+    check_probsegs,
+    derivative_masks,
+    derivative_probsegs,
+)
 from bids_perfusion.dsc.metadata import MetadataError
 from bids_perfusion.errors import InputDataError
 from bids_perfusion.interfaces.images import check_image, check_same_grid
@@ -44,11 +49,12 @@ def collect_asl_runs(layout, subjects=None, sessions=None, filters=None, derivat
     images = sorted(layout.get(**query), key=lambda image: image.path)
     m0_links = _m0_links(layout, subjects, sessions)
     masks = derivative_masks(derivatives)
+    probsegs = derivative_probsegs(derivatives)
     runs, errors = [], []
     for image in images:
         path = image.path
         try:
-            run = _run(layout, image, m0_links, masks, options)
+            run = _run(layout, image, m0_links, masks, probsegs, options)
         except InputDataError as error:
             errors.append(str(error))
             continue
@@ -105,7 +111,7 @@ def usable_denoiser(options, runs):
     return options, errors
 
 
-def _run(layout, image, m0_links, masks, options):
+def _run(layout, image, m0_links, masks, probsegs, options):
     path = image.path
     entities = image.get_entities()
     context_path = Path(_stem(path) + "context.tsv")
@@ -136,7 +142,9 @@ def _run(layout, image, m0_links, masks, options):
     subject, session = entities["subject"], entities.get("session")
     run_masks = masks.get((subject, session), masks.get((subject, None), {}))
     check_masks(run_masks, path, header)
-    return ASLRun(subject, session, path, metadata, dict(run_masks))
+    run_probsegs = probsegs.get((subject, session), probsegs.get((subject, None), {}))
+    check_probsegs(run_probsegs, path, header)
+    return ASLRun(subject, session, path, metadata, dict(run_masks), dict(run_probsegs))
 
 
 def _stem(path):

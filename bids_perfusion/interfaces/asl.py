@@ -15,7 +15,7 @@ from nipype.interfaces.base import (
 )
 
 from bids_perfusion import constants
-from bids_perfusion.asl import consensus, context, m0, quality
+from bids_perfusion.asl import consensus, context, m0, quality, tissue
 from bids_perfusion.asl.multi_delay import MultiDelayModel
 from bids_perfusion.dsc import brain_mask
 from bids_perfusion.interfaces.nifti import (
@@ -309,6 +309,11 @@ class _MultiDelayInputSpec(_QuantifyInputSpec):
     durations = traits.List(traits.Float, desc="τ per delay (PCASL/CASL)")
     counts = traits.List(traits.Int, desc="weight of each delay")
     t1_tissue = traits.Float(desc="T1 of tissue (T1' model); T1' = T1b when omitted")
+    gm_fraction = File(exists=True, desc="grey-matter fraction on the ASL grid: with "
+                       "wm_fraction, a voxelwise tissue T1 (unless t1_tissue is given)")
+    wm_fraction = File(exists=True, desc="white-matter fraction on the ASL grid")
+    t1_gm = traits.Float(desc="T1 of grey matter, s (with the fractions)")
+    t1_wm = traits.Float(desc="T1 of white matter, s (with the fractions)")
 
 
 class _MultiDelayOutputSpec(_CBFOutputSpec):
@@ -330,13 +335,18 @@ class MultiDelayCBF(SimpleInterface):
         timing = _optional(self.inputs.slice_timing)
         if timing:  # (Z, K): broadcast over the voxels of each slice
             delays = delays[None, :] + np.asarray(timing)[:, None]
+        t1_tissue = _optional(self.inputs.t1_tissue)
+        if t1_tissue is None and isdefined(self.inputs.gm_fraction):
+            t1_tissue = tissue.tissue_t1(load(self.inputs.gm_fraction, dtype=np.float64),
+                                         load(self.inputs.wm_fraction, dtype=np.float64),
+                                         self.inputs.t1_gm, self.inputs.t1_wm)
         model = MultiDelayModel(
             self.inputs.label_type, delays, self.inputs.t1_blood, self.inputs.efficiency,
             labeling_duration=(np.asarray(self.inputs.durations)
                                if _optional(self.inputs.durations) else None),
             bolus_duration=_optional(self.inputs.bolus_duration),
             weights=_optional(self.inputs.counts) or None,
-            t1_tissue=_optional(self.inputs.t1_tissue), partition=self.inputs.partition)
+            t1_tissue=t1_tissue, partition=self.inputs.partition)
         ratio = np.divide(delta_m, m0_image[..., None], out=np.zeros_like(delta_m),
                           where=inside[..., None])
         fit = model.fit(ratio, mask=inside)

@@ -18,6 +18,12 @@ from bids_perfusion.interfaces.asl import (
 )
 from bids_perfusion.interfaces.deepasl import DenoiseDeltaM
 from bids_perfusion.interfaces.roi import ROIStatistics
+from bids_perfusion.workflows.asl_tissue import (
+    connect_voxelwise_t1,
+    partial_volume_sinks,
+    tissue_fractions,
+    voxelwise_t1,
+)
 from bids_perfusion.workflows.bids_uris import raw_uris
 from bids_perfusion.workflows.outputs import (
     ROI_NAMES,
@@ -143,6 +149,7 @@ def init_asl_wf(run, options, output_dir, name=None):
                             ("metadata", "m0_metadata")]),
         (masks, prepare, [("brain", "brain_mask")]),
     ])
+    fractions = tissue_fractions(run)
 
     efficiency, t1_blood = parameters["LabelingEfficiency"], parameters["T1Blood"]
     common = {"label_type": meta.label_type, "t1_blood": t1_blood, "efficiency": efficiency,
@@ -175,6 +182,8 @@ def init_asl_wf(run, options, output_dir, name=None):
             name="multi_delay_cbf")
         if options.t1_tissue is not None:
             fit.inputs.t1_tissue = options.t1_tissue
+        if tissue_t1 := voxelwise_t1(run, options):
+            workflow.__desc__ += connect_voxelwise_t1(workflow, fit, fractions, tissue_t1)
         workflow.connect([
             (extract, fit, [("mean_deltam", "mean_deltam"), ("delays", "delays"),
                             ("durations", "durations"), ("counts", "counts")]),
@@ -196,6 +205,8 @@ def init_asl_wf(run, options, output_dir, name=None):
             denoise, method = _denoise_node(workflow, run, options, denoiser, extract,
                                             prepare, masks)
             refit = fit.clone(f"multi_delay_cbf_{method}")
+            if tissue_t1:
+                connect_voxelwise_t1(workflow, refit, fractions, tissue_t1)
             refit.inputs.parameters = {
                 **fit.inputs.parameters, "EstimationMethod": "general kinetic model fit to "
                 "the mean ΔM of every delay denoised by the multi-delay DeepASL"}
@@ -254,6 +265,10 @@ def init_asl_wf(run, options, output_dir, name=None):
                                          "Units": CBF_UNITS},
                                  "cbf_median": {"Description": "median CBF over the brain "
                                                 "mask", "Units": CBF_UNITS}}))
+    pv_sinks, pv_text = partial_volume_sinks(workflow, run, options, fractions, outputs[0],
+                                             prepare, masks)
+    sinks += pv_sinks
+    workflow.__desc__ += pv_text
     delay_name = "InversionTime" if meta.label_type == "PASL" else "PostLabelingDelay"
     sinks += [
         (extract, "mean_deltam", {"desc": "mean", "suffix": "deltam"}, None,

@@ -45,6 +45,12 @@ class ASLOptions:
         Weights of the denoiser (``--asl-denoise-weights``); None: the bundled ones.
     device : str
         Where the denoiser runs (``--device``): ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    pvc : {"lr", "none"}
+        Partial-volume correction of CBF where the run has GM and WM partial-volume maps
+        (``--asl-pvc``): ``lr``, the linear regression of Asllani et al. 2008
+        (:mod:`bids_perfusion.asl.partial_volume`); ``none``.
+    pvc_kernel : int
+        In-plane side, voxels, of the regression kernel (``--pvc-kernel``).
     """
 
     m0_scale: float = 1.0
@@ -59,6 +65,8 @@ class ASLOptions:
     denoise: str | None = None
     denoise_weights: str | None = None
     device: str = "auto"
+    pvc: str = "lr"
+    pvc_kernel: int = constants.ASL_PVC_KERNEL
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,9 @@ class ASLRun:
     """One ASL run: its series, validated metadata (which names the M0 file) and masks.
 
     ``masks`` maps 'brain', 'tumor', 'NAWM', 'GM', 'WM' to mask files given with
-    ``--derivatives``; a missing brain mask is derived from M0.
+    ``--derivatives``; a missing brain mask is derived from M0. ``probsegs`` maps 'GM' and
+    'WM' to their partial-volume maps (``label-GM_probseg``, ``label-WM_probseg``), both
+    or neither.
     """
 
     subject: str
@@ -74,6 +84,7 @@ class ASLRun:
     file: str
     metadata: object
     masks: dict = field(default_factory=dict)
+    probsegs: dict = field(default_factory=dict)
 
     @property
     def files(self):

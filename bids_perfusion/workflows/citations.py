@@ -76,6 +76,13 @@ REFERENCES = {
     "dai2012": "Dai W, Robson PM, Shankaranarayanan A, Alsop DC. Reduced resolution transit "
                "delay prescan for quantitative continuous arterial spin labeling perfusion "
                "imaging. Magn Reson Med 2012;67:1252-1265.",
+    "asllani2008": "Asllani I, Borogovac A, Brown TR. Regression algorithm correcting for "
+                   "partial volume effects in arterial spin labeling MRI. Magn Reson Med "
+                   "2008;60:1362-1371.",
+    "wansapura1999": "Wansapura JP, Holland SK, Dunn RS, Ball WS Jr. NMR relaxation times in "
+                     "the human brain at 3.0 tesla. J Magn Reson Imaging 1999;9:531-538.",
+    "stanisz2005": "Stanisz GJ, Odrobina EE, Pun J, et al. T1, T2 relaxation and "
+                   "magnetization transfer in tissue at 3T. Magn Reson Med 2005;54:507-512.",
     "phae": "Physics-informed autoencoder for DSC-MRI perfusion post-processing: "
             "application to glioma grading. arXiv:2510.13886, 2025.",
     "stunet": "Veron Vialard J, Rohé MM, Robert P, Nicolas F, Bône A. Going beyond "
