@@ -23,14 +23,20 @@ MASK_LABELS = {"brain": "brain", "tumor": "tumor", "tumour": "tumor", "NAWM": "N
 
 def derivative_masks(folders):
     """``{(subject, session): {mask name: path}}`` from ``*_label-<name>_mask`` files."""
+    return _labelled_images(folders, "mask", MASK_LABELS)
+
+
+def _labelled_images(folders, suffix, labels):
+    """``{(subject, session): {name: path}}`` of the ``*_label-<label>_<suffix>`` images
+    whose label ``labels`` names (the first found of each name)."""
     found = defaultdict(dict)
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError(f"--derivatives {folder}: no such folder.")
-        for path in sorted(folder.glob("sub-*/**/*_mask.nii*")):
+        for path in sorted(folder.glob(f"sub-*/**/*_{suffix}.nii*")):
             entities = parse_name(path)[0]
-            name = MASK_LABELS.get(entities.get("label", ""))
+            name = labels.get(entities.get("label", ""))
             if name:
                 found[(entities["sub"], entities.get("ses"))].setdefault(name, str(path))
     return found
@@ -56,14 +62,7 @@ def derivative_probsegs(folders):
     """``{(subject, session): {'GM': path, 'WM': path}}`` from ``*_label-GM_probseg`` and
     ``*_label-WM_probseg`` files (a subject with only one of them is reported by
     :func:`check_probsegs`)."""
-    found = defaultdict(dict)
-    for folder in folders:
-        for path in sorted(Path(folder).glob("sub-*/**/*_probseg.nii*")):
-            entities = parse_name(path)[0]
-            name = PROBSEG_LABELS.get(entities.get("label", ""))
-            if name:
-                found[(entities["sub"], entities.get("ses"))].setdefault(name, str(path))
-    return found
+    return _labelled_images(folders, "probseg", PROBSEG_LABELS)
 
 
 def check_probsegs(probsegs, series, header):
