@@ -318,3 +318,19 @@ def test_probseg_on_a_finer_grid_is_resampled(tissue_phantom, tmp_path):
                              reference=runs[0].file).run(cwd=str(tmp_path))
     np.testing.assert_allclose(load(result.outputs.gm), 0.25, atol=1e-6)
     assert load(result.outputs.gm).shape == reference.shape
+
+
+def test_command_line_options_of_the_partial_volume_correction(tmp_path, capsys):
+    from bids_perfusion.cli.parser import build_parser, run_config
+
+    base = [str(tmp_path / "bids"), str(tmp_path / "out"), "participant"]
+    args = build_parser().parse_args(base)
+    config = run_config(args, tmp_path / "bids", tmp_path / "out", tmp_path / "work")
+    assert (config.asl.pvc, config.asl.pvc_kernel) == ("lr", constants.ASL_PVC_KERNEL)
+    args = build_parser().parse_args([*base, "--asl-pvc", "none", "--pvc-kernel", "7"])
+    config = run_config(args, tmp_path / "bids", tmp_path / "out", tmp_path / "work")
+    assert (config.asl.pvc, config.asl.pvc_kernel) == ("none", 7)
+    for bad in ("4", "1"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, "--pvc-kernel", bad])
+        assert "odd number of voxels, 3 or more" in capsys.readouterr().err
