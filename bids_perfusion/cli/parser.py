@@ -289,7 +289,8 @@ def build_parser():
                        help="T1 of arterial blood, s (default: 1.35 at 1.5 T, 1.65 at 3 T)")
     group.add_argument("--t1-tissue", type=_positive, metavar="S",
                        default=argparse.SUPPRESS,
-                       help="T1 of tissue in the multi-delay model (default: the consensus "
+                       help="T1 of tissue in the multi-delay model (default: voxelwise from "
+                            "the GM/WM probsegs given with --derivatives, else the consensus "
                             "single-compartment assumption T1' = T1 of blood)")
     group.add_argument("--m0-t1", type=_positive, metavar="S",
                        default=argparse.SUPPRESS,

@@ -24,8 +24,9 @@ class ASLOptions:
     partition : float
         Blood-brain partition coefficient λ, mL/g.
     t1_tissue : float or None
-        T1 of tissue for the multi-delay model (T1' = 1/(1/T1 + f/λ)); None: T1' = T1b,
-        the consensus assumption.
+        T1 of tissue for the multi-delay model (T1' = 1/(1/T1 + f/λ)); None: voxelwise
+        from the GM/WM partial-volume maps when the run has them
+        (:mod:`bids_perfusion.asl.tissue`), else T1' = T1b, the consensus assumption.
     m0_t1 : float or None
         T1 of the M0 T1-recovery correction, s; None: grey matter at the field strength
         (:data:`bids_perfusion.asl.m0.T1_GREY_MATTER`).
