@@ -34,7 +34,8 @@ class _TissueFractionsOutputSpec(TraitedSpec):
 
 class TissueFractions(SimpleInterface):
     """GM and WM fractions on the ASL grid: the probsegs as they are, or resampled by their
-    affines, trilinear (:func:`asl.tissue.resample_linear`), clipped to [0, 1]."""
+    affines, trilinear (:func:`asl.tissue.resample_linear`); rounding beyond [0, 1] is
+    clipped (:func:`asl.tissue.check_fraction`)."""
 
     input_spec = _TissueFractionsInputSpec
     output_spec = _TissueFractionsOutputSpec
@@ -49,8 +50,8 @@ class TissueFractions(SimpleInterface):
                     name.upper())
                 values = tissue.resample_linear(values, image.affine, target.affine,
                                                 target.shape[:3])
-            self._results[name] = save_like(np.clip(values, 0.0, 1.0),
-                                            self.inputs.reference, f"{name}_fraction.nii")
+            self._results[name] = save_like(values, self.inputs.reference,
+                                            f"{name}_fraction.nii")
         return runtime
 
 
