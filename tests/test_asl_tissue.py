@@ -334,3 +334,18 @@ def test_command_line_options_of_the_partial_volume_correction(tmp_path, capsys)
         with pytest.raises(SystemExit):
             build_parser().parse_args([*base, "--pvc-kernel", bad])
         assert "odd number of voxels, 3 or more" in capsys.readouterr().err
+
+
+def test_the_denoised_refit_takes_the_voxelwise_t1_too(tissue_phantom):
+    from helpers import connections
+
+    root, probsegs, tmp = tissue_phantom
+    runs, _ = collect_asl_runs(layout_of(root), None, None, {}, [str(probsegs)])
+    workflow = init_asl_wf(runs[0], ASLOptions(denoise="deepasl", device="cpu"),
+                           str(tmp / "y"))
+    edges = connections(workflow)
+    for fit in ("multi_delay_cbf", "multi_delay_cbf_deepasl"):
+        assert ("tissue_fractions", fit, ("gm", "gm_fraction")) in edges
+        node = workflow.get_node(fit)
+        assert (node.inputs.t1_gm, node.inputs.t1_wm) == (1.33, 0.83)
+    assert ("multi_delay_cbf", "partial_volume_correction", ("cbf", "cbf")) in edges
