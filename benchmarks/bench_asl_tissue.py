@@ -28,6 +28,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from bench_asl import ALPHA, PLDS, T1B, TAU  # noqa: E402
 from timers import best_of  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -40,8 +41,6 @@ from bids_perfusion.phantom import PhantomConfig, write_dataset  # noqa: E402
 from bids_perfusion.phantom.bids import TRUTH  # noqa: E402
 from bids_perfusion.phantom.config import NORMAL_TISSUES  # noqa: E402
 
-PLDS = np.array([0.25, 0.5, 1.0, 1.5, 2.0, 2.5])
-TAU, T1B, ALPHA = 1.8, 1.65, 0.85
 T1_GM, T1_WM = constants.T1_GREY_MATTER[3.0], constants.T1_WHITE_MATTER[3.0]
 
 
