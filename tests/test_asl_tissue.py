@@ -89,6 +89,16 @@ def test_pvc_one_tissue_kernels_and_proportional_fractions():
     assert (result.wm[:6] == 0).all()
     assert result.undetermined[7:].all() and not result.undetermined[:5].any()
     assert (result.gm[7:] == 0).all() and (result.wm[7:] == 0).all()
+    # WM only, then GM only along the filters' direction: the running sums leave ~1e-17 of
+    # WM in the GM-only kernels; both tissues stay exact and determined.
+    rng = np.random.default_rng(2)
+    gm, wm = np.zeros((30, 30, 1)), np.zeros((30, 30, 1))
+    wm[:12], gm[12:] = rng.uniform(0.2, 1.0, (12, 30, 1)), rng.uniform(0.2, 1.0, (18, 30, 1))
+    result = partial_volume.linear_regression_pvc(gm * 70.0 + wm * 25.0, gm, wm,
+                                                  np.ones(gm.shape, bool), 5)
+    np.testing.assert_allclose(result.gm[12:], 70.0, rtol=1e-9)
+    np.testing.assert_allclose(result.wm[:12], 25.0, rtol=1e-9)
+    assert not result.undetermined.any()
 
 
 def test_pvc_refuses_bad_fractions_and_kernels():

@@ -22,11 +22,12 @@ built for all voxels at once by box filters of the products (``uniform_filter``)
 solved by Cramer's rule. Only voxels of the mask enter the sums. The system is singular
 when the kernel's GM and WM fractions are proportional (e.g. uniform 50/50): the variance
 of each tissue's CBF is 1/r times that of a one-tissue fit, r = det / (Σg² Σw²) the
-relative determinant; below :data:`MIN_RELATIVE_DETERMINANT` the split between the tissues
-is undetermined and both are 0, except where one tissue is absent from the kernel (its Σ p²
-below :data:`ABSENT_TISSUE` of the other's): there the present tissue takes the one-tissue
-fit Σ p c / Σ p² and the absent one 0. A tissue's map is written where the voxel holds
-that tissue (P > 0) and the mask; elsewhere it is 0.
+relative determinant. Where one tissue is absent from the kernel (its Σ p² below
+:data:`ABSENT_TISSUE` of the other's) the present tissue takes the one-tissue fit
+Σ p c / Σ p² and the absent one is undetermined; elsewhere, below
+:data:`MIN_RELATIVE_DETERMINANT` the split between the tissues is undetermined and both
+are 0. A tissue's map is written where the voxel holds that tissue (P > 0) and the mask;
+elsewhere it is 0.
 """
 
 from dataclasses import dataclass
@@ -81,14 +82,14 @@ def linear_regression_pvc(cbf: ArrayLike, gm: ArrayLike, wm: ArrayLike, mask: Ar
     u, v = box(g * c), box(w * c)
     det = a * d - b * b
     scale = a * d
+    # The box filters' running sums leave about 1e-17 where a product is 0 over the whole
+    # kernel: an absent tissue is recognised first, by its share of Σ P².
+    gm_only = (a > 0) & (d <= ABSENT_TISSUE * a)
+    wm_only = (d > 0) & (a <= ABSENT_TISSUE * d)
     with np.errstate(divide="ignore", invalid="ignore"):
-        both = (scale > 0) & (det >= MIN_RELATIVE_DETERMINANT * scale)
-        gm_cbf = np.where(both, (d * u - b * v) / det, 0.0)
-        wm_cbf = np.where(both, (a * v - b * u) / det, 0.0)
-        gm_only = ~both & (a > 0) & (d <= ABSENT_TISSUE * a)
-        wm_only = ~both & (d > 0) & (a <= ABSENT_TISSUE * d)
-        gm_cbf = np.where(gm_only, u / a, gm_cbf)
-        wm_cbf = np.where(wm_only, v / d, wm_cbf)
+        both = ~gm_only & ~wm_only & (scale > 0) & (det >= MIN_RELATIVE_DETERMINANT * scale)
+        gm_cbf = np.where(both, (d * u - b * v) / det, np.where(gm_only, u / a, 0.0))
+        wm_cbf = np.where(both, (a * v - b * u) / det, np.where(wm_only, v / d, 0.0))
     has_gm, has_wm = inside & (g > 0), inside & (w > 0)
     gm_known, wm_known = both | gm_only, both | wm_only
     return PartialVolumeCBF(
