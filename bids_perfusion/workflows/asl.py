@@ -265,7 +265,7 @@ def init_asl_wf(run, options, output_dir, name=None):
                                          "Units": CBF_UNITS},
                                  "cbf_median": {"Description": "median CBF over the brain "
                                                 "mask", "Units": CBF_UNITS}}))
-    pv_sinks, pv_text = partial_volume_sinks(workflow, run, options, fractions, outputs[0],
+    pv_sinks, pv_text = partial_volume_sinks(workflow, options, fractions, outputs[0],
                                              prepare, masks)
     sinks += pv_sinks
     workflow.__desc__ += pv_text

@@ -49,7 +49,7 @@ def connect_voxelwise_t1(workflow, fit, fractions, t1):
             f"[@{source}].")
 
 
-def partial_volume_sinks(workflow, run, options, fractions, cbf, prepare, masks):
+def partial_volume_sinks(workflow, options, fractions, cbf, prepare, masks):
     """Partial-volume correction of the CBF output ``cbf`` ((node, field, ...), the
     workflow's first output) with ``--asl-pvc lr``: the sinks of ``desc-pvGM_cbf`` and
     ``desc-pvWM_cbf`` and the methods text; ``([], '')`` without fractions or with
