@@ -26,7 +26,7 @@ class DSCPopulation:
     :func:`~bids_perfusion.phantom.dsc.arterial_input`):
 
     - ``aif_alpha`` 2-5, ``aif_beta`` 1-2 s: first passes of full width at half maximum
-      about 3.5-11 s, around the 6 s of the default (α 3, β 1.5 s, the AIF of Østergaard
+      about 3.4-10.6 s, around the 6 s of the default (α 3, β 1.5 s, the AIF of Østergaard
       et al., MRM 1996;36:715) and the 8 s of the population AIF of Parker et al.
       (MRM 2006;56:993; first Gaussian of σ 3.4 s). Measured AIFs vary this much between
       subjects and with the injection (Calamante, Prog NMR Spectrosc 2013;74:1;
