@@ -132,12 +132,14 @@ def test_acquisition_draws_lie_within_their_ranges_and_are_valid():
                 low, high = getattr(population, name)
                 assert low <= drawn[name] <= high, name
         assert 5.0 <= acq.aif_arrival <= 25.0
+        assert acq.aif_arrival >= population.min_baseline_frames * acq.tr
+        assert acq.dummy_scans == population.dummy_scans
         assert 1.0 <= acq.tr <= 2.0 and 30 <= acq.flip_angle <= 90
         assert 50 <= acq.n_frames <= 120
         low, high = population.echo_time(acq.field_strength)
         assert low <= acq.echo_times[0] <= high
         assert acq.echo_times[1] - acq.echo_times[0] == pytest.approx(0.03)  # spacing kept
-        assert acq.baseline_frames == math.floor(acq.aif_arrival / acq.tr)
+        assert acq.baseline_frames == math.floor(acq.aif_arrival / acq.tr) >= 6
         assert acq.n_frames * acq.tr >= acq.aif_arrival + population.min_frames_after_arrival_s
         PhantomConfig(dsc=acq).validate()
     fields = [acq.field_strength for acq, _ in draws]
@@ -148,7 +150,7 @@ def test_acquisition_draws_lie_within_their_ranges_and_are_valid():
 
 def test_impossible_population_ranges_are_refused():
     config = PhantomConfig(population=True,
-                           dsc_population=DSCPopulation(aif_arrival=(2.0, 25.0)))
+                           dsc_population=DSCPopulation(aif_arrival=(5.0, 10.0)))
     with pytest.raises(ValueError, match=r"dsc_population\.aif_arrival"):
         config.validate()
     with pytest.raises(ValueError, match=r"dsc_population\.flip_angle"):
@@ -167,6 +169,7 @@ def test_sidecar_and_series_follow_the_subjects_draw(population, subject):
     assert sidecar["FlipAngle"] == drawn["flip_angle"]
     assert sidecar["MagneticFieldStrength"] == drawn["field_strength"]
     assert sidecar["NumberOfBaselineFrames"] == drawn["baseline_frames"]
+    assert sidecar["NumberOfVolumesDiscardedByScanner"] == drawn["dummy_scans"] == 4
     image = nib.load(Path(root) / f"sub-{subject}" / "perf"
                      / f"sub-{subject}_ce-gadolinium_dsc.nii.gz")
     assert image.shape[3] == drawn["n_frames"]
@@ -213,9 +216,9 @@ def test_truth_aif_is_the_draw_recomputed(population, subject):
 
 def _normal_baseline(root, subject, drawn):
     """Normal brain voxels (no lesion, no artery) and their noise-free baseline at every
-    frame: ``G M0 [E + (sin α − E)(E1 cos α)^n] e^(−TE R2*)``, ``E = sin α (1 − E1)/(1 −
-    E1 cos α)`` (Ernst) at the drawn TR, flip angle and TE; M0, T1, R2* the voxel's
-    fraction-weighted tissue values."""
+    frame: ``G M0 [E + (sin α − E)(E1 cos α)^n] e^(−TE R2*)``, n counting the dummy
+    scans, ``E = sin α (1 − E1)/(1 − E1 cos α)`` (Ernst) at the drawn TR, flip angle and
+    TE; M0, T1, R2* the voxel's fraction-weighted tissue values."""
     fractions = {name: truth(root, subject, f"label-{name}_probseg")
                  for name in ("GM", "WM", "CSF", "enhancing", "necrosis", "edema",
                               "arteries")}
@@ -226,7 +229,7 @@ def _normal_baseline(root, subject, drawn):
     alpha = np.deg2rad(drawn["flip_angle"])
     e1 = np.exp(-drawn["tr"] / mix["t1"])[:, None]
     ernst = np.sin(alpha) * (1 - e1) / (1 - e1 * np.cos(alpha))
-    n = np.arange(drawn["n_frames"])
+    n = drawn["dummy_scans"] + np.arange(drawn["n_frames"])
     return brain, (RECEIVER_GAIN * mix["m0"][:, None]
                    * (ernst + (np.sin(alpha) - ernst) * (e1 * np.cos(alpha)) ** n)
                    * np.exp(-drawn["echo_time"] * mix["r2star"])[:, None])

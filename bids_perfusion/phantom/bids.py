@@ -239,6 +239,8 @@ def _write_dsc(root, subject, acq, sim):
             "ContrastAgentDoseFactor": dose,
             "ContrastAgentPreload": acq.preload,
             "NumberOfBaselineFrames": acq.baseline_frames,
+            **({"NumberOfVolumesDiscardedByScanner": acq.dummy_scans}
+               if acq.dummy_scans else {}),
         })
     truth = root / TRUTH / f"sub-{subject.label}" / "perf"
     for dose, aif in sim.aif.items():

@@ -190,6 +190,10 @@ class DSCAcquisition:
     #: ``physiological_noise_ar``; 0 (the default) adds none.
     physiological_noise: float = 0.0
     physiological_noise_ar: float = 0.0
+    #: Excitations before the first saved frame (the scanner's dummy scans, BIDS
+    #: ``NumberOfVolumesDiscardedByScanner``): the approach to the spoiled gradient-echo
+    #: steady state starts that many TRs before the first frame. 0: none.
+    dummy_scans: int = 0
 
 
 @dataclass(frozen=True)
@@ -372,6 +376,7 @@ def _validate_dsc(dsc):
     _check(0 <= dsc.physiological_noise < 0.2 and 0 <= dsc.physiological_noise_ar < 1,
            "dsc.physiological_noise", "a fraction of the signal in [0, 0.2), with an AR(1) "
            "coefficient physiological_noise_ar in [0, 1)")
+    _check(dsc.dummy_scans >= 0, "dsc.dummy_scans", "must be >= 0")
 
 
 def _validate_asl(asl):

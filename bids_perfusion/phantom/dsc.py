@@ -17,7 +17,8 @@ Concentration (mM) on a time grid ``time_oversampling`` times finer than the fra
   2006;27:859), ref the mean ΔR2* of normal brain (``leakage`` ``bsw`` and ``t2star``).
 - Signal at echo e: ``S = M0 SS(n) e^(-TE_e R2*_0) e^(-TE_e ΔR2*_intravascular) L_e(t)``
   with SS(n) the approach of a spoiled gradient echo to its steady state (first frames
-  brighter) and the leakage factor L_e of ``DSCAcquisition.leakage``:
+  brighter; n counts ``dummy_scans`` excitations before the first frame) and the
+  leakage factor L_e of ``DSCAcquisition.leakage``:
   ``bsw``: ``e^(TE_1 K2 ∫ΔR2*_ref)``, K2 > 0, a T1 (echo-time independent) effect
   calibrated on the first echo; ``t2star``: ``e^(TE_e K2 ∫ΔR2*_ref)`` with K2 < 0, a
   ΔR2* effect at every echo; ``tofts``: ``SPGR(R1(t)) / SPGR(R1_0)``,
@@ -198,7 +199,7 @@ def simulate_dsc(subject, acq, rng):
     m0 = RECEIVER_GAIN * subject.relaxation("m0").reshape(-1)
     r2star0 = subject.relaxation("r2star").reshape(-1)
     steady = spoiled_gre_factor(subject.relaxation("t1").reshape(-1), acq.tr, acq.flip_angle,
-                                acq.n_frames)
+                                acq.n_frames + acq.dummy_scans)[:, acq.dummy_scans:]
     brain = masks["brain"].reshape(-1)
     s0_first_echo = m0 * steady[:, -1] * np.exp(-acq.echo_times[0] * r2star0)
     noise_sd = float(s0_first_echo[brain].mean() / acq.snr)

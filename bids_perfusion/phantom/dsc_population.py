@@ -35,8 +35,10 @@ class DSCPopulation:
       instantaneous injection at full dose; Parker et al.'s population average is 5.7 mM
       at 0.1 mmol/kg.
     - ``aif_arrival`` 5-25 s: arrival of the bolus at the artery after the first frame
-      (the start of the gamma variate; scanners start the series 5-30 s before the
-      injection reaches the brain). ``baseline_frames`` becomes ⌊arrival / TR⌋.
+      (the start of the gamma variate), drawn after TR and no earlier than
+      ``min_baseline_frames`` (6) frames, so that a baseline in steady state precedes
+      the bolus (the pipeline needs 3 frames after the transient; protocols inject after
+      a baseline). ``baseline_frames`` becomes ⌊arrival / TR⌋.
     - ``injection_duration`` 2-6 s: the AIF is convolved with a unit-area box of this
       length (a 10-20 mL bolus at 3-5 mL/s), which lowers and widens the peak at fixed
       area.
@@ -60,6 +62,8 @@ class DSCPopulation:
     - ``n_frames`` 50-120 (integers, inclusive), raised where needed so that at least
       ``min_frames_after_arrival_s`` (40 s: first pass and recirculation) follow the
       arrival, and never above the range's high end.
+    - ``dummy_scans`` 4: excitations the scanner discards before the first frame, which
+      shorten the approach to the steady state (``NumberOfVolumesDiscardedByScanner``).
 
     Nuisance (:mod:`bids_perfusion.phantom.nuisance`):
 
@@ -89,6 +93,8 @@ class DSCPopulation:
     flip_angle: tuple = (30.0, 90.0)
     n_frames: tuple = (50, 120)
     min_frames_after_arrival_s: float = 40.0
+    min_baseline_frames: int = 6
+    dummy_scans: int = 4
     field_strengths: tuple = (1.5, 3.0)
     drift_linear: tuple = (-0.03, 0.03)
     drift_quadratic: tuple = (-0.02, 0.02)
@@ -112,8 +118,11 @@ class DSCPopulation:
              "gamma-variate shape and scale must be positive"),
             (min(self.aif_peak_mM) > 0, "aif_peak_mM", "must be positive (mM)"),
             (min(self.tr) > 0, "tr", "repetition times must be positive (s)"),
-            (self.aif_arrival[0] >= 2 * self.tr[1], "aif_arrival",
-             "the earliest arrival must leave 2 baseline frames at the longest TR"),
+            (self.min_baseline_frames >= 2 and self.dummy_scans >= 0, "min_baseline_frames",
+             "need at least 2 baseline frames (and dummy_scans >= 0)"),
+            (self.aif_arrival[0] >= 0
+             and self.aif_arrival[1] >= self.min_baseline_frames * self.tr[1], "aif_arrival",
+             "the latest arrival must leave min_baseline_frames frames at the longest TR"),
             (min(self.injection_duration) >= 0 and min(self.extra_dispersion) >= 0
              and min(self.recirculation_delay) >= 0
              and min(self.recirculation_dispersion) >= 0,
@@ -142,9 +151,10 @@ class DSCPopulation:
 
 #: Fields of :class:`DSCPopulation` that are (low, high) ranges.
 RANGES = tuple(name for name in DSCPopulation.__dataclass_fields__
-               if name not in ("min_frames_after_arrival_s", "field_strengths"))
+               if name not in ("min_frames_after_arrival_s", "min_baseline_frames",
+                               "dummy_scans", "field_strengths"))
 #: Fields drawn uniformly and copied as they are into the acquisition, in draw order.
-_UNIFORM = ("aif_alpha", "aif_beta", "aif_peak_mM", "aif_arrival", "injection_duration",
+_UNIFORM = ("aif_alpha", "aif_beta", "aif_peak_mM", "injection_duration",
             "recirculation_fraction", "recirculation_delay", "recirculation_dispersion",
             "extra_dispersion", "drift_linear", "drift_quadratic", "physiological_noise",
             "physiological_noise_ar")
@@ -154,25 +164,29 @@ def draw_dsc_acquisition(rng, acq, population):
     """One subject's DSC acquisition: ``acq`` with the fields of ``population`` drawn.
 
     Draw order (fixed, so that a seed gives the same subject): the uniform fields of
-    ``_UNIFORM``, then TR, field, first echo time, flip angle and frame count; TR, TE
-    and flip angle are rounded as a scanner reports them (1 ms, 0.1 ms, 1°).
+    ``_UNIFORM``, then TR, arrival, field, first echo time, flip angle and frame count;
+    TR, TE and flip angle are rounded as a scanner reports them (1 ms, 0.1 ms, 1°).
+    The arrival is uniform in ``[max(low, min_baseline_frames · TR), high]``;
     ``baseline_frames = ⌊arrival / TR⌋``; ``n_frames`` is drawn in its range and raised to
-    ``⌈(arrival + min_frames_after_arrival_s) / TR⌉`` where that is larger.
+    ``⌈(arrival + min_frames_after_arrival_s) / TR⌉`` where that is larger;
+    ``dummy_scans`` is copied.
     Returns ``(acquisition, drawn)``, ``drawn`` the dict of every drawn value under the
     field name of :class:`~bids_perfusion.phantom.config.DSCAcquisition` (the first echo
     time as ``echo_time``), for the subject's ground truth.
     """
     drawn = {name: float(rng.uniform(*getattr(population, name))) for name in _UNIFORM}
     tr = round(float(rng.uniform(*population.tr)), 3)
+    low, high = population.aif_arrival
+    arrival = float(rng.uniform(max(low, population.min_baseline_frames * tr), high))
     field = float(population.field_strengths[rng.integers(len(population.field_strengths))])
     echo_time = round(float(rng.uniform(*population.echo_time(field))), 4)
     flip = float(round(rng.uniform(*population.flip_angle)))
     low, high = population.n_frames
     n_frames = int(rng.integers(low, high + 1))
-    needed = math.ceil((drawn["aif_arrival"] + population.min_frames_after_arrival_s) / tr)
-    drawn.update(tr=tr, field_strength=field, echo_time=echo_time, flip_angle=flip,
-                 n_frames=min(max(n_frames, needed), high),
-                 baseline_frames=int(drawn["aif_arrival"] // tr))
+    needed = math.ceil((arrival + population.min_frames_after_arrival_s) / tr)
+    drawn.update(tr=tr, aif_arrival=arrival, field_strength=field, echo_time=echo_time,
+                 flip_angle=flip, n_frames=min(max(n_frames, needed), high),
+                 baseline_frames=int(arrival // tr), dummy_scans=population.dummy_scans)
     spacing = [te - acq.echo_times[0] for te in acq.echo_times]
     fields = {k: v for k, v in drawn.items() if k != "echo_time"}
     return replace(acq, echo_times=tuple(echo_time + s for s in spacing), **fields), drawn
