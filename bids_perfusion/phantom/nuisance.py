@@ -49,10 +49,11 @@ def nuisance_factor(rng, acq, n_voxels, frame_times):
     drifting = acq.drift_linear != 0 or acq.drift_quadratic != 0
     if not drifting and acq.physiological_noise == 0:
         return None
-    factor = np.broadcast_to(
-        polynomial_drift(frame_times, acq.drift_linear, acq.drift_quadratic),
-        (n_voxels, len(frame_times)))
-    if acq.physiological_noise > 0:
-        noise = ar1_noise(rng, (n_voxels, len(frame_times)), acq.physiological_noise_ar)
-        factor = factor * (1.0 + acq.physiological_noise * noise)
+    drift = polynomial_drift(frame_times, acq.drift_linear, acq.drift_quadratic)
+    if acq.physiological_noise == 0:
+        return np.broadcast_to(drift, (n_voxels, drift.size))
+    factor = ar1_noise(rng, (n_voxels, drift.size), acq.physiological_noise_ar)
+    factor *= acq.physiological_noise  # in place: one (voxels, frames) array
+    factor += 1.0
+    factor *= drift
     return factor
