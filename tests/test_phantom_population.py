@@ -18,6 +18,7 @@ from helpers import raw, read_tsv, truth
 from scipy import special
 
 from bids_perfusion import constants
+from bids_perfusion.cli.phantom import build_parser, config_from_args
 from bids_perfusion.dsc import relaxivity
 from bids_perfusion.dsc.metadata import DSCRunMetadata
 from bids_perfusion.phantom import DSCAcquisition, PhantomConfig, write_dataset
@@ -146,6 +147,16 @@ def test_acquisition_draws_lie_within_their_ranges_and_are_valid():
     assert set(fields) == {1.5, 3.0} and 0.4 < fields.count(3.0) / len(fields) < 0.6
     frames = [acq.n_frames for acq, _ in draws]
     assert min(frames) < 60 and max(frames) > 110  # the range is covered
+
+
+def test_population_option_of_the_command_line():
+    parser = build_parser()
+    assert not config_from_args(parser.parse_args(["out"])).population
+    config = config_from_args(parser.parse_args(["out", "--population"]))
+    assert config.population and config.dsc_population == DSCPopulation()
+    narrowed = config.with_(dsc_population={"tr": (1.0, 1.2)})
+    assert narrowed.dsc_population.tr == (1.0, 1.2) and narrowed.dsc_population.n_frames == (
+        50, 120)
 
 
 def test_impossible_population_ranges_are_refused():

@@ -295,8 +295,9 @@ class PhantomConfig:
         return cls(**{**values, **kwargs}).with_(asl=asl)
 
     def with_(self, **changes):
-        """A copy with some fields changed (``dsc=`` / ``asl=`` take dicts of changes)."""
-        for name in ("dsc", "asl"):
+        """A copy with some fields changed (``dsc=`` / ``asl=`` / ``dsc_population=`` take
+        dicts of changes)."""
+        for name in ("dsc", "asl", "dsc_population"):
             if isinstance(changes.get(name), dict):
                 changes[name] = replace(getattr(self, name), **changes[name])
         return replace(self, **changes)
