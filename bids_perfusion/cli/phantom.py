@@ -68,6 +68,12 @@ def build_parser():
                        help="tumour rCBV ranges of the grades: typical and disjoint, or "
                             "overlapping as measured by Law et al. 2003 (for grading "
                             "benchmarks)")
+    group.add_argument("--population", action="store_true",
+                       help="draw every subject from a population: its DSC arterial input "
+                            "(shape, peak, arrival, injection, recirculation, dispersion), "
+                            "acquisition (TR, TE, flip angle, frames, field) and nuisance "
+                            "(drift, physiological noise) from the ranges of "
+                            "PhantomConfig.dsc_population (docs/phantom.md)")
 
     group = parser.add_argument_group("DSC acquisition")
     group.add_argument("--no-dsc", action="store_true", help="do not simulate DSC")
@@ -154,7 +160,7 @@ def config_from_args(args):
                   flow_scale=tuple(args.flow_scale), heterogeneity=args.heterogeneity,
                   tissue_cbf=tuple(args.tissue_cbf) if args.tissue_cbf else None,
                   arteries=not args.no_arteries, grade_ranges=args.grade_ranges,
-                  dsc=dsc, asl=asl)
+                  population=args.population, dsc=dsc, asl=asl)
     if args.grades:
         return PhantomConfig(grades=tuple(args.grades), **common)
     return PhantomConfig.cohort(args.n_subjects, args.hgg_fraction, **common)

@@ -28,6 +28,7 @@ from bids_perfusion.phantom import config as phantom_config
 from bids_perfusion.phantom.anatomy import make_grid
 from bids_perfusion.phantom.asl import simulate_asl
 from bids_perfusion.phantom.dsc import blood_delta_r2star, simulate_dsc
+from bids_perfusion.phantom.dsc_population import draw_dsc_acquisition
 from bids_perfusion.phantom.mr import spoiled_gre_steady_state
 from bids_perfusion.phantom.subject import BLOOD, COMPARTMENTS, make_subject
 from bids_perfusion.tsv import write_tsv
@@ -102,17 +103,21 @@ def _write_all(root, config):
         label = f"{index + 1:02d}"
         LOGGER.info("Simulating sub-%s (%s), %d of %d", label, grade, index + 1,
                     len(config.grades))
-        anatomy_rng, dsc_rng, asl_rng = (
+        anatomy_rng, dsc_rng, asl_rng, population_rng = (
             np.random.default_rng(s)
-            for s in np.random.SeedSequence([config.seed, index]).spawn(3))
+            for s in np.random.SeedSequence([config.seed, index]).spawn(4))
         subject = make_subject(label, grade, config, anatomy_rng, grid)
         rows.append({"participant_id": f"sub-{label}", **subject.tumour.describe(),
                      "flow_scale": round(subject.flow_scale, 4)})
         extra = {}
         _write_anatomy(root, subject)
         if config.dsc is not None:
-            dsc = simulate_dsc(subject, config.dsc, dsc_rng)
-            _write_dsc(root, subject, config.dsc, dsc)
+            acq = config.dsc
+            if config.population:
+                acq, extra["dsc_acquisition"] = draw_dsc_acquisition(
+                    population_rng, config.dsc, config.dsc_population)
+            dsc = simulate_dsc(subject, acq, dsc_rng)
+            _write_dsc(root, subject, acq, dsc)
             extra["dsc_noise_sd"] = dsc.noise_sd
         if config.asl is not None:
             asl = simulate_asl(subject, config.asl, asl_rng)
@@ -234,6 +239,8 @@ def _write_dsc(root, subject, acq, sim):
             "ContrastAgentDoseFactor": dose,
             "ContrastAgentPreload": acq.preload,
             "NumberOfBaselineFrames": acq.baseline_frames,
+            **({"NumberOfVolumesDiscardedByScanner": acq.dummy_scans}
+               if acq.dummy_scans else {}),
         })
     truth = root / TRUTH / f"sub-{subject.label}" / "perf"
     for dose, aif in sim.aif.items():

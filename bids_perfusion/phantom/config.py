@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from bids_perfusion import constants
+from bids_perfusion.phantom.dsc_population import DSCPopulation
 
 GRADES = ("LGG", "HGG")
 #: Scale of image intensities: a fully relaxed voxel of proton density 1 reads this value.
@@ -170,6 +171,29 @@ class DSCAcquisition:
     tofts_ktrans_per_k2: float = 13.3
     #: Tofts ve of the rim (Skinner et al. 2016 measured about 0.29 in enhancing glioma).
     tofts_ve: float = 0.3
+    #: Arrival of the bolus at the artery (start of the gamma variate), s after the first
+    #: frame; None: ``baseline_frames * tr``. When set, ``baseline_frames`` must be
+    #: ⌊aif_arrival / tr⌋ (the population draws both; :mod:`.dsc_population`).
+    aif_arrival: float | None = None
+    #: Injection duration, s: the AIF is convolved with a unit-area box of this length
+    #: (0: an instantaneous injection, the gamma variate as it is).
+    injection_duration: float = 0.0
+    #: Time constant, s, of an exponential transport kernel common to every tissue, on
+    #: top of each tissue's own dispersion (Calamante et al., MRM 2000;44:466).
+    extra_dispersion: float = 0.0
+    #: Multiplicative signal drift ``1 + c1 τ + c2 τ²`` over the series, τ in [0, 1]
+    #: (:mod:`.nuisance`; Smith et al., NeuroImage 1999;9:526); 0: none.
+    drift_linear: float = 0.0
+    drift_quadratic: float = 0.0
+    #: Physiological noise: standard deviation as a fraction of the signal (Krüger and
+    #: Glover, MRM 2001;46:631), AR(1) in time with lag-1 autocorrelation
+    #: ``physiological_noise_ar``; 0 (the default) adds none.
+    physiological_noise: float = 0.0
+    physiological_noise_ar: float = 0.0
+    #: Excitations before the first saved frame (the scanner's dummy scans, BIDS
+    #: ``NumberOfVolumesDiscardedByScanner``): the approach to the spoiled gradient-echo
+    #: steady state starts that many TRs before the first frame. 0: none.
+    dummy_scans: int = 0
 
 
 @dataclass(frozen=True)
@@ -221,7 +245,9 @@ class PhantomConfig:
     Grubb's law, CBV ∝ CBF^0.38; Grubb et al., Stroke 1974;5:630). ``heterogeneity`` is
     the standard deviation of a smooth log-normal field that modulates CBF and CBV
     voxel by voxel (MTT unchanged). ``grade_ranges`` names the tumour ranges of
-    :data:`GRADE_MODELS` (``separated`` or ``overlapping``).
+    :data:`GRADE_MODELS` (``separated`` or ``overlapping``). With ``population``, each
+    subject's DSC arterial input, acquisition and nuisance are drawn from the ranges of
+    ``dsc_population`` (:class:`~bids_perfusion.phantom.dsc_population.DSCPopulation`).
     """
 
     grades: tuple = ("HGG", "LGG", "HGG", "LGG")
@@ -238,8 +264,12 @@ class PhantomConfig:
     tissue_cbf: tuple | None = None
     arteries: bool = True
     grade_ranges: str = "separated"
+    population: bool = False
     dsc: DSCAcquisition | None = field(default_factory=DSCAcquisition)
     asl: ASLAcquisition | None = field(default_factory=ASLAcquisition)
+    #: Ranges of the per-subject DSC draws (AIF, acquisition, nuisance) when
+    #: ``population`` is on; they replace the fields of ``dsc`` subject by subject.
+    dsc_population: DSCPopulation = field(default_factory=DSCPopulation)
 
     @classmethod
     def cohort(cls, n_subjects, hgg_fraction=0.5, **kwargs):
@@ -265,15 +295,20 @@ class PhantomConfig:
         return cls(**{**values, **kwargs}).with_(asl=asl)
 
     def with_(self, **changes):
-        """A copy with some fields changed (``dsc=`` / ``asl=`` take dicts of changes)."""
-        for name in ("dsc", "asl"):
+        """A copy with some fields changed (``dsc=`` / ``asl=`` / ``dsc_population=`` take
+        dicts of changes)."""
+        for name in ("dsc", "asl", "dsc_population"):
             if isinstance(changes.get(name), dict):
                 changes[name] = replace(getattr(self, name), **changes[name])
         return replace(self, **changes)
 
     def as_dict(self):
-        """Every parameter, for the ground-truth JSON."""
-        return asdict(self)
+        """Every parameter, for the ground-truth JSON (the DSC population's ranges only
+        when ``population`` draws from them)."""
+        values = asdict(self)
+        if not (self.population and self.dsc is not None):
+            del values["dsc_population"]
+        return values
 
     def validate(self):
         """Raise ValueError, naming the option and the fix, for any impossible setting."""
@@ -295,6 +330,9 @@ class PhantomConfig:
                "simulate at least one modality")
         if self.dsc is not None:
             _validate_dsc(self.dsc)
+        if self.population and self.dsc is not None:
+            for name, fix in self.dsc_population.problems():
+                _check(False, f"dsc_population.{name}", fix)
         if self.asl is not None:
             _validate_asl(self.asl)
 
@@ -329,6 +367,17 @@ def _validate_dsc(dsc):
     _check(dsc.extra_delay >= 0, "dsc.extra_delay", "must be >= 0 s")
     _check(0 < dsc.flip_angle <= 90, "dsc.flip_angle", "must be in (0, 90] degrees")
     _check(dsc.time_oversampling >= 1, "dsc.time_oversampling", "must be >= 1")
+    _check(dsc.aif_arrival is None or (dsc.aif_arrival >= 0 and int(dsc.aif_arrival // dsc.tr)
+                                       == dsc.baseline_frames),
+           "dsc.aif_arrival", "must be >= 0 s, with baseline_frames = floor(aif_arrival / tr)")
+    _check(min(dsc.injection_duration, dsc.extra_dispersion) >= 0,
+           "dsc.injection_duration/dsc.extra_dispersion", "must be >= 0 s")
+    _check(max(abs(dsc.drift_linear), abs(dsc.drift_quadratic)) < 0.5,
+           "dsc.drift_linear/dsc.drift_quadratic", "drift fractions must be below 0.5 in size")
+    _check(0 <= dsc.physiological_noise < 0.2 and 0 <= dsc.physiological_noise_ar < 1,
+           "dsc.physiological_noise", "a fraction of the signal in [0, 0.2), with an AR(1) "
+           "coefficient physiological_noise_ar in [0, 1)")
+    _check(dsc.dummy_scans >= 0, "dsc.dummy_scans", "must be >= 0")
 
 
 def _validate_asl(asl):

@@ -2,25 +2,30 @@
 
 Concentration (mM) on a time grid ``time_oversampling`` times finer than the frames:
 
-- AIF: ``C_a(t) = d A [g(t) + (g ⊛ h_rec)(t - T_rec)]`` with g a gamma variate, h_rec an
-  exponential dispersion kernel scaled so the second pass has ``recirculation_fraction``
-  of the first pass's area, A the full-dose peak and d the dose factor.
+- AIF: ``C_a(t) = d A [g(t) + (g ⊛ h_rec)(t - T_rec)] ⊛ box_D`` with g a gamma variate
+  starting at the arrival t₀ (:func:`bolus_arrival`), h_rec an exponential dispersion
+  kernel scaled so the second pass has ``recirculation_fraction`` of the first pass's
+  area, A the full-dose peak, d the dose factor and box_D the unit-area box of the
+  injection duration D (none for D = 0).
 - Compartment k: ``C_k(t) = (rho/kH) F_k (C_in,k ⊛ R_k)(t)``, with the input delayed by
   ``delay_k`` (+ ``extra_delay``) and dispersed by an exponential kernel of ``tau_k``
-  (Calamante et al., MRM 2000;44:466), R_k exponential or gamma with MTT_k = CBV_k/CBF_k,
+  (Calamante et al., MRM 2000;44:466), and by one of ``extra_dispersion`` common to all
+  tissues, R_k exponential or gamma with MTT_k = CBV_k/CBF_k,
   so that ``100 (kH/rho) ∫C_k / ∫C_a = CBV_k``.
 - Voxel: ``ΔR2* = r_t s Σ_k w_k C_k + a ΔR2*_blood(C_a) - K2 ∫_0^t ΔR2*_ref``; the last
   term is the leakage effect in the form of Boxerman, Schmainda and Weisskoff (AJNR
   2006;27:859), ref the mean ΔR2* of normal brain (``leakage`` ``bsw`` and ``t2star``).
 - Signal at echo e: ``S = M0 SS(n) e^(-TE_e R2*_0) e^(-TE_e ΔR2*_intravascular) L_e(t)``
   with SS(n) the approach of a spoiled gradient echo to its steady state (first frames
-  brighter) and the leakage factor L_e of ``DSCAcquisition.leakage``:
+  brighter; n counts ``dummy_scans`` excitations before the first frame) and the
+  leakage factor L_e of ``DSCAcquisition.leakage``:
   ``bsw``: ``e^(TE_1 K2 ∫ΔR2*_ref)``, K2 > 0, a T1 (echo-time independent) effect
   calibrated on the first echo; ``t2star``: ``e^(TE_e K2 ∫ΔR2*_ref)`` with K2 < 0, a
   ΔR2* effect at every echo; ``tofts``: ``SPGR(R1(t)) / SPGR(R1_0)``,
   ``R1 = 1/T10 + r1 C_e``, C_e the Tofts extravascular concentration of the rim
-  (:func:`tofts_concentration`). Rician noise of standard deviation
-  ``mean brain S0 / SNR``.
+  (:func:`tofts_concentration`). Drift and physiological noise multiply the signal
+  (:mod:`bids_perfusion.phantom.nuisance`; none by default), then Rician noise of
+  standard deviation ``mean brain S0 / SNR`` is added.
 """
 
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ from bids_perfusion import constants
 from bids_perfusion.dsc import kinetics, relaxivity
 from bids_perfusion.phantom.config import RECEIVER_GAIN
 from bids_perfusion.phantom.mr import rician, spoiled_gre_factor, spoiled_gre_steady_state
+from bids_perfusion.phantom.nuisance import nuisance_factor
 
 
 @dataclass(frozen=True)
@@ -53,16 +59,35 @@ class DSCSimulation:
     ve: np.ndarray | None = None
 
 
+def bolus_arrival(acq):
+    """Arrival of the bolus at the artery, s after the first frame: ``acq.aif_arrival``,
+    or ``baseline_frames * tr`` when it is not set."""
+    return acq.baseline_frames * acq.tr if acq.aif_arrival is None else acq.aif_arrival
+
+
 def arterial_input(t, acq, dose):
-    """Arterial concentration (mM) on the grid ``t``: first pass plus recirculation."""
+    """Arterial concentration (mM) on the grid ``t``: first pass plus recirculation,
+    convolved with the injection's box when ``acq.injection_duration`` > 0."""
     dt = t[1] - t[0]
-    t0 = acq.baseline_frames * acq.tr
+    t0 = bolus_arrival(acq)
     first = kinetics.gamma_variate(t, t0, acq.aif_alpha, acq.aif_beta)
     second = kinetics.convolve(
         kinetics.gamma_variate(t, t0 + acq.recirculation_delay, acq.aif_alpha, acq.aif_beta),
         _unit_kernel(t, acq.recirculation_dispersion), dt)
     second *= acq.recirculation_fraction * first.sum() / second.sum()
-    return acq.aif_peak_mM * dose * (first + second)
+    aif = acq.aif_peak_mM * dose * (first + second)
+    if acq.injection_duration > 0:
+        aif = kinetics.convolve(aif, injection_box(t, acq.injection_duration), dt)
+    return aif
+
+
+def injection_box(t, duration):
+    """Unit-area box of length ``duration`` (s) on the uniform grid ``t``: ``1/duration``
+    on [0, duration), the last partial step weighted by its covered fraction, so that
+    ``Δt Σ box = 1`` exactly and a convolution keeps the curve's area."""
+    dt = t[1] - t[0]
+    covered = np.clip(duration / dt - np.arange(t.size), 0.0, 1.0)
+    return covered / duration
 
 
 def _unit_kernel(t, tau):
@@ -90,11 +115,14 @@ def compartment_curves(t, aif, tissues, acq):
     dt = t[1] - t[0]
     curves = np.zeros((len(tissues), t.size))
     residues = np.zeros((len(tissues), t.size))
+    common = _unit_kernel(t, acq.extra_dispersion) if acq.extra_dispersion > 0 else None
     for k, tissue in enumerate(tissues):
         if tissue.cbf <= 0:
             continue
         flow = tissue.cbf / constants.PER_SECOND_TO_PER_100G_MIN
         kernel = _unit_kernel(t, tissue.dispersion)
+        if common is not None:
+            kernel = kinetics.convolve(kernel, common, dt)
         delay = tissue.delay + acq.extra_delay
         inflow = kinetics.shift(kinetics.convolve(aif, kernel, dt), delay, dt)
         residue = _residue(t, tissue.mtt, acq)
@@ -171,7 +199,7 @@ def simulate_dsc(subject, acq, rng):
     m0 = RECEIVER_GAIN * subject.relaxation("m0").reshape(-1)
     r2star0 = subject.relaxation("r2star").reshape(-1)
     steady = spoiled_gre_factor(subject.relaxation("t1").reshape(-1), acq.tr, acq.flip_angle,
-                                acq.n_frames)
+                                acq.n_frames + acq.dummy_scans)[:, acq.dummy_scans:]
     brain = masks["brain"].reshape(-1)
     s0_first_echo = m0 * steady[:, -1] * np.exp(-acq.echo_times[0] * r2star0)
     noise_sd = float(s0_first_echo[brain].mean() / acq.snr)
@@ -179,6 +207,7 @@ def simulate_dsc(subject, acq, rng):
     r_tissue = relaxivities(acq).tissue
     signals, aifs = {}, {}
     for dose in acq.doses:
+        nuisance = nuisance_factor(rng, acq, m0.size, t[frames])
         aif = arterial_input(t, acq, dose)
         curves, residues = compartment_curves(t, aif, subject.tissues, acq)
         tissue_r2 = relaxivity.tissue_delta_r2star(
@@ -204,6 +233,8 @@ def simulate_dsc(subject, acq, rng):
                      * np.exp(-te * intravascular + leak_te * leak))
             if acq.leakage == "tofts":
                 clean = clean * t1_gain
+            if nuisance is not None:
+                clean = clean * nuisance
             noisy = rician(rng, clean, noise_sd)
             signals[(dose, echo)] = noisy.reshape(*subject.grid.shape, -1).astype(np.float32)
         aifs[dose] = aif[frames]
@@ -214,7 +245,7 @@ def simulate_dsc(subject, acq, rng):
     tmax = np.where(mixed.max(axis=1) > 0, t[horizon][np.argmax(mixed, axis=1)], 0.0)
     delay = subject.mixture("delay", flow_weighted=True).reshape(-1) + acq.extra_delay
     perfused = weights.T @ np.array([tis.cbf > 0 for tis in subject.tissues], dtype=float) > 0
-    bat = np.where(perfused, acq.baseline_frames * acq.tr + delay, 0.0)
+    bat = np.where(perfused, bolus_arrival(acq) + delay, 0.0)
     shape = subject.grid.shape
     return DSCSimulation(signals, aifs, t[frames], tmax.reshape(shape), bat.reshape(shape),
                          np.where(perfused, delay, 0.0).reshape(shape), k2.reshape(shape),
