@@ -24,6 +24,12 @@ delay insensitivity: GM CBF of oSVD and cSVD with every tissue delayed by a furt
     NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_forward.py --n-subjects 4 --snr 50
     NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_forward.py --n-subjects 4 \\
         --field-strength 3 --te 0.045          # saturation of the arterial peak
+    NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_forward.py --n-subjects 2 --cli
+
+``--cli`` also runs ``bids-perfusion BIDS OUT participant --dsc-methods osvd,csvd`` (the
+pipeline's automatic AIF, leakage correction and NAWM) on both undelayed cohorts and
+prints the AIF peak, area-ratio CBV in GM, rim rCBV and GM CBF of its maps against the
+truth.
 """
 
 import os
@@ -130,6 +136,59 @@ def cohort(folder, forward_model, args, extra_delay=0.0):
     return write_dataset(Path(folder) / f"{forward_model}-{extra_delay:g}", config)
 
 
+def pipeline_figures(root, subject, out):
+    """Ratios to the truth of the maps of ``bids-perfusion ... participant`` (oSVD, cSVD)."""
+    def truth(name):
+        return _load(root, subject, name, TRUTH)
+
+    def output(name):
+        return _load(out, subject, f"ce-gadolinium_desc-{name}")
+
+    arteries = truth("label-arteries_mask") > 0
+    normal = ~arteries & ~(truth("label-tumor_mask") > 0) & ~(truth("label-edema_mask") > 0)
+    gm, rim = (truth("label-GM_mask") > 0) & normal, truth("label-enhancing_mask") > 0
+    nawm = truth("label-NAWM_mask") > 0
+    truth_cbv, truth_cbf = truth("desc-truth_cbv"), truth("desc-truth_cbf")
+    cbv = output("areaRatio_cbv")
+    aif_out = read_tsv(Path(out) / f"sub-{subject}" / "perf"
+                       / f"sub-{subject}_ce-gadolinium_desc-aif_timeseries.tsv")
+    aif_truth = read_tsv(Path(root) / TRUTH / f"sub-{subject}" / "perf"
+                         / f"sub-{subject}_desc-truth_aif.tsv")
+    figures = {
+        "aif peak": max(float(r["concentration"]) for r in aif_out)
+        / max(float(r["concentration"]) for r in aif_truth),
+        "CBV GM": np.median(cbv[gm]) / np.median(truth_cbv[gm]),
+        "rCBV rim": (np.median(cbv[rim]) / np.median(cbv[nawm]))
+        / (np.median(truth_cbv[rim]) / np.median(truth_cbv[nawm])) if rim.sum() >= 3
+        else np.nan}
+    for method in ("osvd", "csvd"):
+        figures[f"{method} CBF GM"] = (np.median(output(f"{method}_cbf")[gm])
+                                       / np.median(truth_cbf[gm]))
+    return figures
+
+
+def run_cli(folder, args):
+    """The participant level on each forward model's cohort; prints one table."""
+    from bids_perfusion.cli.run import main as run
+
+    columns = ["aif peak", "CBV GM", "rCBV rim", "osvd CBF GM", "csvd CBF GM"]
+    print("\nThrough the command line (bids-perfusion ... participant --dsc-methods "
+          "osvd,csvd; automatic AIF), digital phantom, medians over subjects:\n")
+    print("| forward model | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for forward_model in ("simple", "realistic"):
+        root = Path(folder) / f"{forward_model}-0"
+        out = Path(folder) / f"{forward_model}-out"
+        status = run([str(root), str(out), "participant", "--skip-bids-validation",
+                      "-w", str(Path(folder) / f"{forward_model}-work"), "--nprocs", "1",
+                      "--dsc-methods", "osvd,csvd"])
+        if status != 0:
+            raise SystemExit(f"bids-perfusion failed on the {forward_model} cohort")
+        rows = [pipeline_figures(root, f"{i + 1:02d}", out) for i in range(args.n_subjects)]
+        values = [np.nanmedian([row[c] for row in rows]) for c in columns]
+        print(f"| {forward_model} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-subjects", type=int, default=4)
@@ -137,6 +196,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--field-strength", type=float, default=1.5, choices=(1.5, 3.0))
     parser.add_argument("--te", type=float, default=0.03, help="echo time, s")
+    parser.add_argument("--cli", action="store_true",
+                        help="also run the participant level on both cohorts (oSVD, cSVD)")
     args = parser.parse_args(argv)
     columns = ["aif peak", "CBV GM", "CBV WM", "rCBV GM", "rCBV WM", "rCBV rim",
                "osvd CBF GM", "csvd CBF GM", "osvd delay", "csvd delay"]
@@ -156,6 +217,8 @@ def main(argv=None):
                 values = [np.nanmedian([row[name][c] for row in rows]) for c in columns]
                 print(f"| {forward_model} | {name} | "
                       + " | ".join(f"{v:.2f}" for v in values) + " |")
+        if args.cli:
+            run_cli(folder, args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import truth
+from helpers import read_tsv, truth
 
 from bids_perfusion import constants
 from bids_perfusion.cli.phantom import build_parser, config_from_args
@@ -223,6 +223,14 @@ def test_realistic_truth_counts_the_vessels_blood(tmp_path):
                              / "sub-01_desc-truth_parameters.json").read_text())
     low, high = REALISTIC.r2star_ev_range
     assert low <= parameters["dsc_r2star_extravascular"] <= high
+    rows = read_tsv(root / "derivatives" / "phantom-truth" / "sub-01" / "perf"
+                    / "sub-01_desc-truth_aif.tsv")
+    concentration = np.array([float(r["concentration"]) for r in rows])
+    relax = relaxivity.at_field(1.5, "quadratic")  # the blood of the realistic model
+    np.testing.assert_allclose([float(r["delta_r2star"]) for r in rows],
+                               relaxivity.blood_delta_r2star(
+                                   concentration, relax.blood_linear, relax.blood_quadratic),
+                               rtol=1e-4)  # TSV: six significant digits
 
 
 def test_forward_model_option_and_its_leakage():

@@ -16,7 +16,7 @@ import json
 import logging
 import shutil
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -240,12 +240,14 @@ def _write_dsc(root, subject, acq, sim):
             "NumberOfBaselineFrames": acq.baseline_frames,
         })
     truth = root / TRUTH / f"sub-{subject.label}" / "perf"
+    # the realistic forward model's blood relaxes by the quadratic model (forward.py)
+    blood = acq if sim.r2star_ev is None else replace(acq, blood_relaxivity="quadratic")
     for dose, aif in sim.aif.items():
         acq_label = None if dose == 1.0 else dose_label(dose)
         stem = f"sub-{subject.label}{f'_acq-{acq_label}' if acq_label else ''}_desc-truth_aif"
         rows = [{"time": float(t), "concentration": float(c),
                  "delta_r2star": float(r)}
-                for t, c, r in zip(sim.frame_times, aif, blood_delta_r2star(aif, acq),
+                for t, c, r in zip(sim.frame_times, aif, blood_delta_r2star(aif, blood),
                                    strict=True)]
         write_tsv(rows, ["time", "concentration", "delta_r2star"], truth / f"{stem}.tsv")
         _json(truth / f"{stem}.json", {
