@@ -9,6 +9,7 @@ quadratic blood relaxivity, Tofts leakage through T1 and T2*, and counts the ves
 blood in the CBV truth. Each series goes through the pipeline's core steps (automatic
 brain mask, steady state and baseline, ΔR2*, concentration) with two AIFs:
 
+- ``pure blood``: the mean ΔR2* over the voxels of blood fraction 1 (no partial volume);
 - ``truth mask``: the mean ΔR2* over the phantom's arterial voxels (partial volume
   included), as the benchmarks of the published tables;
 - ``automatic``: :func:`bids_perfusion.dsc.aif.select_aif` in the brain (with its
@@ -28,8 +29,9 @@ delay insensitivity: GM CBF of oSVD and cSVD with every tissue delayed by a furt
 
 ``--cli`` also runs ``bids-perfusion BIDS OUT participant --dsc-methods osvd,csvd`` (the
 pipeline's automatic AIF, leakage correction and NAWM) on both undelayed cohorts and
-prints the AIF peak, area-ratio CBV in GM, rim rCBV and GM CBF of its maps against the
-truth.
+prints the AIF peak, area-ratio CBV in GM, rim rCBV (area ratio, and BSW leakage-
+corrected, the pipeline's default) and GM CBF of its maps against the truth, then per
+subject the BSW fit's median K2 in the rim and the subject's r2*_ev (``realistic``).
 """
 
 import os
@@ -59,7 +61,7 @@ from bids_perfusion.phantom import PhantomConfig, write_dataset  # noqa: E402
 from bids_perfusion.phantom.bids import TRUTH  # noqa: E402
 from bids_perfusion.tsv import read_tsv  # noqa: E402
 
-AIFS = ("truth mask", "automatic")
+AIFS = ("pure blood", "truth mask", "automatic")
 DELAY = 3.0
 
 
@@ -97,7 +99,9 @@ def subject_figures(root, subject, delayed_root):
     delayed, delayed_brain, _ = curves(delayed_root)
     out = {}
     for name in AIFS:
-        if name == "truth mask":
+        if name == "pure blood":
+            selection = aif.aif_from_mask(delta, truth("label-arteries_probseg") == 1)
+        elif name == "truth mask":
             selection = aif.aif_from_mask(delta, arteries)
         else:
             selection = aif.select_aif(delta, brain, times, echo_time=te)
@@ -154,13 +158,20 @@ def pipeline_figures(root, subject, out):
                        / f"sub-{subject}_ce-gadolinium_desc-aif_timeseries.tsv")
     aif_truth = read_tsv(Path(root) / TRUTH / f"sub-{subject}" / "perf"
                          / f"sub-{subject}_desc-truth_aif.tsv")
+    def rcbv_rim(cbv):
+        return ((np.median(cbv[rim]) / np.median(cbv[nawm]))
+                / (np.median(truth_cbv[rim]) / np.median(truth_cbv[nawm]))
+                if rim.sum() >= 3 else np.nan)
+
     figures = {
         "aif peak": max(float(r["concentration"]) for r in aif_out)
         / max(float(r["concentration"]) for r in aif_truth),
         "CBV GM": np.median(cbv[gm]) / np.median(truth_cbv[gm]),
-        "rCBV rim": (np.median(cbv[rim]) / np.median(cbv[nawm]))
-        / (np.median(truth_cbv[rim]) / np.median(truth_cbv[nawm])) if rim.sum() >= 3
-        else np.nan}
+        "rCBV rim": rcbv_rim(cbv), "rCBV rim, BSW": rcbv_rim(output("bsw_cbv")),
+        "K2 rim": np.median(output("bsw_k2")[rim]) if rim.any() else np.nan,
+        "r2star_ev": json.loads((Path(root) / TRUTH / f"sub-{subject}" / "perf"
+                                 / f"sub-{subject}_desc-truth_parameters.json").read_text())
+        .get("dsc_r2star_extravascular")}
     for method in ("osvd", "csvd"):
         figures[f"{method} CBF GM"] = (np.median(output(f"{method}_cbf")[gm])
                                        / np.median(truth_cbf[gm]))
@@ -171,7 +182,8 @@ def run_cli(folder, args):
     """The participant level on each forward model's cohort; prints one table."""
     from bids_perfusion.cli.run import main as run
 
-    columns = ["aif peak", "CBV GM", "rCBV rim", "osvd CBF GM", "csvd CBF GM"]
+    columns = ["aif peak", "CBV GM", "rCBV rim", "rCBV rim, BSW", "osvd CBF GM",
+               "csvd CBF GM"]
     print("\nThrough the command line (bids-perfusion ... participant --dsc-methods "
           "osvd,csvd; automatic AIF), digital phantom, medians over subjects:\n")
     print("| forward model | " + " | ".join(columns) + " |")
@@ -187,6 +199,9 @@ def run_cli(folder, args):
         rows = [pipeline_figures(root, f"{i + 1:02d}", out) for i in range(args.n_subjects)]
         values = [np.nanmedian([row[c] for row in rows]) for c in columns]
         print(f"| {forward_model} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+        for i, row in enumerate(rows):
+            print(f"  sub-{i + 1:02d} {forward_model}: rim K2 (BSW fit) "
+                  f"{row['K2 rim']:+.4f} 1/s, r2*_ev {row['r2star_ev']}")
 
 
 def main(argv=None):

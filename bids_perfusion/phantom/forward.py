@@ -44,16 +44,16 @@ class ForwardParameters:
     """Constants of the ``realistic`` forward model.
 
     molar_susceptibility: SI volume susceptibility of whole blood per mM of gadolinium
-    chelate, 0.32 ppm mM⁻¹ (the Curie-law value of Gd³⁺ at 37 °C, μ_eff = 7.94 μ_B;
-    0.027 ppm mM⁻¹ in cgs units, as used for phase-based AIFs by van Osch et al., MRM
-    2003;49:1067). r2star_ev_range: relaxivity of extravasated agent on T2*, s⁻¹ mM⁻¹ of
-    tissue concentration at 1.5 T (linear in B0), drawn uniformly per subject; it depends
-    on the cell size and density around the extravascular space (Quarles et al., Phys Med
-    Biol 2009;54:5749; Semmineh et al., MRM 2015;74:772), the phantom's range straddles
-    the value (about 80 at the default TR, TE and flip angle) where the T2* effect
-    overtakes the T1 effect. blooming: share of a vessel's extravascular dephasing felt by
-    each of the six face neighbours of its voxel (the phantom's choice; 0 turns
-    blooming off).
+    chelate, 0.32 ppm mM⁻¹ (0.026 ppm mM⁻¹ in cgs units; the Curie-law value of Gd³⁺ at
+    37 °C, μ_eff = 7.94 μ_B), the shift that phase-based AIFs measure (van Osch et al.,
+    MRM 2003;49:1067). r2star_ev_range: relaxivity of extravasated agent on T2*, s⁻¹
+    mM⁻¹ of tissue concentration at 1.5 T (linear in B0), drawn uniformly per subject; it
+    depends on the cell size and density around the extravascular space (Quarles et al.,
+    Phys Med Biol 2009;54:5749; Semmineh et al., MRM 2015;74:772). The phantom's range
+    straddles the value where the T2* effect overtakes the T1 effect (about 35-65 at the
+    default TR, TE and flip angle for a rim of T1 1.6 s and C_e 0.2-0.05 mM). blooming:
+    share of a vessel's extravascular dephasing felt by each of the six face neighbours
+    of its voxel (the phantom's choice; 0 turns blooming off).
     """
 
     molar_susceptibility: float = 0.32e-6
