@@ -7,11 +7,12 @@ signal the pipeline inverts, ``realistic`` adds complex-signal partial volume an
 susceptibility phase of arterial voxels, extravascular dephasing and blooming, the
 quadratic blood relaxivity, Tofts leakage through T1 and T2*, and counts the vessels'
 blood in the CBV truth. Each series goes through the pipeline's core steps (automatic
-brain mask, steady state and baseline, ΔR2*, concentration) with two AIFs:
+brain mask, steady state and baseline, ΔR2*, concentration) with three AIFs, the first
+two within the automatic brain mask (outside it ΔR2* is 0):
 
 - ``pure blood``: the mean ΔR2* over the voxels of blood fraction 1 (no partial volume);
 - ``truth mask``: the mean ΔR2* over the phantom's arterial voxels (partial volume
-  included), as the benchmarks of the published tables;
+  included);
 - ``automatic``: :func:`bids_perfusion.dsc.aif.select_aif` in the brain (with its
   saturation check at the series' TE).
 
@@ -100,9 +101,10 @@ def subject_figures(root, subject, delayed_root):
     out = {}
     for name in AIFS:
         if name == "pure blood":
-            selection = aif.aif_from_mask(delta, truth("label-arteries_probseg") == 1)
+            selection = aif.aif_from_mask(delta, (truth("label-arteries_probseg") == 1)
+                                          & brain)
         elif name == "truth mask":
-            selection = aif.aif_from_mask(delta, arteries)
+            selection = aif.aif_from_mask(delta, arteries & brain)
         else:
             selection = aif.select_aif(delta, brain, times, echo_time=te)
         arterial = relaxivity.blood_concentration(selection.curve)
