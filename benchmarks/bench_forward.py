@@ -1,6 +1,6 @@
 """The classical DSC estimators on the ``simple`` and the ``realistic`` forward model.
 
-The same cohort (same seed: same anatomy, tumours, perfusion and noise draws) is
+The same cohort (same seed: same anatomy, tumours, perfusion and noise level) is
 simulated on the small test grid, DSC only, Tofts leakage, with each forward model of the
 phantom (``PhantomConfig.forward_model``; docs/phantom.md §5): ``simple`` writes the
 signal the pipeline inverts, ``realistic`` adds complex-signal partial volume and the
@@ -16,8 +16,9 @@ two within the automatic brain mask (outside it ΔR2* is 0):
 - ``automatic``: :func:`bids_perfusion.dsc.aif.select_aif` in the brain (with its
   saturation check at the series' TE).
 
-Printed per forward model and AIF, as medians over subjects: the AIF's peak over the true
-arterial peak (ΔR2* converted with the pipeline's linear blood relaxivity); area-ratio CBV
+ΔR2* becomes concentration as the pipeline does by default: the relaxivities of the
+series' field, linear in blood (``--blood-relaxivity linear``). Printed per forward model
+and AIF, as medians over subjects: the AIF's peak over the true arterial peak; area-ratio CBV
 over truth in normal GM and WM; rCBV (CBV over its truth-NAWM median) over the truth rCBV
 in GM, WM and the enhancing rim; oSVD and cSVD CBF over truth in normal GM; and the
 delay insensitivity: GM CBF of oSVD and cSVD with every tissue delayed by a further 3 s
@@ -76,6 +77,8 @@ def subject_figures(root, subject, delayed_root):
     sidecar = json.loads((Path(root) / f"sub-{subject}" / "perf"
                           / f"sub-{subject}_ce-gadolinium_dsc.json").read_text())
     te, tr = sidecar["EchoTime"], sidecar["RepetitionTime"]
+    # the pipeline's default: the field's relaxivities, linear blood (--blood-relaxivity)
+    relax = relaxivity.at_field(sidecar["MagneticFieldStrength"], "linear")
 
     def truth(name):
         return _load(root, subject, name, TRUTH)
@@ -107,8 +110,10 @@ def subject_figures(root, subject, delayed_root):
             selection = aif.aif_from_mask(delta, arteries & brain)
         else:
             selection = aif.select_aif(delta, brain, times, echo_time=te)
-        arterial = relaxivity.blood_concentration(selection.curve)
-        run = {"brain": brain, "tissue": relaxivity.tissue_concentration(delta[brain]),
+        arterial = relaxivity.blood_concentration(selection.curve, relax.blood_linear,
+                                                  relax.blood_quadratic)
+        run = {"brain": brain,
+               "tissue": relaxivity.tissue_concentration(delta[brain], relax.tissue),
                "aif": arterial, "times": times}
         cbv = area_ratio_cbv(run)
         figures = {"aif peak": arterial.max() / max(aif_truth)}
@@ -125,7 +130,7 @@ def subject_figures(root, subject, delayed_root):
                 run["tissue"]))
             late = np.zeros(brain.shape)
             late[delayed_brain] = maps.cbf_from_fit(DeconvolutionModel(arterial, dt, method).fit(
-                relaxivity.tissue_concentration(delayed[delayed_brain])))
+                relaxivity.tissue_concentration(delayed[delayed_brain], relax.tissue)))
             gm = rois["GM"] & delayed_brain
             figures[f"{method} CBF GM"] = np.median(cbf[gm]) / np.median(truth_cbf[gm])
             figures[f"{method} delay"] = np.median(late[gm]) / np.median(cbf[gm])
