@@ -18,16 +18,17 @@ two within the automatic brain mask (outside it ΔR2* is 0):
 
 ΔR2* becomes concentration as the pipeline does by default: the relaxivities of the
 series' field, linear in blood (``--blood-relaxivity linear``). Printed per forward model
-and AIF, as medians over subjects: the AIF's peak over the true arterial peak; area-ratio CBV
-over truth in normal GM and WM; rCBV (CBV over its truth-NAWM median) over the truth rCBV
-in GM, WM and the enhancing rim; oSVD and cSVD CBF over truth in normal GM; and the
-delay insensitivity: GM CBF of oSVD and cSVD with every tissue delayed by a further 3 s
-(``extra_delay``), over the undelayed CBF. Figures of the digital phantom.
+and AIF, as medians over subjects: the AIF's peak over the true arterial peak and the
+fractions of its voxels that are pure blood (blood fraction 1) and that hold no blood;
+area-ratio CBV over truth in normal GM and WM; rCBV (CBV over its truth-NAWM median) over
+the truth rCBV in GM, WM and the enhancing rim; oSVD and cSVD CBF over truth in normal
+GM; and the delay insensitivity: GM CBF of oSVD and cSVD with every tissue delayed by a
+further 3 s (``extra_delay``), over the undelayed CBF. Figures of the digital phantom.
 
     NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_forward.py --n-subjects 4 --snr 50
     NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_forward.py --n-subjects 4 \\
         --field-strength 3 --te 0.045          # saturation of the arterial peak
-    NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_forward.py --n-subjects 2 --cli
+    NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_forward.py --n-subjects 4 --cli
 
 ``--cli`` also runs ``bids-perfusion BIDS OUT participant --dsc-methods osvd,csvd`` (the
 pipeline's automatic AIF, leakage correction and NAWM) on both undelayed cohorts and
@@ -116,7 +117,10 @@ def subject_figures(root, subject, delayed_root):
                "tissue": relaxivity.tissue_concentration(delta[brain], relax.tissue),
                "aif": arterial, "times": times}
         cbv = area_ratio_cbv(run)
-        figures = {"aif peak": arterial.max() / max(aif_truth)}
+        blood = truth("label-arteries_probseg")[selection.mask]
+        figures = {"aif peak": arterial.max() / max(aif_truth),
+                   "AIF voxels pure": np.mean(blood == 1),
+                   "AIF voxels no blood": np.mean(blood == 0)}
         for roi in ("GM", "WM"):
             figures[f"CBV {roi}"] = np.median(cbv[rois[roi]]) / np.median(truth_cbv[rois[roi]])
         reference, truth_reference = np.median(cbv[nawm]), np.median(truth_cbv[nawm])
@@ -221,8 +225,9 @@ def main(argv=None):
     parser.add_argument("--cli", action="store_true",
                         help="also run the participant level on both cohorts (oSVD, cSVD)")
     args = parser.parse_args(argv)
-    columns = ["aif peak", "CBV GM", "CBV WM", "rCBV GM", "rCBV WM", "rCBV rim",
-               "osvd CBF GM", "csvd CBF GM", "osvd delay", "csvd delay"]
+    columns = ["aif peak", "AIF voxels pure", "AIF voxels no blood", "CBV GM", "CBV WM",
+               "rCBV GM", "rCBV WM", "rCBV rim", "osvd CBF GM", "csvd CBF GM", "osvd delay",
+               "csvd delay"]
     print(f"Digital phantom (small grid 48x48x12, {args.field_strength:g} T, TE "
           f"{1000 * args.te:g} ms, DSC SNR {args.snr:g}, Tofts leakage; "
           f"medians over {args.n_subjects} subjects, seed {args.seed}). Ratios to the "
