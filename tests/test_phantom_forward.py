@@ -34,7 +34,9 @@ TINY = PhantomConfig(grades=("HGG",), matrix=(24, 24, 8), fov_mm=220.0, slab_mm=
                      asl=None).with_(dsc={"echo_times": (0.02, 0.04), "doses": (1.0, 0.5),
                                           "n_frames": 30, "baseline_frames": 6})
 #: sha256 of the float32 signals (sorted by dose, echo) of TINY's subject, written by the
-#: phantom before the forward models existed (commit 6406101), per leakage model.
+#: phantom before the forward models existed (commit 6406101), per leakage model. The
+#: float64 arithmetic is rounded to float32 before hashing, so a last-bit difference of
+#: another BLAS or libm changes the digest only in the rare value on a rounding edge.
 SIMPLE_SHA256 = {"bsw": "ce92605ad77c82e45363988e4aad6a311f5a0c835cbd604c416968e8e9ba3c76",
                  "tofts": "58b1fd4349c884993267cd3bbdf0f90e2d5379f47cc4a51e2d2717623d4d8ef1"}
 
