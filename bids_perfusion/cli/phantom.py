@@ -74,6 +74,12 @@ def build_parser():
                             "acquisition (TR, TE, flip angle, frames, field) and nuisance "
                             "(drift, physiological noise) from the ranges of "
                             "PhantomConfig.dsc_population (docs/phantom.md)")
+    group.add_argument("--forward-model", choices=("simple", "realistic"),
+                       default=cohort.forward_model,
+                       help="DSC signal model: simple, the one the pipeline inverts; "
+                            "realistic, complex-signal partial volume of arterial voxels, "
+                            "extravascular dephasing and blooming, Tofts leakage through T1 "
+                            "and T2*, CBV truth with the vessels' blood (docs/phantom.md)")
 
     group = parser.add_argument_group("DSC acquisition")
     group.add_argument("--no-dsc", action="store_true", help="do not simulate DSC")
@@ -90,11 +96,12 @@ def build_parser():
                        help="dose factors; each is a separate injection with fresh noise")
     group.add_argument("--preload", action="store_true",
                        help="a preload dose was given (reduces T1 leakage effects)")
-    group.add_argument("--leakage", choices=("bsw", "t2star", "tofts"), default=dsc.leakage,
+    group.add_argument("--leakage", choices=("bsw", "t2star", "tofts"),
                        help="how the enhancing rim leaks: bsw, K2 * integral of the normal "
                             "brain's curve (T1 effect, K2 > 0); t2star, the same with K2 < 0 "
                             "(T2*-dominant); tofts, Tofts Ktrans/ve extravasation through "
-                            "the spoiled gradient-echo T1 effect")
+                            f"the spoiled gradient-echo T1 effect (default: {dsc.leakage}; "
+                            "tofts with --forward-model realistic, which needs it)")
     group.add_argument("--residue", choices=("exponential", "gamma"), default=dsc.residue,
                        help="residue function of tissue")
     group.add_argument("--blood-relaxivity", choices=("linear", "quadratic"),
@@ -147,7 +154,9 @@ def config_from_args(args):
         n_frames=args.n_frames, baseline_frames=args.baseline_frames, snr=args.snr,
         doses=tuple(args.doses), preload=args.preload, residue=args.residue,
         blood_relaxivity=args.blood_relaxivity, field_strength=args.dsc_field_strength,
-        extra_delay=args.extra_delay, leakage=args.leakage)
+        extra_delay=args.extra_delay,
+        leakage=args.leakage or ("tofts" if args.forward_model == "realistic"
+                                 else DSCAcquisition.leakage))
     asl = None if args.no_asl else ASLAcquisition(
         label_type=args.asl_type, plds=tuple(args.plds), n_pairs=tuple(args.n_pairs),
         labeling_duration=args.labeling_duration, bolus_cutoff=args.bolus_cutoff,
@@ -160,7 +169,8 @@ def config_from_args(args):
                   flow_scale=tuple(args.flow_scale), heterogeneity=args.heterogeneity,
                   tissue_cbf=tuple(args.tissue_cbf) if args.tissue_cbf else None,
                   arteries=not args.no_arteries, grade_ranges=args.grade_ranges,
-                  population=args.population, dsc=dsc, asl=asl)
+                  population=args.population, forward_model=args.forward_model,
+                  dsc=dsc, asl=asl)
     if args.grades:
         return PhantomConfig(grades=tuple(args.grades), **common)
     return PhantomConfig.cohort(args.n_subjects, args.hgg_fraction, **common)

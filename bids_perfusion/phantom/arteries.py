@@ -22,11 +22,11 @@ CENTRE_LINES = (
 PARTIAL_VOLUME = (0.2, 0.6)
 
 
-def artery_fraction(rng, grid, world_from_template=None):
-    """Blood fraction of every voxel (x, y, z): 1 on the centre lines, partial around."""
+def centre_line_voxels(grid, world_from_template=None):
+    """Per segment of every centre line: the voxel indices it crosses (3, N) and its unit
+    direction in world coordinates (3,)."""
     transform = np.eye(4) if world_from_template is None else world_from_template
     voxel_from_world = np.linalg.inv(grid.affine) @ transform
-    core = np.zeros(grid.shape, dtype=bool)
     for line in CENTRE_LINES:
         for side in (1.0, -1.0):
             points = np.array(line) * np.array([side, 1.0, 1.0])
@@ -35,7 +35,15 @@ def artery_fraction(rng, grid, world_from_template=None):
                 mm = start + np.linspace(0.0, 1.0, n)[:, None] * (end - start)
                 ijk = np.rint(voxel_from_world[:3, :3] @ mm.T + voxel_from_world[:3, 3:4])
                 inside = np.all((ijk >= 0) & (ijk < np.array(grid.shape)[:, None]), axis=0)
-                core[tuple(ijk[:, inside].astype(int))] = True
+                direction = transform[:3, :3] @ (end - start)
+                yield ijk[:, inside].astype(int), direction / np.linalg.norm(direction)
+
+
+def artery_fraction(rng, grid, world_from_template=None):
+    """Blood fraction of every voxel (x, y, z): 1 on the centre lines, partial around."""
+    core = np.zeros(grid.shape, dtype=bool)
+    for ijk, _ in centre_line_voxels(grid, world_from_template):
+        core[tuple(ijk)] = True
     fraction = core.astype(float)
     shell = np.zeros(grid.shape, dtype=bool)
     for axis in (0, 1):

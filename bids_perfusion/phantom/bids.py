@@ -16,7 +16,7 @@ import json
 import logging
 import shutil
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -29,6 +29,7 @@ from bids_perfusion.phantom.anatomy import make_grid
 from bids_perfusion.phantom.asl import simulate_asl
 from bids_perfusion.phantom.dsc import blood_delta_r2star, simulate_dsc
 from bids_perfusion.phantom.dsc_population import draw_dsc_acquisition
+from bids_perfusion.phantom.forward import CBV_DEFINITIONS
 from bids_perfusion.phantom.mr import spoiled_gre_steady_state
 from bids_perfusion.phantom.subject import BLOOD, COMPARTMENTS, make_subject
 from bids_perfusion.tsv import write_tsv
@@ -109,23 +110,26 @@ def _write_all(root, config):
         subject = make_subject(label, grade, config, anatomy_rng, grid)
         rows.append({"participant_id": f"sub-{label}", **subject.tumour.describe(),
                      "flow_scale": round(subject.flow_scale, 4)})
-        extra = {}
+        extra, cbv = {}, None
         _write_anatomy(root, subject)
         if config.dsc is not None:
             acq = config.dsc
             if config.population:
                 acq, extra["dsc_acquisition"] = draw_dsc_acquisition(
                     population_rng, config.dsc, config.dsc_population)
-            dsc = simulate_dsc(subject, acq, dsc_rng)
+            dsc = simulate_dsc(subject, acq, dsc_rng, config.forward_model)
             _write_dsc(root, subject, acq, dsc)
             extra["dsc_noise_sd"] = dsc.noise_sd
+            if dsc.r2star_ev is not None:
+                extra["dsc_r2star_extravascular"] = dsc.r2star_ev
+            cbv = dsc.cbv
         if config.asl is not None:
             asl = simulate_asl(subject, config.asl, asl_rng)
             _write_asl(root, subject, config.asl, asl)
             extra.update(asl_noise_sd=asl.noise_sd,
                          asl_labeling_efficiency=asl.labeling_efficiency,
                          asl_t1_blood=asl.t1_blood)
-        _write_truth(root, subject, extra)
+        _write_truth(root, subject, extra, config.forward_model, cbv)
     _write_participants(root, rows)
 
 
@@ -243,12 +247,14 @@ def _write_dsc(root, subject, acq, sim):
                if acq.dummy_scans else {}),
         })
     truth = root / TRUTH / f"sub-{subject.label}" / "perf"
+    # the realistic forward model's blood relaxes by the quadratic model (forward.py)
+    blood = acq if sim.r2star_ev is None else replace(acq, blood_relaxivity="quadratic")
     for dose, aif in sim.aif.items():
         acq_label = None if dose == 1.0 else dose_label(dose)
         stem = f"sub-{subject.label}{f'_acq-{acq_label}' if acq_label else ''}_desc-truth_aif"
         rows = [{"time": float(t), "concentration": float(c),
                  "delta_r2star": float(r)}
-                for t, c, r in zip(sim.frame_times, aif, blood_delta_r2star(aif, acq),
+                for t, c, r in zip(sim.frame_times, aif, blood_delta_r2star(aif, blood),
                                    strict=True)]
         write_tsv(rows, ["time", "concentration", "delta_r2star"], truth / f"{stem}.tsv")
         _json(truth / f"{stem}.json", {
@@ -313,17 +319,21 @@ def _write_asl(root, subject, acq, sim):
     _write_map(root, subject, "m0map", sim.m0)
 
 
-def _write_map(root, subject, suffix, data):
+def _write_map(root, subject, suffix, data, **fields):
     truth = root / TRUTH / f"sub-{subject.label}" / "perf"
     stem = truth / f"sub-{subject.label}_desc-truth_{suffix}"
     _nifti(Path(f"{stem}.nii.gz"), np.asarray(data, dtype=np.float32), subject.grid)
     units, description = TRUTH_MAPS[suffix]
-    _json(Path(f"{stem}.json"), {"Units": units, "Description": description})
+    _json(Path(f"{stem}.json"), {"Units": units, "Description": description, **fields})
 
 
-def _write_truth(root, subject, extra):
-    for name in ("cbf", "cbv", "mtt"):
-        _write_map(root, subject, name, getattr(subject, name))
+def _write_truth(root, subject, extra, forward_model, cbv=None):
+    """Truth maps, masks and parameters; ``cbv`` replaces the subject's CBV when the
+    forward model defines it otherwise (``realistic``: the vessels' blood counts)."""
+    _write_map(root, subject, "cbf", subject.cbf)
+    _write_map(root, subject, "cbv", subject.cbv if cbv is None else cbv,
+               ForwardModel=forward_model, Definition=CBV_DEFINITIONS[forward_model])
+    _write_map(root, subject, "mtt", subject.mtt)
     truth = root / TRUTH / f"sub-{subject.label}" / "perf"
     prefix = truth / f"sub-{subject.label}"
     for name, mask in subject.masks().items():

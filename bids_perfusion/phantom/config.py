@@ -22,6 +22,8 @@ BLOOD_RELAXIVITIES = ("linear", "quadratic")
 READOUTS = ("3D", "2D")
 #: Leakage models of the DSC phantom (:class:`DSCAcquisition`.leakage).
 LEAKAGE_MODELS = ("bsw", "t2star", "tofts")
+#: DSC forward models (:attr:`PhantomConfig.forward_model`; ``phantom/forward.py``).
+FORWARD_MODELS = ("simple", "realistic")
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,12 @@ class PhantomConfig:
     tissue_cbf: tuple | None = None
     arteries: bool = True
     grade_ranges: str = "separated"
+    #: DSC forward model (``phantom/forward.py``). ``simple``: the signal the pipeline
+    #: inverts (linear ΔR2* mixing, its relaxivities, the leakage of ``dsc.leakage``; the
+    #: data of the published tables). ``realistic``: complex-signal partial volume of
+    #: arterial voxels, extravascular dephasing and blooming, Tofts leakage through T1
+    #: and T2* (needs ``dsc.leakage = "tofts"``), CBV truth with the vessels' blood.
+    forward_model: str = "simple"
     population: bool = False
     dsc: DSCAcquisition | None = field(default_factory=DSCAcquisition)
     asl: ASLAcquisition | None = field(default_factory=ASLAcquisition)
@@ -317,6 +325,12 @@ class PhantomConfig:
             _check(grade in GRADES, "grades", f"unknown grade {grade!r}; use one of {GRADES}")
         _check(self.grade_ranges in GRADE_MODELS, "grade_ranges",
                f"use one of {tuple(GRADE_MODELS)}")
+        _check(self.forward_model in FORWARD_MODELS, "forward_model",
+               f"use one of {FORWARD_MODELS}")
+        _check(self.forward_model == "simple" or self.dsc is None
+               or self.dsc.leakage == "tofts", "forward_model",
+               "the realistic forward model leaks by the Tofts model through T1 and T2*: "
+               "set dsc.leakage to 'tofts' (--leakage tofts)")
         _check(len(self.matrix) == 3 and min(self.matrix) >= 4, "matrix",
                "give three sizes (x y slices), each at least 4")
         _check(self.fov_mm > 0 and self.slab_mm > 0, "fov_mm/slab_mm", "must be positive")

@@ -34,8 +34,9 @@ import numpy as np
 
 from bids_perfusion import constants
 from bids_perfusion.dsc import kinetics, relaxivity
+from bids_perfusion.phantom import forward
 from bids_perfusion.phantom.config import RECEIVER_GAIN
-from bids_perfusion.phantom.mr import rician, spoiled_gre_factor, spoiled_gre_steady_state
+from bids_perfusion.phantom.mr import rician, spoiled_gre_factor
 from bids_perfusion.phantom.nuisance import nuisance_factor
 
 
@@ -57,6 +58,10 @@ class DSCSimulation:
     noise_sd: float
     ktrans: np.ndarray | None = None
     ve: np.ndarray | None = None
+    #: Forward model ``realistic`` only: the CBV truth (vessels' blood included) and the
+    #: subject's T2* relaxivity of extravasated agent, s^-1 mM^-1.
+    cbv: np.ndarray | None = None
+    r2star_ev: float | None = None
 
 
 def bolus_arrival(acq):
@@ -168,8 +173,15 @@ def blood_delta_r2star(concentration, acq):
                                          relax.blood_quadratic)
 
 
-def simulate_dsc(subject, acq, rng):
-    """Simulate every dose and echo of ``acq`` for ``subject``; fresh noise for each run."""
+def simulate_dsc(subject, acq, rng, forward_model="simple"):
+    """Simulate every dose and echo of ``acq`` for ``subject``; fresh noise for each run.
+
+    ``forward_model`` ``realistic`` replaces the noise-free signal by that of
+    :class:`~bids_perfusion.phantom.forward.RealisticSignals` (needs ``tofts`` leakage).
+    """
+    if forward_model == "realistic" and acq.leakage != "tofts":
+        raise ValueError("The realistic forward model leaks by the Tofts model: set "
+                         "dsc.leakage to 'tofts' (--leakage tofts).")
     step = acq.time_oversampling
     dt = acq.tr / step
     t = np.arange(acq.n_frames * step) * dt
@@ -206,6 +218,9 @@ def simulate_dsc(subject, acq, rng):
 
     r_tissue = relaxivities(acq).tissue
     signals, aifs = {}, {}
+    # Forward model "realistic": the subject's T2* relaxivity of extravasated agent.
+    r2star_ev = (forward.draw_r2star_ev(rng, acq.field_strength)
+                 if forward_model == "realistic" else None)
     for dose in acq.doses:
         nuisance = nuisance_factor(rng, acq, m0.size, t[frames])
         aif = arterial_input(t, acq, dose)
@@ -223,9 +238,12 @@ def simulate_dsc(subject, acq, rng):
             extravascular = leak_factor * (weights.T @ tofts_concentration(
                 t, aif, ktrans_tissue, np.full(k2_tissue.size, acq.tofts_ve))[:, frames])
             t10_safe = np.maximum(t10, 1e-3)  # T1 is 0 outside the head
-            r1 = 1.0 / t10_safe[:, None] + r1_relaxivity(acq.field_strength) * extravascular
-            t1_gain = (spoiled_gre_steady_state(1.0 / r1, acq.tr, acq.flip_angle)
-                       / spoiled_gre_steady_state(t10_safe, acq.tr, acq.flip_angle)[:, None])
+            t1_gain = forward.spgr_t1_gain(
+                t10_safe, r1_relaxivity(acq.field_strength) * extravascular, acq.tr,
+                acq.flip_angle)
+        realistic = None if r2star_ev is None else forward.RealisticSignals(
+            subject, acq, aif[frames], tissue_r2, extravascular,
+            r1_relaxivity(acq.field_strength), r2star_ev)
         for echo, te in enumerate(acq.echo_times):
             # bsw: T1 effect calibrated on the first echo; t2star: ΔR2* at every echo.
             leak_te = te if acq.leakage == "t2star" else acq.echo_times[0]
@@ -233,6 +251,8 @@ def simulate_dsc(subject, acq, rng):
                      * np.exp(-te * intravascular + leak_te * leak))
             if acq.leakage == "tofts":
                 clean = clean * t1_gain
+            if realistic is not None:
+                clean = realistic.signal(te)
             if nuisance is not None:
                 clean = clean * nuisance
             noisy = rician(rng, clean, noise_sd)
@@ -251,4 +271,5 @@ def simulate_dsc(subject, acq, rng):
                          np.where(perfused, delay, 0.0).reshape(shape), k2.reshape(shape),
                          noise_sd,
                          None if ktrans is None else ktrans.reshape(shape),
-                         None if ve is None else ve.reshape(shape))
+                         None if ve is None else ve.reshape(shape),
+                         None if r2star_ev is None else forward.cbv_truth(subject), r2star_ev)
