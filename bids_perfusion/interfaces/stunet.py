@@ -69,8 +69,7 @@ class StUNetInference(SimpleInterface):
                                 f"strip model {card['model']!r} from the raw DSC series",
             **weights_sidecar(weights or cbv_models.bundled_weights(), card),
             "UnitsCalibration": {
-                "Description": "least-squares fit CBV = offset + scale * prediction of the "
-                               "run's area-ratio CBV over the brain",
+                "Description": info["description"],
                 "Offset": round(info["offset"], 6), "Scale": round(info["scale"], 6)},
             "Device": devices.describe(device),
             "InferenceSeconds": round(float(info["seconds"]), 3),
