@@ -105,13 +105,14 @@ def to_units(native, reference_cbv, brain, preprocessing):
     """A native-grid prediction (X, Y, Z) in the units of ``reference_cbv``, 0 outside the
     brain, and the calibration ``(α, β)``: CBV = α + β·ŷ fitted to the reference
     (:func:`~bids_perfusion.nn.cbv_preprocessing.calibrate_units`) for the
-    ``"standardised"`` target; CBV = β·exp(ŷ), β the reference's brain median
+    ``"standardised"`` target; CBV = β·exp(ŷ), β fitted through the origin
     (:func:`~bids_perfusion.nn.cbv_preprocessing.calibrate_scale`), for ``"logRelative"``,
     which keeps the predicted ratios (tumour/NAWM) whatever the reference's noise."""
     brain = np.asarray(brain, dtype=bool)
     decoded = decode_prediction(native, preprocessing)
     if preprocessing.target == "logRelative":
-        alpha, beta = 0.0, calibrate_scale(decoded, reference_cbv, brain)
+        alpha, beta = 0.0, calibrate_scale(decoded, reference_cbv, brain,
+                                           preprocessing.clip)
     else:
         alpha, beta = calibrate_units(decoded, reference_cbv, brain, preprocessing.clip)
     return np.where(brain, alpha + beta * decoded, 0.0).astype(np.float32), alpha, beta
@@ -132,8 +133,9 @@ def estimate_cbv(model, preprocessing, series, brain, reference_cbv, batch_size=
                                            device)
     cbv, alpha, beta = to_units(to_native(prediction, run.crop), reference_cbv, brain,
                                 preprocessing)
-    described = ("CBV = scale * exp(prediction), scale the median of the run's area-ratio "
-                 "CBV over the brain (offset 0)" if preprocessing.target == "logRelative"
+    described = ("least-squares fit through the origin CBV = scale * exp(prediction) of the "
+                 "run's area-ratio CBV over the brain (offset 0)"
+                 if preprocessing.target == "logRelative"
                  else "least-squares fit CBV = offset + scale * prediction of the run's "
                       "area-ratio CBV over the brain")
     return cbv, {"offset": alpha, "scale": beta, "description": described,

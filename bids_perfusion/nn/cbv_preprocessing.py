@@ -44,8 +44,8 @@ CBV) onto the prediction, ``CBV ≈ α + β ŷ`` over the brain. Noise in that m
 independent of ŷ, so it does not bias the slope β (errors in the dependent variable
 only add variance), which makes the fit usable at low dose. The offset α changes every
 ratio of the map; the ``"logRelative"`` target needs none: exp(ŷ) is CBV relative to the
-brain median, and :func:`calibrate_scale` gives the median in mL/100 g, which leaves
-every ratio as the model predicted it.
+brain median, and :func:`calibrate_scale` fits its scale alone (through the origin),
+which leaves every ratio as the model predicted it.
 """
 
 import dataclasses
@@ -260,23 +260,28 @@ def calibrate_units(prediction, reference, brain, clip=5.0):
     Voxels where the standardised ``reference`` lies outside ``[−clip, clip]`` (large
     vessels, noise spikes) are left out. See the module docstring.
     """
-    brain = np.asarray(brain, dtype=bool)
-    reference = np.asarray(reference, dtype=np.float64)
-    mean, sd = brain_statistics(reference, brain)
-    keep = brain & (np.abs(reference - mean) <= clip * sd)
-    x = np.asarray(prediction, dtype=np.float64)[keep]
-    y = reference[keep]
+    x, y = _calibration_voxels(prediction, reference, brain, clip)
     beta = float(np.cov(x, y, bias=True)[0, 1] / x.var()) if x.var() > 0 else 0.0
     return float(y.mean() - beta * x.mean()), beta
 
 
-def calibrate_scale(relative, reference, brain):
-    """``β = median(reference) / median(relative)`` over the brain: the units of a map
-    ``relative`` to its brain median (exp(ŷ) of the ``"logRelative"`` target), through
-    the origin, so that every ratio of the map is kept. The median of the run's (noisy)
-    area-ratio CBV is robust to its noise and to large vessels."""
+def calibrate_scale(relative, reference, brain, clip=5.0):
+    """``β`` of the least-squares fit through the origin ``reference ≈ β · relative``,
+    ``β = Σ x y / Σ x²`` over the brain voxels of :func:`calibrate_units`: the units of a
+    map relative to its brain median (exp(ŷ) of the ``"logRelative"`` target), with no
+    offset, so that every ratio of the map is kept. Noise in the reference (the run's
+    area-ratio CBV) is independent of ``relative`` and does not bias β."""
+    x, y = _calibration_voxels(relative, reference, brain, clip)
+    if not np.dot(x, x) > 0:
+        raise ValueError("cannot calibrate: the relative CBV is 0 over the brain")
+    return float(np.dot(x, y) / np.dot(x, x))
+
+
+def _calibration_voxels(prediction, reference, brain, clip):
+    """Prediction and reference over the brain voxels whose reference lies within
+    ``clip`` SDs of its brain mean."""
     brain = np.asarray(brain, dtype=bool)
-    denominator = float(np.median(np.asarray(relative, dtype=np.float64)[brain]))
-    if not denominator > 0:
-        raise ValueError("cannot calibrate: the relative CBV's brain median is not positive")
-    return float(np.median(np.asarray(reference, dtype=np.float64)[brain])) / denominator
+    reference = np.asarray(reference, dtype=np.float64)
+    mean, sd = brain_statistics(reference, brain)
+    keep = brain & (np.abs(reference - mean) <= clip * sd)
+    return np.asarray(prediction, dtype=np.float64)[keep], reference[keep]
