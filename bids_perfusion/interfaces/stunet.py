@@ -1,7 +1,7 @@
 """stU-Net inference: CBV (mL/100 g) from the raw, possibly low-dose, DSC series.
 
 Reads the first echo of the series, the brain mask and the run's area-ratio CBV (only
-for the units: :func:`bids_perfusion.nn.cbv_preprocessing.calibrate_units`), and writes
+for the units: :func:`bids_perfusion.nn.cbv_models.to_units`), and writes
 the CBV map of the strip model (:mod:`bids_perfusion.nn.cbv_models`) with a metadata dict
 for the sidecar (the weights' sha256, device, timing, unit calibration).
 """
