@@ -16,6 +16,7 @@ from bids_perfusion.nn.cbv_preprocessing import (
     standardise,
     to_native,
 )
+from bids_perfusion.nn.weights import config_from_dict
 
 LOG = PreprocessingConfig(size=24, strip_width=8, train_stride=4, test_stride=4,
                           target="logRelative")
@@ -54,6 +55,9 @@ def test_log_relative_target_round_trips_exactly():
                                   standardise(cbv, mask, 5.0)[0])
     with pytest.raises(ValueError, match="target must be one of"):
         PreprocessingConfig(target="log")
+    # cards written before the key existed keep the paper's target
+    old_card = {"size": 64, "baseline_frames": 5, "clip": 5.0, "strip_width": 16}
+    assert config_from_dict(PreprocessingConfig, old_card).target == "standardised"
 
 
 def test_paper_target_cannot_hold_the_hgg_tumour_rcbv_the_log_target_can(noise_free):
