@@ -20,14 +20,25 @@ the mean brain curve) are quantified by
 
 Every map is cropped to the brain, resampled to the model's in-plane size and
 standardised with its own brain statistics, clipped to [-5, 5] (the paper's
-preprocessing, :mod:`bids_perfusion.nn.cbv_preprocessing`); the networks' outputs are in
-that space already (clipped likewise). Per slice with at least ``--min-brain`` brain
-pixels: L2 (mean squared error over brain pixels), L1 (mean absolute error), t-L2 and
-t-L1 (the same over the tumour mask, slices holding tumour only) and SSIM
+preprocessing, :mod:`bids_perfusion.nn.cbv_preprocessing`); the outputs of networks
+trained on that space are in it already (clipped likewise), those of networks trained on
+the ``logRelative`` target are standardised like the classical map
+(:func:`~bids_perfusion.nn.cbv_preprocessing.standardised_prediction`). Per slice with
+at least ``--min-brain`` brain pixels: L2 (mean squared error over brain pixels), L1
+(mean absolute error), t-L2 and t-L1 (the same over the tumour mask, slices holding
+tumour only) and SSIM
 (``skimage.metrics.structural_similarity`` on the slice with 0 outside the brain,
 ``data_range`` = 10, the width of the clipping interval), against the full-dose reference
 and against the phantom's ground-truth CBV. Mean (SD) over test slices are printed in the
 layout of the paper's Table 1; ``--out`` keeps the per-slice values.
+
+Beside it, the value the clinic reads, which the standardised, clipped space hides: the
+**tumour rCBV**, median CBV in the tumour over the median in normal-appearing white
+matter (the phantom's ``label-tumor`` and ``label-NAWM`` masks, native grid), against
+the same ratio of the truth, per subject and dose, and its relative error summarised
+for LGG and HGG separately (``--out-rcbv`` keeps the per-subject values). The networks'
+ratio is read on their CBV in mL/100 g as the pipeline writes it
+(:func:`bids_perfusion.nn.cbv_models.to_units`, calibrated on that dose's area-ratio CBV).
 
 Speed: one 128×128×24×80 series (a test series resampled in space and time) through
 the whole stU-Net inference (preprocessing, strips, averaging, back to the native grid,
@@ -71,6 +82,8 @@ from bids_perfusion.phantom.bids import TRUTH  # noqa: E402
 DOSES = (1.0, 0.5, 0.25)
 TARGETS = ("reference", "truth")
 METRICS = ("L2", "t-L2", "L1", "t-L1", "SSIM")
+RCBV_COLUMNS = ("subject", "grade", "method", "dose", "target", "rCBV", "rCBV_truth",
+                "rCBV_error")
 SCALE = {"L2": 100, "t-L2": 100, "L1": 100, "t-L1": 100, "SSIM": 100}
 UNITS = {"L2": "1e-2", "t-L2": "1e-2", "L1": "1e-2", "t-L1": "1e-2", "SSIM": "%"}
 
@@ -118,6 +131,11 @@ def slice_metrics(prediction, reference, mask, tumour, min_brain):
     return rows
 
 
+def tumour_rcbv(cbv, tumour, nawm):
+    """median(CBV in the tumour) / median(CBV in NAWM): the clinical tumour rCBV."""
+    return float(np.median(cbv[tumour]) / np.median(cbv[nawm]))
+
+
 def _subject(root, subject):
     """Series, sidecar, automatic brain mask and the phantom's arterial mask of a subject."""
     sidecar = json.loads((Path(root) / f"sub-{subject}" / "perf"
@@ -146,22 +164,40 @@ def write_references(root, folder):
 
 
 def evaluate_subject(root, subject, models, args):
-    """Per-slice rows of every method and dose against the reference and the truth.
+    """Per-slice rows of every method and dose against the reference and the truth, and
+    the tumour rCBV rows (:data:`RCBV_COLUMNS`).
 
     ``models`` maps ``(target, name)`` to ``(model, preprocessing)``: the models trained
     on that target (the full-dose reference or the truth) are scored against it.
     """
     from bids_perfusion.nn import cbv_models
-    from bids_perfusion.nn.cbv_preprocessing import prepare_map, prepare_mask
+    from bids_perfusion.nn.cbv_preprocessing import (
+        prepare_map,
+        prepare_mask,
+        standardised_prediction,
+        to_native,
+    )
 
     series, sidecar, brain, arteries = _subject(root, subject)
     tumour_native = _image(root, subject, "label-tumor_mask", TRUTH) > 0
+    nawm = (_image(root, subject, "label-NAWM_mask", TRUTH) > 0) & brain
     truth_native = _image(root, subject, "desc-truth_cbv", TRUTH).astype(np.float32)
+    parameters = json.loads((Path(root) / TRUTH / f"sub-{subject}" / "perf"
+                             / f"sub-{subject}_desc-truth_parameters.json").read_text())
+    grade = parameters["tumour"]["grade"]
+    truth_rcbv = tumour_rcbv(truth_native, tumour_native & brain, nawm)
     preprocessing = next(iter(models.values()))[1]
     mask, crop = prepare_mask(brain, preprocessing)
     tumour = prepare_mask(tumour_native & brain, preprocessing, crop)[0]
     window = lowdose.baseline_of_run(series, brain)
-    standardised, seconds = {}, {}
+    standardised, seconds, rcbv = {}, {}, []
+
+    def rcbv_row(method, dose, target, cbv):
+        value = tumour_rcbv(cbv, tumour_native & brain, nawm)
+        rcbv.append({"subject": subject, "grade": grade, "method": method, "dose": dose,
+                     "target": target, "rCBV": value, "rCBV_truth": truth_rcbv,
+                     "rCBV_error": value / truth_rcbv - 1})
+
     for dose in DOSES:
         dosed = series if dose == 1 else lowdose.simulate_low_dose_run(
             series, dose, window, tr=sidecar["RepetitionTime"], model=args.lowdose_model,
@@ -170,12 +206,15 @@ def evaluate_subject(root, subject, models, args):
         cbv = classical_cbv(dosed, sidecar, brain, arteries)
         for target in TARGETS:
             standardised[(target, "osvd", dose)] = prepare_map(cbv, brain, preprocessing, crop)
+            rcbv_row("osvd", dose, target, cbv)
         for (target, name), (model, config) in models.items():
             tic = time.perf_counter()
-            _run, z = cbv_models.predict_standardised(model, config, dosed, brain,
-                                                      device=args.device)
+            run, z = cbv_models.predict_standardised(model, config, dosed, brain,
+                                                     device=args.device)
             seconds[(target, name, dose)] = time.perf_counter() - tic
-            standardised[(target, name, dose)] = np.clip(z, -config.clip, config.clip)
+            standardised[(target, name, dose)] = standardised_prediction(z, run.mask, config)
+            units = cbv_models.to_units(to_native(z, run.crop), cbv, brain, config)[0]
+            rcbv_row(name, dose, target, units)
     references = {"reference": standardised[("reference", "osvd", 1.0)],
                   "truth": prepare_map(truth_native, brain, preprocessing, crop)}
     rows = []
@@ -185,15 +224,15 @@ def evaluate_subject(root, subject, models, args):
         for row in slice_metrics(values, references[target], mask, tumour, args.min_brain):
             rows.append({"subject": subject, "method": method, "dose": dose,
                          "target": target, **row})
-    return rows, seconds
+    return rows, seconds, rcbv
 
 
 def table(rows, target, methods):
     """Table 1 layout: dose x metric rows, method columns, mean (SD) over slices."""
     names = {"osvd": "oSVD (area ratio)", "hess": "Hess", "stunet": "stU-Net"}
     what = "full-dose oSVD reference" if target == "reference" else "ground-truth CBV"
-    lines = [f"against the {what} ({len({(r['subject'], r['slice']) for r in rows})} test "
-             "slices)",
+    lines = [f"digital phantom, against the {what} "
+             f"({len({(r['subject'], r['slice']) for r in rows})} test slices)",
              f"{'dose':6} {'metric':12}" + "".join(f"{names[m]:>20}" for m in methods)]
     labels = {1.0: "full", 0.5: "1/2", 0.25: "1/4"}
     summary = {}
@@ -210,6 +249,43 @@ def table(rows, target, methods):
                 summary[(dose, metric, method)] = mean
                 cells.append(f"{mean:>12.2f} ({sd:5.2f})")
             lines.append(f"{labels[dose]:6} {metric:5} ({UNITS[metric]:>4})" + "".join(cells))
+    return "\n".join(lines), summary
+
+
+def rcbv_table(rcbv, target, methods):
+    """Tumour rCBV against the truth: per subject (the ratio, its truth and the error of
+    every method and dose), then per grade and dose the mean error, its mean absolute
+    value and range over subjects, in %, and how many subjects lie within 15 %."""
+    names = {"osvd": "oSVD (area ratio)", "hess": "Hess", "stunet": "stU-Net"}
+    labels = {1.0: "full", 0.5: "1/2", 0.25: "1/4"}
+    rows = [r for r in rcbv if r["target"] == target]
+    lines = ["digital phantom, tumour rCBV (tumour/NAWM median) per subject, error vs "
+             "truth in %"]
+    for subject in sorted({r["subject"] for r in rows}):
+        mine = [r for r in rows if r["subject"] == subject]
+        cells = [f"{labels[r['dose']]} {r['method']} {r['rCBV']:.2f} "
+                 f"({100 * r['rCBV_error']:+.0f})" for dose in DOSES for m in methods
+                 for r in mine if r["dose"] == dose and r["method"] == m]
+        lines.append(f"sub-{subject} {mine[0]['grade']} truth {mine[0]['rCBV_truth']:.2f}: "
+                     + ", ".join(cells))
+    lines += ["tumour rCBV error vs truth (%): mean [min, max], mean |error|, subjects "
+              "within 15 %",
+              f"{'dose':6} {'grade':6}" + "".join(f"{names[m]:>34}" for m in methods)]
+    summary = {}
+    for dose in DOSES:
+        for grade in ("LGG", "HGG"):
+            cells = []
+            for method in methods:
+                errors = 100 * np.array([r["rCBV_error"] for r in rows if r["dose"] == dose
+                                         and r["grade"] == grade and r["method"] == method])
+                if not errors.size:
+                    cells.append(f"{'(n/a)':>34}")
+                    continue
+                summary[(dose, grade, method)] = np.abs(errors).max()
+                within = int(np.sum(np.abs(errors) <= 15))
+                cells.append(f"{errors.mean():+6.1f} [{errors.min():+4.0f},{errors.max():+4.0f}]"
+                             f" |{np.abs(errors).mean():4.1f}| {within}/{errors.size}".rjust(34))
+            lines.append(f"{labels[dose]:6} {grade:6}" + "".join(cells))
     return "\n".join(lines), summary
 
 
@@ -271,6 +347,8 @@ def main(argv=None):
     parser.add_argument("--min-brain", type=int, default=100,
                         help="brain pixels a resampled slice needs to be scored")
     parser.add_argument("--out", type=Path, default=Path("stunet_bench.tsv"))
+    parser.add_argument("--out-rcbv", type=Path, default=Path("stunet_rcbv.tsv"),
+                        help="per-subject tumour rCBV of every method and dose")
     args = parser.parse_args(argv)
 
     import torch
@@ -312,11 +390,13 @@ def main(argv=None):
                                     for k, v in record.items()), flush=True)
     stunet_model.to(args.device)
 
-    rows, seconds = [], []
+    rows, seconds, rcbv = [], [], []
     for subject in subjects:
         tic = time.perf_counter()
-        subject_rows, timing = evaluate_subject(args.test_dir, subject, models, args)
+        subject_rows, timing, subject_rcbv = evaluate_subject(args.test_dir, subject, models,
+                                                              args)
         rows += subject_rows
+        rcbv += subject_rcbv
         seconds.append(timing)
         print(f"sub-{subject}: {time.perf_counter() - tic:.0f} s", flush=True)
     with args.out.open("w", newline="") as handle:
@@ -324,6 +404,12 @@ def main(argv=None):
         writer = csv.DictWriter(handle, columns, delimiter="\t", lineterminator="\n")
         writer.writeheader()
         for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                             for k, v in row.items()})
+    with args.out_rcbv.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, RCBV_COLUMNS, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        for row in rcbv:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
                              for k, v in row.items()})
     for key in models:
@@ -341,7 +427,12 @@ def main(argv=None):
         quarter = summary[(0.25, "L1", "stunet")] / summary[(0.25, "L1", "osvd")]
         print(f"stU-Net best on {sum(wins)}/{len(wins)} rows; quarter-dose L1 stU-Net/oSVD "
               f"= {quarter:.2f} (target <= 0.5)")
-    print(f"\nper-slice values: {args.out}")
+        text, worst = rcbv_table(rcbv, target, methods)
+        print("\n" + text)
+        print("stU-Net tumour rCBV within 15 % of the truth in every subject: " + ", ".join(
+            f"{grade} {'yes' if all(worst[(d, grade, 'stunet')] <= 15 for d in DOSES) else 'no'}"
+            for grade in ("LGG", "HGG")))
+    print(f"\nper-slice values: {args.out}; tumour rCBV per subject: {args.out_rcbv}")
 
 
 if __name__ == "__main__":

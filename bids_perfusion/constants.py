@@ -124,6 +124,10 @@ HCT_LARGE_VESSELS = 0.45
 #: that the command lines offer them without importing a numerical library.
 LOWDOSE_MODELS = ("exponential", "linear")
 
+#: Representations of the CBV target of the strip models (stU-Net, Hess et al.):
+#: bids_perfusion.nn.cbv_preprocessing.
+CBV_TARGETS = ("standardised", "logRelative")
+
 # --- Super-resolution training data (bids_perfusion.nn.superres_data) -------------------
 #: In-plane degradations that make the low-resolution inputs, named here so that the
 #: training command offers them without importing a numerical library.

@@ -1,7 +1,7 @@
 """stU-Net inference: CBV (mL/100 g) from the raw, possibly low-dose, DSC series.
 
 Reads the first echo of the series, the brain mask and the run's area-ratio CBV (only
-for the units: :func:`bids_perfusion.nn.cbv_preprocessing.calibrate_units`), and writes
+for the units: :func:`bids_perfusion.nn.cbv_models.to_units`), and writes
 the CBV map of the strip model (:mod:`bids_perfusion.nn.cbv_models`) with a metadata dict
 for the sidecar (the weights' sha256, device, timing, unit calibration).
 """
@@ -69,8 +69,7 @@ class StUNetInference(SimpleInterface):
                                 f"strip model {card['model']!r} from the raw DSC series",
             **weights_sidecar(weights or cbv_models.bundled_weights(), card),
             "UnitsCalibration": {
-                "Description": "least-squares fit CBV = offset + scale * prediction of the "
-                               "run's area-ratio CBV over the brain",
+                "Description": info["description"],
                 "Offset": round(info["offset"], 6), "Scale": round(info["scale"], 6)},
             "Device": devices.describe(device),
             "InferenceSeconds": round(float(info["seconds"]), 3),

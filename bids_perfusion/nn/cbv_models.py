@@ -16,7 +16,9 @@ import torch
 from bids_perfusion.nn import hess, stunet
 from bids_perfusion.nn.cbv_preprocessing import (
     PreprocessingConfig,
+    calibrate_scale,
     calibrate_units,
+    decode_prediction,
     prepare_run,
     to_native,
 )
@@ -90,28 +92,51 @@ def strip_arrays(runs, config, n_frames=None):
 
 
 def predict_standardised(model, preprocessing, series, brain, batch_size=64, device=None):
-    """The prepared run of ``series`` (X, Y, Z, T) and the model's standardised CBV
-    (size, size, Z), strips every ``test_stride`` rows averaged; 0 outside the brain."""
+    """The prepared run of ``series`` (X, Y, Z, T) and the model's CBV (size, size, Z) in
+    its target's representation (``preprocessing.target``), strips every
+    ``test_stride`` rows averaged; 0 outside the brain."""
     run = prepare_run(series, brain, preprocessing)
     prediction = predict_slices(model, run.dsc, run.mask, preprocessing.strip_width,
                                 preprocessing.test_stride, batch_size, device)
     return run, np.where(run.mask, prediction, 0.0).astype(np.float32)
 
 
+def to_units(native, reference_cbv, brain, preprocessing):
+    """A native-grid prediction (X, Y, Z) in the units of ``reference_cbv``, 0 outside the
+    brain, and the calibration ``(α, β)``: CBV = α + β·ŷ fitted to the reference
+    (:func:`~bids_perfusion.nn.cbv_preprocessing.calibrate_units`) for the
+    ``"standardised"`` target; CBV = β·exp(ŷ), β fitted through the origin
+    (:func:`~bids_perfusion.nn.cbv_preprocessing.calibrate_scale`), for ``"logRelative"``,
+    which keeps the predicted ratios (tumour/NAWM) whatever the reference's noise."""
+    brain = np.asarray(brain, dtype=bool)
+    decoded = decode_prediction(native, preprocessing)
+    if preprocessing.target == "logRelative":
+        alpha, beta = 0.0, calibrate_scale(decoded, reference_cbv, brain,
+                                           preprocessing.clip)
+    else:
+        alpha, beta = calibrate_units(decoded, reference_cbv, brain, preprocessing.clip)
+    return np.where(brain, alpha + beta * decoded, 0.0).astype(np.float32), alpha, beta
+
+
 def estimate_cbv(model, preprocessing, series, brain, reference_cbv, batch_size=64,
                  device=None):
     """CBV (X, Y, Z) in the units of ``reference_cbv`` (e.g. mL/100 g), 0 outside the brain.
 
-    The standardised prediction is resampled to the native grid and mapped to units by
-    :func:`~bids_perfusion.nn.cbv_preprocessing.calibrate_units` against
-    ``reference_cbv``, the run's own (noisy) area-ratio CBV. Returns ``(cbv, info)``,
-    ``info`` holding the fit (α, β) and the seconds spent.
+    The prediction is resampled to the native grid and mapped to units by
+    :func:`to_units` against ``reference_cbv``, the run's own (noisy) area-ratio CBV.
+    Returns ``(cbv, info)``, ``info`` holding the fit (α, β), its description and the
+    seconds spent.
     """
     started = time.perf_counter()
     brain = np.asarray(brain, dtype=bool)
     run, prediction = predict_standardised(model, preprocessing, series, brain, batch_size,
                                            device)
-    native = to_native(prediction, run.crop)
-    alpha, beta = calibrate_units(native, reference_cbv, brain, preprocessing.clip)
-    cbv = np.where(brain, alpha + beta * native, 0.0).astype(np.float32)
-    return cbv, {"offset": alpha, "scale": beta, "seconds": time.perf_counter() - started}
+    cbv, alpha, beta = to_units(to_native(prediction, run.crop), reference_cbv, brain,
+                                preprocessing)
+    described = ("least-squares fit through the origin CBV = scale * exp(prediction) of the "
+                 "run's area-ratio CBV over the brain (offset 0)"
+                 if preprocessing.target == "logRelative"
+                 else "least-squares fit CBV = offset + scale * prediction of the run's "
+                      "area-ratio CBV over the brain")
+    return cbv, {"offset": alpha, "scale": beta, "description": described,
+                 "seconds": time.perf_counter() - started}

@@ -6,7 +6,7 @@ from it (:mod:`bids_perfusion.dsc.lowdose`), prepared by
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bids_perfusion.constants import LOWDOSE_MODELS
+from bids_perfusion.constants import CBV_TARGETS, LOWDOSE_MODELS
 from bids_perfusion.naming import parse_name
 from bids_perfusion.nn.recipes import fit_model, option
 
@@ -41,6 +41,15 @@ class StripOptions:
                                         "count)", type=int, nargs="+")
     augment: str = option("none", "stunet/hess: random flips of the training strips' rows "
                                   "and columns (not in the paper)", choices=("none", "flips"))
+    cbv_target: str = option(
+        "logRelative", "stunet/hess: representation of the CBV target: logRelative, ln of "
+                       "CBV over its brain median (keeps tumour/NAWM ratios; the bundled "
+                       "weights'), or standardised, the paper's clipped z-score",
+        choices=CBV_TARGETS)
+    init_weights: Path | None = field(default=None, metadata={
+        "help": "stunet/hess: start training from these weights (.safetensors with its "
+                "card; same model and architecture) instead of a random initialisation",
+        "type": Path, "metavar": "PATH"})
 
     def preprocessing(self):
         """The :class:`~bids_perfusion.nn.cbv_preprocessing.PreprocessingConfig`."""
@@ -48,7 +57,8 @@ class StripOptions:
 
         return PreprocessingConfig(size=self.in_plane_size, strip_width=self.strip_width,
                                    train_stride=self.train_stride,
-                                   test_stride=self.test_stride)
+                                   test_stride=self.test_stride,
+                                   target=self.cbv_target)
 
 
 @dataclass(frozen=True)
@@ -104,9 +114,24 @@ class StripRecipe:
             if runs:
                 arrays[part], n_frames = cbv_models.strip_arrays(runs, config, n_frames)
         module, architecture = cls.architecture(request)
+        initial = None
+        if options.init_weights is not None:
+            initial, _preprocessing, card = cbv_models.load_model(options.init_weights)
+            if card["model"] != cls.name or initial.config != architecture:
+                raise ValueError(f"{options.init_weights}: --init-weights must hold a "
+                                 f"{cls.name} of the architecture {architecture}; the card "
+                                 f"is for a {card['model']} of {initial.config}")
+
+        def build():
+            model = module(architecture)
+            if initial is not None:
+                model.load_state_dict(initial.state_dict())
+            return model
+
         model, result, metrics, extra = fit_model(
-            lambda: module(architecture), stunet.masked_l2, arrays, request, device, log,
-            sample_key="dsc", loss="mean squared error of the standardised CBV over brain voxels",
+            build, stunet.masked_l2, arrays, request, device, log,
+            sample_key="dsc", loss=f"mean squared error of the {config.target} CBV target "
+                                   "over brain voxels",
             augment=flip_strips if options.augment == "flips" else None)
         metrics["parameters"] = stunet.parameter_count(model)
         return result, cbv_models.configuration(architecture, config), metrics, {
@@ -117,6 +142,8 @@ class StripRecipe:
                                    "desc": options.reference_desc},
                      "doses": list(options.train_doses),
                      "augmentation": options.augment,
+                     "initial_weights": None if initial is None else {
+                         "path": str(options.init_weights), "sha256": card["sha256"]},
                      "low_dose_model": options.train_lowdose_model,
                      "low_dose": ("simulated from the full-dose series, model "
                                   f"{options.train_lowdose_model} (dsc.lowdose), temporal "
