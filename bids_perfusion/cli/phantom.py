@@ -44,7 +44,8 @@ def build_parser():
     group.add_argument("--hgg-fraction", type=float, default=0.5,
                        help="fraction of subjects with a high-grade glioma")
     group.add_argument("--grades", nargs="+", metavar="GRADE",
-                       help="grade of each subject (LGG or HGG); overrides --n-subjects")
+                       help="grade of each subject (LGG or HGG, or healthy with "
+                            "--population); overrides --n-subjects")
     group.add_argument("--seed", type=int, default=cohort.seed, help="random seed")
     group.add_argument("--matrix", type=int, nargs=3, default=cohort.matrix,
                        metavar=("X", "Y", "Z"), help="voxel grid of every series")
@@ -68,6 +69,11 @@ def build_parser():
                        help="tumour rCBV ranges of the grades: typical and disjoint, or "
                             "overlapping as measured by Law et al. 2003 (for grading "
                             "benchmarks)")
+    group.add_argument("--population", action="store_true",
+                       help="population anatomy: head and ventricle size, a smooth "
+                            "non-linear deformation and 1-2 irregular lesions per graded "
+                            "subject (none for grade 'healthy', allowed with this flag), "
+                            "all drawn per subject and written to the ground truth")
 
     group = parser.add_argument_group("DSC acquisition")
     group.add_argument("--no-dsc", action="store_true", help="do not simulate DSC")
@@ -154,7 +160,7 @@ def config_from_args(args):
                   flow_scale=tuple(args.flow_scale), heterogeneity=args.heterogeneity,
                   tissue_cbf=tuple(args.tissue_cbf) if args.tissue_cbf else None,
                   arteries=not args.no_arteries, grade_ranges=args.grade_ranges,
-                  dsc=dsc, asl=asl)
+                  population=args.population, dsc=dsc, asl=asl)
     if args.grades:
         return PhantomConfig(grades=tuple(args.grades), **common)
     return PhantomConfig.cohort(args.n_subjects, args.hgg_fraction, **common)

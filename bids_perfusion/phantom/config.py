@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from bids_perfusion import constants
 
 GRADES = ("LGG", "HGG")
+#: Grade of a subject without lesion (``population`` only).
+HEALTHY = "healthy"
 #: Scale of image intensities: a fully relaxed voxel of proton density 1 reads this value.
 RECEIVER_GAIN = 1000.0
 ASL_TYPES = ("PCASL", "PASL")
@@ -238,6 +240,10 @@ class PhantomConfig:
     tissue_cbf: tuple | None = None
     arteries: bool = True
     grade_ranges: str = "separated"
+    #: Population anatomy (:mod:`bids_perfusion.phantom.anatomy_population`): head and
+    #: ventricle size, a smooth non-linear deformation and 0-2 irregular lesions per
+    #: subject; False keeps every subject the jittered template with one ellipsoidal glioma.
+    population: bool = False
     dsc: DSCAcquisition | None = field(default_factory=DSCAcquisition)
     asl: ASLAcquisition | None = field(default_factory=ASLAcquisition)
 
@@ -279,9 +285,12 @@ class PhantomConfig:
         """Raise ValueError, naming the option and the fix, for any impossible setting."""
         _check(len(self.grades) >= 1, "grades", "give at least one subject")
         for grade in self.grades:
-            _check(grade in GRADES, "grades", f"unknown grade {grade!r}; use one of {GRADES}")
+            _check(grade in GRADES or (grade == HEALTHY and self.population), "grades",
+                   f"unknown grade {grade!r}; use one of {GRADES}, or {HEALTHY!r} (no "
+                   "lesion) with the population anatomy")
         _check(self.grade_ranges in GRADE_MODELS, "grade_ranges",
                f"use one of {tuple(GRADE_MODELS)}")
+        _check(isinstance(self.population, bool), "population", "give True or False")
         _check(len(self.matrix) == 3 and min(self.matrix) >= 4, "matrix",
                "give three sizes (x y slices), each at least 4")
         _check(self.fov_mm > 0 and self.slab_mm > 0, "fov_mm/slab_mm", "must be positive")
