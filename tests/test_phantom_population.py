@@ -13,6 +13,7 @@ from helpers import read_tsv
 from bids_perfusion.cli.phantom import main
 from bids_perfusion.phantom import PhantomConfig, deformation, irregular_lesion, write_dataset
 from bids_perfusion.phantom import anatomy_population as population
+from bids_perfusion.phantom import ventricles as ventricles_module
 from bids_perfusion.phantom.anatomy import make_grid, tissue_fractions
 from bids_perfusion.phantom.bids import TRUTH
 from bids_perfusion.phantom.config import GRADE_MODELS
@@ -65,39 +66,49 @@ def test_population_off_writes_the_same_dataset_as_before(tmp_path):
 @pytest.mark.parametrize("seed, ventricles", [(0, 0.7), (1, 2.5), (2, 1.0)])
 def test_deformation_is_invertible_and_smooth(seed, ventricles):
     rms, fwhm = 3.0, 20.0  # the roughest corner of the population's ranges
-    warp, factor = deformation.random_warp(np.random.default_rng(seed), rms, fwhm, ventricles)
-    assert warp.jacobian_determinant().min() > 0.2
-    gradients = np.stack([np.stack(np.gradient(c, warp.spacing_mm)) for c in warp.displacement])
-    assert np.sqrt((gradients**2).sum(axis=(0, 1))).max() <= deformation.MAX_GRADIENT + 1e-9
-    magnitude = np.sqrt((warp.displacement**2).sum(axis=0))
-    assert np.sqrt(np.mean(magnitude**2)) == pytest.approx(rms * factor)
+    beta = ventricles_module.beta_for_volume(ventricles)
+    warp, _ = deformation.random_warp(np.random.default_rng(seed), rms, fwhm,
+                                      lambda p: ventricles_module.dilate(p, beta))
+    assert warp.jacobian_determinant().min() > 0.0
     # smooth: neighbouring lattice nodes (4 mm apart) move almost together
     for axis in (1, 2, 3):
         a = np.moveaxis(warp.displacement, axis, 1)
         assert np.corrcoef(a[:, :-1].ravel(), a[:, 1:].ravel())[0, 1] > 0.9
     points = np.random.default_rng(seed).uniform(-70.0, 70.0, (3, 200))
     np.testing.assert_allclose(warp.inverse(warp(points)), points, atol=1e-6)
+    assert ventricles_module.volume_factor(warp=warp) == pytest.approx(ventricles, rel=0.1)
 
 
-def test_ventricle_scaling_matches_its_closed_form():
-    """Scale k near the centroid, identity far away, and det J = (1 − aw)²(1 − aw(1 − s²))."""
-    centre, radii = np.array([0.0, -15.0, 15.0]), np.array([25.0, 35.0, 11.0])
-    for k in (0.89, 1.36):
-        a = 1.0 - 1.0 / k
-        near = centre[:, None] + np.array([[0.01], [0.0], [0.0]])
-        moved = deformation.ventricle_scaling(near, centre, radii, k)
-        assert (moved - centre[:, None])[0, 0] == pytest.approx(0.01 / k, rel=1e-6)
-        far = centre[:, None] + np.array([[0.0], [300.0], [0.0]])
-        np.testing.assert_allclose(deformation.ventricle_scaling(far, centre, radii, k), far)
-        p = np.random.default_rng(3).uniform(-40.0, 40.0, (3, 50)) + centre[:, None]
-        h = 1e-4
-        jac = np.stack([(deformation.ventricle_scaling(p + h * e[:, None], centre, radii, k)
-                         - deformation.ventricle_scaling(p - h * e[:, None], centre, radii, k))
-                        / (2 * h) for e in np.eye(3)], axis=-1)  # (3 out, N, 3 in)
-        s2 = (((p - centre[:, None]) / radii[:, None]) ** 2).sum(axis=0)
-        w = np.exp(-s2 / 2)
-        expected = (1 - a * w) ** 2 * (1 - a * w * (1 - s2))
-        np.testing.assert_allclose(np.linalg.det(np.moveaxis(jac, 0, 1)), expected, rtol=1e-5)
+def test_random_displacement_has_the_requested_rms_and_bounded_gradient():
+    shape = (30, 30, 30)
+    for rms, fwhm, rough in ((1.0, 40.0, False), (3.0, 8.0, True)):
+        field, factor = deformation.random_displacement(np.random.default_rng(1), shape,
+                                                        4.0, rms, fwhm)
+        assert np.sqrt(np.mean((field**2).sum(axis=0))) == pytest.approx(rms * factor)
+        norm = deformation.gradient_norm(field, 4.0)
+        assert norm.max() <= deformation.MAX_GRADIENT + 1e-9
+        assert (factor < 1.0) == rough  # too rough: scaled down to the bound
+        jacobian = np.stack([np.stack(np.gradient(c, 4.0)) for c in field])
+        det = np.linalg.det(np.moveaxis(jacobian + np.eye(3)[:, :, None, None, None],
+                                        (0, 1), (-2, -1)))
+        assert det.min() > 0.0
+
+
+def test_ventricles_reach_the_requested_volume_and_stay_invertible():
+    for target in population.RANGES.ventricle_volume:
+        beta = ventricles_module.beta_for_volume(target)
+        assert ventricles_module.volume_factor(beta) == pytest.approx(target, rel=0.02)
+    assert ventricles_module.volume_factor(0.0) == pytest.approx(1.0)
+    _, beta_max = ventricles_module.flow_field()
+    points = np.random.default_rng(0).uniform(-40.0, 40.0, (3, 300))
+    h = 1e-3
+    for beta in (-beta_max, beta_max):
+        jac = np.stack([(ventricles_module.dilate(points + h * e[:, None], beta)
+                         - ventricles_module.dilate(points - h * e[:, None], beta)) / (2 * h)
+                        for e in np.eye(3)], axis=-1)
+        assert np.linalg.det(np.moveaxis(jac, 0, 1)).min() > 0.0
+    with pytest.raises(ValueError, match="outside what the flow reaches"):
+        ventricles_module.beta_for_volume(50.0)
 
 
 # --- subjects ------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ Drawn per subject, in this order, from :data:`RANGES`:
   displacement U(``deformation_rms_mm``), smoothness FWHM U(``deformation_fwhm_mm``), below
   the 5-10 mm by which cortical landmarks of different subjects still disagree after
   affine registration (Hellier et al., IEEE Trans Med Imaging 2003;22:1120);
-- the volume of the lateral ventricles relative to the template's, U(``ventricle_volume``):
+- the volume of the ventricles relative to the template's, U(``ventricle_volume``), reached
+  by the flow of :mod:`bids_perfusion.phantom.ventricles`:
   ventricular volume grows about two- to three-fold from young adulthood to old age
   (Walhovd et al., Neurobiol Aging 2005;26:1261; Scahill et al., Arch Neurol
   2003;60:989), and the MNI152 2009 template averages young adults (Fonov et al.,
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from bids_perfusion.phantom import anatomy, deformation, irregular_lesion, lesion
+from bids_perfusion.phantom import anatomy, deformation, irregular_lesion, lesion, ventricles
 from bids_perfusion.phantom.config import HEALTHY
 
 
@@ -82,9 +83,11 @@ def draw_anatomy(rng, jitter=True, ranges=RANGES):
                  else np.eye(4))
     rms = float(rng.uniform(*ranges.deformation_rms_mm))
     fwhm = float(rng.uniform(*ranges.deformation_fwhm_mm))
-    ventricles = float(rng.uniform(*ranges.ventricle_volume))
-    warp, factor = deformation.random_warp(rng, rms, fwhm, ventricles)
-    magnitude = np.sqrt(np.sum(warp.displacement**2, axis=0))
+    volume = float(rng.uniform(*ranges.ventricle_volume))
+    beta = ventricles.beta_for_volume(volume)
+    warp, factor = deformation.random_warp(rng, rms, fwhm,
+                                           lambda points: ventricles.dilate(points, beta))
+    magnitude = np.sqrt(np.sum(warp.displacement**2, axis=0))  # of W(p) − p, ventricles included
     parameters = {
         # template_from_world scales template coordinates by s: the head is 1/s the template's
         "head_size_factor": float(np.linalg.det(transform[:3, :3]) ** (-1.0 / 3.0)),
@@ -95,8 +98,9 @@ def draw_anatomy(rng, jitter=True, ranges=RANGES):
         "deformation_fwhm_mm": fwhm,
         "deformation_lattice_mm": deformation.LATTICE_MM,
         "deformation_min_jacobian": float(warp.jacobian_determinant().min()),
-        "ventricle_volume_factor": ventricles,
-        "ventricle_linear_scale": warp.ventricle_scale,
+        "ventricle_volume_factor": volume,
+        "ventricle_flow_beta_mm2": beta,
+        "ventricle_volume_factor_after_deformation": ventricles.volume_factor(warp=warp),
     }
     return DrawnAnatomy(transform, warp, parameters)
 

@@ -1,24 +1,26 @@
-"""Smooth random non-linear deformation of template space, and ventricle-size variation.
+"""Smooth random non-linear deformation of template space.
 
 A :class:`Warp` maps a point ``p`` of template space (MNI mm) to the template point that
-the phantom samples in its place,
+the phantom samples in its place, ``W(p) = p + d(p)``, with ``d`` a displacement given
+on a lattice of :data:`LATTICE_MM` and interpolated trilinearly. :func:`random_warp`
+builds ``d`` at the lattice nodes as
 
-    W(p) = V(p + u(p)),
+    d(p) = V(p + u(p)) − p,
 
-where ``u`` is a displacement field of Gaussian-smoothed white noise (:func:`random_displacement`)
-and ``V`` a radial scaling about the centroid of the lateral ventricles
-(:func:`ventricle_scaling`). Sampling the templates at ``W(p)`` instead of ``p`` makes
-every subject's brain a different, smoothly deformed copy of the MNI152 brain with
-ventricles enlarged or shrunk by a known factor.
+where ``u`` is Gaussian-smoothed white noise (:func:`random_displacement`) and ``V`` an
+optional further map (the ventricle dilation of :mod:`bids_perfusion.phantom.ventricles`).
+Sampling the templates at ``W(p)`` instead of ``p`` makes every subject's brain a
+different, smoothly deformed copy of the MNI152 brain.
 
 Invertibility: ``p -> p + u(p)`` is a bijection when the Lipschitz constant of ``u`` is
 below 1, since then ``p = q - u(p)`` is a contraction for every ``q`` (Banach fixed-point
 theorem), and its Jacobian ``I + ∇u`` has a positive determinant because ``det(I + t∇u)``
 cannot vanish for t in [0, 1]. :func:`random_displacement` bounds the Frobenius norm of
-``∇u`` (an upper bound of its spectral norm) by :data:`MAX_GRADIENT`. ``V`` is invertible
-with a positive Jacobian for every scale in :func:`ventricle_scaling`'s range (see there).
-The displacement lives on a lattice of template space, not on the phantom grid, so a
-subject's anatomy does not depend on the matrix it is sampled on.
+``∇u`` (an upper bound of its spectral norm) by :data:`MAX_GRADIENT`; ``V`` obeys the
+same bound, and a composition of such maps keeps a positive Jacobian determinant, which
+:meth:`Warp.jacobian_determinant` measures on the lattice. The lattice lives in template
+space, not on the phantom grid, so a subject's anatomy does not depend on the matrix it
+is sampled on.
 """
 
 from dataclasses import dataclass
@@ -30,43 +32,27 @@ from scipy import ndimage
 LATTICE_MM = 4.0
 #: Bound on the Frobenius norm of the displacement gradient ∇u (< 1: invertible).
 MAX_GRADIENT = 0.5
-#: Lateral ventricles of the template (MNI mm), measured once on nilearn's MNI152 2009
-#: masks: the connected component of CSF (brain mask, GM + WM < 0.5) more than 15 mm
-#: from the mask's edge that spans both lateral ventricles, 17.6 mL, has its centroid at
-#: (0, −14.8, 14.5) mm and standard deviations (16.5, 23.6, 7.4) mm along x, y, z. The
-#: radii of the scaling's Gaussian weight are 1.5 times these.
-VENTRICLE_CENTRE_MM = (0.0, -14.8, 14.5)
-VENTRICLE_RADII_MM = (24.8, 35.4, 11.1)
 
 
 @dataclass(frozen=True)
 class Warp:
-    """``W(p) = V(p + u(p))`` on template space; ``displacement`` is ``u`` on a lattice of
+    """``W(p) = p + d(p)`` on template space; ``displacement`` is ``d`` on a lattice of
     ``spacing_mm`` starting at ``origin_mm``, shape (3, nx, ny, nz) in mm."""
 
     displacement: np.ndarray
     origin_mm: np.ndarray
     spacing_mm: float
-    ventricle_centre_mm: np.ndarray
-    ventricle_radii_mm: np.ndarray
-    ventricle_scale: float
 
-    def displace(self, points):
-        """``p + u(p)`` for points (3, N) in mm (trilinear interpolation of the lattice)."""
+    def __call__(self, points):
+        """``W(p)`` for points (3, N) in template mm (trilinear interpolation of d)."""
         ijk = (points - self.origin_mm[:, None]) / self.spacing_mm
         return points + np.stack([ndimage.map_coordinates(c, ijk, order=1, mode="nearest")
                                   for c in self.displacement])
 
-    def __call__(self, points):
-        """``W(p)`` for points (3, N) in template mm."""
-        return ventricle_scaling(self.displace(points), self.ventricle_centre_mm,
-                                 self.ventricle_radii_mm, self.ventricle_scale)
-
     def inverse(self, points, tolerance_mm=1e-9, max_iterations=200):
         """``W⁻¹(q)`` for points (3, N): the fixed point of ``p ← p + q − W(p)``, a
-        contraction while the Jacobian of W stays close to the identity (``‖∇u‖ ≤``
-        :data:`MAX_GRADIENT`, ventricle scales within the population's range), iterated
-        until no point moves by more than ``tolerance_mm``."""
+        contraction while the Jacobian of W stays close to the identity, iterated until
+        no point moves by more than ``tolerance_mm``."""
         points = np.asarray(points, dtype=float)
         estimate = points.copy()
         for _ in range(max_iterations):
@@ -83,11 +69,9 @@ class Warp:
                 + self.origin_mm[:, None, None, None])
 
     def jacobian_determinant(self):
-        """det ∂W/∂p at the lattice nodes (central differences), shape (nx, ny, nz)."""
-        mapped = self(self.lattice_points().reshape(3, -1)).reshape(
-            3, *self.displacement.shape[1:])
-        jacobian = np.stack([np.stack(np.gradient(mapped[i], self.spacing_mm), axis=0)
-                             for i in range(3)])
+        """det(I + ∇d) at the lattice nodes (central differences), shape (nx, ny, nz)."""
+        jacobian = np.stack([np.stack(np.gradient(c, self.spacing_mm)) for c in
+                             self.displacement]) + np.eye(3)[:, :, None, None, None]
         return np.linalg.det(np.moveaxis(jacobian, (0, 1), (-2, -1)))
 
 
@@ -102,26 +86,14 @@ def random_displacement(rng, shape, spacing_mm, rms_mm, fwhm_mm):
     field = np.stack([ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
                       for _ in range(3)])
     field *= rms_mm / np.sqrt(np.mean(np.sum(field**2, axis=0)))
-    norm = np.sqrt(sum(np.sum(np.stack(np.gradient(c, spacing_mm)) ** 2, axis=0)
-                       for c in field))
-    factor = min(1.0, MAX_GRADIENT / float(norm.max()))
+    factor = min(1.0, MAX_GRADIENT / float(gradient_norm(field, spacing_mm).max()))
     return field * factor, factor
 
 
-def ventricle_scaling(points, centre, radii, scale):
-    """Radial map ``V(p) = c + (p − c)(1 − a w(p))`` with ``a = 1 − 1/k`` and the Gaussian
-    weight ``w = exp(−s²/2)``, ``s² = Σ_i ((p_i − c_i)/R_i)²``.
-
-    Sampled at V(p), structures near the centroid ``c`` appear scaled by ``k`` (volume
-    ``k³``); far from it (s ≫ 1) V is the identity. Its Jacobian determinant, by the
-    matrix determinant lemma, is ``(1 − a w)² (1 − a w (1 − s²))``, positive for every
-    ``k > 0`` when a > 0 (dilation) and, since ``min e^(−s²/2)(1 − s²) = −2e^(−3/2)``,
-    for ``a > −e^(3/2)/2`` (k > 0.31) when the ventricles shrink.
-    """
-    offset = points - np.asarray(centre, dtype=float)[:, None]
-    s2 = np.sum((offset / np.asarray(radii, dtype=float)[:, None]) ** 2, axis=0)
-    a = 1.0 - 1.0 / scale
-    return points - a * np.exp(-0.5 * s2) * offset
+def gradient_norm(field, spacing_mm):
+    """Frobenius norm of the gradient of a vector field (3, nx, ny, nz), per node."""
+    return np.sqrt(sum(np.sum(np.stack(np.gradient(c, spacing_mm)) ** 2, axis=0)
+                       for c in field))
 
 
 def template_lattice(spacing_mm=LATTICE_MM):
@@ -135,12 +107,16 @@ def template_lattice(spacing_mm=LATTICE_MM):
     return low, shape
 
 
-def random_warp(rng, rms_mm, fwhm_mm, ventricle_volume_factor):
-    """A :class:`Warp` with a random displacement of RMS ``rms_mm`` and smoothness
-    ``fwhm_mm``, and lateral ventricles of ``ventricle_volume_factor`` times the template's
-    volume (linear scale its cube root). Returns the warp and the gradient-bound factor."""
+def random_warp(rng, rms_mm, fwhm_mm, then=None):
+    """A :class:`Warp` on the template lattice: a random displacement of RMS ``rms_mm``
+    and smoothness ``fwhm_mm``, followed by the map ``then`` ((3, N) -> (3, N) mm; none
+    when None). Returns the warp and the gradient-bound factor of
+    :func:`random_displacement`."""
     origin, shape = template_lattice()
     displacement, factor = random_displacement(rng, shape, LATTICE_MM, rms_mm, fwhm_mm)
-    warp = Warp(displacement, origin, LATTICE_MM, np.array(VENTRICLE_CENTRE_MM),
-                np.array(VENTRICLE_RADII_MM), float(np.cbrt(ventricle_volume_factor)))
-    return warp, factor
+    nodes = (np.indices(shape, dtype=float) * LATTICE_MM
+             + origin[:, None, None, None]).reshape(3, -1)
+    moved = nodes + displacement.reshape(3, -1)
+    if then is not None:
+        moved = then(moved)
+    return Warp((moved - nodes).reshape(3, *shape), origin, LATTICE_MM), factor
