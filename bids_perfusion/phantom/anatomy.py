@@ -53,6 +53,11 @@ def _templates():
 
 def brain_centre():
     """Centre of the template's brain mask bounding box, MNI mm."""
+    return _brain_centre().copy()
+
+
+@lru_cache(maxsize=1)
+def _brain_centre():  # once per process: a search of the whole 1 mm mask
     stack, affine = _templates()
     ijk = np.argwhere(stack[2] > 0.5)
     centre = (ijk.min(axis=0) + ijk.max(axis=0)) / 2.0

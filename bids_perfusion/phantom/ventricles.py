@@ -100,13 +100,30 @@ def flow_field():
     return gradient, MAX_GRADIENT / float(hessian.max())
 
 
+@lru_cache(maxsize=1)
+def flow_box():
+    """Corners (low, high), template mm, of the box outside which ``β|∇φ|`` is below
+    10⁻⁹ β_max max|∇φ|, padded by the reach of the flow."""
+    gradient, beta_max = flow_field()
+    norm = np.sqrt((gradient**2).sum(axis=0))
+    mm = _template_mm(np.argwhere(norm > 1e-9 * norm.max()).T)
+    pad = STEPS * beta_max * float(norm.max()) + STEP
+    return mm.min(axis=1) - pad, mm.max(axis=1) + pad
+
+
 def dilate(points, beta):
-    """``F^n(p)`` for template points (3, N), mm."""
+    """``F^n(p)`` for template points (3, N), mm. Points outside :func:`flow_box` (where
+    the flow moves them by less than 10⁻⁹ mm) are returned as they are."""
     gradient, _ = flow_field()
+    low, high = flow_box()
+    moving = np.all((points >= low[:, None]) & (points <= high[:, None]), axis=0)
+    moved = points[:, moving]
     for _ in range(STEPS):
-        ijk = _sub_index(points)
-        points = points + beta * np.stack([ndimage.map_coordinates(g, ijk, order=1)
-                                           for g in gradient])
+        ijk = _sub_index(moved)
+        moved = moved + beta * np.stack([ndimage.map_coordinates(g, ijk, order=1)
+                                         for g in gradient])
+    points = points.copy()
+    points[:, moving] = moved
     return points
 
 
