@@ -151,7 +151,8 @@ def draw_lesions(rng, grade, model, grid, parenchyma, brain, ranges=RANGES):
 
 
 def _candidates(tissue, region, depth, clear, margins):
-    """Voxel indices where a lesion centre may go, relaxing separation, then depth."""
+    """Voxel indices where a lesion centre may go, relaxing the depth (margin by margin),
+    then the separation from earlier lesions."""
     for separated in (clear, np.ones_like(clear)):
         for margin in margins:
             candidates = np.argwhere(tissue & region & (depth > margin) & separated)
