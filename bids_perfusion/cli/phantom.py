@@ -44,7 +44,8 @@ def build_parser():
     group.add_argument("--hgg-fraction", type=float, default=0.5,
                        help="fraction of subjects with a high-grade glioma")
     group.add_argument("--grades", nargs="+", metavar="GRADE",
-                       help="grade of each subject (LGG or HGG); overrides --n-subjects")
+                       help="grade of each subject (LGG or HGG, or healthy with "
+                            "--population); overrides --n-subjects")
     group.add_argument("--seed", type=int, default=cohort.seed, help="random seed")
     group.add_argument("--matrix", type=int, nargs=3, default=cohort.matrix,
                        metavar=("X", "Y", "Z"), help="voxel grid of every series")
@@ -69,11 +70,13 @@ def build_parser():
                             "overlapping as measured by Law et al. 2003 (for grading "
                             "benchmarks)")
     group.add_argument("--population", action="store_true",
-                       help="draw every subject from a population: its DSC arterial input "
-                            "(shape, peak, arrival, injection, recirculation, dispersion), "
-                            "acquisition (TR, TE, flip angle, frames, field) and nuisance "
-                            "(drift, physiological noise) from the ranges of "
-                            "PhantomConfig.dsc_population (docs/phantom.md)")
+                       help="draw every subject from a population: anatomy (head and "
+                            "ventricle size, a smooth non-linear deformation, 1-2 irregular "
+                            "lesions per graded subject, none for grade 'healthy'), DSC "
+                            "arterial input (shape, peak, arrival, injection, recirculation, "
+                            "dispersion), acquisition (TR, TE, flip angle, frames, field) and "
+                            "nuisance (drift, physiological noise); every draw is written to "
+                            "the ground truth (docs/phantom.md)")
     group.add_argument("--forward-model", choices=("simple", "realistic"),
                        default=cohort.forward_model,
                        help="DSC signal model: simple, the one the pipeline inverts; "

@@ -53,6 +53,11 @@ def _templates():
 
 def brain_centre():
     """Centre of the template's brain mask bounding box, MNI mm."""
+    return _brain_centre().copy()
+
+
+@lru_cache(maxsize=1)
+def _brain_centre():  # once per process: a search of the whole 1 mm mask
     stack, affine = _templates()
     ijk = np.argwhere(stack[2] > 0.5)
     centre = (ijk.min(axis=0) + ijk.max(axis=0)) / 2.0
@@ -85,21 +90,28 @@ def random_rigid(rng, max_rotation_deg=3.0, max_shift_mm=3.0, max_scale=0.03):
     return transform
 
 
-def tissue_fractions(grid, template_from_world=None):
+def tissue_fractions(grid, template_from_world=None, warp=None):
     """Partial-volume fractions of GM, WM and CSF on ``grid``, shape (3, x, y, z).
 
     ``template_from_world`` maps grid world coordinates into template space (identity by
-    default). GM + WM is capped at the brain fraction; CSF is the rest of the brain.
+    default); ``warp`` (a :class:`bids_perfusion.phantom.deformation.Warp`, None for none)
+    then moves each template point to the one sampled in its place. GM + WM is capped at
+    the brain fraction; CSF is the rest of the brain.
     """
     stack, tpl_affine = _templates()
-    to_template = np.linalg.inv(tpl_affine) @ (
-        np.eye(4) if template_from_world is None else template_from_world
-    )
+    if template_from_world is None:
+        template_from_world = np.eye(4)
+    voxel_from_template = np.linalg.inv(tpl_affine)
+    to_template = voxel_from_template @ template_from_world
     sums = np.zeros((3, int(np.prod(grid.shape))))
     steps = [(np.arange(n) + 0.5) / n - 0.5 for n in SUPERSAMPLING]
     for offsets in np.stack(np.meshgrid(*steps, indexing="ij")).reshape(3, -1).T:
         world = grid.sub_voxel_world(offsets)
-        ijk = to_template[:3, :3] @ world + to_template[:3, 3:4]
+        if warp is None:
+            ijk = to_template[:3, :3] @ world + to_template[:3, 3:4]
+        else:
+            mm = warp(template_from_world[:3, :3] @ world + template_from_world[:3, 3:4])
+            ijk = voxel_from_template[:3, :3] @ mm + voxel_from_template[:3, 3:4]
         for channel in range(3):
             sums[channel] += ndimage.map_coordinates(stack[channel], ijk, order=1, cval=0.0)
     gm, wm, brain = (sums / np.prod(SUPERSAMPLING)).reshape(3, *grid.shape)

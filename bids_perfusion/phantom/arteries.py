@@ -22,27 +22,38 @@ CENTRE_LINES = (
 PARTIAL_VOLUME = (0.2, 0.6)
 
 
-def centre_line_voxels(grid, world_from_template=None):
+def centre_line_voxels(grid, world_from_template=None, warp=None):
     """Per segment of every centre line: the voxel indices it crosses (3, N) and its unit
-    direction in world coordinates (3,)."""
+    direction in world coordinates (3,).
+
+    With a ``warp`` (:class:`bids_perfusion.phantom.deformation.Warp`, the deformation
+    the tissue was sampled through), the centre lines are moved by its inverse first, so
+    that the arteries follow the deformed anatomy.
+    """
     transform = np.eye(4) if world_from_template is None else world_from_template
     voxel_from_world = np.linalg.inv(grid.affine) @ transform
+    segments = []
     for line in CENTRE_LINES:
         for side in (1.0, -1.0):
             points = np.array(line) * np.array([side, 1.0, 1.0])
             for start, end in itertools.pairwise(points):
                 n = int(np.ceil(np.linalg.norm(end - start) / 0.5)) + 1
-                mm = start + np.linspace(0.0, 1.0, n)[:, None] * (end - start)
-                ijk = np.rint(voxel_from_world[:3, :3] @ mm.T + voxel_from_world[:3, 3:4])
-                inside = np.all((ijk >= 0) & (ijk < np.array(grid.shape)[:, None]), axis=0)
-                direction = transform[:3, :3] @ (end - start)
-                yield ijk[:, inside].astype(int), direction / np.linalg.norm(direction)
+                segments.append(start + np.linspace(0.0, 1.0, n)[:, None] * (end - start))
+    if warp is not None:  # one inverse for every point: the fixed point is iterative
+        moved = warp.inverse(np.concatenate(segments).T).T
+        segments = np.split(moved, np.cumsum([len(mm) for mm in segments])[:-1])
+    for mm in segments:
+        ijk = np.rint(voxel_from_world[:3, :3] @ mm.T + voxel_from_world[:3, 3:4])
+        inside = np.all((ijk >= 0) & (ijk < np.array(grid.shape)[:, None]), axis=0)
+        direction = transform[:3, :3] @ (mm[-1] - mm[0])
+        yield ijk[:, inside].astype(int), direction / np.linalg.norm(direction)
 
 
-def artery_fraction(rng, grid, world_from_template=None):
-    """Blood fraction of every voxel (x, y, z): 1 on the centre lines, partial around."""
+def artery_fraction(rng, grid, world_from_template=None, warp=None):
+    """Blood fraction of every voxel (x, y, z): 1 on the centre lines, partial around
+    (the centre lines of :func:`centre_line_voxels`, moved by ``warp`` when given)."""
     core = np.zeros(grid.shape, dtype=bool)
-    for ijk, _ in centre_line_voxels(grid, world_from_template):
+    for ijk, _ in centre_line_voxels(grid, world_from_template, warp):
         core[tuple(ijk)] = True
     fraction = core.astype(float)
     shell = np.zeros(grid.shape, dtype=bool)

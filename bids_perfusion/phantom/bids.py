@@ -30,6 +30,7 @@ from bids_perfusion.phantom.asl import simulate_asl
 from bids_perfusion.phantom.dsc import blood_delta_r2star, simulate_dsc
 from bids_perfusion.phantom.dsc_population import draw_dsc_acquisition
 from bids_perfusion.phantom.forward import CBV_DEFINITIONS
+from bids_perfusion.phantom.lesion import ABSENT
 from bids_perfusion.phantom.mr import spoiled_gre_steady_state
 from bids_perfusion.phantom.subject import BLOOD, COMPARTMENTS, make_subject
 from bids_perfusion.tsv import write_tsv
@@ -108,8 +109,10 @@ def _write_all(root, config):
             np.random.default_rng(s)
             for s in np.random.SeedSequence([config.seed, index]).spawn(4))
         subject = make_subject(label, grade, config, anatomy_rng, grid)
-        rows.append({"participant_id": f"sub-{label}", **subject.tumour.describe(),
-                     "flow_scale": round(subject.flow_scale, 4)})
+        rows.append({"participant_id": f"sub-{label}",
+                     **(ABSENT if subject.tumour is None else subject.tumour.describe()),
+                     "flow_scale": round(subject.flow_scale, 4),
+                     **({"n_lesions": len(subject.lesions)} if config.population else {})})
         extra, cbv = {}, None
         _write_anatomy(root, subject)
         if config.dsc is not None:
@@ -209,9 +212,14 @@ def _write_participants(root, rows):
         "tumor_rcbf": "True CBF of the enhancing/solid tumour relative to normal white matter",
         "tumor_k2": "True leakage coefficient K2 of the enhancing rim, 1/s (before preload)",
         "flow_scale": "Global CBF scaling of this subject",
+        "n_lesions": "Number of lesions (population phantom; the tumor_* columns describe "
+                     "the first)",
     }
     payload = {c: {"Description": descriptions[c]} for c in columns if c in descriptions}
     payload["grade"]["Levels"] = {"LGG": "low-grade glioma", "HGG": "high-grade glioma"}
+    if "n_lesions" in columns:  # the population phantom may hold healthy subjects
+        payload["grade"]["Description"] += ("; n/a for a subject without lesion, left out "
+                                            "of grading")
     _json(root / "participants.json", payload)
 
 
@@ -346,11 +354,12 @@ def _write_truth(root, subject, extra, forward_model, cbv=None):
         _nifti(Path(f"{prefix}_label-{name}_probseg.nii.gz"), fraction.astype(np.float32),
                subject.grid)
     _json(Path(f"{prefix}_desc-truth_parameters.json"), {
-        "tumour": asdict(subject.tumour),
+        "tumour": None if subject.tumour is None else asdict(subject.tumour),
         "flow_scale": subject.flow_scale,
         "compartments": {name: {**asdict(t), "mtt": t.mtt}
                          for name, t in zip(COMPARTMENTS, subject.tissues, strict=True)},
         "template_from_world": subject.template_from_world,
         "heterogeneity_scale_range": [float(subject.scale.min()), float(subject.scale.max())],
+        **({"population": subject.population} if subject.population is not None else {}),
         **extra,
     })

@@ -13,6 +13,8 @@ from bids_perfusion import constants
 from bids_perfusion.phantom.dsc_population import DSCPopulation
 
 GRADES = ("LGG", "HGG")
+#: Grade of a subject without lesion (``population`` only).
+HEALTHY = "healthy"
 #: Scale of image intensities: a fully relaxed voxel of proton density 1 reads this value.
 RECEIVER_GAIN = 1000.0
 ASL_TYPES = ("PCASL", "PASL")
@@ -272,6 +274,11 @@ class PhantomConfig:
     #: arterial voxels, extravascular dephasing and blooming, Tofts leakage through T1
     #: and T2* (needs ``dsc.leakage = "tofts"``), CBV truth with the vessels' blood.
     forward_model: str = "simple"
+    #: Population (``--population``): per-subject anatomy
+    #: (:mod:`bids_perfusion.phantom.anatomy_population`: head and ventricle size, a smooth
+    #: non-linear deformation, 0-2 irregular lesions) and DSC arterial input, acquisition
+    #: and nuisance (``dsc_population``); False keeps every subject the jittered template
+    #: with one ellipsoidal glioma, acquired with ``dsc``.
     population: bool = False
     dsc: DSCAcquisition | None = field(default_factory=DSCAcquisition)
     asl: ASLAcquisition | None = field(default_factory=ASLAcquisition)
@@ -322,7 +329,9 @@ class PhantomConfig:
         """Raise ValueError, naming the option and the fix, for any impossible setting."""
         _check(len(self.grades) >= 1, "grades", "give at least one subject")
         for grade in self.grades:
-            _check(grade in GRADES, "grades", f"unknown grade {grade!r}; use one of {GRADES}")
+            _check(grade in GRADES or (grade == HEALTHY and self.population), "grades",
+                   f"unknown grade {grade!r}; use one of {GRADES}, or {HEALTHY!r} (no "
+                   "lesion) with the population anatomy")
         _check(self.grade_ranges in GRADE_MODELS, "grade_ranges",
                f"use one of {tuple(GRADE_MODELS)}")
         _check(self.forward_model in FORWARD_MODELS, "forward_model",
@@ -331,6 +340,7 @@ class PhantomConfig:
                or self.dsc.leakage == "tofts", "forward_model",
                "the realistic forward model leaks by the Tofts model through T1 and T2*: "
                "set dsc.leakage to 'tofts' (--leakage tofts)")
+        _check(isinstance(self.population, bool), "population", "give True or False")
         _check(len(self.matrix) == 3 and min(self.matrix) >= 4, "matrix",
                "give three sizes (x y slices), each at least 4")
         _check(self.fov_mm > 0 and self.slab_mm > 0, "fov_mm/slab_mm", "must be positive")

@@ -89,7 +89,7 @@ def vessel_field_shift(concentration, field_strength, cos_theta,
             * (np.asarray(cos_theta, dtype=float) ** 2 - 1.0 / 3.0) / 2.0)
 
 
-def vessel_cos_theta(grid, artery, world_from_template):
+def vessel_cos_theta(grid, artery, world_from_template, warp=None):
     """|cos θ| between the vessel and B0 (world z) in every voxel (x, y, z).
 
     A voxel on a centre line takes the direction of its segment
@@ -98,7 +98,7 @@ def vessel_cos_theta(grid, artery, world_from_template):
     segment); 1 (parallel) where the grid holds no centre line.
     """
     cos_theta = np.full(grid.shape, np.nan)
-    for ijk, direction in arteries.centre_line_voxels(grid, world_from_template):
+    for ijk, direction in arteries.centre_line_voxels(grid, world_from_template, warp):
         cos_theta[tuple(ijk)] = abs(direction[2])
     if np.isnan(cos_theta).all() or not np.asarray(artery).any():
         return np.ones(grid.shape)
@@ -205,7 +205,8 @@ class RealisticSignals:
         m0 = (RECEIVER_GAIN * subject.mixture("m0").reshape(-1)[:, None]
               * spoiled_gre_factor(t1, acq.tr, acq.flip_angle, acq.n_frames))
         cos_theta = vessel_cos_theta(subject.grid, subject.artery,
-                                     np.linalg.inv(subject.template_from_world))
+                                     np.linalg.inv(subject.template_from_world),
+                                     subject.warp)
         rate = (subject.mixture("r2star").reshape(-1)[:, None] / occupied[:, None]
                 + tissue_r2 + extravascular_dephasing(
                     subject.artery, cos_theta, aif, acq.field_strength,

@@ -31,18 +31,31 @@ class Tumour:
     k2: float
 
     def describe(self):
-        """Tumour descriptors for participants.tsv."""
-        return {
-            "grade": self.grade,
-            "tumor_hemisphere": self.hemisphere,
-            "tumor_radius_mm": round(self.radius_mm, 2),
-            "tumor_center_x_mm": round(self.centre_mm[0], 2),
-            "tumor_center_y_mm": round(self.centre_mm[1], 2),
-            "tumor_center_z_mm": round(self.centre_mm[2], 2),
-            "tumor_rcbv": round(self.rcbv, 3),
-            "tumor_rcbf": round(self.rcbf, 3),
-            "tumor_k2": round(self.k2, 5),
-        }
+        """Tumour descriptors for participants.tsv (columns :data:`DESCRIPTORS`)."""
+        values = (self.grade, self.hemisphere, round(self.radius_mm, 2),
+                  *(round(c, 2) for c in self.centre_mm), round(self.rcbv, 3),
+                  round(self.rcbf, 3), round(self.k2, 5))
+        return dict(zip(DESCRIPTORS, values, strict=True))
+
+
+#: participants.tsv columns of :meth:`Tumour.describe`.
+DESCRIPTORS = ("grade", "tumor_hemisphere", "tumor_radius_mm", "tumor_center_x_mm",
+               "tumor_center_y_mm", "tumor_center_z_mm", "tumor_rcbv", "tumor_rcbf",
+               "tumor_k2")
+#: The same columns for a subject without tumour: BIDS ``n/a`` (missing), so that the
+#: group level leaves the subject out of grading.
+ABSENT = dict.fromkeys(DESCRIPTORS, "n/a")
+
+
+def placement_region(grid, brain_fraction, hemisphere):
+    """Depth below the brain's edge (mm) and the voxels where a tumour centre may lie:
+    the central half of the slices, more than 5 mm into ``hemisphere`` (RAS x)."""
+    depth = ndimage.distance_transform_edt(brain_fraction > 0.5, sampling=grid.zooms)
+    ijk = np.indices(grid.shape)
+    central = np.abs(ijk[2] - (grid.shape[2] - 1) / 2.0) <= grid.shape[2] / 4.0
+    world_x = grid.affine[0, 0] * ijk[0] + grid.affine[0, 3]
+    side = world_x < -5.0 if hemisphere == "left" else world_x > 5.0
+    return depth, central & side
 
 
 def draw_tumour(rng, grade, model, grid, wm_fraction, brain_fraction):
@@ -50,25 +63,27 @@ def draw_tumour(rng, grade, model, grid, wm_fraction, brain_fraction):
     (at least the oedema radius from its edge where possible) and in the central slices."""
     radius = rng.uniform(*model.radius_mm)
     axes = tuple(rng.uniform(0.85, 1.15, 3))
-    depth = ndimage.distance_transform_edt(brain_fraction > 0.5, sampling=grid.zooms)
-    ijk = np.indices(grid.shape)
-    central = np.abs(ijk[2] - (grid.shape[2] - 1) / 2.0) <= grid.shape[2] / 4.0
     hemisphere = "left" if rng.random() < 0.5 else "right"
-    world_x = grid.affine[0, 0] * ijk[0] + grid.affine[0, 3]
-    side = world_x < -5.0 if hemisphere == "left" else world_x > 5.0
+    depth, region = placement_region(grid, brain_fraction, hemisphere)
     for margin in (model.oedema * radius, radius, 0.0):
-        candidates = np.argwhere((wm_fraction > 0.5) & (depth > margin) & central & side)
+        candidates = np.argwhere((wm_fraction > 0.5) & (depth > margin) & region)
         if len(candidates):
             break
     if not len(candidates):
         raise ValueError("Phantom grid too small to hold a tumour: enlarge 'matrix'.")
     voxel = candidates[rng.integers(len(candidates))]
     centre = grid.affine[:3, :3] @ voxel + grid.affine[:3, 3]
+    return Tumour(grade, tuple(float(c) for c in centre), float(radius), axes, hemisphere,
+                  *draw_perfusion(rng, model))
+
+
+def draw_perfusion(rng, model):
+    """rCBV, rCBF and k2 of the enhancing tumour, drawn uniformly from ``model``'s ranges
+    (rCBF as rCBV times a draw of ``rcbf_over_rcbv``)."""
     rcbv = rng.uniform(*model.rcbv)
     rcbf = rcbv * rng.uniform(*model.rcbf_over_rcbv)
     k2 = rng.uniform(*model.k2)
-    return Tumour(grade, tuple(float(c) for c in centre), float(radius), axes, hemisphere,
-                  float(rcbv), float(rcbf), float(k2))
+    return float(rcbv), float(rcbf), float(k2)
 
 
 def tumour_fractions(tumour, model, grid):

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from bids_perfusion import constants
-from bids_perfusion.phantom import anatomy, arteries, lesion
+from bids_perfusion.phantom import anatomy, anatomy_population, arteries, irregular_lesion, lesion
 from bids_perfusion.phantom.config import (
     GRADE_MODELS,
     NECROSIS,
@@ -37,7 +37,11 @@ GRUBB_EXPONENT = 0.38
 
 @dataclass(frozen=True)
 class Subject:
-    """A phantom subject on its grid; ``weights`` has shape (compartments, x, y, z)."""
+    """A phantom subject on its grid; ``weights`` has shape (compartments, x, y, z).
+
+    ``tumour`` is None for a healthy subject; ``lesions`` and ``population`` (the drawn
+    anatomy, for the ground truth) are set with the population anatomy only.
+    """
 
     label: str
     grid: anatomy.Grid
@@ -45,9 +49,13 @@ class Subject:
     weights: np.ndarray
     scale: np.ndarray
     artery: np.ndarray
-    tumour: lesion.Tumour
+    tumour: lesion.Tumour | None
     flow_scale: float
     template_from_world: np.ndarray
+    lesions: tuple = ()
+    population: dict | None = None
+    #: The population anatomy's deformation (:class:`~bids_perfusion.phantom.deformation.Warp`).
+    warp: object = None
 
     def mixture(self, attribute, flow_weighted=False):
         """Voxel value of a tissue attribute: fraction-weighted sum over compartments, or
@@ -89,7 +97,9 @@ class Subject:
         lesional = tumour + self.fraction("oedema")
         brain = self.weights.sum(axis=0) + self.artery
         world_x = self.grid.affine[0, 0] * np.indices(self.grid.shape)[0] + self.grid.affine[0, 3]
-        contralateral = world_x > 5.0 if self.tumour.hemisphere == "left" else world_x < -5.0
+        hemisphere = None if self.tumour is None else self.tumour.hemisphere
+        contralateral = {"left": world_x > 5.0, "right": world_x < -5.0,
+                         None: np.abs(world_x) > 5.0}[hemisphere]
         far = ndimage.distance_transform_edt(lesional < 0.01, sampling=self.grid.zooms) > 10.0
         return {
             "brain": brain >= 0.5,
@@ -108,9 +118,14 @@ class Subject:
 
 
 def _tumour_tissues(tumour, wm):
+    """Enhancing tumour, necrosis and oedema; without tumour (fractions 0) the enhancing
+    compartment has the perfusion of white matter."""
     relax = TUMOUR_RELAXATION
-    enhancing = Tissue(cbf=tumour.rcbf * wm.cbf, cbv=tumour.rcbv * wm.cbv, k2=tumour.k2,
-                       **relax)
+    if tumour is None:
+        enhancing = Tissue(cbf=wm.cbf, cbv=wm.cbv, **relax)
+    else:
+        enhancing = Tissue(cbf=tumour.rcbf * wm.cbf, cbv=tumour.rcbv * wm.cbv, k2=tumour.k2,
+                           **relax)
     return enhancing, NECROSIS, OEDEMA
 
 
@@ -129,11 +144,26 @@ def _smooth_lognormal(rng, grid, sd, fwhm_mm):
 
 
 def make_subject(label, grade, config, rng, grid):
-    """Draw one subject of ``grade`` from ``rng`` (anatomy, tumour, arteries, flow)."""
-    transform = anatomy.random_rigid(rng) if config.jitter else np.eye(4)
-    gm, wm, csf = anatomy.tissue_fractions(grid, transform)
-    model = GRADE_MODELS[config.grade_ranges][grade]
-    tumour = lesion.draw_tumour(rng, grade, model, grid, wm, gm + wm + csf)
+    """Draw one subject of ``grade`` from ``rng`` (anatomy, tumour, arteries, flow).
+
+    With ``config.population`` the anatomy and lesions are those of
+    :mod:`bids_perfusion.phantom.anatomy_population`; otherwise the template under a
+    small similarity transform with one ellipsoidal glioma (and the same draws as ever).
+    """
+    drawn, lesions = None, ()
+    if config.population:
+        drawn = anatomy_population.draw_anatomy(rng, jitter=config.jitter)
+        transform, warp = drawn.transform, drawn.warp
+    else:
+        transform = anatomy.random_rigid(rng) if config.jitter else np.eye(4)
+        warp = None
+    gm, wm, csf = anatomy.tissue_fractions(grid, transform, warp)
+    model = GRADE_MODELS[config.grade_ranges].get(grade)  # None: healthy, no lesion
+    if config.population:
+        tumour, lesions = anatomy_population.draw_lesions(rng, grade, model, grid, gm + wm,
+                                                          gm + wm + csf)
+    else:
+        tumour = lesion.draw_tumour(rng, grade, model, grid, wm, gm + wm + csf)
     flow_scale = float(rng.uniform(*config.flow_scale))
     normal = [NORMAL_TISSUES[name] for name in ("GM", "WM", "CSF")]
     if config.tissue_cbf is not None:
@@ -142,11 +172,16 @@ def make_subject(label, grade, config, rng, grid):
     normal = [_scaled(t, flow_scale) for t in normal]
     tumour_tissues = [_scaled(t, flow_scale)
                       for t in _tumour_tissues(tumour, NORMAL_TISSUES["WM"])]
-    fractions = lesion.tumour_fractions(tumour, model, grid) * (gm + wm)
+    fractions = (irregular_lesion.lesion_fractions(lesions, grid) if config.population
+                 else lesion.tumour_fractions(tumour, model, grid)) * (gm + wm)
     remaining = 1.0 - fractions.sum(axis=0) / np.maximum(gm + wm, 1e-12)
     weights = np.concatenate([np.stack([gm * remaining, wm * remaining, csf]), fractions])
-    artery = (arteries.artery_fraction(rng, grid, np.linalg.inv(transform))
+    artery = (arteries.artery_fraction(rng, grid, np.linalg.inv(transform), warp)
               if config.arteries else np.zeros(grid.shape))
     scale = _smooth_lognormal(rng, grid, config.heterogeneity, config.heterogeneity_fwhm_mm)
+    population = None if drawn is None else {
+        **drawn.parameters, "n_lesions": len(lesions),
+        "lesion_shape_exponents": irregular_lesion.EXPONENTS,
+        "lesions": anatomy_population.describe_lesions(lesions)}
     return Subject(label, grid, (*normal, *tumour_tissues), weights * (1.0 - artery), scale,
-                   artery, tumour, flow_scale, transform)
+                   artery, tumour, flow_scale, transform, lesions, population, warp)

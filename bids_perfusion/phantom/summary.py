@@ -39,8 +39,10 @@ def summarise(root):
              f"{'GM CBV':>7} {'WM CBV':>7} {'tumour rCBV':>11}"]
     for row in participants:
         stats = subject_summary(root, row["participant_id"])
+        radius = row["tumor_radius_mm"]  # n/a for a subject without lesion
         lines.append(
-            f"{row['participant_id']:8} {row['grade']:5} {float(row['tumor_radius_mm']):7.1f} "
+            f"{row['participant_id']:8} {row['grade']:5} "
+            f"{radius if radius == 'n/a' else format(float(radius), '.1f'):>7} "
             f"{stats['gm_cbf']:7.1f} {stats['wm_cbf']:7.1f} {stats['gm_cbv']:7.2f} "
             f"{stats['wm_cbv']:7.2f} {stats['tumour_rcbv']:11.2f}")
     files = [p for p in root.rglob("*") if p.is_file()]
