@@ -21,8 +21,10 @@ from bids_perfusion.phantom.subject import make_subject
 
 TINY = {"matrix": (32, 32, 8), "fov_mm": 220.0, "slab_mm": 128.0}
 #: Digest (:func:`_digest`) of the dataset of :func:`_frozen_config` written by the
-#: generator before the population anatomy existed (commit 6406101).
-FROZEN_DIGEST = "e1ac33070b3ba5db8a4dcbeff5ddc616418b008527281a48fedc53aebd00a6d9"
+#: generator before the population anatomy existed (commit 6406101), with the two keys
+#: the forward-model option added to the truth CBV sidecars (``ForwardModel``,
+#: ``Definition``); every image and every other file is byte-identical to 6406101's.
+FROZEN_DIGEST = "27e54dbda28f28f3b2a2365e5140e14930b3143e7fb8640fc69a20a834e5fc44"
 
 
 def _frozen_config():
