@@ -107,7 +107,7 @@ def test_decoder_reproduces_the_phantom_forward_model():
                                    rtol=0, atol=1e-6 * curve.max())
 
 
-def test_forward_fits_the_amplitude_by_least_squares():
+def test_forward_matches_the_area_of_the_curve():
     t, aif, _ = _aif()
     tissue = kinetics.convolve(aif, 0.01 * _lorentzian_numpy(4.0, t, DT, 1.0), DT)
     model = phae.PHAE(TINY).eval()
@@ -115,15 +115,16 @@ def test_forward_fits_the_amplitude_by_least_squares():
     out = model(inputs, torch.tensor(aif / aif.max(), dtype=torch.float32))
     shape, _ = model.decode(out["mtt"], out["delay"],
                             torch.tensor(aif / aif.max(), dtype=torch.float32))
-    best = float((inputs * shape).sum() / (shape * shape).sum())
-    assert out["amplitude"].item() == pytest.approx(best, rel=1e-5)
+    assert out["amplitude"].item() == pytest.approx(float(inputs.sum() / shape.sum()),
+                                                    rel=1e-5)
+    assert out["reconstruction"].sum().item() == pytest.approx(inputs.sum().item(), rel=1e-5)
     # The untrained encoder starts near mtt_init (4 s) and delay 0.
     assert out["mtt"].item() == pytest.approx(4.0, rel=0.5)
     assert abs(out["delay"].item()) < 2.0
     # A curve the decoder can make exactly is reconstructed exactly at its MTT and delay.
     exact, _ = model.decode(torch.tensor([5.0]), torch.tensor([1.5]),
                             torch.tensor(aif, dtype=torch.float32))
-    k = phae.least_squares_amplitude(3.0 * exact, exact)
+    k = phae.area_amplitude(3.0 * exact, exact)
     assert k.item() == pytest.approx(3.0, rel=1e-6)
 
 
@@ -307,7 +308,7 @@ def test_train_command_writes_weights_card_and_log(noisy, tmp_path):
                        "--max-voxels-per-subject", "128", "--val-fraction", "0.5",
                        "--test-fraction", "0", "--quiet", "--seed", "7",
                        "--channels", "4", "8", "8", "8", "--synthetic-subjects", "4",
-                       "--synthetic-voxels", "16"]) == 0
+                       "--synthetic-voxels", "16", "--truth-weight", "0.5"]) == 0
     _state, card = weights.load_weights(out / "phae.safetensors", expected_model="phae")
     assert card["split"]["train"] and card["split"]["val"] and card["split"]["seed"] == 7
     # 128 phantom voxels and two synthetic subjects of 16 voxels (4 split 2/2/0).

@@ -135,3 +135,19 @@ def test_every_bundled_model_card_states_its_training_ranges(method):
     ranges = card["training_ranges"]
     assert ranges and set(ranges) <= set(training_ranges.QUANTITIES)
     assert all(low <= high for low, high in ranges.values())
+
+
+def test_supervised_term_counts_only_the_rows_with_truth(network):
+    tissue, aif = torch.rand(4, TINY.window), torch.rand(TINY.window).expand(4, -1)
+    batch = {"tissue": tissue, "aif": aif}
+    truth = {"mtt": torch.tensor([np.nan, np.nan, 2.0, 8.0]),
+             "delay": torch.tensor([np.nan, np.nan, 0.0, 3.0])}
+    plain = phae.loss(network, batch)
+    with torch.no_grad():
+        mtt, delay = network.encode(tissue, aif)
+    error = sum(abs(np.log(mtt[i].item() / truth["mtt"][i].item()))
+                + abs(delay[i].item() - truth["delay"][i].item()) / phae.DELAY_SCALE
+                for i in (2, 3))
+    got = phae.loss(network, {**batch, **truth}, truth_weight=0.5)
+    assert got.item() == pytest.approx(plain.item() + 0.5 * error / 4, rel=1e-5)
+    assert phae.loss(network, {**batch, **truth}).item() == plain.item()  # weight 0

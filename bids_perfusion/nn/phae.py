@@ -32,12 +32,15 @@ that R is smooth in δ and its gradient reaches the encoder, and rescaled so tha
 .. math::
 
     g(t_n) = \Delta t \sum_{j=0}^{n} a(t_j)\,R(t_{n-j}),\qquad
-    \hat C = \hat k\,g,\quad \hat k = \frac{\sum_n C(t_n)\,g(t_n)}{\sum_n g(t_n)^2}
+    \hat C = \hat k\,g,\quad \hat k = \frac{\sum_n C(t_n)}{\sum_n g(t_n)}
 
-with ``a`` the normalised AIF. The amplitude ``k̂`` (= CBF in normalised units) is the
-least-squares one, so the loss ``mean |Ĉ − C|`` depends on MTT and δ through the shape of
-the curve only (the paper takes CBV/MTT; on a finite window the area ratio loses the
-tail of delayed curves and would bias MTT). The decoder runs in float32.
+with ``a`` the normalised AIF. The amplitude ``k̂`` (= CBF in normalised units) makes the
+areas of Ĉ and C equal on the window: without truncation ``Σ g = MTT Σ a/Δt`` and
+``k̂ = (∫C/∫C_a)/MTT = CBV/MTT``, the paper's amplitude; on the finite window it stays
+exact for a curve the decoder can make, where the paper's area ratio loses the tail of
+late curves and would bias MTT. As in the paper, a wrong MTT then gives a wrong peak
+height for the area, so the loss reads MTT from the height as well as from the width.
+The decoder runs in float32.
 
 Inputs (:func:`encoder_inputs`; not the paper's per-subject scaling): the curves are
 resampled onto the model's frame interval ``dt``, cut to a window of ``window`` frames
@@ -170,9 +173,10 @@ def causal_convolve(aif, trf, dt):
     return dt * torch.fft.irfft(spectrum, size)[..., :n]
 
 
-def least_squares_amplitude(curve, shape):
-    """``k̂ = Σ C g / Σ g²`` per row (B,): the scale of ``shape`` (B, T) nearest ``curve``."""
-    return (curve * shape).sum(-1) / (shape * shape).sum(-1).clamp(min=1e-12)
+def area_amplitude(curve, shape):
+    """``k̂ = Σ C / Σ g`` per row (B,): the scale that gives ``shape`` (B, T), a positive
+    unit-flow curve, the area of ``curve`` (B, T)."""
+    return curve.sum(-1) / shape.sum(-1).clamp(min=1e-12)
 
 
 # --- model -------------------------------------------------------------------------------
@@ -242,18 +246,33 @@ class PHAE(nn.Module):
         mtt, delay = self.encode(tissue, aif)
         with torch.autocast(tissue.device.type, enabled=False):
             shape, residue = self.decode(mtt, delay, aif)
-            amplitude = least_squares_amplitude(tissue.float(), shape)
+            amplitude = area_amplitude(tissue.float(), shape)
         return {"mtt": mtt, "delay": delay, "amplitude": amplitude, "residue": residue,
                 "reconstruction": amplitude[:, None] * shape}
 
 
-def loss(model, batch):
-    """Mean absolute error between the reconstruction and the measured curve (paper §2.2.3).
+#: Delay error (s) that weighs as much as a factor e in MTT in the supervised term.
+DELAY_SCALE = 4.0
 
-    ``batch`` holds ``tissue`` (B, W) and ``aif`` (B, W), as :func:`encoder_inputs` makes.
+
+def loss(model, batch, truth_weight=0.0):
+    """Mean absolute error between the reconstruction and the measured curve (paper §2.2.3),
+    plus, beyond the paper, ``truth_weight`` times a supervised term on the rows whose
+    truth is known (synthetic curves: finite ``mtt`` and ``delay`` in the batch),
+    ``mean(|ln(MTT/MTT_true)| + |δ − δ_true| / DELAY_SCALE)`` times their fraction.
+
+    ``batch`` holds ``tissue`` (B, W) and ``aif`` (B, W), as :func:`encoder_inputs` makes,
+    and optionally ``mtt`` and ``delay`` (B,), NaN where unknown.
     """
     out = model(batch["tissue"], batch["aif"])
-    return F.l1_loss(out["reconstruction"], batch["tissue"].float())
+    value = F.l1_loss(out["reconstruction"], batch["tissue"].float())
+    if truth_weight and "mtt" in batch:
+        known = torch.isfinite(batch["mtt"])
+        if known.any():
+            error = (torch.log(out["mtt"][known] / batch["mtt"][known]).abs()
+                     + (out["delay"][known] - batch["delay"][known]).abs() / DELAY_SCALE)
+            value = value + truth_weight * error.sum() / known.numel()
+    return value
 
 
 # --- inputs and inference ----------------------------------------------------------------

@@ -2,7 +2,9 @@ r"""Synthetic DSC tissue curves across acquisitions, to train PHAE beyond the ph
 
 PHAE reads one voxel at a time, so curves need no anatomy: a *subject* here is one
 acquisition and one AIF with many voxels, every quantity drawn from :class:`CurveRanges`
-(uniform, or log-uniform where the range spans a factor of more than 4):
+(uniform, or log-uniform where the range spans a factor of more than 4; delay and
+dispersion as ``low + (high − low) u²``, u uniform, so that half of them lie in the first
+quarter of their range, where normal tissue lies):
 
 - acquisition: TR, number of frames, TE, field (1.5 or 3 T, with the relaxivities the
   pipeline uses there, :func:`bids_perfusion.dsc.relaxivity.at_field`);
@@ -62,7 +64,7 @@ class CurveRanges:
     cbv: tuple = (0.5, 15.0)
     mtt: tuple = (1.0, 16.0)
     residue_shape: tuple = (1.0, 3.0)
-    delay: tuple = (-1.0, 6.0)
+    delay: tuple = (0.0, 6.0)
     dispersion: tuple = (0.0, 3.0)
     relaxivity_ratio: tuple = (0.5, 6.0)
     snr: tuple = (5.0, 100.0)
@@ -85,6 +87,12 @@ def _draw(rng, bounds, size=None):
     if low > 0 and high > 4 * low:
         return np.exp(rng.uniform(np.log(low), np.log(high), size))
     return rng.uniform(low, high, size)
+
+
+def _draw_small(rng, bounds, size=None):
+    """``low + (high − low) u²``, u uniform: half the draws in the first quarter."""
+    low, high = bounds
+    return low + (high - low) * rng.uniform(0.0, 1.0, size) ** 2
 
 
 def _gamma_residue(t, mtt, shape):
@@ -118,8 +126,8 @@ def simulate_subject(rng, n_voxels, ranges=CurveRanges()):
 
     cbv = _draw(rng, ranges.cbv, n_voxels)
     mtt = _draw(rng, ranges.mtt, n_voxels)
-    delay = _draw(rng, ranges.delay, n_voxels)
-    tau = _draw(rng, ranges.dispersion, n_voxels)
+    delay = _draw_small(rng, ranges.delay, n_voxels)
+    tau = _draw_small(rng, ranges.dispersion, n_voxels)
     shape = _draw(rng, ranges.residue_shape, n_voxels)
     flow = cbv / mtt  # mL/100 g per s
     kernel = np.exp(-t[None] / np.maximum(tau, 1e-3)[:, None])

@@ -28,6 +28,10 @@ class PHAEOptions:
         0, "PHAE: synthetic subjects (one acquisition and AIF each, drawn across "
            "acquisitions) added to the datasets' runs, split with the same fractions")
     synthetic_voxels: int = option(256, "PHAE: voxels per synthetic subject")
+    truth_weight: float = option(
+        0.0, "PHAE: weight of the supervised term on the synthetic curves (their drawn MTT "
+             "and delay) beside the reconstruction loss; 0: self-supervised only, as the "
+             "paper")
 
 
 @register
@@ -76,18 +80,24 @@ class PHAERecipe:
             if runs:
                 values = training_arrays(runs, config, request.max_voxels_per_subject,
                                          seed=request.seed)
-                sets.append({k: values[k] for k in ("tissue", "aif")})
+                unknown = np.full(len(values["tissue"]), np.nan, dtype=np.float32)
+                sets.append({"tissue": values["tissue"], "aif": values["aif"],
+                             "mtt": unknown, "delay": unknown})
             if counts[part]:
-                values = synthetic_arrays(config, counts[part], options.synthetic_voxels,
-                                          seed=(request.seed, index), ranges=ranges)
-                sets.append({k: values[k] for k in ("tissue", "aif")})
+                sets.append(synthetic_arrays(config, counts[part], options.synthetic_voxels,
+                                             seed=(request.seed, index), ranges=ranges))
             arrays[part] = None if not sets else {
                 key: torch.from_numpy(np.ascontiguousarray(np.concatenate(
-                    [s[key] for s in sets]))) for key in ("tissue", "aif")}
+                    [s[key] for s in sets]))) for key in ("tissue", "aif", "mtt", "delay")}
+        description = "mean absolute error of the tissue curves, each divided by its own peak"
+        if options.truth_weight:
+            description += (f", plus {options.truth_weight:g} x mean(|ln(MTT/MTT_true)| + "
+                            f"|delay - delay_true| / {phae.DELAY_SCALE:g} s) over the "
+                            "synthetic curves (times their fraction of the batch)")
         _model, result, metrics, extra = fit_model(
-            lambda: phae.PHAE(config), phae.loss, arrays, request, device, log,
-            sample_key="tissue", loss="mean absolute error of the tissue curves, each "
-                                       "divided by its own peak")
+            lambda: phae.PHAE(config),
+            lambda model, batch: phae.loss(model, batch, options.truth_weight), arrays,
+            request, device, log, sample_key="tissue", loss=description)
         records = [dsc_acquisition(c.aif, c.frame_times, c.info["MagneticFieldStrength"])
                    for c in curves]
         if options.synthetic_subjects:
