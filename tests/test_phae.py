@@ -263,25 +263,27 @@ def _phantom_curves(noisy, subject):
 
 
 def test_bundled_phae_maps_on_a_phantom_are_plausible(noisy):
-    """GM and WM medians near the truth (AIF from the arterial voxels).
+    """GM and WM medians near the truth with the phantom's true AIF: CBF and MTT within
+    30 %. With the AIF of the phantom's arterial voxels, whose partial volume with tissue
+    broadens it (peak 3.9 mM for 6), the MTT reads short (about 0.77 of the truth in GM,
+    docs/phae.md § Known limitations)."""
+    from bids_perfusion.tsv import read_tsv_columns
 
-    CBF within 40 %; MTT within -40 % / +80 %: the decoder has no delay or dispersion, which
-    the phantom applies (0.5-1 s each), so the encoder's MTT absorbs them and reads long
-    (about 1.3-1.5 times the truth at SNR 50, bundled weights).
-    """
     root, _ = noisy
     model, _ = phae.load_model()
     for subject in ("01", "02"):
         curves = _phantom_curves(noisy, subject)
-        maps = phae.estimate_maps(model, curves.tissue, curves.aif, curves.frame_times,
+        table = read_tsv_columns(root / "derivatives" / "phantom-truth" / f"sub-{subject}"
+                                 / "perf" / f"sub-{subject}_desc-truth_aif.tsv")
+        aif = np.interp(curves.frame_times, table["time"], table["concentration"])
+        maps = phae.estimate_maps(model, curves.tissue, aif, curves.frame_times,
                                   cbv_end=curves.cbv_end)
-        bounds = {"cbf": (0.6, 1.4), "mtt": (0.6, 1.8)}
         for roi in ("GM", "WM"):
             mask = (truth(root, subject, f"label-{roi}_mask") > 0)[curves.mask]
-            for name, (low, high) in bounds.items():
+            for name in ("cbf", "mtt"):
                 reference = truth(root, subject, f"desc-truth_{name}")[curves.mask][mask]
                 ratio = np.median(maps[name][mask]) / np.median(reference)
-                assert low < ratio < high, (subject, roi, name, ratio)
+                assert 0.7 < ratio < 1.3, (subject, roi, name, ratio)
         assert np.all(maps["mtt"] > 0) and np.all(np.isfinite(maps["cbf"]))
 
 
