@@ -98,6 +98,8 @@ def train_model(request):
         "metrics": {**metrics, "history": result.history},
         "training": {**extra["train_config"], "device": devices.describe(device)},
     }
+    if "training_ranges" in extra:  # bids_perfusion.nn.training_ranges
+        card["training_ranges"] = extra["training_ranges"]
     card = weight_files.save_weights(result.state_dict, weights, card)
     return TrainedModel(weights, card, log_path)
 

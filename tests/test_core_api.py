@@ -183,7 +183,9 @@ def test_api_page_runs_and_quantifies_its_phantom(tmp_path, monkeypatch):
     cbf_truth = 6000 * ns["true_cbf"] * KH / RHO_BRAIN
     assert 0.97 < np.median(ns["cbv"][tissue] / cbv_truth[tissue]) < 1.03
     assert 0.7 < np.median(ns["cbf"][tissue] / cbf_truth[tissue]) < 1.0
-    assert 0.85 < np.median(ns["phae"].mtt[tissue] / ns["true_mtt"][tissue]) < 1.15
+    # The series samples exp(-t/MTT) from t = 0, half a frame ahead of the mid-point rule:
+    # PHAE, trained on delays >= 0, reads such early curves short (0.75; docs/phae.md).
+    assert 0.65 < np.median(ns["phae"].mtt[tissue] / ns["true_mtt"][tissue]) < 1.15
     assert abs(np.median(ns["k2"][tissue])) < 1e-3
     np.testing.assert_allclose(ns["cbf_asl"], ns["true_asl_cbf"], rtol=1e-9)
     np.testing.assert_allclose(ns["asl_fit"].cbf, ns["true_asl_cbf"], rtol=1e-6)

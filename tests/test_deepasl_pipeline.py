@@ -88,6 +88,7 @@ def test_interface_writes_the_denoised_delta_m_and_its_provenance(tmp_path):
     assert meta["DenoisingModel"] == "deepasl" and meta["KineticLossWeight"] == 0.2
     assert meta["ModelWeightsSHA256"] == card["sha256"] and meta["ModelWeights"] == weights.name
     assert meta["DenoisingIntensityScale"] == 6.0
+    assert meta["OutsideTrainingRanges"] == []  # the tiny card states no training ranges
 
 
 def _run(run, options, tmp):

@@ -202,11 +202,11 @@ def test_delay_leaves_circulant_cbf_and_biases_ssvd(delivered, delayed):
 
 @pytest.mark.parametrize("subject", SUBJECTS)
 def test_phae_cbf_is_as_close_to_truth_as_osvd(delivered, subject):
-    """PHAE's CBF (bundled weights) against oSVD's at SNR 50, both ~45 % below truth in
-    GM: the phantom's dispersion (0.5 s in GM) lowers the peak of the effective residue
-    to 0.74 of CBF for an MTT of 4 s, and regularisation at TR 1.5 s flattens it further.
-    PHAE within 5 points of oSVD, GM above WM; its gain at low SNR is measured in
-    benchmarks/bench_phae.py. The sidecar names the weights by their sha256."""
+    """PHAE's CBF (bundled weights) against oSVD's at SNR 50 in GM: oSVD ~45 % below the
+    truth (the phantom's dispersion, 0.5 s in GM, lowers the peak of the effective
+    residue to 0.74 of CBF for an MTT of 4 s, and regularisation at TR 1.5 s flattens it
+    further); PHAE, whose decoder has a delay and whose training curves are dispersed,
+    within 20 % (about 9 %). GM above WM. The sidecar names the weights by their sha256."""
     root, out, _ = delivered
     error, median = {}, {}
     for tissue in ("GM", "WM"):
@@ -216,7 +216,7 @@ def test_phae_cbf_is_as_close_to_truth_as_osvd(delivered, subject):
             cbf = _map(out, subject, f"desc-{method}_cbf")[mask]
             error[method, tissue] = np.median(np.abs(cbf - expected) / expected)
             median[method, tissue] = np.median(cbf)
-    assert abs(error["phae", "GM"] - error["osvd", "GM"]) < 0.05
+    assert error["phae", "GM"] < min(0.2, error["osvd", "GM"])
     assert median["phae", "GM"] > 1.3 * median["phae", "WM"]
     sidecar = json.loads((out / f"sub-{subject}" / "perf"
                           / f"sub-{subject}_ce-gadolinium_desc-phae_cbf.json").read_text())

@@ -13,7 +13,7 @@ from helpers import raw, truth
 from bids_perfusion import constants, records
 from bids_perfusion.dsc import kinetics
 from bids_perfusion.dsc.relaxivity import at_field
-from bids_perfusion.nn import phae, training, weights
+from bids_perfusion.nn import phae, phae_synthetic, training, weights
 from bids_perfusion.nn.device import select_device
 from bids_perfusion.nn.samples import run_curves, training_arrays
 from bids_perfusion.phantom.config import NORMAL_TISSUES, DSCAcquisition
@@ -21,7 +21,7 @@ from bids_perfusion.phantom.dsc import arterial_input, compartment_curves
 
 DT = 1.5
 N_FRAMES = 60
-TINY = phae.PHAEConfig(channels=(4, 8, 8, 8), dt=DT)
+TINY = phae.PHAEConfig(channels=(4, 8, 8, 8), dt=DT, window=40, pool_size=4)
 
 
 def _aif():
@@ -30,11 +30,17 @@ def _aif():
     return t, arterial_input(t, acq, 1.0), acq
 
 
-def _lorentzian_numpy(mtt, t, dt):
-    """Independent numpy form of the decoder's residue: mid-points, ∫ = MTT on the grid."""
-    mid = t + dt / 2
-    r = 1.0 / (1.0 + (np.pi * mid / (2.0 * mtt)) ** 2)
-    return mtt * r / (dt * r.sum())
+def _lorentzian_numpy(mtt, t, dt, delay=0.0):
+    """Independent form of the decoder's residue: r(t − δ) integrated over each frame by
+    quadrature, rescaled so that ∫ = MTT on the grid."""
+    from scipy.integrate import quad
+
+    def r(x):
+        return 1.0 / (1.0 + (np.pi * (x - delay) / (2.0 * mtt)) ** 2) if x > delay else 0.0
+
+    area = np.array([quad(r, start, start + dt, points=[delay] if start < delay < start + dt
+                          else None)[0] for start in t])
+    return mtt * area / (dt * area.sum())
 
 
 @pytest.mark.parametrize("kind", phae.RESIDUES)
@@ -43,6 +49,9 @@ def test_residue_integrates_to_mtt(kind):
     residue = phae.residue_function(mtt, N_FRAMES, DT, kind)
     np.testing.assert_allclose((DT * residue.sum(-1)).numpy(), mtt.numpy(), rtol=1e-12)
     assert torch.all(residue[:, 1:] <= residue[:, :-1])  # non-increasing
+    delayed = phae.residue_function(mtt, N_FRAMES, DT, kind, torch.full_like(mtt, 2.0))
+    np.testing.assert_allclose((DT * delayed.sum(-1)).numpy(), mtt.numpy(), rtol=1e-12)
+    assert torch.all(delayed[:, 0] == 0) and torch.all(delayed[:, 1] > 0)  # 2 s = 1.33 frames
     # On a fine, long grid the rescaling vanishes: R(0) -> 1, the analytic ∫_0^∞ r = MTT.
     fine = phae.residue_function(torch.tensor([5.0], dtype=torch.float64), 400_000, 0.005, kind)
     assert fine[0, 0].item() == pytest.approx(1.0, abs=2e-3)
@@ -51,14 +60,29 @@ def test_residue_integrates_to_mtt(kind):
 def test_decoder_reproduces_convolution_exactly():
     t, aif, _ = _aif()
     mtt = np.array([1.5, 3.3, 6.0, 12.0])
-    cbf = np.array([0.012, 0.006, 0.004, 0.001])  # s^-1, concentration units
-    expected = kinetics.convolve(aif, cbf[:, None] * np.stack(
-        [_lorentzian_numpy(m, t, DT) for m in mtt]), DT)
-    model = phae.PHAE(phae.PHAEConfig(dt=DT))
+    delay = np.array([0.0, 0.7, 2.0, 4.5])
+    expected = kinetics.convolve(aif, np.stack(
+        [_lorentzian_numpy(m, t, DT, d) for m, d in zip(mtt, delay, strict=True)]), DT)
+    model = phae.PHAE(TINY)
     got, _ = model.decode(torch.tensor(mtt, dtype=torch.float32),
-                          torch.tensor(cbf, dtype=torch.float32),
+                          torch.tensor(delay, dtype=torch.float32),
                           torch.tensor(aif, dtype=torch.float32))
-    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=2e-6 * expected.max())
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-5 * expected.max())
+
+
+def test_a_whole_frame_of_delay_shifts_the_decoded_curve_by_one_frame():
+    _t, aif, _ = _aif()
+    model = phae.PHAE(TINY)
+    mtt = torch.tensor([3.0, 8.0])
+    aif = torch.tensor(aif, dtype=torch.float32)
+    undelayed, _ = model.decode(mtt, torch.zeros(2), aif)
+    delayed, _ = model.decode(mtt, torch.full((2,), 2 * DT), aif)
+    # Same residue two frames later; the rescaling to ∫ = MTT differs only by the tail
+    # the window loses, so compare shapes.
+    shifted = undelayed[:, :-2] / undelayed[:, :-2].sum(-1, keepdim=True)
+    torch.testing.assert_close(delayed[:, 2:] / delayed[:, 2:].sum(-1, keepdim=True),
+                               shifted, rtol=0, atol=1e-6)
+    assert torch.all(delayed[:, :2].abs() < 1e-5 * delayed.max())  # FFT rounding
 
 
 def test_decoder_reproduces_the_phantom_forward_model():
@@ -74,29 +98,34 @@ def test_decoder_reproduces_the_phantom_forward_model():
         curve, _ = compartment_curves(t, aif, [tissue], acq)
         flow = constants.RHO_BRAIN / constants.KH * tissue.cbf / 6000.0
         model = phae.PHAE(phae.PHAEConfig(dt=DT, residue="exponential"))
-        got, _ = model.decode(torch.tensor([tissue.mtt]), torch.tensor([flow]),
+        got, _ = model.decode(torch.tensor([tissue.mtt]), torch.tensor([0.0]),
                               torch.tensor(aif, dtype=torch.float32))
-        area = DT / (2 * np.sinh(DT / (2 * tissue.mtt)))
-        np.testing.assert_allclose(got[0].numpy() * area / tissue.mtt, curve[0], rtol=0,
-                                   atol=1e-6 * curve.max())
+        # The frame average of exp(-t/MTT) is its mid-point sample times a constant, so
+        # both residues rescaled to ∫ = MTT on the window are the same vector.
+        window = kinetics.residue_exponential(t + DT / 2, tissue.mtt).sum() * DT
+        np.testing.assert_allclose(flow * got[0].numpy() * window / tissue.mtt, curve[0],
+                                   rtol=0, atol=1e-6 * curve.max())
 
 
-def test_forward_cbv_cbf_and_central_volume():
+def test_forward_matches_the_area_of_the_curve():
     t, aif, _ = _aif()
-    tissue = kinetics.convolve(aif, 0.01 * _lorentzian_numpy(4.0, t, DT), DT)
+    tissue = kinetics.convolve(aif, 0.01 * _lorentzian_numpy(4.0, t, DT, 1.0), DT)
     model = phae.PHAE(TINY).eval()
-    out = model(torch.tensor(tissue[None], dtype=torch.float32),
-                torch.tensor(aif, dtype=torch.float32))
-    expected_cbv = np.trapezoid(tissue, t) / np.trapezoid(aif, t)
-    assert out["cbv"].item() == pytest.approx(expected_cbv, rel=1e-5)
-    assert out["cbf"].item() == pytest.approx(expected_cbv / out["mtt"].item(), rel=1e-6)
-    # Untrained encoder starts near mtt_init (4 s) and stays positive.
-    assert 0 < out["mtt"].item() < 20
-    # Per-sample integration ends are the trapezoid over the first frames.
-    end = torch.tensor([20])
-    partial = phae.integral_ratio(torch.tensor(tissue[None]), torch.tensor(aif[None]), end)
-    assert partial.item() == pytest.approx(
-        np.trapezoid(tissue[:20], t[:20]) / np.trapezoid(aif[:20], t[:20]), rel=1e-9)
+    inputs = torch.tensor(tissue[None] / tissue.max(), dtype=torch.float32)
+    out = model(inputs, torch.tensor(aif / aif.max(), dtype=torch.float32))
+    shape, _ = model.decode(out["mtt"], out["delay"],
+                            torch.tensor(aif / aif.max(), dtype=torch.float32))
+    assert out["amplitude"].item() == pytest.approx(float(inputs.sum() / shape.sum()),
+                                                    rel=1e-5)
+    assert out["reconstruction"].sum().item() == pytest.approx(inputs.sum().item(), rel=1e-5)
+    # The untrained encoder starts near mtt_init (4 s) and delay 0.
+    assert out["mtt"].item() == pytest.approx(4.0, rel=0.5)
+    assert abs(out["delay"].item()) < 2.0
+    # A curve the decoder can make exactly is reconstructed exactly at its MTT and delay.
+    exact, _ = model.decode(torch.tensor([5.0]), torch.tensor([1.5]),
+                            torch.tensor(aif, dtype=torch.float32))
+    k = phae.area_amplitude(3.0 * exact, exact)
+    assert k.item() == pytest.approx(3.0, rel=1e-6)
 
 
 def test_gradients_flow_to_every_encoder_parameter():
@@ -116,37 +145,29 @@ def test_gradients_flow_to_every_encoder_parameter():
         assert parameter.grad.abs().sum() > 0, name
 
 
-def _synthetic_arrays(n, seed):
-    """Normalised Lorentzian tissue curves with noise, MTT 2-10 s, and their AIF."""
-    t, aif, _ = _aif()
-    rng = np.random.default_rng(seed)
-    mtt = rng.uniform(2, 10, n)
-    cbv = rng.uniform(0.02, 0.06, n)
-    residues = np.stack([_lorentzian_numpy(m, t, DT) for m in mtt])
-    tissue = kinetics.convolve(aif, (cbv / mtt)[:, None] * residues, DT)
-    s_t, s_a = phae.normalisation_scales(tissue, aif, 1.0)
-    tissue = tissue / s_t + rng.normal(0, 0.01, tissue.shape)
-    return {"tissue": torch.tensor(tissue, dtype=torch.float32),
-            "aif": torch.tensor(np.tile(aif / s_a, (n, 1)), dtype=torch.float32)}, mtt
+def _synthetic_set(n_subjects, seed):
+    ranges = phae_synthetic.CurveRanges(snr=(50.0, 100.0), cbv=(3.0, 8.0), aif_peak=(4.0, 8.0),
+                                        mtt=(2.0, 10.0), delay=(0.0, 1.0), dispersion=(0, 0.5))
+    values = phae_synthetic.synthetic_arrays(TINY, n_subjects, 128, seed, ranges)
+    return ({k: torch.from_numpy(np.ascontiguousarray(values[k])) for k in ("tissue", "aif")},
+            values["mtt"])
 
 
 def test_tiny_configuration_trains_on_cpu_and_lowers_the_loss(one_thread):
-    train_set, _ = _synthetic_arrays(512, 0)
-    val_set, mtt = _synthetic_arrays(256, 1)
+    train_set, _ = _synthetic_set(4, 0)
+    val_set, mtt = _synthetic_set(2, 1)
     training.seed_everything(0)
     model = phae.PHAE(TINY)
     before = training.evaluate(model, phae.loss, val_set, 256, "cpu")
     history = []
-    config = training.TrainingConfig(epochs=15, batch_size=64, lr=3e-3, progress=False)
+    config = training.TrainingConfig(epochs=12, batch_size=64, lr=1e-2, progress=False)
     result = training.train(model, phae.loss, train_set, val_set, config, "cpu",
                             log=history.append)
-    assert len(history) == 15 and result.best_val_loss == min(h["val_loss"] for h in history)
-    # The noise (SD 0.01) sets a floor of 0.01 sqrt(2/π) to the mean absolute error; training
-    # removes at least half of the error above it.
-    floor = 0.01 * np.sqrt(2 / np.pi)
-    assert result.best_val_loss - floor < 0.5 * (before - floor)
-    estimate = phae.predict_mtt(model, val_set["tissue"].numpy(), val_set["aif"][0].numpy())
-    assert np.corrcoef(estimate, mtt)[0, 1] > 0.8
+    assert len(history) == 12 and result.best_val_loss == min(h["val_loss"] for h in history)
+    assert result.best_val_loss < 0.7 * before
+    estimate, _delay = phae.predict(model, val_set["tissue"].numpy(),
+                                    val_set["aif"][0].numpy())
+    assert np.corrcoef(np.log(estimate), np.log(mtt))[0, 1] > 0.7
     # Same seed, same weights.
     training.seed_everything(0)
     again = phae.PHAE(TINY)
@@ -242,38 +263,41 @@ def _phantom_curves(noisy, subject):
 
 
 def test_bundled_phae_maps_on_a_phantom_are_plausible(noisy):
-    """GM and WM medians near the truth (AIF from the arterial voxels).
+    """GM and WM medians near the truth with the phantom's true AIF: CBF and MTT within
+    30 %. With the AIF of the phantom's arterial voxels, whose partial volume with tissue
+    broadens it (peak 3.9 mM for 6), the MTT reads short (about 0.77 of the truth in GM,
+    docs/phae.md § Known limitations)."""
+    from bids_perfusion.tsv import read_tsv_columns
 
-    CBF within 40 %; MTT within -40 % / +80 %: the decoder has no delay or dispersion, which
-    the phantom applies (0.5-1 s each), so the encoder's MTT absorbs them and reads long
-    (about 1.3-1.5 times the truth at SNR 50, bundled weights).
-    """
     root, _ = noisy
     model, _ = phae.load_model()
     for subject in ("01", "02"):
         curves = _phantom_curves(noisy, subject)
-        maps = phae.estimate_maps(model, curves.tissue, curves.aif, curves.frame_times,
+        table = read_tsv_columns(root / "derivatives" / "phantom-truth" / f"sub-{subject}"
+                                 / "perf" / f"sub-{subject}_desc-truth_aif.tsv")
+        aif = np.interp(curves.frame_times, table["time"], table["concentration"])
+        maps = phae.estimate_maps(model, curves.tissue, aif, curves.frame_times,
                                   cbv_end=curves.cbv_end)
-        bounds = {"cbf": (0.6, 1.4), "mtt": (0.6, 1.8)}
         for roi in ("GM", "WM"):
             mask = (truth(root, subject, f"label-{roi}_mask") > 0)[curves.mask]
-            for name, (low, high) in bounds.items():
+            for name in ("cbf", "mtt"):
                 reference = truth(root, subject, f"desc-truth_{name}")[curves.mask][mask]
                 ratio = np.median(maps[name][mask]) / np.median(reference)
-                assert low < ratio < high, (subject, roi, name, ratio)
+                assert 0.7 < ratio < 1.3, (subject, roi, name, ratio)
         assert np.all(maps["mtt"] > 0) and np.all(np.isfinite(maps["cbf"]))
 
 
-def test_training_arrays_normalise_per_subject(noisy):
+def test_training_arrays_normalise_every_curve(noisy):
     curves = [_phantom_curves(noisy, s) for s in ("01", "02")]
-    arrays, n_frames = training_arrays(curves, DT, max_voxels=300, seed=1)
-    assert arrays["tissue"].shape == (600, n_frames) and arrays["aif"].shape == (600, n_frames)
+    arrays = training_arrays(curves, TINY, max_voxels=300, seed=1)
+    assert arrays["tissue"].shape == (600, TINY.window) == arrays["aif"].shape
+    np.testing.assert_allclose(np.abs(arrays["tissue"]).max(axis=1), 1.0, rtol=1e-6)
     for index in (0, 1):
         rows = arrays["subject"] == index
         assert arrays["aif"][rows].max() == pytest.approx(1.0)
-        assert np.quantile(arrays["tissue"][rows].max(axis=1), 0.5) < 1.0
-        assert np.all(arrays["end"][rows] == min(curves[index].cbv_end, n_frames))
-    again, _ = training_arrays(curves, DT, max_voxels=300, seed=1)
+        # The window starts `lead` s before the AIF peak.
+        assert np.argmax(arrays["aif"][rows][0]) == round(TINY.lead / TINY.dt)
+    again = training_arrays(curves, TINY, max_voxels=300, seed=1)
     np.testing.assert_array_equal(again["tissue"], arrays["tissue"])
 
 
@@ -284,10 +308,17 @@ def test_train_command_writes_weights_card_and_log(noisy, tmp_path):
     out = tmp_path / "model"
     assert train.main(["phae", str(root), str(out), "--epochs", "1", "--device", "cpu",
                        "--max-voxels-per-subject", "128", "--val-fraction", "0.5",
-                       "--test-fraction", "0", "--quiet", "--seed", "7"]) == 0
+                       "--test-fraction", "0", "--quiet", "--seed", "7",
+                       "--channels", "4", "8", "8", "8", "--synthetic-subjects", "4",
+                       "--synthetic-voxels", "16", "--truth-weight", "0.5"]) == 0
     _state, card = weights.load_weights(out / "phae.safetensors", expected_model="phae")
     assert card["split"]["train"] and card["split"]["val"] and card["split"]["seed"] == 7
-    assert card["data"]["synthetic"] and card["data"]["samples"]["train"] == 128
+    # 128 phantom voxels and two synthetic subjects of 16 voxels (4 split 2/2/0).
+    assert card["data"]["synthetic"] and card["data"]["samples"]["train"] == 128 + 32
+    assert card["data"]["synthetic_curves"]["subjects"] == {"train": 2, "val": 2, "test": 0}
+    assert card["configuration"]["channels"] == [4, 8, 8, 8]
+    ranges = card["training_ranges"]
+    assert ranges["RepetitionTime"] == [1.0, 2.0] and ranges["Frames"] == [50, 120]
     assert card["metrics"]["best_epoch"] == 1 and "--epochs 1" in card["command"]
     assert (out / "losses.tsv").read_text().splitlines()[0].split("\t") == [
         "epoch", "lr", "train_loss", "val_loss", "seconds"]
@@ -353,3 +384,4 @@ def test_phae_inference_interface(noisy, tmp_path, monkeypatch):
     assert outputs.metadata["ModelWeightsSHA256"] == card["sha256"]
     assert outputs.metadata["Device"] == "cpu"
     assert outputs.metadata["TissueRelaxivity"] == 87.0  # the phantom declares 1.5 T
+    assert outputs.metadata["OutsideTrainingRanges"] == []  # the phantom is inside them

@@ -113,6 +113,7 @@ def test_node_liif_superres_writes_the_series_and_res_maps(phantom, weights):
     record = sidecar["SuperResolution"]
     assert record["ModelWeightsSHA256"] == sha256(weights)
     assert record["TemporalFactor"] == 2 and record["AcquiredShape"] == [32, 32, 6, 40]
+    assert record["OutsideTrainingRanges"] == []  # a card without training ranges
     cbf, cbf_sidecar = _files(perf, "res-nodeliif_desc-osvd_cbf")
     assert nib.load(cbf).shape == (48, 48, 6)
     assert "neural ODE" in cbf_sidecar["Resolution"]

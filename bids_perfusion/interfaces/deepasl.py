@@ -59,6 +59,7 @@ class DenoiseDeltaM(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_perfusion.nn import deepasl
         from bids_perfusion.nn import device as devices
+        from bids_perfusion.nn.training_ranges import check_input
         from bids_perfusion.nn.weights import bundled_weights, weights_sidecar
 
         delta_m = load(self.inputs.mean_deltam, dtype=np.float64)
@@ -90,5 +91,7 @@ class DenoiseDeltaM(SimpleInterface):
             "Device": devices.describe(device),
             "InferenceBatchSize": int(batch),
             "InferenceSeconds": round(seconds, 3),
+            "OutsideTrainingRanges": check_input(
+                card, {"Delays": delta_m.shape[3] if delta_m.ndim == 4 else 1}, method),
         }
         return runtime

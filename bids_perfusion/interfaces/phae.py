@@ -1,5 +1,9 @@
 """PHAE inference: MTT from the physics-informed autoencoder, CBV by area ratio, CBF = CBV/MTT.
 
+The input's TR, frames, field and AIF peak and arrival are checked against the model
+card's ``training_ranges`` (:mod:`bids_perfusion.nn.training_ranges`): values outside are
+logged as warnings and listed in the sidecars' ``OutsideTrainingRanges``.
+
 Mirrors :class:`bids_perfusion.interfaces.deconvolution.Deconvolve`: it reads ΔR2*, the
 brain mask and the AIF table, and writes CBF (mL/100 g/min), MTT (s) and CBV (mL/100 g)
 maps plus a metadata dict for the sidecars (the weights' sha256, device, timing). The
@@ -45,6 +49,7 @@ class PHAEInference(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_perfusion.nn import device as devices
         from bids_perfusion.nn import phae
+        from bids_perfusion.nn.training_ranges import check_input, dsc_acquisition
         from bids_perfusion.nn.weights import weights_sidecar
 
         delta = load(self.inputs.delta_r2star)
@@ -64,6 +69,9 @@ class PHAEInference(SimpleInterface):
                              kh=self.inputs.kh, rho=self.inputs.rho,
                              scaled=self.inputs.scaled, batch_size=batch,
                              device=device).fit(tissue, mask=brain)
+        outside = check_input(card, dsc_acquisition(
+            columns["concentration"], times,
+            self.inputs.relaxivity["MagneticFieldStrength"]), "PHAE")
         reference = self.inputs.delta_r2star
         for name in ("cbf", "mtt", "cbv"):
             self._results[name] = save_like(getattr(fit, name), reference,
@@ -76,6 +84,7 @@ class PHAEInference(SimpleInterface):
             "InferenceBatchSize": int(batch),
             "FrameInterval": float(np.mean(np.diff(times))),
             "CBVIntegrationFrames": int(end),
+            "OutsideTrainingRanges": outside,
             "kH": self.inputs.kh if self.inputs.scaled else None,
             "BrainDensity": self.inputs.rho if self.inputs.scaled else None,
             **self.inputs.relaxivity,

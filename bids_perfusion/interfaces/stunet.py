@@ -48,6 +48,7 @@ class StUNetInference(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_perfusion.nn import cbv_models
         from bids_perfusion.nn import device as devices
+        from bids_perfusion.nn.training_ranges import check_input
         from bids_perfusion.nn.weights import weights_sidecar
 
         series = load(self.inputs.in_files[0])
@@ -75,5 +76,6 @@ class StUNetInference(SimpleInterface):
             "InferenceSeconds": round(float(info["seconds"]), 3),
             "InferenceBatchSize": int(batch),
             "BrainVoxels": int(np.count_nonzero(brain)),
+            "OutsideTrainingRanges": check_input(card, {"Frames": series.shape[-1]}, "stU-Net"),
         }
         return runtime

@@ -116,6 +116,7 @@ class SuperResolve(SimpleInterface):
                     {"Method": "bilinear interpolation in plane, linear in time"})
         from bids_perfusion.nn import device as devices
         from bids_perfusion.nn.superres import load_model
+        from bids_perfusion.nn.training_ranges import check_input
         from bids_perfusion.nn.weights import bundled_weights, weights_sidecar
 
         device = devices.select_device(inputs.device)
@@ -136,6 +137,8 @@ class SuperResolve(SimpleInterface):
             "Method": "bi-directional neural ODE with a local implicit image function "
                       "(Lee et al., ISMRM 2024)",
             **weights_sidecar(weights, card),
+            "OutsideTrainingRanges": check_input(
+                card, {"RepetitionTime": inputs.repetition_time}, "super-resolution"),
             "Device": devices.describe(device), "DecodedQueriesPerBatch": int(queries)}
 
 

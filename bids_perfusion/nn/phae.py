@@ -4,63 +4,65 @@ After "Physics-Informed autoencoder for DSC-MRI perfusion post-processing: appli
 glioma grading" (arXiv:2510.13886, 2025): a 1-D convolutional **encoder** reads a
 voxel's tissue concentration curve C(t) and the subject's arterial input function
 C_a(t) as two channels and returns the mean transit time; a **physics decoder** with no
-trainable parameters turns MTT back into a tissue curve, and the mean absolute error
+trainable parameters turns it back into a tissue curve, and the mean absolute error
 between that reconstruction and the measured curve trains the encoder. No reference
 maps are needed (self-supervised).
 
 Encoder (paper §2.2.1): four blocks of Conv1d (kernel 3, stride 1, padding 1), BatchNorm1d
 and LeakyReLU (negative slope 0.02) with 32, 64, 128 and 256 filters; average pooling
-over time; a linear layer; MTT = softplus(z) s, which keeps it positive. The linear
-bias starts at softplus⁻¹(``mtt_init``) so training starts from a plausible MTT.
+over time (to ``pool_size`` segments); a linear layer with two outputs,
+``MTT = softplus(z₀)`` s (positive) and the **arrival delay**
+``δ = δ_min + (δ_max − δ_min)·sigmoid(z₁)`` s of the tissue after the AIF. The delay is
+not in the paper. The biases start at MTT = ``mtt_init`` and δ = 0.
 
-Perfusion parameters (paper eqs. 2-3), with Δt the frame interval:
-
-.. math::
-
-    \mathrm{CBV} = \frac{\int_0^{t_e} C(t)\,dt}{\int_0^{t_e} C_a(t)\,dt},\qquad
-    \mathrm{CBF} = \frac{\mathrm{CBV}}{\mathrm{MTT}}
-
-(area ratio, Rempp et al., Radiology 1994;193:637; central volume theorem, Stewart,
-J Physiol 1894;15:1), both integrals by the trapezoid rule up to ``t_e`` (the end of the
-first pass, or the last frame). CBF here is in s⁻¹ in the curves' units; see
-:func:`estimate_maps` for the pipeline's units.
-
-Decoder (paper eqs. 4-6): a Lorentzian residue function of MTT alone,
+Decoder: a Lorentzian residue function of MTT (paper eqs. 4-6), here delayed by δ,
 
 .. math::
 
     r(t) = \frac{1}{1 + (t/\tau)^2},\quad \tau = \frac{2\,\mathrm{MTT}}{\pi},\qquad
-    \int_0^\infty r(t)\,dt = \tau\,\frac{\pi}{2} = \mathrm{MTT},\quad r(0) = 1,
+    \int_0^\infty r = \mathrm{MTT},\qquad
+    R_i = \frac{1}{\Delta t}\int_{i\Delta t}^{(i+1)\Delta t} r(t - \delta)\,dt
 
-sampled at the mid-points ``t_i = (i + ½)Δt`` of the frames and rescaled so that its
-discrete integral over the window is exactly MTT,
-``R_i = MTT · r(t_i) / (Δt Σ_j r(t_j))``. The rescaling corrects the truncation of the
-slowly decaying 1/t² tail (a few per cent for MTT of several seconds in a 90 s
-window), so that the area of the reconstruction equals CBV times the area of the AIF, as
-it must. Then the tissue response function and the reconstruction are
+(r = 0 before δ), integrated over each frame in closed form with the primitive
+``F(s) = τ atan(s/τ)`` (``MTT (1 − e^{−s/MTT})`` for ``residue="exponential"``), so
+that R is smooth in δ and its gradient reaches the encoder, and rescaled so that
+``Δt Σ_i R_i = MTT`` on the window. The reconstruction is the causal discrete convolution
+(the rule of :func:`bids_perfusion.dsc.kinetics.convolve`, Δt included)
 
 .. math::
 
-    \mathrm{TRF}(t) = \mathrm{CBF}\cdot R(t),\qquad
-    \hat C(t_n) = \Delta t \sum_{j=0}^{n} C_a(t_j)\,\mathrm{TRF}(t_{n-j})
+    g(t_n) = \Delta t \sum_{j=0}^{n} a(t_j)\,R(t_{n-j}),\qquad
+    \hat C = \hat k\,g,\quad \hat k = \frac{\sum_n C(t_n)}{\sum_n g(t_n)}
 
-(causal discrete convolution, the same rule as :func:`bids_perfusion.dsc.kinetics.convolve`,
-with Δt in it), and the loss is ``mean |Ĉ − C|``. ``residue="exponential"`` uses
-``r(t) = exp(−t/MTT)`` instead, with the same normalisation (the paper found no
-difference between the two). The decoder always runs in float32, also under autocast.
+with ``a`` the normalised AIF. The amplitude ``k̂`` (= CBF in normalised units) makes the
+areas of Ĉ and C equal on the window: without truncation ``Σ g = MTT Σ a/Δt`` and
+``k̂ = (∫C/∫C_a)/MTT = CBV/MTT``, the paper's amplitude; on the finite window it stays
+exact for a curve the decoder can make, where the paper's area ratio loses the tail of
+late curves and would bias MTT. As in the paper, a wrong MTT then gives a wrong peak
+height for the area, so the loss reads MTT from the height as well as from the width.
+The decoder runs in float32.
 
-Normalisation (paper §2.1.3): the tissue curves of one subject are divided by the
-subject's largest value and the AIF by its peak, so both lie in [0, 1]. The "largest
-value" is the ``tissue_quantile`` quantile (default 0.999) of the voxels' peak values, so
-that a handful of arterial or noise voxels do not set the scale. MTT (s) does not
-depend on these scales. CBV computed on normalised curves is the physical one times
-``s_a / s_t``; :func:`estimate_maps` computes CBV on the curves in mM, so no scale
-survives: CBV = 100 (kH/ρ) ∫C/∫C_a mL/100 g exactly as
-:func:`bids_perfusion.dsc.maps.cbv_area_ratio`, and CBF = 60 CBV/MTT mL/100 g/min.
+Inputs (:func:`encoder_inputs`; not the paper's per-subject scaling): the curves are
+resampled onto the model's frame interval ``dt``, cut to a window of ``window`` frames
+that starts ``lead`` s before the AIF peak (edge values pad it where the acquisition is
+shorter), and each curve is divided by its own largest absolute value on the window:
+the AIF by its peak, **every tissue curve by its own peak**. The encoder therefore sees
+dimensionless shapes: its MTT and δ do not depend on the dose, the AIF amplitude, the
+tissue or blood relaxivity or their ratio, and the window does not depend on the
+number of frames or on the bolus arrival time.
 
-The encoder sees time as frames, so its MTT is learned at the frame interval of the
-training data (``dt`` of :class:`PHAEConfig`); :func:`estimate_maps` resamples curves
-acquired at another interval onto that grid (linear interpolation) before encoding.
+Perfusion parameters (paper eqs. 2-3), computed at inference on the curves in mM by
+:func:`estimate_maps`:
+
+.. math::
+
+    \mathrm{CBV} = 100\,\frac{k_H}{\rho}\,\frac{\int_0^{t_e} C\,dt}{\int_0^{t_e} C_a\,dt},
+    \qquad \mathrm{CBF} = 60\,\frac{\mathrm{CBV}}{\mathrm{MTT}}
+
+(area ratio, Rempp et al., Radiology 1994;193:637; central volume theorem, Stewart,
+J Physiol 1894;15:1). Because MTT is scale-free, the rescaling is exact by construction:
+multiplying the AIF by k divides CBV and CBF by k, multiplying the tissue curves by k
+multiplies them by k (to float rounding; bit for bit when k is a power of two).
 """
 
 import copy
@@ -86,54 +88,77 @@ class PHAEConfig:
     """Architecture and data conventions of a PHAE, stored in its model card.
 
     channels, kernel_size, negative_slope: the encoder blocks (paper: 32-256, 3, 0.02);
-    pool_size: output length of the average pooling (1: global average, as the paper);
-    residue: 'lorentzian' (paper) or 'exponential'; dt: frame interval of the training
-    curves, s; mtt_init: MTT (s) the untrained encoder returns; tissue_quantile: quantile
-    of voxel peaks that scales a subject's tissue curves to [0, 1].
+    pool_size: number of time segments of the average pooling (1: global average, as the
+    paper; more keep where, on the window, the features lie); residue: 'lorentzian'
+    (paper) or 'exponential'; dt: frame interval of the encoder's window, s; window:
+    frames of the window; lead: s of the window before the AIF peak; mtt_init: MTT (s) the
+    untrained encoder returns; delay_range: (δ_min, δ_max) s of the arrival delay.
     """
 
     channels: tuple = (32, 64, 128, 256)
     kernel_size: int = 3
     negative_slope: float = 0.02
-    pool_size: int = 1
+    pool_size: int = 8
     residue: str = "lorentzian"
-    dt: float = 1.5
+    dt: float = 1.0
+    window: int = 64
+    lead: float = 12.0
     mtt_init: float = 4.0
-    tissue_quantile: float = 0.999
+    delay_range: tuple = (-2.0, 8.0)
 
     def __post_init__(self):
         if self.residue not in RESIDUES:
             raise ValueError(f"residue must be one of {RESIDUES}, got {self.residue!r}")
-        if not (self.dt > 0 and self.mtt_init > 0 and 0 < self.tissue_quantile <= 1):
-            raise ValueError("dt and mtt_init must be positive, tissue_quantile in (0, 1]")
+        if not (self.dt > 0 and self.mtt_init > 0 and self.lead >= 0):
+            raise ValueError("dt and mtt_init must be positive, lead not negative")
+        if not self.window >= self.pool_size >= 1:
+            raise ValueError(f"window ({self.window}) must be at least pool_size "
+                             f"({self.pool_size}) >= 1")
+        low, high = self.delay_range
+        if not low < 0 < high:
+            raise ValueError(f"delay_range must hold 0 inside, got {self.delay_range}")
 
     def as_dict(self):
-        return {**dataclasses.asdict(self), "channels": list(self.channels)}
+        return {**dataclasses.asdict(self), "channels": list(self.channels),
+                "delay_range": list(self.delay_range)}
 
     @classmethod
     def from_dict(cls, values):
-        values = dict(values)
-        values["channels"] = tuple(values.get("channels", cls.channels))
-        return cls(**{k: v for k, v in values.items()
-                      if k in {f.name for f in dataclasses.fields(cls)}})
+        """The configuration of a model card; ValueError for a card of the first PHAE
+        design (no ``window``: per-subject scaling, no delay), whose weights do not fit."""
+        from bids_perfusion.nn.weights import config_from_dict
+
+        if "window" not in values:
+            raise ValueError("these PHAE weights predate the delay-aware, scale-invariant "
+                             "design (their card has no 'window'); retrain them with "
+                             "bids-perfusion-train phae (docs/phae.md)")
+        return config_from_dict(cls, values)
 
 
 # --- physics -----------------------------------------------------------------------------
 
 
-def residue_function(mtt, n_frames, dt, kind="lorentzian"):
-    r"""Residue functions ``R`` (B, T) for the MTTs ``mtt`` (B,), normalised so that
-    ``Δt Σ_i R_i = MTT`` exactly (see the module docstring for the equations).
+def _primitive(s, mtt, kind):
+    """``∫_0^s r`` for s >= 0: ``τ atan(s/τ)``, τ = 2 MTT/π, or ``MTT (1 − e^{−s/MTT})``."""
+    if kind == "lorentzian":
+        tau = 2.0 * mtt / math.pi
+        return tau * torch.atan(s / tau)
+    return mtt * -torch.expm1(-s / mtt)
 
-    ``lorentzian``: ``r(t) = 1 / (1 + (π t / (2 MTT))²)``, whose integral over [0, ∞) is
-    MTT and r(0) = 1; ``exponential``: ``r(t) = exp(−t/MTT)``. Both are sampled at the
-    frame mid-points ``(i + ½)Δt`` and rescaled on the finite window.
+
+def residue_function(mtt, n_frames, dt, kind="lorentzian", delay=None):
+    r"""Residue functions ``R`` (B, T) for the MTTs ``mtt`` (B,) and arrival delays
+    ``delay`` (B,) s (default 0): ``r(t − δ)`` averaged over each frame
+    ``[iΔt, (i+1)Δt)`` in closed form, rescaled so that ``Δt Σ_i R_i = MTT`` exactly
+    (module docstring). ``lorentzian``: ``r(t) = 1 / (1 + (π t / (2 MTT))²)``;
+    ``exponential``: ``r(t) = exp(−t/MTT)``; both integrate to MTT over [0, ∞).
     """
     mtt = torch.as_tensor(mtt)
-    t = (torch.arange(n_frames, device=mtt.device, dtype=mtt.dtype) + 0.5) * dt
-    x = t / mtt[..., None]
-    r = 1.0 / (1.0 + (0.5 * math.pi * x) ** 2) if kind == "lorentzian" else torch.exp(-x)
-    return mtt[..., None] * r / (dt * r.sum(dim=-1, keepdim=True))
+    delay = torch.zeros_like(mtt) if delay is None else torch.as_tensor(delay).to(mtt)
+    edges = torch.arange(n_frames + 1, device=mtt.device, dtype=mtt.dtype) * dt
+    shifted = (edges - delay[..., None]).clamp(min=0.0)
+    area = _primitive(shifted, mtt[..., None], kind).diff(dim=-1)
+    return mtt[..., None] * area / (dt * area.sum(dim=-1, keepdim=True))
 
 
 def causal_convolve(aif, trf, dt):
@@ -148,29 +173,10 @@ def causal_convolve(aif, trf, dt):
     return dt * torch.fft.irfft(spectrum, size)[..., :n]
 
 
-def trapezoid_weights(n_frames, end=None, device=None, dtype=torch.float32):
-    """Trapezoid-rule weights (B, T) or (T,) over frames ``[0, end)`` (unit spacing).
-
-    ``end`` is None (all frames), an int, or a tensor (B,) of per-sample ends; frames at
-    or after the end get weight 0, the first and last kept frames weight ½.
-    """
-    index = torch.arange(n_frames, device=device)
-    if end is None:
-        end = torch.tensor(n_frames, device=device)
-    end = torch.as_tensor(end, device=device)
-    last = (end - 1)[..., None] if end.ndim else end - 1
-    weights = (index < (end[..., None] if end.ndim else end)).to(dtype)
-    half = (index == 0) | (index == last)
-    return torch.where(half, 0.5 * weights, weights)
-
-
-def integral_ratio(tissue, aif, end=None):
-    """``∫C / ∫C_a`` over frames ``[0, end)`` by the trapezoid rule (Δt cancels).
-
-    ``tissue`` (B, T), ``aif`` (B, T) or (T,); ``end`` as in :func:`trapezoid_weights`.
-    """
-    weights = trapezoid_weights(tissue.shape[-1], end, tissue.device, tissue.dtype)
-    return (tissue * weights).sum(-1) / (aif * weights).sum(-1)
+def area_amplitude(curve, shape):
+    """``k̂ = Σ C / Σ g`` per row (B,): the scale that gives ``shape`` (B, T), a positive
+    unit-flow curve, the area of ``curve`` (B, T)."""
+    return curve.sum(-1) / shape.sum(-1).clamp(min=1e-12)
 
 
 # --- model -------------------------------------------------------------------------------
@@ -179,9 +185,10 @@ def integral_ratio(tissue, aif, end=None):
 class PHAE(nn.Module):
     """Encoder (trainable) and physics decoder (fixed); see the module docstring.
 
-    ``forward(tissue, aif, end=None)`` takes normalised curves (B, T) and returns a dict:
-    ``mtt`` (B,) s, ``cbv`` (B,) and ``cbf`` (B,) s⁻¹ in normalised units,
-    ``residue`` (B, T) and ``reconstruction`` (B, T).
+    ``forward(tissue, aif)`` takes the encoder's inputs (B, W) and AIF (B, W) or (W,)
+    (:func:`encoder_inputs`) and returns a dict: ``mtt`` (B,) s, ``delay`` (B,) s,
+    ``amplitude`` (B,) (CBF in normalised units, s⁻¹), ``residue`` (B, W) and
+    ``reconstruction`` (B, W).
     """
 
     def __init__(self, config=None):
@@ -196,15 +203,19 @@ class PHAE(nn.Module):
             width = channels
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool1d(self.config.pool_size)
-        self.head = nn.Linear(width * self.config.pool_size, 1)
-        with torch.no_grad():  # softplus(bias) = mtt_init when the features are 0
-            self.head.bias.fill_(math.log(math.expm1(self.config.mtt_init)))
+        self.head = nn.Linear(width * self.config.pool_size, 2)
+        low, high = self.config.delay_range
+        with torch.no_grad():  # softplus(b0) = mtt_init and delay 0 when the features are 0
+            self.head.bias[0] = math.log(math.expm1(self.config.mtt_init))
+            self.head.bias[1] = math.log(-low / high)
 
     def encode(self, tissue, aif):
-        """MTT (B,) in seconds from tissue and AIF curves (B, T) or AIF (T,)."""
+        """``(mtt, delay)`` (B,) s of tissue curves (B, W) and AIF (B, W) or (W,)."""
         aif = aif.expand_as(tissue)
         features = self.pool(self.features(torch.stack([tissue, aif], dim=1)))
-        return F.softplus(self.head(features.flatten(1))[:, 0].float())
+        z = self.head(features.flatten(1)).float()
+        low, high = self.config.delay_range
+        return F.softplus(z[:, 0]), low + (high - low) * torch.sigmoid(z[:, 1])
 
     def fused(self):
         """A copy for inference, every BatchNorm folded into its convolution.
@@ -222,49 +233,49 @@ class PHAE(nn.Module):
             for layer in (fuse_conv_bn_eval(layers[i], layers[i + 1]), layers[i + 2])))
         return fused
 
-    def decode(self, mtt, cbf, aif):
-        """``Ĉ = Δt · C_a ⊛ (CBF · R_MTT)`` in float32 (autocast off)."""
+    def decode(self, mtt, delay, aif):
+        """``(g, R)``: the unit-flow curve ``g = Δt · a ⊛ R_{MTT,δ}`` (B, W) and the
+        residue R (B, W), in float32 (autocast off)."""
         with torch.autocast(mtt.device.type, enabled=False):
             n = aif.shape[-1]
-            residue = residue_function(mtt.float(), n, self.config.dt, self.config.residue)
-            trf = cbf.float()[:, None] * residue
-            return causal_convolve(aif.float(), trf, self.config.dt), residue
+            residue = residue_function(mtt.float(), n, self.config.dt, self.config.residue,
+                                       delay.float())
+            return causal_convolve(aif.float(), residue, self.config.dt), residue
 
-    def forward(self, tissue, aif, end=None):
-        mtt = self.encode(tissue, aif)
+    def forward(self, tissue, aif):
+        mtt, delay = self.encode(tissue, aif)
         with torch.autocast(tissue.device.type, enabled=False):
-            cbv = integral_ratio(tissue.float(), aif.float(), end)
-            cbf = cbv / mtt
-            reconstruction, residue = self.decode(mtt, cbf, aif)
-        return {"mtt": mtt, "cbv": cbv, "cbf": cbf, "residue": residue,
-                "reconstruction": reconstruction}
+            shape, residue = self.decode(mtt, delay, aif)
+            amplitude = area_amplitude(tissue.float(), shape)
+        return {"mtt": mtt, "delay": delay, "amplitude": amplitude, "residue": residue,
+                "reconstruction": amplitude[:, None] * shape}
 
 
-def loss(model, batch):
-    """Mean absolute error between the reconstruction and the measured curve (paper §2.2.3).
+#: Delay error (s) that weighs as much as a factor e in MTT in the supervised term.
+DELAY_SCALE = 4.0
 
-    ``batch`` holds ``tissue`` (B, T), ``aif`` (B, T) and optionally ``end`` (B,).
+
+def loss(model, batch, truth_weight=0.0):
+    """Mean absolute error between the reconstruction and the measured curve (paper §2.2.3),
+    plus, beyond the paper, ``truth_weight`` times a supervised term on the rows whose
+    truth is known (synthetic curves: finite ``mtt`` and ``delay`` in the batch),
+    ``mean(|ln(MTT/MTT_true)| + |δ − δ_true| / DELAY_SCALE)`` times their fraction.
+
+    ``batch`` holds ``tissue`` (B, W) and ``aif`` (B, W), as :func:`encoder_inputs` makes,
+    and optionally ``mtt`` and ``delay`` (B,), NaN where unknown.
     """
-    out = model(batch["tissue"], batch["aif"], batch.get("end"))
-    return F.l1_loss(out["reconstruction"], batch["tissue"].float())
+    out = model(batch["tissue"], batch["aif"])
+    value = F.l1_loss(out["reconstruction"], batch["tissue"].float())
+    if truth_weight and "mtt" in batch:
+        known = torch.isfinite(batch["mtt"])
+        if known.any():
+            error = (torch.log(out["mtt"][known] / batch["mtt"][known]).abs()
+                     + (out["delay"][known] - batch["delay"][known]).abs() / DELAY_SCALE)
+            value = value + truth_weight * error.sum() / known.numel()
+    return value
 
 
-# --- normalisation and inference ---------------------------------------------------------
-
-
-def normalisation_scales(tissue, aif, quantile=0.999):
-    """Per-subject scales ``(s_t, s_a)``: tissue and AIF divided by them lie in [0, 1].
-
-    ``s_t`` is the ``quantile`` of the voxels' peak tissue values (1.0: the maximum, as
-    the paper), ``s_a`` the AIF's peak. Both are positive or ValueError.
-    """
-    peaks = np.max(np.asarray(tissue, dtype=np.float64), axis=-1)
-    s_t = float(np.quantile(peaks, quantile)) if peaks.size else 0.0
-    s_a = float(np.max(aif))
-    if not (s_t > 0 and s_a > 0 and np.isfinite(s_t) and np.isfinite(s_a)):
-        raise ValueError(f"cannot normalise: tissue scale {s_t}, AIF peak {s_a}; the curves "
-                         "must be concentration (or ΔR2*) with a positive bolus peak")
-    return s_t, s_a
+# --- inputs and inference ----------------------------------------------------------------
 
 
 def resample(curves, frame_times, dt):
@@ -277,9 +288,36 @@ def resample(curves, frame_times, dt):
         return curves
     grid = times[0] + np.arange(int(np.floor((times[-1] - times[0]) / dt + 1e-9)) + 1) * dt
     flat = curves.reshape(-1, curves.shape[-1])
-    out = np.stack([np.interp(grid, times, row) for row in flat]) if flat.size else \
-        np.zeros((0, grid.size))
+    if not flat.size:
+        return np.zeros((*curves.shape[:-1], grid.size), dtype=curves.dtype)
+    # Linear interpolation of every row at once: the grid's neighbours and weights.
+    right = np.clip(np.searchsorted(times, grid, side="right"), 1, times.size - 1)
+    weight = np.clip((grid - times[right - 1]) / (times[right] - times[right - 1]), 0, 1)
+    out = flat[:, right - 1] * (1 - weight) + flat[:, right] * weight
     return out.reshape(*curves.shape[:-1], grid.size).astype(curves.dtype)
+
+
+def encoder_inputs(tissue, aif, frame_times, config):
+    """The encoder's inputs ``(tissue (N, W), aif (W,))`` float32 of tissue curves (N, T)
+    and one AIF (T,) sampled at ``frame_times`` (T,) s, in any units.
+
+    Resampled onto ``config.dt``; the window of ``config.window`` frames starting
+    ``config.lead`` s before the AIF peak, edge values where it leaves the acquisition;
+    the AIF divided by its peak and every tissue curve by its own largest absolute value
+    (1 for an all-zero curve). ValueError when the AIF has no positive peak.
+    """
+    aif = resample(np.asarray(aif, dtype=np.float64), frame_times, config.dt)
+    tissue = resample(np.asarray(tissue, dtype=np.float32), frame_times, config.dt)
+    start = int(np.argmax(aif)) - round(config.lead / config.dt)
+    index = np.clip(np.arange(start, start + config.window), 0, aif.size - 1)
+    aif, tissue = aif[index], tissue[:, index]
+    peak = float(aif.max())
+    if not (peak > 0 and np.isfinite(peak)):
+        raise ValueError(f"cannot normalise the AIF: its peak is {peak}; it must be a "
+                         "concentration (or ΔR2*) curve with a positive bolus")
+    scale = np.abs(tissue).max(axis=1, keepdims=True)
+    scale[~(scale > 0)] = 1.0
+    return (tissue / scale).astype(np.float32), (aif / peak).astype(np.float32)
 
 
 def build_model(config=None, state_dict=None, device="cpu"):
@@ -295,46 +333,52 @@ def load_model(path=None, device="cpu"):
     """The PHAE of a weights file (default: the bundled one) and its model card.
 
     The file is checked against its card's sha256 (:func:`bids_perfusion.nn.weights.
-    load_weights`); WeightsError explains a missing, corrupt or mismatched file.
+    load_weights`); WeightsError explains a missing, corrupt, mismatched or outdated file.
     """
-    from bids_perfusion.nn.weights import load_weights
+    from bids_perfusion.nn.weights import WeightsError, load_weights
 
-    state, card = load_weights(path or bundled_weights(), expected_model=MODEL_NAME)
-    return build_model(card["configuration"], state, device), card
+    path = path or bundled_weights()
+    state, card = load_weights(path, expected_model=MODEL_NAME)
+    try:
+        return build_model(card["configuration"], state, device), card
+    except ValueError as error:
+        raise WeightsError(f"{path}: {error}") from None
 
 
 def bundled_weights():
-    """Path of the weights shipped with the package (trained on phantom data)."""
+    """Path of the weights shipped with the package (trained on synthetic data)."""
     from bids_perfusion.nn.weights import bundled_weights
 
     return bundled_weights("phae")
 
 
 @torch.inference_mode()
-def predict_mtt(model, tissue, aif, batch_size=8192, device=None):
-    """MTT (N,) s of normalised tissue curves (N, T) and one normalised AIF (T,), by the
-    BatchNorm-folded copy of ``model`` (:meth:`PHAE.fused`)."""
+def predict(model, tissue, aif, batch_size=8192, device=None):
+    """``(mtt, delay)`` (N,) s of encoder inputs (N, W) and (W,) (:func:`encoder_inputs`),
+    by the BatchNorm-folded copy of ``model`` (:meth:`PHAE.fused`)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.fused().to(device)
     aif_t = torch.as_tensor(np.asarray(aif, dtype=np.float32), device=device)
-    out = np.empty(len(tissue), dtype=np.float32)
+    mtt = np.empty(len(tissue), dtype=np.float32)
+    delay = np.empty(len(tissue), dtype=np.float32)
     for start in range(0, len(tissue), batch_size):
         block = torch.as_tensor(np.asarray(tissue[start:start + batch_size], dtype=np.float32),
                                 device=device)
-        out[start:start + batch_size] = model.encode(block, aif_t).cpu().numpy()
-    return out
+        block_mtt, block_delay = model.encode(block, aif_t)
+        mtt[start:start + batch_size] = block_mtt.cpu().numpy()
+        delay[start:start + batch_size] = block_delay.cpu().numpy()
+    return mtt, delay
 
 
 def estimate_maps(model, tissue, aif, frame_times, *, cbv_end=None, kh=None, rho=None,
                   scaled=True, batch_size=8192, device=None):
     """PHAE maps of tissue curves (N, T) in mM and one AIF (T,) in mM, pipeline units.
 
-    Returns a dict of float32 arrays (N,): ``mtt`` (s, from the encoder), ``cbv``
-    (mL/100 g: ``100 (kH/ρ) ∫C/∫C_a`` over frames ``[0, cbv_end)``, the pipeline's
-    area ratio, :func:`bids_perfusion.dsc.maps.cbv_area_ratio`) and ``cbf``
+    Returns a dict of float32 arrays (N,): ``mtt`` and ``delay`` (s, from the encoder),
+    ``cbv`` (mL/100 g: ``100 (kH/ρ) ∫C/∫C_a`` over frames ``[0, cbv_end)``, the
+    pipeline's area ratio, :func:`bids_perfusion.dsc.maps.cbv_area_ratio`) and ``cbf``
     (mL/100 g/min: ``60 · CBV / MTT``), plus ``seconds``, the time spent. ``scaled=False``
-    drops kH/ρ (mL/100 mL). Curves at another frame interval than the model's are
-    resampled for the encoder only.
+    drops kH/ρ (mL/100 mL). The encoder reads :func:`encoder_inputs`.
     """
     from bids_perfusion.constants import KH, RHO_BRAIN
     from bids_perfusion.dsc import maps
@@ -348,21 +392,22 @@ def estimate_maps(model, tissue, aif, frame_times, *, cbv_end=None, kh=None, rho
     end = times.size if cbv_end is None else int(cbv_end)
     cbv = maps.cbv_area_ratio(tissue[:, :end], aif[:end], times[:end], kh=kh, rho=rho,
                               scaled=scaled).astype(np.float32)
-    s_t, s_a = normalisation_scales(tissue, aif, model.config.tissue_quantile)
-    mtt = predict_mtt(model, resample(tissue / s_t, times, model.config.dt),
-                      resample(aif / s_a, times, model.config.dt), batch_size, device)
+    inputs = encoder_inputs(tissue, aif, times, model.config)
+    mtt, delay = predict(model, *inputs, batch_size=batch_size, device=device)
     with np.errstate(divide="ignore", invalid="ignore"):
         cbf = np.where(mtt > 0, 60.0 * cbv / mtt, 0.0).astype(np.float32)
-    return {"mtt": mtt, "cbv": cbv, "cbf": cbf, "seconds": time.perf_counter() - started}
+    return {"mtt": mtt, "delay": delay, "cbv": cbv, "cbf": cbf,
+            "seconds": time.perf_counter() - started}
 
 
 @dataclasses.dataclass(frozen=True)
 class PHAEFit:
     """Result of :meth:`PHAEModel.fit`: float32 maps of the voxel shape of the data, 0
-    outside the mask of the fit: ``mtt`` (s), ``cbv`` (mL/100 g), ``cbf`` (mL/100 g/min),
-    as in :func:`estimate_maps`; ``seconds``, the time spent."""
+    outside the mask of the fit: ``mtt`` (s), ``delay`` (s), ``cbv`` (mL/100 g), ``cbf``
+    (mL/100 g/min), as in :func:`estimate_maps`; ``seconds``, the time spent."""
 
     mtt: np.ndarray
+    delay: np.ndarray
     cbv: np.ndarray
     cbf: np.ndarray
     seconds: float
@@ -397,5 +442,6 @@ class PHAEModel:
         def volume(values):
             return values.reshape(data.shape[:-1]) if voxels is None else scatter(values, voxels)
 
-        return PHAEFit(mtt=volume(maps["mtt"]), cbv=volume(maps["cbv"]),
+        return PHAEFit(mtt=volume(maps["mtt"]), delay=volume(maps["delay"]),
+                       cbv=volume(maps["cbv"]),
                        cbf=volume(maps["cbf"]), seconds=maps["seconds"])

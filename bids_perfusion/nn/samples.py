@@ -14,9 +14,8 @@ pipeline, without nipype and without any reference map (self-supervised):
 4. the end of the first pass of the mean tissue curve (:func:`bids_perfusion.dsc.timing.
    bolus_end`), the upper limit of the CBV integral.
 
-:func:`training_arrays` then normalises each subject to [0, 1] (PHAE, paper §2.1.3),
-resamples to the model's frame interval, crops every subject to a common number of
-frames and draws at most ``max_voxels`` voxels per subject.
+:func:`training_arrays` then draws at most ``max_voxels`` voxels per subject and makes
+PHAE's encoder inputs of them (:func:`bids_perfusion.nn.phae.encoder_inputs`).
 """
 
 import dataclasses
@@ -94,39 +93,25 @@ def load_run(files, echo_times, repetition_time, subject, brain_file=None, aif_m
                       mask(aif_mask_file), **kwargs)
 
 
-def training_arrays(runs, dt, quantile=0.999, max_voxels=None, n_frames=None, seed=0):
-    """Normalised samples of several runs: a dict of float32/int64 arrays, one row per voxel.
+def training_arrays(runs, config, max_voxels=None, seed=0):
+    """Encoder inputs of several runs: a dict of float32/int64 arrays, one row per voxel.
 
-    ``tissue`` (N, T) = C / s_t and ``aif`` (N, T) = C_a / s_a per subject
-    (:func:`bids_perfusion.nn.phae.normalisation_scales`), resampled onto the grid
-    ``k · dt``; ``end`` (N,) the CBV integration end on that grid; ``subject`` (N,) the
-    index of the run in ``runs``. Every run is cropped to ``n_frames`` (default: the
-    shortest run); at most ``max_voxels`` voxels are drawn per run without replacement,
-    seeded by ``seed``. Returns ``(arrays, n_frames)``.
+    ``tissue`` (N, W) and ``aif`` (N, W) from :func:`bids_perfusion.nn.phae.
+    encoder_inputs` with the PHAE configuration ``config`` (resampled, windowed on the
+    AIF peak, each curve divided by its own peak); ``subject`` (N,) the index of the run
+    in ``runs``. At most ``max_voxels`` voxels are drawn per run without replacement,
+    seeded by ``seed``.
     """
-    from bids_perfusion.nn.phae import normalisation_scales, resample
+    from bids_perfusion.nn.phae import encoder_inputs
 
     rng = np.random.default_rng(seed)
-    resampled = []
-    for run in runs:
-        s_t, s_a = normalisation_scales(run.tissue, run.aif, quantile)
-        tissue = resample(run.tissue / s_t, run.frame_times, dt)
-        aif = resample(run.aif / s_a, run.frame_times, dt)
-        last = run.frame_times[min(run.cbv_end, run.frame_times.size) - 1]
-        end = round(float(last - run.frame_times[0]) / dt) + 1
-        resampled.append((tissue, aif, end))
-    shortest = min(t.shape[-1] for t, _a, _e in resampled)
-    n_frames = shortest if n_frames is None else int(n_frames)
-    if n_frames > shortest:
-        raise ValueError(f"n_frames={n_frames} but the shortest run has {shortest} frames")
-    columns = {"tissue": [], "aif": [], "end": [], "subject": []}
-    for index, (tissue, aif, end) in enumerate(resampled):
-        rows = np.arange(len(tissue))
+    columns = {"tissue": [], "aif": [], "subject": []}
+    for index, run in enumerate(runs):
+        rows = np.arange(len(run.tissue))
         if max_voxels is not None and len(rows) > max_voxels:
             rows = np.sort(rng.choice(rows, max_voxels, replace=False))
-        columns["tissue"].append(tissue[rows, :n_frames].astype(np.float32))
-        columns["aif"].append(np.broadcast_to(aif[:n_frames].astype(np.float32),
-                                              (len(rows), n_frames)))
-        columns["end"].append(np.full(len(rows), min(end, n_frames), dtype=np.int64))
+        tissue, aif = encoder_inputs(run.tissue[rows], run.aif, run.frame_times, config)
+        columns["tissue"].append(tissue)
+        columns["aif"].append(np.broadcast_to(aif, tissue.shape))
         columns["subject"].append(np.full(len(rows), index, dtype=np.int64))
-    return {key: np.concatenate(value) for key, value in columns.items()}, n_frames
+    return {key: np.concatenate(value) for key, value in columns.items()}

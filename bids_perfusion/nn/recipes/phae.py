@@ -1,9 +1,13 @@
 """Recipe of the physics-informed autoencoder (:mod:`bids_perfusion.nn.phae`):
-self-supervised on the tissue curves of DSC runs (:mod:`bids_perfusion.nn.samples`)."""
+self-supervised on the tissue curves of DSC runs (:mod:`bids_perfusion.nn.samples`) and
+on synthetic curves drawn across acquisitions (:mod:`bids_perfusion.nn.phae_synthetic`)."""
 
 from dataclasses import dataclass
 
 from bids_perfusion.nn.recipes import fit_model, option, register
+
+#: Parts of the split, in the order that seeds their synthetic subjects.
+PARTS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -12,12 +16,22 @@ class PHAEOptions:
 
     residue: str = option("lorentzian", "PHAE: residue function of the decoder",
                           choices=("lorentzian", "exponential"))
-    pool_size: int = option(1, "PHAE: output length of the average pooling (1: global)")
-    frame_interval: float | None = option(
-        None, "PHAE: frame interval of the model, s (default: the first run's); runs at "
-              "other intervals are resampled", type=float)
-    tissue_quantile: float = option(
-        0.999, "PHAE: quantile of voxel peaks that scales tissue to [0, 1]")
+    pool_size: int = option(8, "PHAE: time segments of the average pooling (1: global, "
+                               "as the paper)")
+    frame_interval: float = option(1.0, "PHAE: frame interval of the encoder's window, s; "
+                                        "runs at other intervals are resampled", type=float)
+    window: int = option(64, "PHAE: frames of the encoder's window (from 12 s before the "
+                             "AIF peak)")
+    channels: tuple = option((32, 64, 128, 256), "PHAE: filters of the encoder blocks "
+                             "(paper: 32 64 128 256)", type=int, nargs="+", metavar="N")
+    synthetic_subjects: int = option(
+        0, "PHAE: synthetic subjects (one acquisition and AIF each, drawn across "
+           "acquisitions) added to the datasets' runs, split with the same fractions")
+    synthetic_voxels: int = option(256, "PHAE: voxels per synthetic subject")
+    truth_weight: float = option(
+        0.0, "PHAE: weight of the supervised term on the synthetic curves (their drawn MTT "
+             "and delay) beside the reconstruction loss; 0: self-supervised only, as the "
+             "paper")
 
 
 @register
@@ -43,29 +57,67 @@ class PHAERecipe:
 
     @staticmethod
     def fit(request, curves, split, device, log):
-        """Train on the curves of the split's subjects, at one frame interval."""
+        """Train on the curves of the split's subjects and on synthetic subjects."""
+        import numpy as np
         import torch
 
         from bids_perfusion.nn import phae
+        from bids_perfusion.nn.phae_synthetic import CurveRanges, synthetic_arrays
         from bids_perfusion.nn.samples import training_arrays
+        from bids_perfusion.nn.training_ranges import dsc_acquisition, envelope
 
         options = request.options
-        dt = options.frame_interval or float(curves[0].frame_times[1]
-                                             - curves[0].frame_times[0])
         config = phae.PHAEConfig(residue=options.residue, pool_size=options.pool_size,
-                                 dt=dt, tissue_quantile=options.tissue_quantile)
-        arrays, n_frames = {}, None
-        for part in ("train", "val", "test"):
+                                 dt=options.frame_interval, window=options.window,
+                                 channels=tuple(options.channels))
+        counts = synthetic_counts(options.synthetic_subjects, request.val_fraction,
+                                  request.test_fraction)
+        ranges = CurveRanges()
+        arrays = {}
+        for index, part in enumerate(PARTS):
+            sets = []
             runs = [c for c in curves if c.subject in split[part]]
-            if not runs:
-                arrays[part] = None
-                continue
-            values, n_frames = training_arrays(runs, dt, config.tissue_quantile,
-                                               request.max_voxels_per_subject, n_frames,
-                                               seed=request.seed)
-            values.pop("subject")
-            arrays[part] = {k: torch.from_numpy(v) for k, v in values.items()}
+            if runs:
+                values = training_arrays(runs, config, request.max_voxels_per_subject,
+                                         seed=request.seed)
+                unknown = np.full(len(values["tissue"]), np.nan, dtype=np.float32)
+                sets.append({"tissue": values["tissue"], "aif": values["aif"],
+                             "mtt": unknown, "delay": unknown})
+            if counts[part]:
+                sets.append(synthetic_arrays(config, counts[part], options.synthetic_voxels,
+                                             seed=(request.seed, index), ranges=ranges))
+            arrays[part] = None if not sets else {
+                key: torch.from_numpy(np.ascontiguousarray(np.concatenate(
+                    [s[key] for s in sets]))) for key in ("tissue", "aif", "mtt", "delay")}
+        description = "mean absolute error of the tissue curves, each divided by its own peak"
+        if options.truth_weight:
+            description += (f", plus {options.truth_weight:g} x mean(|ln(MTT/MTT_true)| + "
+                            f"|delay - delay_true| / {phae.DELAY_SCALE:g} s) over the "
+                            "synthetic curves (times their fraction of the batch)")
         _model, result, metrics, extra = fit_model(
-            lambda: phae.PHAE(config), phae.loss, arrays, request, device, log,
-            sample_key="tissue", loss="mean absolute error of the normalised tissue curve")
-        return result, config.as_dict(), metrics, {"n_frames": n_frames, **extra}
+            lambda: phae.PHAE(config),
+            lambda model, batch: phae.loss(model, batch, options.truth_weight), arrays,
+            request, device, log, sample_key="tissue", loss=description)
+        records = [dsc_acquisition(c.aif, c.frame_times, c.info["MagneticFieldStrength"])
+                   for c in curves]
+        if options.synthetic_subjects:
+            records.append(ranges.training_ranges())
+        data = {"synthetic_curves": {
+            "generator": "bids_perfusion.nn.phae_synthetic.simulate_subject",
+            "subjects": counts, "voxels_per_subject": options.synthetic_voxels,
+            "ranges": ranges.as_dict()}} if options.synthetic_subjects else {}
+        return result, config.as_dict(), metrics, {
+            "n_frames": config.window, "data": data, "training_ranges": envelope(records),
+            **extra}
+
+
+
+def synthetic_counts(total, val_fraction, test_fraction):
+    """Synthetic subjects per part, cut as :func:`bids_perfusion.nn.training.
+    split_subjects` cuts real subjects (``total`` 0: none anywhere)."""
+    from bids_perfusion.nn.training import split_subjects
+
+    if not total:
+        return dict.fromkeys(PARTS, 0)
+    split = split_subjects([str(i) for i in range(total)], val_fraction, test_fraction)
+    return {part: len(split[part]) for part in PARTS}
