@@ -68,6 +68,10 @@ def build_parser():
                        help="tumour rCBV ranges of the grades: typical and disjoint, or "
                             "overlapping as measured by Law et al. 2003 (for grading "
                             "benchmarks)")
+    group.add_argument("--motion", type=float, default=cohort.motion, metavar="A",
+                       help="rigid head motion during the DSC and ASL series: drift and "
+                            "jerks of up to about A mm and A degrees, with the true "
+                            "parameters in the ground truth (0: a still head)")
 
     group = parser.add_argument_group("DSC acquisition")
     group.add_argument("--no-dsc", action="store_true", help="do not simulate DSC")
@@ -154,7 +158,7 @@ def config_from_args(args):
                   flow_scale=tuple(args.flow_scale), heterogeneity=args.heterogeneity,
                   tissue_cbf=tuple(args.tissue_cbf) if args.tissue_cbf else None,
                   arteries=not args.no_arteries, grade_ranges=args.grade_ranges,
-                  dsc=dsc, asl=asl)
+                  motion=args.motion, dsc=dsc, asl=asl)
     if args.grades:
         return PhantomConfig(grades=tuple(args.grades), **common)
     return PhantomConfig.cohort(args.n_subjects, args.hgg_fraction, **common)

@@ -28,6 +28,7 @@ from bids_perfusion.phantom import config as phantom_config
 from bids_perfusion.phantom.anatomy import make_grid
 from bids_perfusion.phantom.asl import simulate_asl
 from bids_perfusion.phantom.dsc import blood_delta_r2star, simulate_dsc
+from bids_perfusion.phantom.motion import motion_rng, move_asl, move_dsc
 from bids_perfusion.phantom.mr import spoiled_gre_steady_state
 from bids_perfusion.phantom.subject import BLOOD, COMPARTMENTS, make_subject
 from bids_perfusion.tsv import write_tsv
@@ -109,13 +110,21 @@ def _write_all(root, config):
         rows.append({"participant_id": f"sub-{label}", **subject.tumour.describe(),
                      "flow_scale": round(subject.flow_scale, 4)})
         extra = {}
+        moving = motion_rng(config.seed, index)
         _write_anatomy(root, subject)
         if config.dsc is not None:
             dsc = simulate_dsc(subject, config.dsc, dsc_rng)
+            if config.motion:
+                dsc, motion = move_dsc(dsc, grid.affine, moving, config.motion)
+                for dose, parameters in motion.items():
+                    _write_motion(root, subject, "Dsc", parameters, dose)
             _write_dsc(root, subject, config.dsc, dsc)
             extra["dsc_noise_sd"] = dsc.noise_sd
         if config.asl is not None:
             asl = simulate_asl(subject, config.asl, asl_rng)
+            if config.motion:
+                asl, parameters = move_asl(asl, grid.affine, moving, config.motion)
+                _write_motion(root, subject, "Asl", parameters)
             _write_asl(root, subject, config.asl, asl)
             extra.update(asl_noise_sd=asl.noise_sd,
                          asl_labeling_efficiency=asl.labeling_efficiency,
@@ -304,6 +313,33 @@ def _write_asl(root, subject, acq, sim):
         })
     _write_map(root, subject, "att", sim.att)
     _write_map(root, subject, "m0map", sim.m0)
+
+
+def _write_motion(root, subject, modality, parameters, dose=1.0):
+    """The true head motion of a series, ``desc-truth<modality>_motion.tsv`` (the columns
+    of the pipeline's ``desc-confounds_timeseries.tsv``)."""
+    from bids_perfusion.motion.realign import grid_centre
+    from bids_perfusion.motion.rigid import PARAMETER_NAMES, framewise_displacement
+
+    acq = "" if dose == 1.0 else f"_acq-{dose_label(dose)}"
+    stem = (root / TRUTH / f"sub-{subject.label}" / "perf"
+            / f"sub-{subject.label}{acq}_desc-truth{modality}_motion")
+    fd = framewise_displacement(parameters)
+    rows = [{**dict(zip(PARAMETER_NAMES, map(float, row), strict=True)),
+             "framewise_displacement": float(d)} for row, d in zip(parameters, fd, strict=True)]
+    write_tsv(rows, [*PARAMETER_NAMES, "framewise_displacement"], Path(f"{stem}.tsv"))
+    _json(Path(f"{stem}.json"), {
+        "Description": "True rigid head motion of each frame: a point x of the head in the "
+                       "pose of the ground-truth maps (the first frame) is at "
+                       "R (x - c) + c + t in the frame, R = Rz Ry Rx",
+        "CentreOfRotation": [float(v) for v in grid_centre(subject.grid.shape,
+                                                           subject.grid.affine)],
+        **{name: {"Units": "mm" if name.startswith("trans") else "rad"}
+           for name in PARAMETER_NAMES},
+        "framewise_displacement": {"Units": "mm", "Description": "Power et al. 2012, "
+                                                                 "50 mm sphere"},
+        "DoseFactor": dose,
+    })
 
 
 def _write_map(root, subject, suffix, data):
