@@ -83,14 +83,14 @@ def realign_dsc(echoes: Sequence[ArrayLike], affine: ArrayLike,
 
 
 def realign_asl(series: ArrayLike, affine: ArrayLike, volume_types: Sequence[str],
-                m0: ArrayLike | None = None, m0_affine: ArrayLike | None = None,
-                order: int = 1) -> CorrectedSeries:
+                m0: ArrayLike | None = None, order: int = 1) -> CorrectedSeries:
     """Realign the volumes of an ASL series to its M0 image (module docstring).
 
-    ``m0`` is the separate M0 scan (3-D, or 4-D averaged) on the grid ``m0_affine`` (the
-    series' by default); without it, the mean of the series' ``m0scan`` volumes, else
-    the mean control. Raises ValueError for a series with volumes that are not images of
-    the head (``deltam``, ``cbf``, ``noRF``) or without control volumes.
+    ``m0`` is the separate M0 scan (3-D, or 4-D averaged) on the grid of the series;
+    without it, the mean of the series' ``m0scan`` volumes, else the mean control. Every
+    volume is resampled once with B-splines of ``order``. Raises ValueError for a series
+    with volumes that are not images of the head (``deltam``, ``cbf``, ``noRF``), without
+    control volumes, or with an M0 scan on another grid.
     """
     series = np.asarray(series)
     types = tuple(volume_types)
@@ -104,11 +104,12 @@ def realign_asl(series: ArrayLike, affine: ArrayLike, volume_types: Sequence[str
     if not controls:
         raise ValueError("the series has no control volume to realign to")
     included = [i for i, kind in enumerate(types) if kind == "m0scan"]
-    reference_affine = None
     if m0 is not None:
         reference = np.asarray(m0, dtype=np.float64)
         reference = reference.mean(axis=-1) if reference.ndim == 4 else reference
-        reference_affine = m0_affine
+        if reference.shape != series.shape[:3]:
+            raise ValueError(f"the M0 scan of shape {reference.shape} is not on the grid of "
+                             f"the series {series.shape[:3]}; resample it onto that grid")
         frames: tuple[int, ...] = ()
     elif included:
         reference = sharpened_mean(series, affine, included)
@@ -116,8 +117,36 @@ def realign_asl(series: ArrayLike, affine: ArrayLike, volume_types: Sequence[str
     else:
         reference = sharpened_mean(series, affine, controls)
         frames = tuple(controls)
-    realignment = realign_series(series, affine, reference, reference_affine)
-    corrected = apply_realignment(series, affine, realignment, reference.shape,
-                                  affine if reference_affine is None else reference_affine,
-                                  order=order)
-    return CorrectedSeries(realignment, (corrected,), frames)
+    realignment = realign_series(series, affine, reference)
+    return CorrectedSeries(realignment, (apply_realignment(series, affine, realignment,
+                                                           order=order),), frames)
+
+
+def kept_estimates(volume_types: Sequence[str], flagged: Sequence[int]) -> NDArray[np.bool_]:
+    """Which ΔM estimates of an ASL series (in the order of
+    :attr:`~bids_perfusion.asl.context.ASLContext.difference_volumes`: pairs, then
+    ``deltam`` volumes) hold none of the ``flagged`` volumes (motion outliers)."""
+    from bids_perfusion.asl.context import ASLContext
+
+    context = ASLContext(tuple(volume_types))
+    bad = set(int(i) for i in flagged)
+    pairs = [not ({control, label} & bad) for control, label in context.pairs]
+    return np.array(pairs + [i not in bad for i in context.indices("deltam")], dtype=bool)
+
+
+def drop_estimates(differences: NDArray[np.float64], delays: Sequence[float],
+                   durations: Sequence[float] | None, keep: NDArray[np.bool_],
+                   ) -> tuple[NDArray[np.float64], list[float], list[float] | None]:
+    """The ΔM estimates (``differences`` (..., n), with their ``delays`` and
+    ``durations``) that ``keep`` (:func:`kept_estimates`) retains. Raises ValueError when
+    a delay would lose every estimate (its mean ΔM would not exist)."""
+    if keep.all():
+        return differences, list(delays), None if durations is None else list(durations)
+    lost = sorted(set(np.asarray(delays)[~keep].tolist())
+                  - set(np.asarray(delays)[keep].tolist()))
+    if lost:
+        raise ValueError(f"every control/label pair of delay(s) {lost} s holds a motion "
+                         "outlier, so no ΔM is left to average there")
+    kept = [int(i) for i in np.flatnonzero(keep)]
+    return (differences[..., kept], [float(delays[i]) for i in kept],
+            None if durations is None else [float(durations[i]) for i in kept])

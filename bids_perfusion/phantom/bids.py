@@ -326,7 +326,8 @@ def _write_motion(root, subject, modality, parameters, dose=1.0):
             / f"sub-{subject.label}{acq}_desc-truth{modality}_motion")
     fd = framewise_displacement(parameters)
     rows = [{**dict(zip(PARAMETER_NAMES, map(float, row), strict=True)),
-             "framewise_displacement": float(d)} for row, d in zip(parameters, fd, strict=True)]
+             "framewise_displacement": float(d) if i else None}  # n/a first, as fMRIPrep
+            for i, (row, d) in enumerate(zip(parameters, fd, strict=True))]
     write_tsv(rows, [*PARAMETER_NAMES, "framewise_displacement"], Path(f"{stem}.tsv"))
     _json(Path(f"{stem}.json"), {
         "Description": "True rigid head motion of each frame: a point x of the head in the "

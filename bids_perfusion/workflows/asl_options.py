@@ -45,6 +45,18 @@ class ASLOptions:
         Weights of the denoiser (``--asl-denoise-weights``); None: the bundled ones.
     device : str
         Where the denoiser runs (``--device``): ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    motion_correction : bool
+        Realign every control, label and M0 volume to the M0 image before the
+        subtraction (:mod:`bids_perfusion.motion`); ``--no-motion-correction`` turns it
+        off.
+    fd_threshold : float
+        Framewise displacement (mm) above which a volume is a motion outlier
+        (``--fd-threshold``).
+    exclude_motion_outliers : bool
+        Leave the pairs that hold a motion outlier out of the mean ΔM
+        (``--exclude-motion-outliers``).
+    write_series : bool
+        Also write the motion-corrected series (``--write-series``).
     """
 
     m0_scale: float = 1.0
@@ -59,6 +71,10 @@ class ASLOptions:
     denoise: str | None = None
     denoise_weights: str | None = None
     device: str = "auto"
+    motion_correction: bool = True
+    fd_threshold: float = constants.FD_THRESHOLD
+    exclude_motion_outliers: bool = False
+    write_series: bool = False
 
 
 @dataclass(frozen=True)
