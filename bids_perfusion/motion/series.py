@@ -17,6 +17,7 @@ the recovered motion is below 0.1 mm and 0.1 degree).
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -43,6 +44,12 @@ class CorrectedSeries:
     reference_frames: tuple[int, ...]
 
 
+def _check_finite(series: NDArray[Any]) -> None:
+    if not np.all(np.isfinite(series)):
+        raise ValueError(f"{int((~np.isfinite(series)).sum())} value(s) of the series are "
+                         "NaN or infinite")
+
+
 def head_curve(series: ArrayLike) -> NDArray[np.float64]:
     """Mean signal over time of the voxels of the head (temporal mean above
     :data:`~bids_perfusion.motion.realign.HEAD_FRACTION` of its 99th percentile)."""
@@ -65,7 +72,7 @@ def sharpened_mean(series: ArrayLike, affine: ArrayLike,
 
 
 def realign_dsc(echoes: Sequence[ArrayLike], affine: ArrayLike,
-                order: int = 1) -> CorrectedSeries:
+                order: int = 3) -> CorrectedSeries:
     """Realign a DSC run (``echoes``, each (x, y, z, T), ascending TE) to the mean of its
     pre-bolus frames (module docstring); every echo is resampled once with B-splines of
     ``order``. Raises ValueError when no baseline can be found."""
@@ -73,6 +80,7 @@ def realign_dsc(echoes: Sequence[ArrayLike], affine: ArrayLike,
     if first.ndim != 4 or first.shape[-1] < 4:
         raise ValueError(f"a DSC series must be 4-D with several frames, got shape "
                          f"{first.shape}")
+    _check_finite(first)
     start, stop = timing.baseline_window(head_curve(first))
     frames = tuple(range(start, stop))
     reference = sharpened_mean(first, affine, frames)
@@ -83,7 +91,7 @@ def realign_dsc(echoes: Sequence[ArrayLike], affine: ArrayLike,
 
 
 def realign_asl(series: ArrayLike, affine: ArrayLike, volume_types: Sequence[str],
-                m0: ArrayLike | None = None, order: int = 1) -> CorrectedSeries:
+                m0: ArrayLike | None = None, order: int = 3) -> CorrectedSeries:
     """Realign the volumes of an ASL series to its M0 image (module docstring).
 
     ``m0`` is the separate M0 scan (3-D, or 4-D averaged) on the grid of the series;
@@ -100,6 +108,7 @@ def realign_asl(series: ArrayLike, affine: ArrayLike, volume_types: Sequence[str
     if other := sorted(set(types) - set(ASL_STRUCTURAL)):
         raise ValueError(f"volumes of type {', '.join(other)} are not images of the head and "
                          "cannot be realigned; run without motion correction")
+    _check_finite(series)
     controls = [i for i, kind in enumerate(types) if kind == "control"]
     if not controls:
         raise ValueError("the series has no control volume to realign to")

@@ -7,7 +7,7 @@ from bids_perfusion.interfaces.motion import ASLMotionCorrection, DSCMotionCorre
 from bids_perfusion.motion.realign import SCHEDULE
 
 #: How frames are resampled (:func:`bids_perfusion.motion.series.realign_dsc`).
-INTERPOLATION = "trilinear"
+INTERPOLATION = "cubic B-spline"
 
 
 def motion_record(options, modality):
@@ -48,7 +48,7 @@ def motion_text(options, modality):
                 if modality == "asl" and options.exclude_motion_outliers else "")
     return (f"{what}, by a rigid transform found by Gauss-Newton least squares with a "
             "linear intensity model that absorbs global signal changes, coarse to fine "
-            "[@friston1995], each volume resampled once (trilinear). Framewise displacement "
+            "[@friston1995], each volume resampled once (cubic B-spline). Framewise displacement "
             "was computed from the six parameters [@power2012]; volumes above "
             f"{options.fd_threshold:g} mm were flagged as motion outliers.{excluded} ")
 
