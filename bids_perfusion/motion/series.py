@@ -1,8 +1,8 @@
 """Motion correction of DSC and ASL series: the reference each is realigned to.
 
 DSC (:func:`realign_dsc`): the signal drops by tens of per cent while the bolus passes,
-so the reference is the mean of the pre-bolus baseline frames (the window of
-:func:`bids_perfusion.dsc.timing.baseline_window`, found on the mean curve of the head),
+so the reference is the mean of the pre-bolus baseline frames (:func:`pre_bolus_frames`
+of the mean curve of the head),
 itself made sharper by a first realignment of those frames to their mean; the linear
 intensity model of :func:`~bids_perfusion.motion.realign.realign_series` absorbs the
 drop. Every echo is moved by the transforms estimated on the first (brightest) echo.
@@ -59,6 +59,35 @@ def head_curve(series: ArrayLike) -> NDArray[np.float64]:
     return np.asarray(series[head].mean(axis=0, dtype=np.float64))
 
 
+#: The bolus has arrived once the mean signal of the head has fallen by this fraction of
+#: its full drop (from the median before the minimum to the minimum).
+ARRIVAL_FRACTION = 0.1
+
+
+def pre_bolus_frames(curve: ArrayLike) -> tuple[int, ...]:
+    """The frames of the pre-bolus baseline of the mean head ``curve`` of a DSC series:
+    after the approach to steady state (:func:`bids_perfusion.dsc.timing.
+    steady_state_frames`), before the signal first falls by :data:`ARRIVAL_FRACTION` of
+    its full drop. Unlike the baseline window of the quantification, it needs no noise
+    estimate, which the motion of an uncorrected series would corrupt. Raises ValueError
+    when the signal does not drop or no frame precedes the bolus."""
+    curve = np.asarray(curve, dtype=float)
+    bottom = int(np.argmin(curve))
+    if bottom == 0:
+        raise ValueError("the mean signal of the head does not drop: no bolus passage "
+                         "to find the pre-bolus frames of the reference")
+    level = float(np.median(curve[:bottom]))
+    arrival = int(np.argmax(curve < level - ARRIVAL_FRACTION * (level - curve[bottom])))
+    try:
+        start = min(timing.steady_state_frames(curve), arrival - 1)
+    except ValueError:  # too few frames to tell the transient from the baseline
+        start = 0
+    if arrival < 1:
+        raise ValueError("the bolus arrives in the first frame: no pre-bolus frame to "
+                         "realign to")
+    return tuple(range(max(start, 0), arrival))
+
+
 def sharpened_mean(series: ArrayLike, affine: ArrayLike,
                    frames: Sequence[int]) -> NDArray[np.float64]:
     """The mean of ``frames`` after realigning them to their plain mean (one pass)."""
@@ -81,8 +110,7 @@ def realign_dsc(echoes: Sequence[ArrayLike], affine: ArrayLike,
         raise ValueError(f"a DSC series must be 4-D with several frames, got shape "
                          f"{first.shape}")
     _check_finite(first)
-    start, stop = timing.baseline_window(head_curve(first))
-    frames = tuple(range(start, stop))
+    frames = pre_bolus_frames(head_curve(first))
     reference = sharpened_mean(first, affine, frames)
     realignment = realign_series(first, affine, reference)
     corrected = tuple(apply_realignment(np.asarray(echo), affine, realignment, order=order)
