@@ -251,3 +251,78 @@ def test_interface_names_the_file_it_cannot_realign(tmp_path, monkeypatch):
     with pytest.raises(InputDataError, match=r"sub-01_ce-gadolinium_dsc\.nii\.gz: .*"
                                              "--no-motion-correction"):
         DSCMotionCorrection(in_files=[str(path)], fd_threshold=0.5).run()
+
+
+# --- the workflows and the command line -----------------------------------------------------
+
+
+def _nodes(workflow):
+    return {name.rsplit(".", 1)[-1] for name in workflow.list_node_names()}
+
+
+def _edges(workflow, source, target):
+    """``(source field, target field)`` pairs of the edges from ``source`` to ``target``
+    (node names, anywhere in ``workflow`` or its sub-workflows)."""
+    flat = workflow._create_flat_graph()
+    return {pair for u, v, data in flat.edges(data=True)
+            if u.name == source and v.name == target for pair in data["connect"]}
+
+
+def _runs(root):
+    from bids_perfusion.collect import collect_asl_runs, collect_dsc_runs, layout_of
+
+    layout = layout_of(root)
+    dsc, errors = collect_dsc_runs(layout, None, None, {}, [])
+    asl, asl_errors = collect_asl_runs(layout, None, None, {}, [])
+    assert not errors and not asl_errors
+    return dsc[0], asl[0]
+
+
+def test_workflows_hold_motion_correction_unless_turned_off(moving, tmp_path):
+    from bids_perfusion.cli.parser import asl_options, build_parser, dsc_options
+    from bids_perfusion.workflows.asl import init_asl_wf
+    from bids_perfusion.workflows.dsc import init_dsc_wf
+
+    dsc_run, asl_run = _runs(moving[0])
+    parser = build_parser()
+    common = [str(moving[0]), str(tmp_path), "participant"]
+    args = parser.parse_args([*common, "--exclude-motion-outliers", "--write-series",
+                              "--fd-threshold", "0.3"])
+    dsc = init_dsc_wf(dsc_run, dsc_options(args), str(tmp_path))
+    assert {"motion_correction", "ds_confounds_timeseries", "ds_preproc_dsc"} <= _nodes(dsc)
+    assert ("out_files", "in_files") in _edges(dsc, "motion_correction", "delta_r2star")
+    assert ("out_file", "in_file") in _edges(dsc, "motion_correction", "brain_mask")
+    assert dsc.get_node("front_end_wf.motion_correction").inputs.fd_threshold == 0.3
+    assert "realigned" in dsc.visit_desc()
+    asl = init_asl_wf(asl_run, asl_options(args), str(tmp_path))
+    assert {"motion_correction", "ds_confounds_timeseries", "ds_preproc_asl"} <= _nodes(asl)
+    assert {("out_file", "in_file"), ("outliers", "excluded_volumes")} <= _edges(
+        asl, "motion_correction", "extract_asl")
+    assert asl.get_node("motion_correction").inputs.m0_file == asl_run.metadata.m0_file
+    record = asl.get_node("single_delay_cbf").inputs.parameters["MotionCorrection"]
+    assert record["FramewiseDisplacementThreshold"] == 0.3
+    assert record["MotionOutliersExcluded"] is True
+
+    args = parser.parse_args([*common, "--no-motion-correction"])
+    dsc = init_dsc_wf(dsc_run, dsc_options(args), str(tmp_path))
+    asl = init_asl_wf(asl_run, asl_options(args), str(tmp_path))
+    for workflow in (dsc, asl):
+        assert not {"motion_correction", "ds_confounds_timeseries"} & _nodes(workflow)
+        assert "realigned" not in workflow.visit_desc()
+    assert asl.get_node("single_delay_cbf").inputs.parameters["MotionCorrection"].startswith(
+        "none")
+    assert ("in_files", "in_files") in _edges(dsc, "inputnode", "delta_r2star")
+
+
+def test_command_line_refuses_a_bad_threshold_and_phantom_amplitude(tmp_path, capsys):
+    from bids_perfusion.cli.parser import build_parser
+    from bids_perfusion.cli.phantom import main as phantom_main
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "participant",
+                                   "--fd-threshold", "0"])
+    assert "--fd-threshold" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        phantom_main([str(tmp_path / "phantom"), "--motion", "-1"])
+    assert "motion" in capsys.readouterr().err
+    assert not (tmp_path / "phantom").exists()
