@@ -18,6 +18,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from bids_perfusion.asl import quality
 from bids_perfusion.interfaces.nifti import load, refused, save_like
 from bids_perfusion.motion.rigid import HEAD_RADIUS_MM, PARAMETER_NAMES
 from bids_perfusion.tsv import write_tsv
@@ -138,6 +139,11 @@ class ASLMotionCorrection(SimpleInterface):
         if series.ndim == 3:
             series = series[..., None]
         m0 = load(self.inputs.m0_file) if isdefined(self.inputs.m0_file) else None
+        with refused(name):  # the checks of the quantification, first, with their fixes
+            quality.check_series(series)
+        if m0 is not None:
+            with refused(self.inputs.m0_file):
+                quality.check_m0(m0)
         with refused(name, "it cannot be realigned; check the series, or run with "
                      "--no-motion-correction"):
             corrected = realign_asl(series, nib.load(self.inputs.in_file).affine, types,
