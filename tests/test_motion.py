@@ -245,9 +245,8 @@ def test_interface_names_the_file_it_cannot_realign(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "sub-01_ce-gadolinium_dsc.nii.gz"
-    series = np.ones((8, 8, 8, 6), dtype=np.float32)
-    series[0, 0, 0, 3] = np.nan
-    nib.Nifti1Image(series, np.eye(4)).to_filename(path)
+    nib.Nifti1Image(np.ones((8, 8, 8, 6), dtype=np.float32),  # no bolus
+                    np.eye(4)).to_filename(path)
     with pytest.raises(InputDataError, match=r"sub-01_ce-gadolinium_dsc\.nii\.gz: .*"
                                              "--no-motion-correction"):
         DSCMotionCorrection(in_files=[str(path)], fd_threshold=0.5).run()

@@ -74,7 +74,7 @@ def _finish(interface, corrected, echo_files, threshold, reference, extra):
     interface._results["confounds"] = write_tsv(
         rows, [*PARAMETER_NAMES, FD_COLUMN, OUTLIER_COLUMN], "confounds.tsv")
     interface._results["out_files"] = [
-        save_like(series, path, f"corrected_{index}.nii")
+        save_like(series, path, f"corrected_{index}.nii", keep_nonfinite=True)
         for index, (series, path) in enumerate(zip(corrected.series, echo_files, strict=True))]
     interface._results["out_file"] = interface._results["out_files"][0]
     interface._results["outliers"] = [int(i) for i in np.flatnonzero(outliers)]
