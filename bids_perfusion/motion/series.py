@@ -19,7 +19,6 @@ static tissue cancels in their difference as it did in the acquisition.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
