@@ -54,6 +54,8 @@ class _ExtractASLInputSpec(BaseInterfaceInputSpec):
                          "m0_file, else in_file)")
     excluded_volumes = traits.List(traits.Int, desc="volumes (0-based) whose pairs are left "
                                    "out of the mean ΔM (motion outliers)")
+    source_file = traits.Str(desc="the user's series in_file comes from (e.g. before motion "
+                             "correction), named in errors")
 
 
 class _ExtractASLOutputSpec(TraitedSpec):
@@ -77,21 +79,22 @@ class ExtractASL(SimpleInterface):
 
     def _run_interface(self, runtime):
         name = self.inputs.in_file
+        shown = _optional(self.inputs.source_file, name)
         series = load(name, dtype=np.float64)
         if series.ndim == 3:
             series = series[..., None]
-        with refused(name):
+        with refused(shown):
             bad_series = quality.check_series(series)
         ctx = context.ASLContext(tuple(self.inputs.volume_types))
         differences = context.difference_images(series, ctx)
-        with refused(name):
+        with refused(shown):
             quality.check_differences(differences)
         durations = _optional(self.inputs.durations) or None
         delays = self.inputs.delays
         if excluded := _optional(self.inputs.excluded_volumes):
             from bids_perfusion.motion.series import drop_estimates, kept_estimates
 
-            with refused(name, "raise --fd-threshold, or run without "
+            with refused(shown, "raise --fd-threshold, or run without "
                          "--exclude-motion-outliers"):
                 differences, delays, durations = drop_estimates(
                     differences, delays, durations, kept_estimates(ctx.volume_types, excluded))

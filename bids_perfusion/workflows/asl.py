@@ -138,6 +138,7 @@ def init_asl_wf(run, options, output_dir, name=None):
     if options.motion_correction:
         motion = motion_node(run, options, "asl")
         workflow.connect(motion, "out_file", extract, "in_file")
+        extract.inputs.source_file = run.file
         if options.exclude_motion_outliers:
             workflow.connect(motion, "outliers", extract, "excluded_volumes")
         sinks += motion_sinks((motion, "confounds", "metadata"), options, "asl",
