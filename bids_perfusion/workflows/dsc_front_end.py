@@ -132,6 +132,7 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, superres=False,
             workflow.connect(resolve, "reference", brain_mask, "in_file")
         elif options.motion_correction:
             workflow.connect(motion, "out_file", brain_mask, "in_file")
+            brain_mask.inputs.source_file = run.files[0]
         else:
             brain_mask.inputs.in_file = run.files[0]
         brain = (brain_mask, "out_file")
