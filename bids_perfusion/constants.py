@@ -147,6 +147,13 @@ SUPERRES_LABELS = {"node-liif": "nodeliif", "linear": "linear"}
 #: on the phantom at scale 2 (0.0026), far below an untrained model (about 1).
 SUPERRES_MAX_NMSE = 0.02
 
+# --- Head motion ----------------------------------------------------------------------
+#: Default of ``--fd-threshold``, mm: volumes whose framewise displacement (Power et al.,
+#: NeuroImage 2012;59:2142) exceeds it are motion outliers. 0.5 mm is the threshold Power
+#: et al. used to flag volumes, and the default of fMRIPrep's and ASLPrep's
+#: ``--fd-spike-threshold``, so that the flags read the same across those tools.
+FD_THRESHOLD = 0.5
+
 # --- Devices --------------------------------------------------------------------------
 #: ``--device`` values, a regular expression: auto (the GPU when torch sees one, else the
 #: CPU), cpu, cuda, or cuda:N with N the index of a visible GPU (``nn.device``).

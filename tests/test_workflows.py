@@ -11,7 +11,11 @@ from bids_perfusion.dsc.relaxivity import at_field
 from bids_perfusion.workflows.base import init_bids_perfusion_wf
 from bids_perfusion.workflows.citations import methods_text
 from bids_perfusion.workflows.dsc import init_dsc_wf
-from bids_perfusion.workflows.dsc_front_end import FRONT_END_OUTPUTS, init_dsc_front_end_wf
+from bids_perfusion.workflows.dsc_front_end import (
+    FRONT_END_OUTPUTS,
+    MOTION_OUTPUTS,
+    init_dsc_front_end_wf,
+)
 from bids_perfusion.workflows.dsc_methods import (
     init_dsc_methods_wf,
     metadata_field,
@@ -157,9 +161,8 @@ def test_stunet_writes_cbv_only_for_every_dose():
             methods, "inputnode", "stunet")
         assert ("cbv", "cbv") in _edges(methods, "cbv", "stunet")
         front_end = workflow.get_node("front_end_wf")
-        source = "simulate_low_dose" if dose < 1 else "inputnode"
-        field = "out_files" if dose < 1 else "in_files"
-        assert (field, "in_files") in _edges(front_end, source, "outputnode")
+        source = "simulate_low_dose" if dose < 1 else "motion_correction"
+        assert ("out_files", "in_files") in _edges(front_end, source, "outputnode")
         text = methods_text(workflow.visit_desc())
         assert "stU-Net" in text and "Veron Vialard" in text
 
@@ -372,13 +375,14 @@ def _connected(workflow, name):
 def test_front_end_derives_brain_mask_aif_and_nawm():
     workflow = init_dsc_front_end_wf(_run(), DSCOptions(), RELAXIVITY)
     assert set(workflow.list_node_names()) == {
-        "inputnode", "brain_mask", "delta_r2star", "aif", "bolus_timing", "nawm_mask",
-        "outputnode"}
+        "inputnode", "motion_correction", "brain_mask", "delta_r2star", "aif",
+        "bolus_timing", "nawm_mask", "outputnode"}
     assert _connected(workflow, "delta_r2star") == {"in_files", "brain_mask"}
     assert _connected(workflow, "aif") == {"delta_r2star", "frame_times", "signal_metadata",
                                            "brain_mask"}  # aif_mask: automatic selection
     assert _connected(workflow, "nawm_mask") == {"baseline", "brain_mask"}
-    assert _connected(workflow, "outputnode") == set(FRONT_END_OUTPUTS) - {"tumor", "GM", "WM"}
+    assert _connected(workflow, "outputnode") == {*FRONT_END_OUTPUTS, *MOTION_OUTPUTS} - {
+        "tumor", "GM", "WM"}
     assert workflow.get_node("aif").inputs.relaxivity == RELAXIVITY
 
 
@@ -389,7 +393,8 @@ def test_front_end_passes_given_masks_through():
     assert not {"brain_mask", "nawm_mask"} & nodes
     assert workflow.get_node("inputnode").inputs.brain == run.masks["brain"]
     assert workflow.get_node("aif").inputs.aif_mask == run.masks["arteries"]
-    assert _connected(workflow, "outputnode") == set(FRONT_END_OUTPUTS) - {"GM", "WM"}
+    assert _connected(workflow, "outputnode") == {*FRONT_END_OUTPUTS, *MOTION_OUTPUTS} - {
+        "GM", "WM"}
 
 
 def test_front_end_simulates_a_reduced_dose_before_the_signal():
@@ -446,7 +451,8 @@ def test_outputs_write_every_map_its_ratio_and_the_roi_tables():
         "ds_brain_mask", "ds_NAWM_mask", "ds_aif_mask", "ds_aif_timeseries", "ds_ttp",
         "ds_bat", "ds_roi_roistats", "ds_roi_timeseries", "ds_areaRatio_cbv",
         "ds_bsw_cbv", "ds_osvd_cbf", "ds_areaRatioNawm_cbv", "ds_bswNawm_cbv",
-        "ds_osvdNawm_cbf", "ds_bsw_k2", "ds_osvd_mtt", "ds_osvd_tmax"}
+        "ds_osvdNawm_cbf", "ds_bsw_k2", "ds_osvd_mtt", "ds_osvd_tmax",
+        "ds_confounds_timeseries"}
     for name in sinks:  # every sink writes a file and waits for the barrier
         assert {"in_file", "source_file"} <= _connected(workflow, name), name
     assert workflow.get_node("run_record").inputs.run == "sub_01_acquired_wf"

@@ -182,6 +182,21 @@ def build_parser():
     group.add_argument("--mem", type=_positive, metavar="GB",
                        help="memory limit of the run, GB")
 
+    group = parser.add_argument_group("head motion")
+    group.add_argument("--no-motion-correction", action="store_true",
+                       help="do not realign the DSC and ASL series (no confounds table)")
+    group.add_argument("--fd-threshold", type=_positive, default=constants.FD_THRESHOLD,
+                       metavar="MM",
+                       help="framewise displacement (Power et al. 2012) above which a "
+                            "volume is flagged a motion outlier in the confounds table "
+                            "(default: %(default)s, as fMRIPrep and ASLPrep)")
+    group.add_argument("--exclude-motion-outliers", action="store_true",
+                       help="ASL: leave the control/label pairs that hold a motion outlier "
+                            "out of the mean ΔM and CBF (DSC outliers are flagged only)")
+    group.add_argument("--write-series", action="store_true",
+                       help="also write the motion-corrected series (desc-preproc_dsc, "
+                            "first echo; desc-preproc_asl)")
+
     group = parser.add_argument_group("DSC quantification")
     group.add_argument("--dsc-methods", type=_methods, default=("osvd",), metavar="M[,M...]",
                        help=f"deconvolution methods among {','.join(DSC_METHODS)}")
@@ -386,7 +401,11 @@ def asl_options(args):
                       denoise=args.asl_denoise,
                       denoise_weights=(str(args.asl_denoise_weights)
                                        if args.asl_denoise_weights else None),
-                      device=args.device, pvc=args.asl_pvc, pvc_kernel=args.pvc_kernel)
+                      device=args.device, pvc=args.asl_pvc, pvc_kernel=args.pvc_kernel,
+                      motion_correction=not args.no_motion_correction,
+                      fd_threshold=args.fd_threshold,
+                      exclude_motion_outliers=args.exclude_motion_outliers,
+                      write_series=args.write_series)
 
 
 def dsc_options(args):
@@ -416,5 +435,8 @@ def dsc_options(args):
         superres_weights=(str(args.superres_weights) if hasattr(args, "superres_weights")
                           else None),
         superres_max_nmse=args.superres_max_nmse,
+        motion_correction=not args.no_motion_correction,
+        fd_threshold=args.fd_threshold,
+        write_series=args.write_series,
     )
 

@@ -83,6 +83,10 @@ def build_parser():
                             "realistic, complex-signal partial volume of arterial voxels, "
                             "extravascular dephasing and blooming, Tofts leakage through T1 "
                             "and T2*, CBV truth with the vessels' blood (docs/phantom.md)")
+    group.add_argument("--motion", type=float, default=cohort.motion, metavar="A",
+                       help="rigid head motion during the DSC and ASL series: drift and "
+                            "jerks of up to about A mm and A degrees, with the true "
+                            "parameters in the ground truth (0: a still head)")
 
     group = parser.add_argument_group("DSC acquisition")
     group.add_argument("--no-dsc", action="store_true", help="do not simulate DSC")
@@ -173,7 +177,7 @@ def config_from_args(args):
                   tissue_cbf=tuple(args.tissue_cbf) if args.tissue_cbf else None,
                   arteries=not args.no_arteries, grade_ranges=args.grade_ranges,
                   population=args.population, forward_model=args.forward_model,
-                  dsc=dsc, asl=asl)
+                  motion=args.motion, dsc=dsc, asl=asl)
     if args.grades:
         return PhantomConfig(grades=tuple(args.grades), **common)
     return PhantomConfig.cohort(args.n_subjects, args.hgg_fraction, **common)

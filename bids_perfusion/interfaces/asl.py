@@ -52,6 +52,10 @@ class _ExtractASLInputSpec(BaseInterfaceInputSpec):
     m0_source = traits.Str(desc="M0 file as recorded in the sidecars")
     m0_path = traits.Str(desc="file M0 is read from, named in error messages (default: "
                          "m0_file, else in_file)")
+    excluded_volumes = traits.List(traits.Int, desc="volumes (0-based) whose pairs are left "
+                                   "out of the mean ΔM (motion outliers)")
+    source_file = traits.Str(desc="the user's series in_file comes from (e.g. before motion "
+                             "correction), named in errors")
 
 
 class _ExtractASLOutputSpec(TraitedSpec):
@@ -75,18 +79,27 @@ class ExtractASL(SimpleInterface):
 
     def _run_interface(self, runtime):
         name = self.inputs.in_file
+        shown = _optional(self.inputs.source_file, name)
         series = load(name, dtype=np.float64)
         if series.ndim == 3:
             series = series[..., None]
-        with refused(name):
+        with refused(shown):
             bad_series = quality.check_series(series)
         ctx = context.ASLContext(tuple(self.inputs.volume_types))
         differences = context.difference_images(series, ctx)
-        with refused(name):
+        with refused(shown):
             quality.check_differences(differences)
         durations = _optional(self.inputs.durations) or None
+        delays = self.inputs.delays
+        if excluded := _optional(self.inputs.excluded_volumes):
+            from bids_perfusion.motion.series import drop_estimates, kept_estimates
+
+            with refused(shown, "raise --fd-threshold, or run without "
+                         "--exclude-motion-outliers"):
+                differences, delays, durations = drop_estimates(
+                    differences, delays, durations, kept_estimates(ctx.volume_types, excluded))
         means, delays, unique_durations, counts = context.mean_by_delay(
-            differences, self.inputs.delays, durations)
+            differences, delays, durations)
         mean = means[..., 0] if means.shape[-1] == 1 else means
         kind = self.inputs.m0_type
         reference = m0.m0_reference(

@@ -35,7 +35,7 @@ PERF_PATTERN = (
     "sub-{subject}[/ses-{session}]/{datatype<perf>|perf}/sub-{subject}[_ses-{session}]"
     "[_task-{task}][_acq-{acquisition}][_ce-{ceagent}][_rec-{reconstruction}][_run-{run}]"
     "[_res-{resolution}][_desc-{desc}]"
-    "_{suffix<cbf|cbv|mtt|tmax|ttp|bat|k2|att|deltam|m0scan|mask|timeseries|roistats|dsc>}"
+    "_{suffix<cbf|cbv|mtt|tmax|ttp|bat|k2|att|deltam|m0scan|mask|timeseries|roistats|dsc|asl>}"
     "{extension<.nii.gz|.nii|.json|.tsv>|.nii.gz}"
 )
 

@@ -7,6 +7,8 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
+    traits,
 )
 
 from bids_perfusion.dsc import brain_mask, normalisation
@@ -15,6 +17,8 @@ from bids_perfusion.interfaces.nifti import load, load_mask, refused, save_like
 
 class _BrainMaskInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="4-D DSC series (first echo)")
+    source_file = traits.Str(desc="the user's series in_file comes from (e.g. before motion "
+                             "correction), named in errors")
 
 
 class _MaskOutputSpec(TraitedSpec):
@@ -29,7 +33,9 @@ class BrainMask(SimpleInterface):
 
     def _run_interface(self, runtime):
         mean_image = load(self.inputs.in_file).mean(axis=-1)
-        with refused(self.inputs.in_file, "check the conversion from DICOM, or give a brain "
+        shown = (self.inputs.source_file if isdefined(self.inputs.source_file)
+                 else self.inputs.in_file)
+        with refused(shown, "check the conversion from DICOM, or give a brain "
                      "mask with --derivatives"):
             mask = brain_mask.brain_mask(mean_image)
         self._results["out_file"] = save_like(mask, self.inputs.in_file, "brain_mask.nii",

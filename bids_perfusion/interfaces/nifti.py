@@ -53,13 +53,16 @@ def refused(path, fix=""):
         raise InputDataError(text) from None
 
 
-def save_like(data, reference, name, dtype=np.float32):
+def save_like(data, reference, name, dtype=np.float32, keep_nonfinite=False):
     """Write ``data`` with the affine and header of ``reference`` to ``name`` in the cwd.
 
-    Non-finite values become 0, so that no NaN reaches the derivatives.
+    Non-finite values become 0, so that no NaN reaches the derivatives, unless
+    ``keep_nonfinite`` (an intermediate series whose NaN the next checks must see).
     """
     reference = nib.load(reference)
-    data = np.nan_to_num(np.asarray(data, dtype=dtype), nan=0.0, posinf=0.0, neginf=0.0)
+    data = np.asarray(data, dtype=dtype)
+    if not keep_nonfinite:
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     header = reference.header.copy()
     header.set_data_dtype(dtype)
     image = nib.Nifti1Image(data, reference.affine, header)

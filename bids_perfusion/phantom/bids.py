@@ -31,6 +31,7 @@ from bids_perfusion.phantom.dsc import blood_delta_r2star, simulate_dsc
 from bids_perfusion.phantom.dsc_population import draw_dsc_acquisition
 from bids_perfusion.phantom.forward import CBV_DEFINITIONS
 from bids_perfusion.phantom.lesion import ABSENT
+from bids_perfusion.phantom.motion import motion_rng, move_asl, move_dsc
 from bids_perfusion.phantom.mr import spoiled_gre_steady_state
 from bids_perfusion.phantom.subject import BLOOD, COMPARTMENTS, make_subject
 from bids_perfusion.tsv import write_tsv
@@ -114,6 +115,7 @@ def _write_all(root, config):
                      "flow_scale": round(subject.flow_scale, 4),
                      **({"n_lesions": len(subject.lesions)} if config.population else {})})
         extra, cbv = {}, None
+        moving = motion_rng(config.seed, index)
         _write_anatomy(root, subject)
         if config.dsc is not None:
             acq = config.dsc
@@ -121,6 +123,10 @@ def _write_all(root, config):
                 acq, extra["dsc_acquisition"] = draw_dsc_acquisition(
                     population_rng, config.dsc, config.dsc_population)
             dsc = simulate_dsc(subject, acq, dsc_rng, config.forward_model)
+            if config.motion:
+                dsc, motion = move_dsc(dsc, grid.affine, moving, config.motion)
+                for dose, parameters in motion.items():
+                    _write_motion(root, subject, "Dsc", parameters, dose)
             _write_dsc(root, subject, acq, dsc)
             extra["dsc_noise_sd"] = dsc.noise_sd
             if dsc.r2star_ev is not None:
@@ -128,6 +134,9 @@ def _write_all(root, config):
             cbv = dsc.cbv
         if config.asl is not None:
             asl = simulate_asl(subject, config.asl, asl_rng)
+            if config.motion:
+                asl, parameters = move_asl(asl, grid.affine, moving, config.motion)
+                _write_motion(root, subject, "Asl", parameters)
             _write_asl(root, subject, config.asl, asl)
             extra.update(asl_noise_sd=asl.noise_sd,
                          asl_labeling_efficiency=asl.labeling_efficiency,
@@ -325,6 +334,34 @@ def _write_asl(root, subject, acq, sim):
         })
     _write_map(root, subject, "att", sim.att)
     _write_map(root, subject, "m0map", sim.m0)
+
+
+def _write_motion(root, subject, modality, parameters, dose=1.0):
+    """The true head motion of a series, ``desc-truth<modality>_motion.tsv`` (the columns
+    of the pipeline's ``desc-confounds_timeseries.tsv``)."""
+    from bids_perfusion.motion.realign import grid_centre
+    from bids_perfusion.motion.rigid import PARAMETER_NAMES, framewise_displacement
+
+    acq = "" if dose == 1.0 else f"_acq-{dose_label(dose)}"
+    stem = (root / TRUTH / f"sub-{subject.label}" / "perf"
+            / f"sub-{subject.label}{acq}_desc-truth{modality}_motion")
+    fd = framewise_displacement(parameters)
+    rows = [{**dict(zip(PARAMETER_NAMES, map(float, row), strict=True)),
+             "framewise_displacement": float(d) if i else None}  # n/a first, as fMRIPrep
+            for i, (row, d) in enumerate(zip(parameters, fd, strict=True))]
+    write_tsv(rows, [*PARAMETER_NAMES, "framewise_displacement"], Path(f"{stem}.tsv"))
+    _json(Path(f"{stem}.json"), {
+        "Description": "True rigid head motion of each frame: a point x of the head in the "
+                       "pose of the ground-truth maps (the first frame) is at "
+                       "R (x - c) + c + t in the frame, R = Rz Ry Rx",
+        "CentreOfRotation": [float(v) for v in grid_centre(subject.grid.shape,
+                                                           subject.grid.affine)],
+        **{name: {"Units": "mm" if name.startswith("trans") else "rad"}
+           for name in PARAMETER_NAMES},
+        "framewise_displacement": {"Units": "mm", "Description": "Power et al. 2012, "
+                                                                 "50 mm sphere"},
+        "DoseFactor": dose,
+    })
 
 
 def _write_map(root, subject, suffix, data, **fields):

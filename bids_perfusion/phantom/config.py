@@ -280,6 +280,9 @@ class PhantomConfig:
     #: and nuisance (``dsc_population``); False keeps every subject the jittered template
     #: with one ellipsoidal glioma, acquired with ``dsc``.
     population: bool = False
+    #: Amplitude of rigid head motion during the DSC and ASL series, mm and degrees
+    #: (:mod:`bids_perfusion.phantom.motion`); 0: a still head.
+    motion: float = 0.0
     dsc: DSCAcquisition | None = field(default_factory=DSCAcquisition)
     asl: ASLAcquisition | None = field(default_factory=ASLAcquisition)
     #: Ranges of the per-subject DSC draws (AIF, acquisition, nuisance) when
@@ -350,6 +353,8 @@ class PhantomConfig:
         _check(self.tissue_cbf is None or (len(self.tissue_cbf) == 2
                                            and min(self.tissue_cbf) > 0),
                "tissue_cbf", "give two positive values, GM and WM CBF (mL/100 g/min)")
+        _check(0 <= self.motion <= 10, "motion",
+               "give an amplitude in [0, 10] (mm and degrees; 0: no motion)")
         _check(self.dsc is not None or self.asl is not None, "dsc/asl",
                "simulate at least one modality")
         if self.dsc is not None:

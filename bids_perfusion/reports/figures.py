@@ -331,3 +331,38 @@ def denoising_comparison(path, rows, *, zooms=(1.0, 1.0), title=""):
         if title:
             figure.suptitle(title)
         return _save(figure, path)
+
+
+def motion_parameters(path, parameters, framewise_displacement, *, threshold=None,
+                      title=""):
+    """Head motion of a series against the volume index: the translations (mm), the
+    rotations (shown in degrees) and the framewise displacement (mm) with ``threshold``
+    as a dashed line and the volumes above it marked. ``parameters`` maps the six
+    confound names (``trans_x`` ... ``rot_z``, mm and rad) to 1-D arrays."""
+    fd = np.asarray(framewise_displacement, dtype=float)
+    volumes = np.arange(fd.size)
+    with _figure(6.0, 4.6) as figure:
+        axes = figure.subplots(3, 1, sharex=True)
+        for index, axis in enumerate("xyz"):
+            axes[0].plot(volumes, parameters[f"trans_{axis}"], color=f"C{index}",
+                         label=axis)
+            axes[1].plot(volumes, np.rad2deg(parameters[f"rot_{axis}"]), color=f"C{index}",
+                         label=axis)
+        axes[0].set_ylabel("translation (mm)")
+        axes[1].set_ylabel("rotation (°)")
+        axes[2].plot(volumes, fd, color="0.2", marker=".", markersize=3)
+        if threshold is not None:
+            axes[2].axhline(threshold, color="C3", linestyle="--", linewidth=1,
+                            label=f"threshold {threshold:g} mm")
+            flagged = fd > threshold
+            axes[2].plot(volumes[flagged], fd[flagged], "o", color="C3", markersize=4,
+                         label="motion outlier")
+            axes[2].legend(loc="upper right", frameon=False)
+        axes[2].set_ylabel("FD (mm)")
+        axes[2].set_xlabel("volume")
+        for axis in axes[:2]:
+            axis.axhline(0.0, color="0.5", linewidth=0.5)
+            axis.legend(loc="upper right", frameon=False, ncols=3)
+        if title:
+            axes[0].set_title(title)
+        return _save(figure, path)

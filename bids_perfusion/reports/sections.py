@@ -7,7 +7,8 @@ the run's part of the template context. Figures are named like the derivatives t
 ``..._desc-osvd_cbf.svg`` (maps without ``desc`` get ``desc-map``), the masks
 ``..._desc-aif_mask.svg`` and ``..._desc-rois_mask.svg``, the AIF
 ``..._desc-aif_timeseries.svg``, the mean ROI curves ``..._desc-tissue_timeseries.svg``
-(from ``desc-roi_timeseries.tsv``), for a super-resolved run, the acquired against the
+(from ``desc-roi_timeseries.tsv``), the head motion ``..._desc-motion_timeseries.svg``
+(from ``desc-confounds_timeseries.tsv``), for a super-resolved run, the acquired against the
 super-resolved series ``..._desc-superres_dsc.svg`` and, for a denoised ASL run, ΔM and
 CBF before and after denoising ``..._desc-<denoiser>denoising_deltam.svg``.
 """
@@ -215,6 +216,31 @@ def _draw_curves(run, rois):
                 f"mean ΔR2* in the ROIs — {table.name}", "Curves")
 
 
+def _draw_motion(run):
+    """The six motion parameters and the framewise displacement of the run, with the
+    outlier threshold, when it has a ``desc-confounds_timeseries.tsv``."""
+    from bids_perfusion.motion.rigid import PARAMETER_NAMES
+
+    table = run.files.get(("confounds", "timeseries", ".tsv"))
+    rows = read.read_rows(table)
+    if not rows:
+        return
+    parameters = {name: read.column(rows, name) for name in PARAMETER_NAMES}
+    fd = read.column([{**row, "framewise_displacement": row.get("framewise_displacement")
+                       .replace("n/a", "0")} for row in rows], "framewise_displacement")
+    if fd is None or any(values is None for values in parameters.values()):
+        run.notes.append(f"{table.name}: not a table of motion parameters, not drawn")
+        return
+    record = read.sidecar(run.files, "confounds", "timeseries").get("MotionCorrection", {})
+    threshold = record.get("FramewiseDisplacementThreshold")
+    figures.motion_parameters(run.target("motion", "timeseries"), parameters, fd,
+                              threshold=threshold, title="head motion")
+    flagged = int((fd > threshold).sum()) if threshold else 0
+    run.add(run.target("motion", "timeseries"),
+            f"head motion and framewise displacement, {flagged} volume(s) above "
+            f"{threshold} mm — {table.name}", "Head motion")
+
+
 def _draw_superres(run, brain):
     """Acquired against super-resolved frames (the middle brain slice, before the bolus
     and at its peak) and the signal of three voxels (the largest, the median and the
@@ -330,6 +356,7 @@ def report_run(name, files, output_dir, figures_dir, *, derivatives=(), record=N
     if background is not None and background.ndim == 3:
         rois = _draw_masks(run, brain, background, zooms,
                            read.tumour_mask(files, derivatives, name))
+    _draw_motion(run)
     if any(suffix == "mtt" for _desc, suffix, _ext in run.files):  # a DSC run
         _draw_curves(run, rois)
         _draw_superres(run, brain)

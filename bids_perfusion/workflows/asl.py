@@ -1,5 +1,6 @@
 """ASL quantification of one run: from the series to ΔM, M0, CBF (and ATT), ROI table, files."""
 
+from dataclasses import replace
 
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
@@ -18,6 +19,7 @@ from bids_perfusion.interfaces.asl import (
 )
 from bids_perfusion.interfaces.deepasl import DenoiseDeltaM
 from bids_perfusion.interfaces.roi import ROIStatistics
+from bids_perfusion.motion.series import ASL_STRUCTURAL
 from bids_perfusion.workflows.asl_tissue import (
     connect_voxelwise_t1,
     partial_volume_sinks,
@@ -25,6 +27,7 @@ from bids_perfusion.workflows.asl_tissue import (
     voxelwise_t1,
 )
 from bids_perfusion.workflows.bids_uris import raw_uris
+from bids_perfusion.workflows.motion import motion_node, motion_record, motion_sinks, motion_text
 from bids_perfusion.workflows.outputs import (
     ROI_NAMES,
     brain_mask_sink,
@@ -68,6 +71,7 @@ def quantification_parameters(run, options):
         "NumberOfDeltaM": len(meta.delays),
         "SliceTimingCorrectedDelay": meta.slice_timing is not None,
         "Sources": raw_uris(run.files),
+        **motion_record(options, "asl"),
     }
     if meta.label_type == "PASL":
         parameters.update(BolusCutOffDelayTime=meta.bolus_cutoff_delay,
@@ -117,6 +121,9 @@ def init_asl_wf(run, options, output_dir, name=None):
                      "EstimationMethod": "mean of the scanner's CBF volumes"})]
         return _finish(workflow, run, output_dir, masks, outputs, sinks, options)
 
+    if not set(meta.context.volume_types) <= set(ASL_STRUCTURAL):
+        # ΔM or CBF volumes computed by the scanner cannot be realigned
+        options = replace(options, motion_correction=False)
     parameters = quantification_parameters(run, options)
     m0_path = meta.m0_file or run.file
     m0_t1 = options.m0_t1 or T1_GREY_MATTER[meta.nominal_field_strength]
@@ -134,9 +141,19 @@ def init_asl_wf(run, options, output_dir, name=None):
         extract.inputs.m0_estimate = meta.m0_estimate
     if meta.m0_repetition_time is not None:
         extract.inputs.m0_repetition_time = meta.m0_repetition_time
+    if options.motion_correction:
+        motion = motion_node(run, options, "asl")
+        workflow.connect(motion, "out_file", extract, "in_file")
+        extract.inputs.source_file = run.file
+        if options.exclude_motion_outliers:
+            workflow.connect(motion, "outliers", extract, "excluded_volumes")
+        sinks += motion_sinks((motion, "confounds", "metadata"), options, "asl",
+                              (motion, "out_file"))
     if "brain" not in run.masks:
         brain = pe.Node(ASLBrainMask(source_file=m0_path), name="brain_mask")
-        if meta.m0_type == "Estimate":
+        if meta.m0_type == "Estimate" and options.motion_correction:
+            workflow.connect(motion, "out_file", brain, "in_file")
+        elif meta.m0_type == "Estimate":
             brain.inputs.in_file = run.file
         else:
             workflow.connect(extract, "m0", brain, "in_file")
@@ -159,7 +176,7 @@ def init_asl_wf(run, options, output_dir, name=None):
     if meta.slice_timing is not None:
         common["slice_timing"] = list(meta.slice_timing)
     equation = EQUATIONS[meta.label_type]
-    workflow.__desc__ = (
+    workflow.__desc__ = motion_text(options, "asl") + (
         f"CBF was quantified from the {meta.label_type} series with the general kinetic "
         "model of arterial spin labelling [@buxton1998]. Control and label volumes were "
         "subtracted pairwise. The M0 reference was "

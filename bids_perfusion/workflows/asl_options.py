@@ -52,6 +52,18 @@ class ASLOptions:
         (:mod:`bids_perfusion.asl.partial_volume`); ``none``.
     pvc_kernel : int
         In-plane side, voxels, of the regression kernel (``--pvc-kernel``).
+    motion_correction : bool
+        Realign every control, label and M0 volume to the M0 image before the
+        subtraction (:mod:`bids_perfusion.motion`); ``--no-motion-correction`` turns it
+        off.
+    fd_threshold : float
+        Framewise displacement (mm) above which a volume is a motion outlier
+        (``--fd-threshold``).
+    exclude_motion_outliers : bool
+        Leave the pairs that hold a motion outlier out of the mean ΔM
+        (``--exclude-motion-outliers``).
+    write_series : bool
+        Also write the motion-corrected series (``--write-series``).
     """
 
     m0_scale: float = 1.0
@@ -68,6 +80,10 @@ class ASLOptions:
     device: str = "auto"
     pvc: str = "lr"
     pvc_kernel: int = constants.ASL_PVC_KERNEL
+    motion_correction: bool = True
+    fd_threshold: float = constants.FD_THRESHOLD
+    exclude_motion_outliers: bool = False
+    write_series: bool = False
 
 
 @dataclass(frozen=True)

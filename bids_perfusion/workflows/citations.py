@@ -61,6 +61,12 @@ REFERENCES = {
     "mouridsen2006": "Mouridsen K, Christensen S, Gyldensted L, Østergaard L. Automatic "
                      "selection of arterial input function using cluster analysis. Magn "
                      "Reson Med 2006;55:524-531.",
+    "friston1995": "Friston KJ, Ashburner J, Frith CD, Poline JB, Heather JD, Frackowiak RSJ. "
+                   "Spatial registration and normalization of images. Hum Brain Mapp "
+                   "1995;3:165-189.",
+    "power2012": "Power JD, Barnes KA, Snyder AZ, Schlaggar BL, Petersen SE. Spurious but "
+                 "systematic correlations in functional connectivity MRI networks arise from "
+                 "subject motion. NeuroImage 2012;59:2142-2154.",
     "alsop2015": "Alsop DC, Detre JA, Golay X, et al. Recommended implementation of arterial "
                  "spin-labeled perfusion MRI for clinical applications: a consensus of the "
                  "ISMRM perfusion study group and the European consortium for ASL in "

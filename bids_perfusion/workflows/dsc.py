@@ -10,7 +10,11 @@ from bids_perfusion.dsc.lowdose import SAVGOL_ORDER, TEMPORAL_WINDOW_S, simulati
 from bids_perfusion.dsc.normalisation import TUMOUR_MARGIN, WHITE_MATTER_QUANTILE
 from bids_perfusion.dsc.relaxivity import at_field
 from bids_perfusion.naming import dose_label
-from bids_perfusion.workflows.dsc_front_end import GIVEN_MASKS, init_dsc_front_end_wf
+from bids_perfusion.workflows.dsc_front_end import (
+    GIVEN_MASKS,
+    MOTION_OUTPUTS,
+    init_dsc_front_end_wf,
+)
 from bids_perfusion.workflows.dsc_methods import (
     METHOD_INPUTS,
     METHOD_NAMES,
@@ -19,6 +23,7 @@ from bids_perfusion.workflows.dsc_methods import (
     method_maps,
 )
 from bids_perfusion.workflows.dsc_outputs import FRONT_END_INPUTS, init_dsc_outputs_wf
+from bids_perfusion.workflows.motion import motion_record, motion_text
 from bids_perfusion.workflows.options import DECONVOLUTION_METHODS
 
 
@@ -189,7 +194,7 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, superres=False, name=None):
     relax = at_field(run.metadata.magnetic_field_strength, options.blood_relaxivity)
     record = {**relax.sidecar(),
               "MagneticFieldStrengthSource": run.metadata.field_strength_source}
-    workflow.__desc__ = methods_description(run, options, relax)
+    workflow.__desc__ = motion_text(options, "dsc") + methods_description(run, options, relax)
     maps = method_maps(options, record)
     front_end = init_dsc_front_end_wf(run, options, record, dose=dose, superres=superres)
     methods_wf = init_dsc_methods_wf(options, record)
@@ -207,16 +212,20 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, superres=False, name=None):
     else:
         extra_entities = extra_sidecar = None
         extra_methods = ""
+    extra_sidecar = {**motion_record(options, "dsc"), **(extra_sidecar or {})}
     outputs = init_dsc_outputs_wf(
         run, maps, output_dir, record, options=options, run_name=name,
         methods=workflow.__desc__ + extra_methods, extra_entities=extra_entities,
         extra_sidecar=extra_sidecar,
+        write_corrected=options.write_series and not (simulated or superres),
         series_sidecar={"Description": "the DSC series super-resolved before "
                                        "quantification (first echo)"} if superres else None)
     masks = [key for key in GIVEN_MASKS if key in run.masks or key in ("brain", "NAWM")]
     to_outputs = [key for key in FRONT_END_INPUTS if key in masks or key not in GIVEN_MASKS]
     if superres:
         to_outputs += ["in_files", "superres_metadata"]
+    if options.motion_correction:
+        to_outputs += list(MOTION_OUTPUTS)
     from_methods = [m.name for m in maps] + [metadata_field(node)
                                              for node in dict.fromkeys(m.node for m in maps)]
     workflow.connect([

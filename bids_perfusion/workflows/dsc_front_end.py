@@ -10,12 +10,16 @@ from bids_perfusion.interfaces.maps import BolusTiming
 from bids_perfusion.interfaces.masks import BrainMask, NAWMMask
 from bids_perfusion.interfaces.signal import SignalToDeltaR2Star
 from bids_perfusion.interfaces.superres import ResampleMask, SuperResolve
+from bids_perfusion.workflows.motion import motion_node
 
 #: Masks a run may be given (``--derivatives``) that pass through the front end.
 GIVEN_MASKS = ("brain", "tumor", "GM", "WM", "NAWM")
 #: What the front end hands to the methods and the outputs.
 FRONT_END_OUTPUTS = ("in_files", *GIVEN_MASKS, "delta_r2star", "frame_times", "aif_tsv",
                      "aif_mask", "aif_metadata", "ttp", "bat")
+#: What the front end adds with motion correction: the confounds table, its sidecar
+#: entries and the corrected series (first echo).
+MOTION_OUTPUTS = ("confounds", "motion_metadata", "corrected")
 
 
 def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, superres=False,
@@ -28,7 +32,9 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, superres=False,
         from bids_perfusion.workflows.dsc_front_end import init_dsc_front_end_wf
         wf = init_dsc_front_end_wf(run, DSCOptions(), relaxivity)
 
-    The graph follows the run's masks: a given brain mask, else one derived from the first
+    With ``options.motion_correction``, every frame is first realigned to the mean of
+    the pre-bolus frames (``motion_correction``), and the steps below read the corrected
+    series. The graph follows the run's masks: a given brain mask, else one derived from the first
     DSC frames (``brain_mask``); a given NAWM, else one chosen on the pre-contrast image
     (``nawm_mask``); a given arterial mask for the AIF, else automatic selection. A dose
     ``d < 1`` is first simulated from the acquired series (``simulate_low_dose``). With
@@ -74,15 +80,26 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, superres=False,
         the AIF table, its voxels and its sidecar entries
     ttp, bat
         time to peak and bolus arrival time maps (s)
+    confounds, motion_metadata, corrected
+        the motion parameters table, its sidecar entries and the corrected series of
+        the first echo (with ``options.motion_correction`` only)
     """
     workflow = Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["in_files", *GIVEN_MASKS]),
                         name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(
-        fields=[*FRONT_END_OUTPUTS, *(["superres_metadata"] if superres else [])]),
+        fields=[*FRONT_END_OUTPUTS, *(["superres_metadata"] if superres else []),
+                *(MOTION_OUTPUTS if options.motion_correction else [])]),
         name="outputnode")
     inputnode.inputs.in_files = list(run.files)
     series = (inputnode, "in_files")
+    if options.motion_correction:
+        motion = motion_node(run, options, "dsc")
+        workflow.connect([(inputnode, motion, [("in_files", "in_files")]),
+                          (motion, outputnode, [("confounds", "confounds"),
+                                                ("metadata", "motion_metadata"),
+                                                ("out_file", "corrected")])])
+        series = (motion, "out_files")
     repetition_time = run.metadata.repetition_time
     masks = {key: (inputnode, key) for key in GIVEN_MASKS if key in run.masks}
     for key in masks:
@@ -96,7 +113,7 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, superres=False,
                                        device=options.device), name="super_resolve")
         if options.superres_weights:
             resolve.inputs.weights = options.superres_weights
-        workflow.connect([(inputnode, resolve, [("in_files", "in_files")]),
+        workflow.connect([(series[0], resolve, [(series[1], "in_files")]),
                           (resolve, outputnode, [("metadata", "superres_metadata")])])
         series, repetition_time = (resolve, "out_files"), repetition_time / time
         for key in [*masks, *(["arteries"] if arteries else [])]:
@@ -113,6 +130,9 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, superres=False,
         brain_mask = pe.Node(BrainMask(), name="brain_mask")
         if superres:
             workflow.connect(resolve, "reference", brain_mask, "in_file")
+        elif options.motion_correction:
+            workflow.connect(motion, "out_file", brain_mask, "in_file")
+            brain_mask.inputs.source_file = run.files[0]
         else:
             brain_mask.inputs.in_file = run.files[0]
         brain = (brain_mask, "out_file")

@@ -6,8 +6,9 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_perfusion.interfaces.maps import RelativeMaps
 from bids_perfusion.interfaces.roi import ROICurves, ROIStatistics
-from bids_perfusion.workflows.dsc_front_end import GIVEN_MASKS
+from bids_perfusion.workflows.dsc_front_end import GIVEN_MASKS, MOTION_OUTPUTS
 from bids_perfusion.workflows.dsc_methods import metadata_field
+from bids_perfusion.workflows.motion import motion_sinks
 from bids_perfusion.workflows.outputs import (
     ROI_NAMES,
     brain_mask_sink,
@@ -40,7 +41,7 @@ def roi_curves_sidecar(rois, relaxivity):
 
 def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
                         run_name, extra_entities=None, extra_sidecar=None,
-                        series_sidecar=None, name="outputs_wf"):
+                        series_sidecar=None, write_corrected=False, name="outputs_wf"):
     """Normalise the maps to the NAWM, summarise them in the ROIs and write every file.
 
     .. workflow::
@@ -59,7 +60,9 @@ def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
     of the run exists, then one sink per file and the completion record named
     ``run_name``. With ``series_sidecar``, the series quantified (its first echo) is
     written too, as ``desc-superres_dsc`` with that sidecar and the record of its
-    super-resolution.
+    super-resolution. With ``options.motion_correction``, the motion parameters are written
+    (``desc-confounds_timeseries.tsv``), and with ``write_corrected`` the corrected series
+    (``desc-preproc_dsc``, first echo).
 
     Parameters
     ----------
@@ -73,6 +76,8 @@ def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
         as in :func:`~bids_perfusion.workflows.outputs.connect_outputs`
     series_sidecar : dict, optional
         the sidecar of the super-resolved series; None: the series is not written
+    write_corrected : bool
+        write the motion-corrected series (``--write-series``, acquired runs)
 
     Inputs
     ------
@@ -81,12 +86,16 @@ def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
         the outputs of :func:`~bids_perfusion.workflows.dsc_front_end.init_dsc_front_end_wf`
     in_files, superres_metadata
         the same, with ``series_sidecar`` only
+    confounds, motion_metadata, corrected
+        the same, with ``options.motion_correction`` only
     one field per map and ``metadata_<node>`` per node
         the outputs of :func:`~bids_perfusion.workflows.dsc_methods.init_dsc_methods_wf`
     """
     workflow = Workflow(name=name)
     nodes = list(dict.fromkeys(m.node for m in maps))
     series = ["in_files", "superres_metadata"] if series_sidecar is not None else []
+    if options.motion_correction:
+        series += list(MOTION_OUTPUTS)
     inputnode = pe.Node(niu.IdentityInterface(
         fields=[*FRONT_END_INPUTS, *series, *(m.name for m in maps),
                 *(metadata_field(node) for node in nodes)]), name="inputnode")
@@ -155,6 +164,9 @@ def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
         workflow.connect(inputnode, "in_files", first_echo, "inlist")
         sinks.append((first_echo, "out", {"desc": "superres", "suffix": "dsc"},
                       (inputnode, "superres_metadata"), series_sidecar))
+    if options.motion_correction:
+        sinks += motion_sinks((inputnode, "confounds", "motion_metadata"), options, "dsc",
+                              (inputnode, "corrected") if write_corrected else None)
     return connect_outputs(workflow, list(run.files), output_dir, sinks, options=options,
                            methods=methods, extra_entities=extra_entities,
                            extra_sidecar=extra_sidecar, run_name=run_name)

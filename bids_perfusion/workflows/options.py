@@ -64,6 +64,14 @@ class DSCOptions:
     superres_max_nmse : float
         A super-resolved run whose frames at the acquired times do not reproduce the
         acquired frames within this normalised squared error is refused.
+    motion_correction : bool
+        Realign every frame to the pre-bolus reference before ΔR2*
+        (:mod:`bids_perfusion.motion`); ``--no-motion-correction`` turns it off.
+    fd_threshold : float
+        Framewise displacement (mm) above which a frame is flagged a motion outlier in
+        the confounds table (``--fd-threshold``; DSC frames are flagged, not dropped).
+    write_series : bool
+        Also write the motion-corrected series (``--write-series``).
     """
 
     methods: tuple = ("osvd",)
@@ -85,6 +93,9 @@ class DSCOptions:
     superres_scale: tuple = (2.0, 4)
     superres_weights: str | None = None
     superres_max_nmse: float = constants.SUPERRES_MAX_NMSE
+    motion_correction: bool = True
+    fd_threshold: float = constants.FD_THRESHOLD
+    write_series: bool = False
 
     def __post_init__(self):
         from bids_perfusion.dsc.leakage import MODELS
