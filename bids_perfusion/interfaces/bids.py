@@ -34,9 +34,18 @@ from niworkflows.interfaces.bids import (  # noqa: E402 (after TEMPLATEFLOW_HOME
 PERF_PATTERN = (
     "sub-{subject}[/ses-{session}]/{datatype<perf>|perf}/sub-{subject}[_ses-{session}]"
     "[_task-{task}][_acq-{acquisition}][_ce-{ceagent}][_rec-{reconstruction}][_run-{run}]"
-    "[_res-{resolution}][_desc-{desc}]"
-    "_{suffix<cbf|cbv|mtt|tmax|ttp|bat|k2|att|deltam|m0scan|mask|timeseries|roistats|dsc>}"
+    "[_space-{space}][_res-{resolution}][_desc-{desc}]"
+    "_{suffix<cbf|cbv|mtt|tmax|ttp|bat|k2|att|deltam|m0scan|mask|timeseries|roistats|dsc"
+    "|dscref|aslref>}"
     "{extension<.nii.gz|.nii|.json|.tsv>|.nii.gz}"
+)
+#: Path pattern of the transforms (workflows/spatial.py): ITK affine text or displacement
+#: field, in anat/ (the T1w's normalisation) or perf/ (a run's co-registration).
+XFM_PATTERN = (
+    "sub-{subject}[/ses-{session}]/{datatype<anat|perf>|anat}/sub-{subject}[_ses-{session}]"
+    "[_task-{task}][_acq-{acquisition}][_ce-{ceagent}][_rec-{reconstruction}][_run-{run}]"
+    "_from-{from}_to-{to}_mode-{mode<image|points>|image}[_desc-{desc}]_{suffix<xfm>|xfm}"
+    "{extension<.txt|.h5|.nii.gz|.json>|.txt}"
 )
 
 
@@ -49,7 +58,7 @@ class DerivativesDataSink(_DerivativesDataSink):
     """
 
     out_path_base = ""
-    _file_patterns = (PERF_PATTERN, *_DerivativesDataSink._file_patterns)
+    _file_patterns = (PERF_PATTERN, XFM_PATTERN, *_DerivativesDataSink._file_patterns)
 
     def _run_interface(self, runtime):
         resolution = self._metadata.get("Resolution")

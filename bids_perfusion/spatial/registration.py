@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -39,28 +40,31 @@ class Pyramid:
 class NormalisationSetting:
     """Schedules of the affine and SyN stages of :func:`normalise`; ``syn_iterations``
     are the SyN iterations per level, from the coarsest (a level of 0 iterations is
-    skipped)."""
+    skipped); ``resolution_mm`` is the spacing of the template grid registered to."""
 
     affine: Pyramid
     syn_iterations: tuple[int, ...]
+    resolution_mm: int = 2
 
 
 #: Rigid co-registration: the images are small (a perfusion run is a few mm per voxel).
 COREGISTRATION = Pyramid(iterations=(200, 100, 50), sigmas=(2.0, 1.0, 0.0),
                          factors=(4, 2, 1))
-#: Normalisation settings of ``--normalisation``: ``full`` is dipy's recommended SyN
-#: schedule; ``fast`` (the demo) stops SyN at half resolution and runs fewer affine
-#: iterations.
+#: Normalisation settings of ``--normalisation``: ``full`` is dipy's recommended affine
+#: and SyN schedules on the template's 2 mm grid; ``fast`` (the demo) registers to a 4 mm
+#: grid with fewer iterations, enough for perfusion maps of 3 to 5 mm voxels.
 NORMALISATION = {
     "full": NormalisationSetting(Pyramid((1000, 200, 50), (3.0, 1.0, 0.0), (4, 2, 1)),
-                                 syn_iterations=(10, 10, 5)),
-    "fast": NormalisationSetting(Pyramid((200, 50), (2.0, 1.0), (4, 2)),
-                                 syn_iterations=(10, 5, 0)),
+                                 syn_iterations=(10, 10, 5), resolution_mm=2),
+    "fast": NormalisationSetting(Pyramid((200, 50), (1.0, 0.0), (2, 1)),
+                                 syn_iterations=(10, 5), resolution_mm=4),
 }
 #: Bins of the joint histogram of the mutual information.
 HISTOGRAM_BINS = 32
 #: Radius (voxels) of the windows of SyN's local cross-correlation.
 CC_RADIUS = 4
+#: Margin of the brain mask of a T1w skull-stripped through the template (mm).
+BRAIN_MARGIN_MM = 3.0
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,11 @@ def _checked(image: ArrayLike, affine: ArrayLike, what: str
 
 def _linear_registration(static: NDArray[np.float64], static_affine: NDArray[np.float64],
                          moving: NDArray[np.float64], moving_affine: NDArray[np.float64],
-                         schedule: Pyramid, stages: tuple[str, ...]) -> NDArray[np.float64]:
+                         schedule: Pyramid, stages: tuple[str, ...],
+                         static_mask: NDArray[np.bool_] | None = None) -> NDArray[np.float64]:
     """Centres of mass, then each transform of ``stages`` ('translation', 'rigid',
-    'affine') in turn, each from the previous one, by mutual information."""
+    'affine') in turn, each from the previous one, by mutual information (over the
+    voxels of ``static_mask`` when given)."""
     from dipy.align.imaffine import (
         AffineRegistration,
         MutualInformationMetric,
@@ -124,7 +130,9 @@ def _linear_registration(static: NDArray[np.float64], static_affine: NDArray[np.
         current = registration.optimize(static, moving, transforms[stage](), None,
                                         static_grid2world=static_affine,
                                         moving_grid2world=moving_affine,
-                                        starting_affine=current).affine
+                                        starting_affine=current,
+                                        static_mask=None if static_mask is None
+                                        else static_mask.astype(np.int32)).affine
     return np.asarray(current, dtype=np.float64)
 
 
@@ -145,10 +153,18 @@ def rigid_coregistration(static: ArrayLike, static_affine: ArrayLike, moving: Ar
 
 
 def normalise(template: ArrayLike, template_affine: ArrayLike, t1w: ArrayLike,
-              t1w_affine: ArrayLike, setting: NormalisationSetting = NORMALISATION["full"]
+              t1w_affine: ArrayLike, setting: NormalisationSetting = NORMALISATION["full"],
+              *, template_mask: ArrayLike | None = None, t1w_mask: ArrayLike | None = None
               ) -> Normalisation:
-    """The affine then SyN registration of the brain of ``t1w`` (zero outside the brain:
-    the template is skull-stripped) to ``template`` (see the module docstring).
+    """The affine then SyN registration of the brain of ``t1w`` to the skull-stripped
+    ``template`` (see the module docstring).
+
+    The brain of the T1w is ``t1w_mask`` when given. Otherwise, with ``template_mask``
+    (the template's brain), the affine stage is driven by the template's brain voxels
+    only, and the T1w is then skull-stripped by the template's brain mask brought into
+    the T1w by that affine, dilated by :data:`BRAIN_MARGIN_MM` (the registration-based
+    brain extraction of atlas methods, in its simplest affine form); a T1w that is
+    already skull-stripped (zero outside the brain) loses nothing.
 
     ``positions`` are the T1w world points that dipy's diffeomorphic map (affine stage
     and SyN fields together) reads at every template voxel: the map's own ``transform``
@@ -161,8 +177,15 @@ def normalise(template: ArrayLike, template_affine: ArrayLike, t1w: ArrayLike,
 
     template, template_affine = _checked(template, template_affine, "template")
     t1w, t1w_affine = _checked(t1w, t1w_affine, "T1w")
+    if t1w_mask is not None:
+        t1w = np.where(np.asarray(t1w_mask, dtype=bool), t1w, 0.0)
+    brain = None if template_mask is None else np.asarray(template_mask, dtype=bool)
     prealign = _linear_registration(template, template_affine, t1w, t1w_affine,
-                                    setting.affine, ("translation", "rigid", "affine"))
+                                    setting.affine, ("translation", "rigid", "affine"),
+                                    static_mask=brain if t1w_mask is None else None)
+    if t1w_mask is None and brain is not None:
+        t1w = np.where(_brain_in_t1w(brain, template_affine, prealign, t1w.shape,
+                                     t1w_affine), t1w, 0.0)
     iterations = list(setting.syn_iterations)
     if not any(iterations):
         positions = prealign[:3, :3] @ grid_points(template.shape, template_affine) \
@@ -178,6 +201,22 @@ def normalise(template: ArrayLike, template_affine: ArrayLike, t1w: ArrayLike,
                        for image in (*coordinates, np.ones(t1w.shape))]).astype(np.float64)
     positions = np.where(warped[3] > 1 - 1e-4, warped[:3], np.nan)
     return Normalisation(prealign, np.moveaxis(positions, 0, -1), template_affine)
+
+
+def _brain_in_t1w(brain: NDArray[np.bool_], template_affine: NDArray[np.float64],
+                  prealign: NDArray[np.float64], shape: tuple[int, ...],
+                  t1w_affine: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """The template's brain mask on the T1w grid through the affine ``prealign`` (template
+    to T1w world), dilated by :data:`BRAIN_MARGIN_MM`."""
+    to_template = np.linalg.inv(template_affine) @ np.linalg.inv(prealign) @ t1w_affine
+    index = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    voxels = to_template[:3, :3] @ index + to_template[:3, 3:4]
+    mask = ndimage.map_coordinates(brain.astype(np.float64), voxels, order=0,
+                                   mode="constant").reshape(shape) > 0.5
+    zooms = np.sqrt((t1w_affine[:3, :3] ** 2).sum(axis=0))
+    margin = np.maximum(np.round(BRAIN_MARGIN_MM / zooms).astype(int), 1)
+    structure = np.ones(tuple(2 * margin + 1), dtype=bool)
+    return np.asarray(ndimage.binary_dilation(mask, structure=structure))
 
 
 def grid_points(shape: tuple[int, ...], affine: ArrayLike) -> NDArray[np.float64]:

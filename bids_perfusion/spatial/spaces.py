@@ -55,6 +55,44 @@ class Space:
         return self.name + (f":res-{self.resolution}" if self.resolution else "")
 
 
+@dataclass(frozen=True)
+class SpatialOptions:
+    """``--output-spaces`` (values as given) and ``--normalisation`` (a setting of
+    :data:`bids_perfusion.spatial.registration.NORMALISATION`), saved with every run."""
+
+    output_spaces: tuple = (RUN,)
+    normalisation: str = "full"
+
+    @property
+    def spaces(self) -> tuple["Space", ...]:
+        return parse_spaces(self.output_spaces)
+
+    @property
+    def needs_t1w(self) -> bool:
+        return any(space.needs_t1w for space in self.spaces)
+
+    @property
+    def needs_template(self) -> bool:
+        return any(space.name == TEMPLATE for space in self.spaces)
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """The T1w of a subject (and session) that its runs are co-registered to, with the
+    brain mask given with ``--derivatives`` (``anat/*_desc-brain_mask``), or None."""
+
+    subject: str
+    session: str | None
+    t1w: str
+    brain_mask: str | None = None
+
+    @property
+    def name(self) -> str:
+        """A node-safe identifier: ``sub_01[_ses_a]_anat``."""
+        return f"sub_{self.subject}" + (f"_ses_{self.session}" if self.session else "") \
+            + "_anat"
+
+
 def parse_space(text: str) -> Space:
     """The :class:`Space` of one ``--output-spaces`` value (``'MNI152NLin2009aSym:res-2'``).
 
