@@ -2,9 +2,10 @@
 
 niworkflows' module indexes TemplateFlow's home when imported (``STANDARD_SPACES``: about
 9 s for its 2 500-file skeleton, in every process that imports it, workers included).
-This App writes no template space, so unless the user chose a home (``TEMPLATEFLOW_HOME``)
-it points TemplateFlow at an empty one shipped with the package, whose index is instant
-(and which guarantees that nothing is downloaded).
+This App takes its template from nilearn (``--output-spaces``, docs/preprocessing.md), not
+from TemplateFlow, so unless the user chose a home (``TEMPLATEFLOW_HOME``) it points
+TemplateFlow at an empty one shipped with the package, whose index is instant (and which
+guarantees that nothing is downloaded).
 """
 
 import json

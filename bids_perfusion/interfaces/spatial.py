@@ -184,21 +184,20 @@ class NormaliseT1w(SimpleInterface):
         return runtime
 
 
-class _ResampleInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="a 3-D (or 4-D) map or mask")
-    kind = traits.Enum(*transforms.INTERPOLATION, usedefault=True,
-                       desc="map: trilinear; mask: nearest neighbour")
+class _ComposeInputSpec(BaseInterfaceInputSpec):
     space = Str(mandatory=True, desc="an --output-spaces value other than run")
     t1w = File(exists=True, mandatory=True, desc="the T1w (grid of space T1w)")
     coregistration = File(exists=True, mandatory=True, desc="ITK affine: T1w to run")
     template_warp = File(exists=True, desc="ITK displacement field: template to T1w")
 
 
-class ResampleToSpace(SimpleInterface):
-    """A map resampled once into an output space, its transforms composed
-    (:func:`bids_perfusion.spatial.transforms.source_points`)."""
+class ComposeTransforms(SimpleInterface):
+    """The run's world points at every voxel of an output space's grid, the transforms
+    composed once per run and space
+    (:func:`bids_perfusion.spatial.transforms.source_points`): a 4-D image (X, Y, Z, 3)
+    on the output grid, NaN where no run point is defined."""
 
-    input_spec = _ResampleInputSpec
+    input_spec = _ComposeInputSpec
     output_spec = _OutFileSpec
 
     def _run_interface(self, runtime):
@@ -217,6 +216,33 @@ class ResampleToSpace(SimpleInterface):
                                                             field_affine)
         points = transforms.source_points(shape, affine, positions=positions,
                                           positions_affine=field_affine, to_source=to_run)
+        image = nib.Nifti1Image(points.T.reshape(*shape, 3).astype(np.float32), affine)
+        path = Path("run_points.nii").absolute()
+        image.to_filename(path)
+        self._results["out_file"] = str(path)
+        return runtime
+
+
+class _ResampleInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="a 3-D (or 4-D) map or mask")
+    kind = traits.Enum(*transforms.INTERPOLATION, usedefault=True,
+                       desc="map: trilinear; mask: nearest neighbour")
+    points = File(exists=True, mandatory=True,
+                  desc="the run points of the output grid (ComposeTransforms)")
+    space = Str(mandatory=True, desc="the output space (T1w: scanner xform codes)")
+
+
+class ResampleToSpace(SimpleInterface):
+    """A map resampled once into an output space at the composed points of
+    :class:`ComposeTransforms` (:func:`bids_perfusion.spatial.transforms.resample`)."""
+
+    input_spec = _ResampleInputSpec
+    output_spec = _OutFileSpec
+
+    def _run_interface(self, runtime):
+        grid = nib.load(self.inputs.points)
+        shape, affine = grid.shape[:3], grid.affine
+        points = np.asarray(grid.dataobj, dtype=np.float64).reshape(-1, 3).T
         source = nib.load(self.inputs.in_file)
         data = np.asarray(source.dataobj, dtype=np.float64)
         volumes = data.reshape(*data.shape[:3], -1)
@@ -228,8 +254,9 @@ class ResampleToSpace(SimpleInterface):
         header = source.header.copy()
         header.set_data_dtype(dtype)
         image = nib.Nifti1Image(out.astype(dtype), affine, header)
-        image.set_qform(affine, 1 if space.name == spaces.T1W else 4)
-        image.set_sform(affine, 1 if space.name == spaces.T1W else 4)
+        code = 1 if spaces.parse_space(self.inputs.space).name == spaces.T1W else 4
+        image.set_qform(affine, code)
+        image.set_sform(affine, code)
         path = Path(Path(self.inputs.in_file).name.split(".")[0] + "_space.nii.gz").absolute()
         image.to_filename(path)
         self._results["out_file"] = str(path)

@@ -2,10 +2,11 @@
 
 :func:`init_anat_wf` normalises a subject's T1w to the template once, whatever the number
 of runs; :func:`space_sinks` adds to a run's output block the co-registration of its
-reference image to the T1w and, for every output space but ``run``, one resampling node
-and one sink per NIfTI output of the run. A map is resampled once from its native grid,
-its transforms composed (:mod:`bids_perfusion.spatial.transforms`): trilinear for maps,
-nearest neighbour for masks.
+reference image to the T1w and, for every output space but ``run``, one node composing
+the transforms into the run's points of that space's grid, then one resampling node and
+one sink per NIfTI output of the run. A map is resampled once from its native grid
+(:mod:`bids_perfusion.spatial.transforms`): trilinear for maps, nearest neighbour for
+masks.
 """
 
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_perfusion.interfaces.spatial import (
     TEMPLATE_DESCRIPTION,
+    ComposeTransforms,
     CoregisterToT1w,
     NormaliseT1w,
     ResampleToSpace,
@@ -124,17 +126,20 @@ def space_sinks(workflow, sinks, spatial, reference):
         warp = pe.Node(niu.IdentityInterface(fields=["template_warp"]),
                        name=TEMPLATE_INPUTNODE)
     for space in spaces:
+        label = str(space).replace(":", "_").replace("-", "")
+        compose = pe.Node(ComposeTransforms(space=str(space), t1w=anatomy.t1w),
+                          name=f"compose_{label}")
+        workflow.connect(coregister, "out_file", compose, "coregistration")
+        if space.name == TEMPLATE:
+            workflow.connect(warp, "template_warp", compose, "template_warp")
         for index, (node, field, entities, metadata, sidecar) in enumerate(sinks):
             if entities["suffix"] in NOT_RESAMPLED:
                 continue
             kind = "mask" if entities["suffix"] == "mask" else "map"
-            resample = pe.Node(ResampleToSpace(space=str(space), kind=kind, t1w=anatomy.t1w),
-                               name=f"to_{str(space).replace(':', '_').replace('-', '')}"
-                                    f"_{index}")
+            resample = pe.Node(ResampleToSpace(space=str(space), kind=kind),
+                               name=f"to_{label}_{index}")
             workflow.connect([(node, resample, [(field, "in_file")]),
-                              (coregister, resample, [("out_file", "coregistration")])])
-            if space.name == TEMPLATE:
-                workflow.connect(warp, "template_warp", resample, "template_warp")
+                              (compose, resample, [("out_file", "points")])])
             reference_entry = ({"SpatialReference": t1w_uri} if space.name == T1W else {
                 "SpatialReference": TEMPLATE_DESCRIPTION,
                 "Resolution": f"{space.voxel_size_mm} mm isotropic grid over the "
