@@ -221,3 +221,14 @@ def test_participant_writes_maps_masks_and_transforms_in_every_space(tmp_path):
     warp = nib.load(anat / "sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.nii.gz")
     assert warp.shape[3:] == (1, 3) and warp.header.get_intent()[0] == "vector"
     assert (anat / "sub-01_space-MNI152NLin2009aSym_res-4_desc-preproc_T1w.nii.gz").exists()
+    # the report shows the registrations; the maps in other spaces are no sections
+    figures = out / "sub-01" / "figures"
+    for name in ("sub-01_ce-gadolinium_desc-coreg_T1w.svg", "sub-01_desc-coreg_T1w.svg",
+                 "sub-01_space-MNI152NLin2009aSym_res-4_desc-preproc_T1w.svg"):
+        assert (figures / name).exists()
+    assert not list(figures.glob("*_space-T1w_*")) and "Registration" in (
+        out / "sub-01.html").read_text()
+    # the group level averages the template's maps (one subject: SD 0, count 1)
+    assert main([str(root), str(out), "group", "--n-bootstrap", "0"]) in (0, 1)
+    count = out / "group" / f"group_ce-gadolinium_{template}_desc-osvd_stat-n_cbf.nii.gz"
+    assert np.asarray(nib.load(count).dataobj).max() == 1
