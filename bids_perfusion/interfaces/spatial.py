@@ -6,6 +6,7 @@ is nilearn's copy of the MNI152 2009a symmetric template and its brain mask (pac
 data: nothing is downloaded).
 """
 
+import logging
 from importlib import metadata
 from pathlib import Path
 
@@ -23,6 +24,15 @@ from nipype.interfaces.base import (
 
 from bids_perfusion.interfaces.nifti import load, load_mask, refused, save_like
 from bids_perfusion.spatial import reference, registration, spaces, transforms
+
+
+def _quiet_dipy():
+    """dipy logs every pyramid level at INFO on a handler of its own (set up when
+    ``dipy.align`` is imported): keep the console and the node logs to the App's."""
+    import dipy.align.imaffine  # noqa: F401 (creates dipy's logger)
+
+    logging.getLogger("dipy").setLevel(logging.WARNING)
+
 
 #: What the template is, in every sidecar that names it.
 TEMPLATE_DESCRIPTION = (
@@ -105,6 +115,7 @@ class CoregisterToT1w(SimpleInterface):
     output_spec = _CoregisterOutputSpec
 
     def _run_interface(self, runtime):
+        _quiet_dipy()
         t1w, t1w_affine = _image3d(self.inputs.t1w, "T1w")
         ref, ref_affine = _image3d(self.inputs.reference, "run reference")
         with refused(self.inputs.t1w, "check the T1w of anat/"):
@@ -146,6 +157,7 @@ class NormaliseT1w(SimpleInterface):
     output_spec = _NormaliseOutputSpec
 
     def _run_interface(self, runtime):
+        _quiet_dipy()
         t1w, t1w_affine = _image3d(self.inputs.t1w, "T1w")
         setting = registration.NORMALISATION[self.inputs.setting]
         template = template_image(setting.resolution_mm)
