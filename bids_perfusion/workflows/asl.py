@@ -370,7 +370,8 @@ def _finish(workflow, run, output_dir, masks, outputs, sinks, options, excluded=
             spatial=None):
     """ROI statistics of the maps (less the ``excluded_mask`` of the node ``excluded``),
     then the output block (barrier, sinks, record), with the outputs in the spaces of
-    ``spatial`` when given (the reference: the M0 of ``excluded``, or the mean series)."""
+    ``spatial`` when given (the reference: the M0 of ``excluded``, or the mean series when
+    there is no M0 image: scanner CBF volumes, or an ``M0Estimate``, a constant)."""
     roi_names = [key for key in ROI_NAMES if key in run.masks or key == "brain"]
     roi = pe.Node(ROIStatistics(rois=roi_names,
                                 measures=[measure for _n, _f, measure, *_r in outputs]),
@@ -393,7 +394,7 @@ def _finish(workflow, run, output_dir, masks, outputs, sinks, options, excluded=
         *sinks,
     ]
     if spatial is not None:
-        if excluded is not None:
+        if excluded is not None and run.metadata.m0_type != "Estimate":
             reference = (excluded, "m0")
         else:
             reference = (pe.Node(RunReference(in_file=run.file, kind="mean"),
