@@ -115,7 +115,7 @@ def test_every_output_in_every_space_one_normalisation_per_subject(noise_free, t
     layout, dsc, asl = _runs(root)
     spatial = SpatialOptions(SPACES, "fast")
     anatomy, _, _ = collect_anatomy(layout, [*dsc, *asl], spatial)
-    workflow = init_bids_perfusion_wf(dsc, DSCOptions(simulate_doses=(0.5,)), tmp_path,
+    workflow = init_bids_perfusion_wf(dsc, DSCOptions(), tmp_path,
                                       tmp_path / "work", asl_runs=asl,
                                       asl_options=ASLOptions(), spatial=spatial,
                                       anatomy=anatomy)
@@ -125,7 +125,7 @@ def test_every_output_in_every_space_one_normalisation_per_subject(noise_free, t
     edges = [(source.name, target.name, field) for source, target, data
              in workflow._graph.edges(data=True) for field in data["connect"]]
     run_wfs = {name.split(".")[0] for name in names} - anat_wfs
-    assert len(run_wfs) == 2 * len(dsc) + len(asl)
+    assert len(run_wfs) == len(dsc) + len(asl)
     # every run gets its subject's warp
     for run_wf in run_wfs:
         [(source, field)] = [(s, f) for s, t, f in edges if t == run_wf]
