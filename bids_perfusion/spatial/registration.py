@@ -79,9 +79,9 @@ class Normalisation:
 
 
 def _pyramid(schedule: Pyramid, shape: tuple[int, ...]) -> Pyramid:
-    """``schedule`` without the levels whose subsampled grid would have fewer than 8 voxels
-    along an axis (a run of 16 slices has no level at factor 4)."""
-    keep = [i for i, factor in enumerate(schedule.factors) if min(shape) // factor >= 8]
+    """``schedule`` without the levels whose subsampled grid would have fewer than 4 voxels
+    along an axis (a run of 12 slices has no level at factor 4)."""
+    keep = [i for i, factor in enumerate(schedule.factors) if min(shape) // factor >= 4]
     keep = keep or [len(schedule.factors) - 1]
     return Pyramid(tuple(schedule.iterations[i] for i in keep),
                    tuple(schedule.sigmas[i] for i in keep),
