@@ -154,7 +154,7 @@ def rigid_coregistration(static: ArrayLike, static_affine: ArrayLike, moving: Ar
     moving, moving_affine = _checked(moving, moving_affine, "run reference image")
     run_to_t1w = _linear_registration(moving, moving_affine, static, static_affine,
                                       schedule, ("translation", "rigid"))
-    return np.linalg.inv(run_to_t1w)
+    return np.asarray(np.linalg.inv(run_to_t1w), dtype=np.float64)
 
 
 def normalise(template: ArrayLike, template_affine: ArrayLike, t1w: ArrayLike,
