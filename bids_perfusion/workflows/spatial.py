@@ -132,12 +132,13 @@ def space_sinks(workflow, sinks, spatial, reference):
         workflow.connect(coregister, "out_file", compose, "coregistration")
         if space.name == TEMPLATE:
             workflow.connect(warp, "template_warp", compose, "template_warp")
-        for index, (node, field, entities, metadata, sidecar) in enumerate(sinks):
+        for node, field, entities, metadata, sidecar in sinks:
             if entities["suffix"] in NOT_RESAMPLED:
                 continue
             kind = "mask" if entities["suffix"] == "mask" else "map"
+            output = "_".join(str(value) for value in entities.values())
             resample = pe.Node(ResampleToSpace(space=str(space), kind=kind),
-                               name=f"to_{label}_{index}")
+                               name=f"to_{label}_{output}")
             workflow.connect([(node, resample, [(field, "in_file")]),
                               (compose, resample, [("out_file", "points")])])
             reference_entry = ({"SpatialReference": t1w_uri} if space.name == T1W else {
