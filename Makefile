@@ -28,8 +28,7 @@ install-test: $(BIN)/python
 demo: install
 	$(BIN)/bids-perfusion-phantom $(DEMO_DIR)/phantom --n-subjects 4 --seed 42 --overwrite
 	$(BIN)/bids-perfusion $(DEMO_DIR)/phantom $(DEMO_DIR)/derivatives participant \
-		--dsc-methods ssvd,csvd,osvd,tikhonov --simulate-dose 0.5 -w $(DEMO_DIR)/work \
-		--output-spaces run MNI152NLin2009aSym:res-2 --normalisation fast
+		--dsc-methods ssvd,csvd,osvd,tikhonov --simulate-dose 0.5 -w $(DEMO_DIR)/work
 
 lint: install-test  # ruff everywhere; mypy on the typed numeric cores (setup.cfg [mypy])
 	$(BIN)/ruff check bids_perfusion tests benchmarks
