@@ -337,7 +337,7 @@ def add_spatial_arguments(parser):
     group.add_argument("--normalisation", choices=("full", "fast"), default="full",
                        help="schedule of the T1w-to-template registration: full (the "
                             "template's 2 mm grid, SyN 10, 10, 5 iterations), fast (4 mm "
-                            "grid, SyN 10, 5: the demo's)")
+                            "grid, SyN 10, 5: quick trials)")
     return group
 
 

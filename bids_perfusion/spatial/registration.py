@@ -51,7 +51,7 @@ class NormalisationSetting:
 COREGISTRATION = Pyramid(iterations=(200, 100, 50), sigmas=(2.0, 1.0, 0.0),
                          factors=(4, 2, 1))
 #: Normalisation settings of ``--normalisation``: ``full`` is dipy's recommended affine
-#: and SyN schedules on the template's 2 mm grid; ``fast`` (the demo) registers to a 4 mm
+#: and SyN schedules on the template's 2 mm grid; ``fast`` (quick trials) registers to a 4 mm
 #: grid with fewer iterations, enough for perfusion maps of 3 to 5 mm voxels.
 NORMALISATION = {
     "full": NormalisationSetting(Pyramid((1000, 200, 50), (3.0, 1.0, 0.0), (4, 2, 1)),
