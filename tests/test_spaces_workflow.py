@@ -178,7 +178,7 @@ def test_runs_only_in_their_own_grid_add_no_spatial_node(noise_free, tmp_path):
 
 # --- end to end --------------------------------------------------------------------------------
 
-@pytest.mark.slow  # a participant run with normalisation: 85 s on the shared 2-core machine
+@pytest.mark.slow  # a participant run with normalisation: 18 s idle, 85 s on a loaded machine
 def test_participant_writes_maps_masks_and_transforms_in_every_space(tmp_path):
     from helpers import small_config
 
