@@ -35,7 +35,8 @@ class ExecutionOptions:
     """What to process, where, and with which resources (BIDS-App arguments).
 
     ``participant_label`` and ``session_label`` are None for all; ``verbose`` counts
-    ``-v``.
+    ``-v``; ``output_spaces`` and ``normalisation`` are
+    :class:`~bids_perfusion.spatial.spaces.SpatialOptions`' (:attr:`spatial`).
     """
 
     bids_dir: Path
@@ -51,6 +52,15 @@ class ExecutionOptions:
     omp_nthreads: int = 0
     mem: float | None = None
     verbose: int = 0
+    output_spaces: tuple = ("run",)
+    normalisation: str = "full"
+
+    @property
+    def spatial(self):
+        """The :class:`~bids_perfusion.spatial.spaces.SpatialOptions` of the run."""
+        from bids_perfusion.spatial.spaces import SpatialOptions
+
+        return SpatialOptions(tuple(self.output_spaces), self.normalisation)
 
     @classmethod
     def from_dict(cls, values):
@@ -59,7 +69,7 @@ class ExecutionOptions:
         for name in ("bids_dir", "output_dir", "work_dir", "bids_filter_file"):
             if values.get(name) is not None:
                 values[name] = Path(values[name])
-        for name in ("participant_label", "session_label"):
+        for name in ("participant_label", "session_label", "output_spaces"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
         values["derivatives"] = tuple(Path(p) for p in values.get("derivatives", ()))

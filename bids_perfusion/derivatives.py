@@ -34,6 +34,11 @@ group/
 *_deltam.*
 sub-*/perf/*_mask.*
 *_roistats.*
+# Co-registration (--output-spaces): ASL reference images and transforms of perf/, and
+# displacement fields (BIDS lists .txt and .h5 transforms only):
+*_aslref.*
+sub-*/perf/*_xfm.*
+*_xfm.nii.gz
 *_timeseries.*
 """
 

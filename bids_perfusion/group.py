@@ -12,7 +12,11 @@ Reads the participant ROI tables of the derivatives dataset ``output_dir`` and
   Youden cut-off (bootstrap CIs), sensitivity, specificity, accuracy and the Mann-Whitney
   p-value (:mod:`bids_perfusion.stats.grading`);
 - ``group_[<entities>_]desc-roc_<quantity>.svg``: ROC curves of every method and the
-  ratios by grade with the cut-offs, one figure per acquisition and quantity.
+  ratios by grade with the cut-offs, one figure per acquisition and quantity;
+- ``group_[<entities>_]space-MNI152NLin2009aSym[_res-N]_desc-<desc>_stat-{mean,sd,n}_
+  <measure>.nii.gz`` (+ ``.json``): voxelwise mean, SD and subject count of every map the
+  participants wrote in the template (``--output-spaces MNI152NLin2009aSym``), within each
+  subject's brain mask (:func:`write_group_maps`).
 
 Only the ROI tables whose runs have a complete record (:mod:`bids_perfusion.records`) are
 read, after checking their content; damaged outputs stop the group level with a message
@@ -110,9 +114,11 @@ def run_group(bids_dir, output_dir, *, grade_column="grade", positive="HGG", roi
         participants = participants[participants["participant_id"].isin(wanted)]
     out = output_dir / GROUP_DIR
     out.mkdir(parents=True, exist_ok=True)
-    for stale in [*out.glob("group_*_stats.*"), *out.glob("group_*desc-roc_*.svg")]:
+    for stale in [*out.glob("group_*_stats.*"), *out.glob("group_*desc-roc_*.svg"),
+                  *out.glob("group_*_stat-*")]:
         stale.unlink()  # outputs of an earlier run must not outlive a failed grading
     _write(table, dictionary, out / "group_desc-roi_stats")
+    write_group_maps(output_dir, out, wanted)
     n_subjects = table["participant_id"].nunique()
     LOGGER.info("Group table: %d rows from %d subject(s): %s", len(table), n_subjects,
                 out / "group_desc-roi_stats.tsv")
@@ -168,6 +174,95 @@ def run_group(bids_dir, output_dir, *, grade_column="grade", positive="HGG", roi
                                 positive=positive)
     print(f"Group outputs: {out} ({len(result)} grading row(s), {len(figures)} figure(s))")
     return 0
+
+
+#: Statistics of the group maps: ``stat`` entity -> description.
+GROUP_MAP_STATISTICS = {
+    "mean": "voxelwise mean over the subjects whose brain mask holds the voxel",
+    "sd": "voxelwise sample standard deviation (n - 1) over the same subjects; 0 where "
+          "fewer than 2",
+    "n": "number of subjects whose brain mask holds the voxel",
+}
+#: Outputs in the template that are not averaged: masks and reference images.
+NOT_AVERAGED = ("mask", "dscref", "aslref")
+
+
+def write_group_maps(output_dir, out, subjects=None):
+    """Voxelwise mean, SD and count (:func:`bids_perfusion.stats.voxelwise.group_mean_sd`)
+    of every map in the template space, written by complete runs (their records,
+    :mod:`bids_perfusion.records`), one set per map kind (entities less ``sub``/``ses``);
+    a subject's voxels are those of the run's ``desc-brain_mask`` in the same space.
+    Returns the files written."""
+    import nibabel as nib
+    import numpy as np
+
+    from bids_perfusion import records
+    from bids_perfusion.naming import parse_name
+    from bids_perfusion.spatial.spaces import TEMPLATE
+    from bids_perfusion.stats.voxelwise import group_mean_sd
+
+    output_dir = Path(output_dir)
+    if not any(output_dir.glob(f"sub-*/**/perf/*_space-{TEMPLATE}_*.nii.gz")):
+        return []  # no map in the template: spare the audit's checksums
+    groups = {}
+    for relative in sorted(records.audit(output_dir).files):
+        entities, suffix = parse_name(relative)
+        if (entities.get("space") != TEMPLATE or suffix in NOT_AVERAGED
+                or not relative.endswith(".nii.gz")
+                or (subjects and f"sub-{entities['sub']}" not in subjects)):
+            continue
+        key = tuple((k, v) for k, v in entities.items() if k not in ("sub", "ses"))
+        groups.setdefault((key, suffix), []).append(output_dir / relative)
+    written = []
+    for (key, suffix), paths in groups.items():
+        images = [nib.load(path) for path in paths]
+        if len({image.shape for image in images}) > 1 or any(len(image.shape) != 3
+                                                              for image in images):
+            LOGGER.warning("Group maps: %s: maps of different grids or 4-D; not averaged",
+                           paths[0].name)
+            continue
+        maps = np.stack([np.asarray(image.dataobj, dtype=np.float64) for image in images])
+        valid = np.stack([_brain_of(path, image.shape) for path, image in zip(
+            paths, images, strict=True)])
+        statistics = dict(zip(GROUP_MAP_STATISTICS, group_mean_sd(maps, valid),
+                              strict=True))
+        sidecar = json.loads(paths[0].with_name(paths[0].name.replace(".nii.gz", ".json"))
+                             .read_text()) if paths[0].with_name(
+            paths[0].name.replace(".nii.gz", ".json")).exists() else {}
+        entities = dict(key)
+        desc = entities.pop("desc", None)
+        stem = "_".join(["group", *(f"{k}-{v}" for k, v in entities.items()),
+                         *([f"desc-{desc}"] if desc else [])])
+        for stat, data in statistics.items():
+            path = out / f"{stem}_stat-{stat}_{suffix}.nii.gz"
+            dtype = np.int16 if stat == "n" else np.float32
+            nib.Nifti1Image(data.astype(dtype), images[0].affine).to_filename(path)
+            path.with_name(path.name.replace(".nii.gz", ".json")).write_text(json.dumps({
+                "Description": GROUP_MAP_STATISTICS[stat],
+                "Units": "subjects" if stat == "n" else sidecar.get("Units", "unknown"),
+                "SpatialReference": sidecar.get("SpatialReference", TEMPLATE),
+                "Sources": [p.relative_to(output_dir).as_posix() for p in paths],
+                "NumberOfSubjects": len(paths)}, indent=2) + "\n")
+            written.append(path)
+        LOGGER.info("Group maps: %s (%d maps)", stem, len(paths))
+    return written
+
+
+def _brain_of(path, shape):
+    """The brain mask (boolean) of the run of the map ``path`` in the same space: its
+    ``desc-brain_mask``, or the map's non-zero voxels without one."""
+    import nibabel as nib
+    import numpy as np
+
+    from bids_perfusion.naming import parse_name
+
+    entities, _suffix = parse_name(path)
+    entities["desc"] = "brain"
+    mask = path.with_name("_".join(f"{k}-{v}" for k, v in entities.items())
+                          + "_mask.nii.gz")
+    if mask.exists():
+        return np.asarray(nib.load(mask).dataobj) > 0
+    return np.asarray(nib.load(path).dataobj) != 0
 
 
 def _write(table, dictionary, stem):

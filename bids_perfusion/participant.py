@@ -55,6 +55,7 @@ def run_participant(config, command):
             raise
         raise InputError(f"--bids-filter-file {execution.bids_filter_file}: {error}") from None
     errors += asl_errors
+    runs, asl_runs, anatomy = _with_anatomy(layout, runs, asl_runs, execution, errors)
     found = {run.subject for run in (*runs, *asl_runs)}
     if without := sorted(set(subjects or layout.get_subjects()) - found - {
             subject_of(message) for message in errors}):
@@ -86,7 +87,8 @@ def run_participant(config, command):
                               execution.verbose)
     try:
         status, written, run_errors, reports = _process(config, options, runs, asl_runs,
-                                                        found, [*errors, *weight_errors])
+                                                        found, [*errors, *weight_errors],
+                                                        anatomy)
         console.summary(written, [*errors, *run_errors], weight_errors,
                         time.time() - started)
     finally:
@@ -99,7 +101,20 @@ def run_participant(config, command):
     return status
 
 
-def _process(config, options, runs, asl_runs, found, errors):
+def _with_anatomy(layout, runs, asl_runs, execution, errors):
+    """The DSC and ASL runs that the output spaces can serve, and the subjects' T1w
+    (:func:`~bids_perfusion.collect.anat.collect_anatomy`); the messages of the runs
+    skipped for want of a T1w are added to ``errors``."""
+    from bids_perfusion.collect.anat import collect_anatomy
+
+    anatomy, usable, anat_errors = collect_anatomy(layout, [*runs, *asl_runs],
+                                                   execution.spatial, execution.derivatives)
+    errors += anat_errors
+    return ([run for run in runs if run in usable],
+            [run for run in asl_runs if run in usable], anatomy)
+
+
+def _process(config, options, runs, asl_runs, found, errors, anatomy=None):
     """Build and run the workflow, write the citation and the reports; returns the exit
     status, the number of runs written, the messages of the runs that failed and the
     reports."""
@@ -114,11 +129,13 @@ def _process(config, options, runs, asl_runs, found, errors):
     output_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_files(output_dir, execution.bids_dir)
     workflow = init_bids_perfusion_wf(runs, options, output_dir, execution.work_dir,
-                                      asl_runs=asl_runs, asl_options=config.asl)
+                                      asl_runs=asl_runs, asl_options=config.asl,
+                                      spatial=execution.spatial, anatomy=anatomy)
     LOGGER.info("Processing %d DSC and %d ASL run(s) of %d subject(s)", len(runs),
                 len(asl_runs), len(found))
     sources = {run.name: run.files[0] for run in runs}
     sources.update({run.name: run.file for run in asl_runs})
+    sources.update({f"{anat.name}_wf": anat.t1w for anat in (anatomy or {}).values()})
     progress = console.Progress(workflow)
     run_errors, internal = run_workflow(workflow, execution, sources, progress)
     write_citation(output_dir)  # the methods of every run with a completion record

@@ -347,8 +347,33 @@ def build_parser():
                        help="in-plane side of the N x N x 1 regression kernel of --asl-pvc "
                             "lr, voxels (default: %(default)s)")
 
+    add_spatial_arguments(parser)
     add_group_arguments(parser)
     return parser
+
+
+def _space(value):
+    from bids_perfusion.spatial.spaces import parse_space
+
+    try:
+        return parse_space(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
+
+
+def add_spatial_arguments(parser):
+    """``--output-spaces`` and ``--normalisation`` (argparse group 'spaces')."""
+    group = parser.add_argument_group("spaces (co-registration to the T1w, template)")
+    group.add_argument("--output-spaces", nargs="+", type=_space, default=["run"],
+                       metavar="SPACE",
+                       help="spaces the maps are written in, fMRIPrep's syntax: run (the "
+                            "run's own grid, default), T1w (the subject's anat/ T1w), "
+                            "MNI152NLin2009aSym[:res-N] (nilearn's template, 1 mm or N mm)")
+    group.add_argument("--normalisation", choices=("full", "fast"), default="full",
+                       help="schedule of the T1w-to-template registration: full (the "
+                            "template's 2 mm grid, SyN 10, 10, 5 iterations), fast (4 mm "
+                            "grid, SyN 10, 5: quick trials)")
+    return group
 
 
 def add_group_arguments(parser):
@@ -380,7 +405,8 @@ def run_config(args, bids_dir, output_dir, work_dir):
         **labels, bids_filter_file=args.bids_filter_file,
         derivatives=tuple(args.derivatives), skip_bids_validation=args.skip_bids_validation,
         work_dir=work_dir, nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem=args.mem,
-        verbose=args.verbose)
+        verbose=args.verbose, output_spaces=tuple(str(s) for s in args.output_spaces),
+        normalisation=args.normalisation)
     group = GroupOptions(grade_column=args.grade_column, positive_class=args.positive_class,
                          grading_roi=args.grading_roi, n_bootstrap=args.n_bootstrap,
                          bootstrap_seed=args.bootstrap_seed)

@@ -2,9 +2,10 @@
 
 niworkflows' module indexes TemplateFlow's home when imported (``STANDARD_SPACES``: about
 9 s for its 2 500-file skeleton, in every process that imports it, workers included).
-This App writes no template space, so unless the user chose a home (``TEMPLATEFLOW_HOME``)
-it points TemplateFlow at an empty one shipped with the package, whose index is instant
-(and which guarantees that nothing is downloaded).
+This App takes its template from nilearn (``--output-spaces``, docs/preprocessing.md), not
+from TemplateFlow, so unless the user chose a home (``TEMPLATEFLOW_HOME``) it points
+TemplateFlow at an empty one shipped with the package, whose index is instant (and which
+guarantees that nothing is downloaded).
 """
 
 import json
@@ -34,9 +35,18 @@ from niworkflows.interfaces.bids import (  # noqa: E402 (after TEMPLATEFLOW_HOME
 PERF_PATTERN = (
     "sub-{subject}[/ses-{session}]/{datatype<perf>|perf}/sub-{subject}[_ses-{session}]"
     "[_task-{task}][_acq-{acquisition}][_ce-{ceagent}][_rec-{reconstruction}][_run-{run}]"
-    "[_res-{resolution}][_desc-{desc}]"
-    "_{suffix<cbf|cbv|mtt|tmax|ttp|bat|k2|att|deltam|m0scan|mask|timeseries|roistats|dsc|asl>}"
+    "[_space-{space}][_res-{resolution}][_desc-{desc}]"
+    "_{suffix<cbf|cbv|mtt|tmax|ttp|bat|k2|att|deltam|m0scan|mask|timeseries|roistats|dsc|asl"
+    "|dscref|aslref>}"
     "{extension<.nii.gz|.nii|.json|.tsv>|.nii.gz}"
+)
+#: Path pattern of the transforms (workflows/spatial.py): ITK affine text or displacement
+#: field, in anat/ (the T1w's normalisation) or perf/ (a run's co-registration).
+XFM_PATTERN = (
+    "sub-{subject}[/ses-{session}]/{datatype<anat|perf>|anat}/sub-{subject}[_ses-{session}]"
+    "[_task-{task}][_acq-{acquisition}][_ce-{ceagent}][_rec-{reconstruction}][_run-{run}]"
+    "_from-{from}_to-{to}_mode-{mode<image|points>|image}[_desc-{desc}]_{suffix<xfm>|xfm}"
+    "{extension<.txt|.h5|.nii.gz|.json>|.txt}"
 )
 
 
@@ -49,7 +59,7 @@ class DerivativesDataSink(_DerivativesDataSink):
     """
 
     out_path_base = ""
-    _file_patterns = (PERF_PATTERN, *_DerivativesDataSink._file_patterns)
+    _file_patterns = (PERF_PATTERN, XFM_PATTERN, *_DerivativesDataSink._file_patterns)
 
     def _run_interface(self, runtime):
         resolution = self._metadata.get("Resolution")

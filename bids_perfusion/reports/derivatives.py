@@ -29,12 +29,16 @@ ROI_MASKS = {"NAWM": "NAWM", "tumor": "tumour", "tumour": "tumour", "GM": "GM", 
 
 def find_runs(subject_dir):
     """``{run: {(desc, suffix, extension): path}}`` of the files in ``perf/`` folders under
-    ``subject_dir``; ``run`` is the file's entities without ``desc``, in order."""
+    ``subject_dir``; ``run`` is the file's entities without ``desc``, in order. Outputs in
+    another space (``space-``) and transforms are left out: they are not runs of their
+    own (the registration figures read them, :func:`space_file`)."""
     runs = {}
     for path in sorted(Path(subject_dir).glob("**/perf/*")):
         if not path.is_file() or "-" not in path.name:
             continue
         entities, suffix = parse_name(path.name)
+        if "space" in entities or suffix == "xfm":
+            continue
         run = join_entities({k: v for k, v in entities.items() if k != "desc"})
         extension = path.name[len(path.name.split(".")[0]):]
         runs.setdefault(run, {})[(entities.get("desc"), suffix, extension)] = path
@@ -65,6 +69,13 @@ def checked_runs(output_dir, subject_dir, subject):
             record = checked.run_of(next(iter(files.values())), output_dir)
             run_records[name] = checked.complete[record]
     return kept, run_records, False, problems
+
+
+def space_file(run_file, run, space_entities, suffix):
+    """The file ``<run>_<space entities>_<suffix>.nii.gz`` beside ``run_file`` (another
+    output of the run), or None."""
+    path = Path(run_file).with_name(f"{run}_{space_entities}_{suffix}.nii.gz")
+    return path if path.is_file() else None
 
 
 def read_json(path):

@@ -176,6 +176,20 @@ def map_montage(path, data, mask=None, *, title="", units="", cmap="inferno",
         return _save(figure, path)
 
 
+def edges(image, sigma=1.0, quantile=85.0):
+    """Boolean edges of a 3-D image: the voxels whose Gaussian gradient magnitude (of
+    ``sigma`` voxels) is above its ``quantile`` percentile over the non-zero voxels, the
+    outline that registration overlays draw over another image."""
+    from scipy import ndimage
+
+    image = np.nan_to_num(np.asarray(image, dtype=float))
+    magnitude = ndimage.gaussian_gradient_magnitude(image, sigma)
+    inside = image != 0
+    if not inside.any():
+        return np.zeros(image.shape, dtype=bool)
+    return (magnitude > np.percentile(magnitude[inside], quantile)) & inside
+
+
 def mask_overlay(path, background, masks, *, title="", n_slices=12, n_columns=6,
                  zooms=(1.0, 1.0), brain=None, alpha=0.6, colours=MASK_COLOURS):
     """Masks drawn in colour over a grey-scale background (a baseline image or a map).

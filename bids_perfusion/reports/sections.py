@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bids_perfusion.naming import parse_name
 from bids_perfusion.reports import derivatives as read
 from bids_perfusion.reports import figures
 
@@ -327,6 +328,48 @@ def _draw_denoising(run, brain):
                 f"{pairs['CBF'][1].name}", "Denoising")
 
 
+def _draw_registration(run, output_dir):
+    """The run's reference image, co-registered and resampled onto the T1w, as edges over
+    the T1w; and the T1w normalised to the template as edges over the template."""
+    first = next(iter(run.files.values()))
+    for suffix in ("dscref", "aslref"):
+        reference = read.space_file(first, run.name, "space-T1w", suffix)
+        if reference is None:
+            continue
+        metadata = read.read_json(reference.with_name(reference.name.replace(".nii.gz",
+                                                                           ".json")))
+        t1w_path = read.raw_source(output_dir, {"Sources": [metadata.get(
+            "SpatialReference", "")]})
+        if t1w_path is not None:
+            (t1w, zooms), (moved, _) = read.load_image(t1w_path), read.load_image(reference)
+            if t1w.shape == moved.shape:
+                target = run.target("coreg", "T1w")
+                figures.mask_overlay(target, t1w, {"run reference edges":
+                                                   figures.edges(moved)},
+                                     zooms=zooms, alpha=0.8,
+                                     title="co-registration: run reference on the T1w")
+                run.add(target, f"Edges of the run's reference ({reference.name}) on the "
+                        "subject's T1w", "Registration")
+    anat = Path(first).parent.parent / "anat"
+    for normalised in sorted(anat.glob("*_space-MNI152NLin2009aSym_res-*_desc-preproc_"
+                                       "T1w.nii.gz")):
+        import nibabel as nib
+        from nilearn.datasets import load_mni152_template
+
+        template = load_mni152_template(resolution=int(parse_name(normalised)[0]["res"]))
+        background = np.asarray(nib.as_closest_canonical(template).dataobj, dtype=float)
+        moved, zooms = read.load_image(normalised)
+        if moved.shape != background.shape:
+            continue
+        target = run.figures_dir / normalised.name.replace(".nii.gz", ".svg")
+        if not target.exists():
+            figures.mask_overlay(target, background, {"T1w edges": figures.edges(moved)},
+                                 zooms=zooms, alpha=0.8,
+                                 title="normalisation: T1w on the MNI152 2009a template")
+        run.add(target, f"Edges of the subject's T1w normalised to the template "
+                f"({normalised.name}) on nilearn's MNI152NLin2009aSym", "Registration")
+
+
 def _roi_table(run):
     path = run.files.get(("roi", "roistats", ".tsv"))
     rows = read.read_rows(path)
@@ -361,6 +404,7 @@ def report_run(name, files, output_dir, figures_dir, *, derivatives=(), record=N
         _draw_curves(run, rois)
         _draw_superres(run, brain)
     _draw_denoising(run, brain)
+    _draw_registration(run, output_dir)
     _roi_table(run)
     return run.context()
 

@@ -19,6 +19,7 @@ from bids_perfusion.interfaces.asl import (
 )
 from bids_perfusion.interfaces.deepasl import DenoiseDeltaM
 from bids_perfusion.interfaces.roi import ROIStatistics
+from bids_perfusion.interfaces.spatial import RunReference
 from bids_perfusion.motion.series import ASL_STRUCTURAL
 from bids_perfusion.workflows.asl_tissue import (
     connect_voxelwise_t1,
@@ -35,6 +36,7 @@ from bids_perfusion.workflows.outputs import (
     mask_sidecar,
     merge_fields,
 )
+from bids_perfusion.workflows.spatial import coregistration_text, space_sinks
 
 CBF_UNITS = "mL/100 g/min"
 
@@ -82,7 +84,7 @@ def quantification_parameters(run, options):
     return parameters
 
 
-def init_asl_wf(run, options, output_dir, name=None):
+def init_asl_wf(run, options, output_dir, name=None, spatial=None):
     """Quantify one ASL run and write its derivatives.
 
     The graph is decided here from the run's metadata: single delay (consensus formula,
@@ -97,6 +99,9 @@ def init_asl_wf(run, options, output_dir, name=None):
     run : :class:`~bids_perfusion.workflows.asl_options.ASLRun`
     options : :class:`~bids_perfusion.workflows.asl_options.ASLOptions`
     output_dir : str
+    spatial : :class:`~bids_perfusion.workflows.spatial.RunSpaces`, optional
+        Also write the maps in other output spaces, the run's reference being its M0
+        (the temporal mean of the series for scanner CBF volumes).
     """
     meta = run.metadata
     workflow = Workflow(name=name or f"{run.name}_asl_wf")
@@ -119,7 +124,8 @@ def init_asl_wf(run, options, output_dir, name=None):
         outputs = [(cbf_node, "cbf", "cbf_scanner", {"desc": "scanner", "suffix": "cbf"},
                     {"Units": CBF_UNITS,
                      "EstimationMethod": "mean of the scanner's CBF volumes"})]
-        return _finish(workflow, run, output_dir, masks, outputs, sinks, options)
+        return _finish(workflow, run, output_dir, masks, outputs, sinks, options,
+                       spatial=spatial)
 
     if not set(meta.context.volume_types) <= set(ASL_STRUCTURAL):
         # ΔM or CBF volumes computed by the scanner cannot be realigned
@@ -304,7 +310,7 @@ def init_asl_wf(run, options, output_dir, name=None):
                       "statistics; counts and reasons in ExcludedVoxels")),
     ]
     return _finish(workflow, run, output_dir, masks, outputs, sinks, options,
-                   excluded=prepare)
+                   excluded=prepare, spatial=spatial)
 
 
 #: The denoisers in the methods text.
@@ -392,9 +398,12 @@ def _m0_text(m0_type):
             "Absent": "the mean control image"}[m0_type]
 
 
-def _finish(workflow, run, output_dir, masks, outputs, sinks, options, excluded=None):
+def _finish(workflow, run, output_dir, masks, outputs, sinks, options, excluded=None,
+            spatial=None):
     """ROI statistics of the maps (less the ``excluded_mask`` of the node ``excluded``),
-    then the output block (barrier, sinks, record)."""
+    then the output block (barrier, sinks, record), with the outputs in the spaces of
+    ``spatial`` when given (the reference: the M0 of ``excluded``, or the mean series when
+    there is no M0 image: scanner CBF volumes, or an ``M0Estimate``, a constant)."""
     roi_names = [key for key in ROI_NAMES if key in run.masks or key == "brain"]
     roi = pe.Node(ROIStatistics(rois=roi_names,
                                 measures=[measure for _n, _f, measure, *_r in outputs]),
@@ -416,5 +425,13 @@ def _finish(workflow, run, output_dir, masks, outputs, sinks, options, excluded=
           for node, field, _measure, entities, sidecar in outputs],
         *sinks,
     ]
+    if spatial is not None:
+        if excluded is not None and run.metadata.m0_type != "Estimate":
+            reference = (excluded, "m0")
+        else:
+            reference = (pe.Node(RunReference(in_file=run.file, kind="mean"),
+                                 name="run_reference"), "out_file")
+        sinks += space_sinks(workflow, sinks, spatial, reference)
+        workflow.__desc__ += " " + coregistration_text("aslref")
     return connect_outputs(workflow, [run.file], output_dir, sinks, options=options,
                            methods=workflow.__desc__)

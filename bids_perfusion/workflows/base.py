@@ -6,22 +6,55 @@ from bids_perfusion.workflows.asl import init_asl_wf
 from bids_perfusion.workflows.dsc import init_dsc_wf, simulated_dose_text
 
 
-def init_bids_perfusion_wf(runs, options, output_dir, work_dir, asl_runs=(), asl_options=None):
+def init_bids_perfusion_wf(runs, options, output_dir, work_dir, asl_runs=(), asl_options=None,
+                           spatial=None, anatomy=None):
     """One :func:`init_dsc_wf` per DSC run and per dose (acquired, then each simulated),
     and of its super-resolution when asked, and one :func:`init_asl_wf` per ASL run.
 
-    Runs are independent sub-workflows: a failure in one leaves the others running.
+    Runs are independent sub-workflows: a failure in one leaves the others running. With
+    ``spatial`` (:class:`~bids_perfusion.spatial.spaces.SpatialOptions`) asking for spaces
+    other than ``run``, every run is co-registered to the T1w of ``anatomy``
+    (``{(subject, session): Anatomy}``), and with the template, each subject's T1w is
+    normalised once (:func:`~bids_perfusion.workflows.spatial.init_anat_wf`), its warp
+    given to every run of the subject.
     """
     workflow = Workflow(name="bids_perfusion_wf", base_dir=str(work_dir))
     if options.simulate_doses:
         workflow.__postdesc__ = simulated_dose_text(options.simulate_doses,
                                                     options.lowdose_model,
                                                     options.lowdose_average)
+    add_run = _spatial_runs(workflow, spatial, anatomy or {}, output_dir)
     for run in runs:
         for dose in (1.0, *options.simulate_doses):
-            workflow.add_nodes([init_dsc_wf(run, options, output_dir, dose=dose)])
+            add_run(run, "dscref", lambda spaces, run=run, dose=dose: init_dsc_wf(
+                run, options, output_dir, dose=dose, spatial=spaces))
         if options.superres:
             workflow.add_nodes([init_dsc_wf(run, options, output_dir, superres=True)])
     for run in asl_runs:
-        workflow.add_nodes([init_asl_wf(run, asl_options, output_dir)])
+        add_run(run, "aslref", lambda spaces, run=run: init_asl_wf(
+            run, asl_options, output_dir, spatial=spaces))
     return workflow
+
+
+def _spatial_runs(workflow, spatial, anatomy, output_dir):
+    """A function ``add_run(run, reference_suffix, build)`` that adds to ``workflow`` the
+    run's workflow ``build(spaces)`` (``spaces`` a
+    :class:`~bids_perfusion.workflows.spatial.RunSpaces` or None) and, with the template,
+    connects it to the normalisation of its subject's T1w (made on first use)."""
+    if spatial is None or not spatial.needs_t1w:
+        return lambda run, suffix, build: workflow.add_nodes([build(None)])
+    from bids_perfusion.workflows.spatial import RunSpaces, init_anat_wf, template_warp_input
+
+    anat_wfs = {}
+
+    def add_run(run, suffix, build):
+        subject = anatomy[(run.subject, run.session)]
+        run_wf = build(RunSpaces(spatial, subject, suffix))
+        workflow.add_nodes([run_wf])
+        if (target := template_warp_input(run_wf)) is None:
+            return
+        if subject.name not in anat_wfs:
+            anat_wfs[subject.name] = init_anat_wf(subject, spatial, output_dir)
+        workflow.connect(anat_wfs[subject.name], "outputnode.template_warp", run_wf, target)
+
+    return add_run

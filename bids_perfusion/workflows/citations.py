@@ -101,6 +101,18 @@ REFERENCES = {
             "implicit image function. Proc IEEE/CVF CVPR 2021:8628-8638.",
     "chen2018node": "Chen RTQ, Rubanova Y, Bettencourt J, Duvenaud D. Neural ordinary "
                     "differential equations. Adv Neural Inf Process Syst 2018;31.",
+    # spatial normalisation and co-registration (workflows/spatial.py)
+    "fonov2011": "Fonov V, Evans AC, Botteron K, Almli CR, McKinstry RC, Collins DL. "
+                 "Unbiased average age-appropriate atlases for pediatric studies. "
+                 "NeuroImage 2011;54:313-327.",
+    "garyfallidis2014": "Garyfallidis E, Brett M, Amirbekian B, et al. Dipy, a library for "
+                        "the analysis of diffusion MRI data. Front Neuroinform 2014;8:8.",
+    "mattes2003": "Mattes D, Haynor DR, Vesselle H, Lewellen TK, Eubank W. PET-CT image "
+                  "registration in the chest using free-form deformations. IEEE Trans Med "
+                  "Imaging 2003;22:120-128.",
+    "avants2008": "Avants BB, Epstein CL, Grossman M, Gee JC. Symmetric diffeomorphic image "
+                  "registration with cross-correlation: evaluating automated labeling of "
+                  "elderly and neurodegenerative brain. Med Image Anal 2008;12:26-41.",
 }
 
 

@@ -25,6 +25,7 @@ from bids_perfusion.workflows.dsc_methods import (
 from bids_perfusion.workflows.dsc_outputs import FRONT_END_INPUTS, init_dsc_outputs_wf
 from bids_perfusion.workflows.motion import motion_record, motion_text
 from bids_perfusion.workflows.options import DECONVOLUTION_METHODS
+from bids_perfusion.workflows.spatial import coregistration_text
 
 
 def simulated_dose_text(doses, model="exponential", average="temporal"):
@@ -155,7 +156,8 @@ def methods_description(run, options, relax):
     return text
 
 
-def init_dsc_wf(run, options, output_dir, dose=1.0, superres=False, name=None):
+def init_dsc_wf(run, options, output_dir, dose=1.0, superres=False, name=None,
+                spatial=None):
     """Quantify one DSC run (or a low dose simulated from it) and write its derivatives.
 
     .. workflow::
@@ -183,6 +185,9 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, superres=False, name=None):
         1 for the acquired series, d < 1 for the simulation of a reduced dose.
     superres : bool
         Quantify the super-resolved series of the acquired dose.
+    spatial : :class:`~bids_perfusion.workflows.spatial.RunSpaces`, optional
+        Also write the maps in other output spaces (not for a super-resolved run, whose
+        ``res`` entity names its own grid).
     """
     simulated = dose < 1.0
     if superres and simulated:
@@ -213,13 +218,18 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, superres=False, name=None):
         extra_entities = extra_sidecar = None
         extra_methods = ""
     extra_sidecar = {**motion_record(options, "dsc"), **(extra_sidecar or {})}
+    if superres:
+        spatial = None
+    if spatial is not None:
+        extra_methods += coregistration_text("dscref")
     outputs = init_dsc_outputs_wf(
         run, maps, output_dir, record, options=options, run_name=name,
         methods=workflow.__desc__ + extra_methods, extra_entities=extra_entities,
         extra_sidecar=extra_sidecar,
         write_corrected=options.write_series and not (simulated or superres),
         series_sidecar={"Description": "the DSC series super-resolved before "
-                                       "quantification (first echo)"} if superres else None)
+                                       "quantification (first echo)"} if superres else None,
+        spatial=spatial)
     masks = [key for key in GIVEN_MASKS if key in run.masks or key in ("brain", "NAWM")]
     to_outputs = [key for key in FRONT_END_INPUTS if key in masks or key not in GIVEN_MASKS]
     if superres:

@@ -6,6 +6,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_perfusion.interfaces.maps import RelativeMaps
 from bids_perfusion.interfaces.roi import ROICurves, ROIStatistics
+from bids_perfusion.interfaces.spatial import RunReference
 from bids_perfusion.workflows.dsc_front_end import GIVEN_MASKS, MOTION_OUTPUTS
 from bids_perfusion.workflows.dsc_methods import metadata_field
 from bids_perfusion.workflows.motion import motion_sinks
@@ -16,6 +17,7 @@ from bids_perfusion.workflows.outputs import (
     mask_sidecar,
     merge_fields,
 )
+from bids_perfusion.workflows.spatial import space_sinks
 
 #: What the outputs read from the front end (the maps come from the methods; the series
 #: and its record when it is written, ``series_sidecar``).
@@ -41,7 +43,8 @@ def roi_curves_sidecar(rois, relaxivity):
 
 def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
                         run_name, extra_entities=None, extra_sidecar=None,
-                        series_sidecar=None, write_corrected=False, name="outputs_wf"):
+                        series_sidecar=None, write_corrected=False, spatial=None,
+                        name="outputs_wf"):
     """Normalise the maps to the NAWM, summarise them in the ROIs and write every file.
 
     .. workflow::
@@ -78,6 +81,10 @@ def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
         the sidecar of the super-resolved series; None: the series is not written
     write_corrected : bool
         write the motion-corrected series (``--write-series``, acquired runs)
+    spatial : :class:`~bids_perfusion.workflows.spatial.RunSpaces`, optional
+        the maps and masks are also written in these output spaces
+        (:func:`~bids_perfusion.workflows.spatial.space_sinks`), the run's reference
+        being the mean of its pre-bolus frames
 
     Inputs
     ------
@@ -164,6 +171,9 @@ def init_dsc_outputs_wf(run, maps, output_dir, relaxivity, *, options, methods,
         workflow.connect(inputnode, "in_files", first_echo, "inlist")
         sinks.append((first_echo, "out", {"desc": "superres", "suffix": "dsc"},
                       (inputnode, "superres_metadata"), series_sidecar))
+    if spatial is not None:
+        reference = pe.Node(RunReference(in_file=run.files[0]), name="run_reference")
+        sinks += space_sinks(workflow, sinks, spatial, (reference, "out_file"))
     if options.motion_correction:
         sinks += motion_sinks((inputnode, "confounds", "motion_metadata"), options, "dsc",
                               (inputnode, "corrected") if write_corrected else None)

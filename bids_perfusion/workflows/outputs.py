@@ -92,7 +92,7 @@ def connect_outputs(workflow, source_files, output_dir, sinks, *, options, metho
         label = "_".join(str(v) for v in entities.values())
         sink = pe.Node(
             DerivativesDataSink(base_directory=output_dir, dismiss_entities=["echo"],
-                                compress=entities["suffix"] not in TABLES or None,
+                                compress=entities["suffix"] not in (*TABLES, "xfm") or None,
                                 **entities, **(extra_entities or {}),
                                 **{"Sources": sources, **(extra_sidecar or {}),
                                    **sidecar}),
