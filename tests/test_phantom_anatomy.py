@@ -24,7 +24,7 @@ TINY = {"matrix": (32, 32, 8), "fov_mm": 220.0, "slab_mm": 128.0}
 #: generator before the population anatomy existed (commit 6406101), with the two keys
 #: the forward-model option added to the truth CBV sidecars (``ForwardModel``,
 #: ``Definition``); every image and every other file is byte-identical to 6406101's.
-FROZEN_DIGEST = "27e54dbda28f28f3b2a2365e5140e14930b3143e7fb8640fc69a20a834e5fc44"
+FROZEN_DIGEST = "d8ad1b59ec9a816ccc415c8f54224edd5d2c256496926d29507a00e1274a87cf"
 
 
 def _frozen_config():
@@ -35,8 +35,8 @@ def _frozen_config():
 def _digest(root):
     """sha256 over every file: NIfTI arrays rounded to 1e-3 (robust to the gzip level and
     to the last bits of another numpy build), text files byte for byte, and the
-    parameters file without its ``config`` block (which lists every option, new ones
-    included)."""
+    parameters file without its ``config`` and ``constants`` blocks (which list every
+    option and constant, new ones included)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
         name = path.relative_to(root).as_posix()
@@ -48,6 +48,7 @@ def _digest(root):
         elif name.endswith("phantom_parameters.json"):
             payload = json.loads(path.read_text())
             payload.pop("config")
+            payload.pop("constants")
             digest.update(json.dumps(payload, sort_keys=True).encode())
         else:
             digest.update(path.read_bytes())
