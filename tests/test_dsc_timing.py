@@ -52,6 +52,20 @@ def test_baseline_window_closed_form():
         assert 3 <= start <= 5 and stop == 13
 
 
+def test_baseline_window_keeps_a_rising_drift_in_the_baseline():
+    """A signal drift of +0.5 % over the 13 pre-bolus frames (a hundred times the noise of
+    the curve) leaves the first frames below the plateau next to the bolus; they are
+    baseline, not the bolus arrival, which stays at frame 13."""
+    drift = 1.0 + 0.005 * np.minimum(np.arange(60), 12) / 12
+    for seed in range(10):
+        signal = _signal(transient=(0.0, 0.3), noise=0.01, seed=seed) * drift
+        assert timing.baseline_window(signal) == (0, 13)
+    # Two noise excursions in a row within the baseline do not end it either.
+    signal = _signal(transient=(0.0, 0.3))
+    signal[5:7] -= 1.0
+    assert timing.baseline_window(signal) == (0, 13)
+
+
 def test_baseline_window_trades_transient_bias_for_s0_noise():
     """S0 over [k, 13) has squared error e(k)² + σ_v²/(13 − k), e(k) = Σ 80·0.3^n / (13 − k).
 

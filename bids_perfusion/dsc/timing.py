@@ -124,11 +124,13 @@ def baseline_window(mean_signal: ArrayLike, n_discard: int | None = None, n_sd: 
     steady-state transient) and ``σ_v²/(stop − k)`` the variance of the average. At SNR 50
     a transient frame 0.1 % above ``L`` is worth keeping: its bias is far below the noise
     it averages out. ``stop`` is the
-    first frame ``i ≥ start`` where the bolus has clearly arrived: ``S_i`` and ``S_i+1``
-    both below ``L − max(n_sd · σ, rel_tol · L)``, with L the baseline level (median of the
+    first frame of the run of frames below ``L − max(n_sd · σ, rel_tol · L)`` that leads
+    into the signal minimum (the bolus peak), with L the baseline level (median of the
     flattest three pre-bolus frames) and σ the noise SD of the curve
-    (:func:`estimate_noise_sd` unless given). Asking for two frames in a row keeps single
-    noise excursions from ending the baseline; the bolus drop lasts many frames. The
+    (:func:`estimate_noise_sd` unless given). Searching back from the minimum keeps
+    earlier low frames that return to the plateau in the baseline: noise excursions, and
+    a slowly rising signal drift, whose first frames lie below a plateau measured next to
+    the bolus (a drift of 0.5 % is a hundred times the noise of a brain-mean curve). The
     per-voxel baseline ``S0`` is the mean over the window (Rosen et al., MRM 1990;14:249).
 
     Raises ValueError when fewer than ``min_frames`` baseline frames remain.
@@ -140,8 +142,15 @@ def baseline_window(mean_signal: ArrayLike, n_discard: int | None = None, n_sd: 
         raise ValueError(f"n_discard must be in [0, {curve.size}), got {n_discard}")
     level = _plateau_level(curve)
     low = curve < level - _tolerance(curve, n_sd, rel_tol, noise_sd)
-    arrived = np.flatnonzero(low[start:-1] & low[start + 1:])
-    stop = start + int(arrived[0]) if arrived.size else curve.size
+    # The bolus arrives with the run of low frames that leads into the signal minimum:
+    # earlier low frames followed by a return to the plateau (a rising signal drift, a
+    # noise excursion) are baseline.
+    bottom = start + int(np.argmin(curve[start:]))
+    plateau = np.flatnonzero(~low[start:bottom])
+    if not low[bottom]:  # no frame drops: no bolus in the curve
+        stop = curve.size
+    else:
+        stop = start + int(plateau[-1]) + 1 if plateau.size else start
     if voxel_noise_sd is not None and n_discard is None and stop > start:
         start = _least_squared_error_start(curve - level, start, stop, voxel_noise_sd)
     if stop - start < min_frames:
