@@ -27,7 +27,8 @@ P_GM + P_WM <= 1.
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import ndimage
+
+from bids_perfusion.spatial.transforms import resample, source_points
 
 #: Rounding allowed beyond [0, 1] and beyond P_GM + P_WM = 1 (fractions stored as float32,
 #: or written by tools that normalise each class separately to 1e-4).
@@ -84,8 +85,10 @@ def resample_linear(data: ArrayLike, source_affine: ArrayLike, target_affine: Ar
     """A 3-D map resampled onto another grid of the same world space, trilinear.
 
     Target voxel ``v`` takes the source value at ``inv(A_source) A_target v`` (voxel to world
-    to voxel). ValueError when the source does not cover every target voxel centre (within
-    half a voxel of its own first and last centres): values there would be invented.
+    to voxel; :func:`bids_perfusion.spatial.transforms.resample`, edge values just outside
+    the source's last voxel centres). ValueError when the source does not cover every
+    target voxel centre (within half a voxel of its own first and last centres): values
+    there would be invented.
     The data are returned unchanged when the grids are the same.
     """
     data = np.asarray(data, dtype=float)
@@ -104,5 +107,5 @@ def resample_linear(data: ArrayLike, source_affine: ArrayLike, target_affine: Ar
             f"its grid ({data.shape}) does not cover the ASL grid ({target_shape}) in world "
             "coordinates; give the map in the ASL grid, or on a grid that covers the whole "
             "ASL field of view (same scanner space, e.g. from the T1w)")
-    return ndimage.affine_transform(data, mapping[:3, :3], offset=mapping[:3, 3],
-                                    output_shape=target_shape, order=1, mode="nearest")
+    return resample(data, source_affine, source_points(target_shape, target_affine),
+                    target_shape, "map", outside="nearest")

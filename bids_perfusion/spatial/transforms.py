@@ -73,10 +73,13 @@ def source_points(target_shape: tuple[int, ...], target_affine: ArrayLike, *,
 
 
 def resample(data: ArrayLike, data_affine: ArrayLike, points: NDArray[np.float64],
-             target_shape: tuple[int, ...], kind: str = "map") -> NDArray[np.float64]:
+             target_shape: tuple[int, ...], kind: str = "map",
+             outside: str = "constant") -> NDArray[np.float64]:
     """``data`` (3-D, on the grid of ``data_affine``) read at world ``points`` (3, N, from
     :func:`source_points`) and shaped ``target_shape``, with the interpolation of
-    ``kind`` (:data:`INTERPOLATION`); 0 outside the source grid and where a point is NaN.
+    ``kind`` (:data:`INTERPOLATION`); 0 where a point is NaN. Outside the source grid:
+    0 (``outside="constant"``), or the value of the nearest edge voxel
+    (``outside="nearest"``, for an image that covers its voxels' whole extent).
     Non-finite values of ``data`` count as 0."""
     if kind not in INTERPOLATION:
         raise ValueError(f"kind must be one of {sorted(INTERPOLATION)}, got {kind!r}")
@@ -86,9 +89,10 @@ def resample(data: ArrayLike, data_affine: ArrayLike, points: NDArray[np.float64
         raise ValueError(f"resample needs a 3-D image, got shape {data.shape}")
     voxels = apply_affine(np.linalg.inv(np.asarray(data_affine, dtype=np.float64)), points)
     undefined = ~np.isfinite(voxels).all(axis=0)
-    voxels[:, undefined] = -1e6
+    voxels[:, undefined] = 0.0
     values = ndimage.map_coordinates(data, voxels, order=INTERPOLATION[kind],
-                                     mode="constant", cval=0.0, prefilter=False)
+                                     mode=outside, cval=0.0, prefilter=False)
+    values[undefined] = 0.0
     return values.reshape(target_shape)
 
 
