@@ -8,7 +8,7 @@ voxels with numpy.linalg written from the papers without the vectorised code's s
 import numpy as np
 import pytest
 
-from bids_perfusion.dsc import kinetics
+from bids_perfusion.dsc import kinetics, truncated_svd
 from bids_perfusion.dsc.deconvolution import DeconvolutionModel
 from bids_perfusion.dsc.tikhonov import Tikhonov
 from bids_perfusion.dsc.truncated_svd import oscillation_index
@@ -95,6 +95,30 @@ def test_oscillation_index_by_hand():
     assert oscillation_index(np.linspace(0, 3, 7)) == pytest.approx(0.0)
     assert oscillation_index(np.zeros((2, 6))).tolist() == [0.0, 0.0]
     assert oscillation_index(-2 * np.array([0.0, 1.0, 0.0, 1.0, 0.0])) == pytest.approx(6 / 5)
+
+
+def test_oscillation_index_along_any_axis_equals_the_definition():
+    rng = np.random.default_rng(3)
+    curves = rng.standard_normal((7, 30))
+    expected = np.abs(np.diff(curves, n=2, axis=-1)).sum(axis=-1) / (30 * np.abs(curves).max(-1))
+    np.testing.assert_allclose(oscillation_index(curves), expected, rtol=1e-12)
+    single = curves.astype(np.float32)
+    np.testing.assert_array_equal(oscillation_index(single.T, axis=0), oscillation_index(single))
+    assert oscillation_index(single).dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_osvd_sweep_in_small_blocks_equals_per_voxel_reference(noisy_batch, monkeypatch, dtype):
+    """Sweep blocks of 3 voxels (the last one partial, fewer as voxels leave the sweep)
+    reuse one block's scratch: the thresholds are still the per-voxel reference's."""
+    aif, tissue = noisy_batch
+    monkeypatch.setattr(truncated_svd, "_SWEEP_BLOCK", 3)
+    fit = DeconvolutionModel(aif, DT, "osvd").fit(tissue.astype(dtype))
+    residue, regularisation = references.deconvolve(aif, DT, tissue, "osvd")
+    np.testing.assert_array_equal(fit.regularisation, regularisation)
+    tolerance = 1e-8 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(fit.residue, residue, rtol=tolerance,
+                               atol=tolerance * np.abs(residue).max())
 
 
 # --- noise-free closed forms ---------------------------------------------------------------

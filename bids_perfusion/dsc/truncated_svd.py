@@ -34,19 +34,28 @@ def oscillation_index(residue: ArrayLike, axis: int = -1) -> NDArray[np.float64]
     with N the number of samples of ``f`` (the padded length L for block-circulant
     solutions). A residue that is identically zero has OI = 0.
     """
-    residue = np.asarray(residue)
+    lags_first = np.moveaxis(np.asarray(residue), axis, 0)
+    n = lags_first.shape[0]
+    work = np.empty((max(2 * n - 3, 0), *lags_first.shape[1:]), dtype=lags_first.dtype)
+    return _oscillation_index_lags_first(lags_first, work)
 
-    def samples(start: int | None, stop: int | None) -> tuple[slice, ...]:
-        index = [slice(None)] * residue.ndim
-        index[axis] = slice(start, stop)
-        return tuple(index)
 
-    # f[k] − 2 f[k−1] + f[k−2] as two first differences (np.diff with n=2, without its
-    # overhead on large blocks), the absolute value taken in place.
-    first = residue[samples(1, None)] - residue[samples(None, -1)]
-    second = first[samples(1, None)] - first[samples(None, -1)]
-    total = np.abs(second, out=second).sum(axis=axis)
-    peak = residue.shape[axis] * np.abs(residue).max(axis=axis)
+def _oscillation_index_lags_first(residue: NDArray[Any], work: NDArray[Any]) -> NDArray[Any]:
+    """:func:`oscillation_index` along the first axis, with ``work`` (2N − 3, ...) as scratch.
+
+    The second difference is taken as two first differences into ``work`` (no temporary
+    arrays: the oSVD sweep calls this for every block at every threshold), its absolute
+    value in place, and ``max |f|`` as the larger of ``max f`` and ``−min f`` (two
+    reductions, no absolute copy of ``f``). With lags along the first axis, every step
+    runs over contiguous rows. Bit for bit the same as the definition above.
+    """
+    n = residue.shape[0]
+    first, second = work[:n - 1], work[n - 1:]
+    np.subtract(residue[1:], residue[:-1], out=first)
+    np.subtract(first[1:], first[:-1], out=second)
+    total = np.add.reduce(np.abs(second, out=second), axis=0)
+    peak = np.maximum(np.maximum.reduce(residue, axis=0), -np.minimum.reduce(residue, axis=0))
+    peak *= n
     return np.divide(total, peak, out=np.zeros_like(total), where=peak > 0)
 
 
@@ -175,6 +184,11 @@ class OscillationIndexSVD(_CirculantSolver):
         residue = np.empty((len(concentration), self.n_lags), dtype=concentration.dtype)
         chosen = np.full(len(concentration), self.threshold_grid[-1])
         undecided = np.arange(len(concentration))
+        # Scratch of one block, reused at every step: the candidate residues and the
+        # differences of the oscillation index, instead of fresh (L, block) temporaries.
+        block = min(_SWEEP_BLOCK, len(concentration))
+        candidates = np.empty(self.n_lags * block, dtype=concentration.dtype)
+        work = np.empty((2 * self.n_lags - 3) * block, dtype=concentration.dtype)
         previous = -1
         for threshold in self.threshold_grid[:-1]:
             columns = self._columns(threshold)
@@ -184,15 +198,20 @@ class OscillationIndexSVD(_CirculantSolver):
                 break
             previous = columns
             accepted = np.zeros(undecided.size, dtype=bool)
-            for start in range(0, undecided.size, _SWEEP_BLOCK):
-                part = slice(start, start + _SWEEP_BLOCK)
-                candidate = inverse[:, :columns] @ projected[:columns, part]
-                accepted[part] = oscillation_index(candidate, axis=0) < self.oi_threshold
+            for start in range(0, undecided.size, block):
+                part = slice(start, start + block)
+                size = min(block, undecided.size - start)
+                candidate = candidates[:self.n_lags * size].reshape(self.n_lags, size)
+                np.matmul(inverse[:, :columns], projected[:columns, part], out=candidate)
+                index = _oscillation_index_lags_first(
+                    candidate, work[:work.size // block * size].reshape(-1, size))
+                accepted[part] = index < self.oi_threshold
                 residue[undecided[part][accepted[part]]] = np.compress(
                     accepted[part], candidate, axis=1).T
             chosen[undecided[accepted]] = threshold
             undecided = undecided[~accepted]
-            projected = np.compress(~accepted, projected, axis=1)
+            # Later steps keep at most these columns.
+            projected = np.compress(~accepted, projected[:columns], axis=1)
         columns = self._columns(self.threshold_grid[-1])
         residue[undecided] = (inverse[:, :columns] @ projected[:columns]).T
         return residue, chosen
