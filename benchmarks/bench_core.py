@@ -17,11 +17,16 @@ curves from a gamma-variate AIF and exponential residues (CBF 10–80 mL/100 mL/
 2–8 s, delays 0–3 s), a steady-state transient over the first frames, Gaussian noise at
 SNR 50, float32 as the pipeline loads it; 8 arterial voxels. BLAS and OpenMP are limited
 to ``--threads`` (default 2) before numpy is imported; times are the best of
-``--repeats`` runs. Needs only numpy and scipy (no nipype, no pybids)::
+``--repeats`` runs, wall and CPU (user + system of the process, osipy's too), with the
+load average printed: on a shared machine the wall times vary several-fold and the CPU
+times are the figures to compare (with 2 BLAS threads on a loaded machine, OpenBLAS's
+waiting threads also inflate them; ``--threads 1`` there). Needs only numpy and scipy
+(no nipype, no pybids)::
 
     python benchmarks/bench_core.py
     python benchmarks/bench_core.py --osipy-python /path/to/py312/bin/python
     python benchmarks/bench_core.py --no-scaling --repeats 5
+    taskset -c 0,1 python benchmarks/bench_core.py --threads 1 --osipy-python WRAPPER
 """
 
 import os
@@ -114,14 +119,16 @@ def synthetic_series(voxel_factor=1, frame_factor=1, seed=0):
 
 def core_chain(series, brain, aif_mask, stages=None):
     """The maps of the brain voxels through the public functions; ``stages`` collects times."""
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), time.process_time()
 
     def lap(name):
-        nonlocal clock
-        now = time.perf_counter()
+        nonlocal clock, cpu
+        now, cpu_now = time.perf_counter(), time.process_time()
         if stages is not None:
             stages[name] = min(stages.get(name, np.inf), now - clock)
-        clock = now
+            stages_cpu = stages.setdefault("cpu", {})
+            stages_cpu[name] = min(stages_cpu.get(name, np.inf), cpu_now - cpu)
+        clock, cpu = now, cpu_now
 
     relax = at_field(FIELD)
     curves, start, _stop = brain_delta_r2star([series], [TE], brain)
@@ -160,7 +167,7 @@ def osvd_floor(fit, tissue, repeats):
     ``Qᵀ[:, :m] Yᵀ[:m]`` of the voxels still undecided, in blocks of its sweep block. The
     number undecided at a threshold is read from the thresholds the fit chose (a voxel is
     undecided until its own). Returns (the floor, the products as ``(columns, voxels)``,
-    the time of one ``(V, T) (T, 2T)`` product, the plain cSVD).
+    its CPU time, the time of one ``(V, T) (T, 2T)`` product, the plain cSVD).
     """
     solver = fit.model._solver
     forward, inverse = solver._matrices(np.float32)
@@ -186,10 +193,18 @@ def osvd_floor(fit, tissue, repeats):
                 np.matmul(inverse_t[:, :columns], projected[:columns, :size], out=out[:, :size])
 
     matrix = np.ones((tissue.shape[-1], 2 * tissue.shape[-1]), dtype=np.float32)
-    floor, _ = best_of(sweep, repeats)
+    floor_cpu = np.inf
+
+    def timed_sweep():
+        nonlocal floor_cpu
+        cpu = time.process_time()
+        sweep()
+        floor_cpu = min(floor_cpu, time.process_time() - cpu)
+
+    floor, _ = best_of(timed_sweep, repeats)
     single, _ = best_of(lambda: [tissue[start:start + chunk] @ matrix
                                  for start in range(0, len(tissue), chunk)], repeats)
-    return floor, products, single
+    return floor, floor_cpu, products, single
 
 
 def measure_case(voxel_factor, frame_factor, repeats):
@@ -240,14 +255,15 @@ te, tr, repeats = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 times = np.arange(series.shape[-1]) * tr
 config = DSCPipelineConfig(te=te * 1000.0, baseline_frames=10, apply_leakage_correction=False,
                            deconvolution=OSVDConfig())
-best = float("inf")
+best = best_cpu = float("inf")
 for _ in range(repeats):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = DSCPipeline(config).run(series, times, aif_voxels=aif_mask, mask=brain)
     best = min(best, time.perf_counter() - start)
+    best_cpu = min(best_cpu, time.process_time() - cpu)
 cbf = np.asarray(result.perfusion_maps.cbf.values)[brain]
 import osipy
-print(json.dumps({"seconds": best, "version": osipy.__version__,
+print(json.dumps({"seconds": best, "cpu_seconds": best_cpu, "version": osipy.__version__,
                   "median_cbf": float(np.median(cbf))}))
 """
 
@@ -285,20 +301,34 @@ def main():
     print(f"series {series.shape} float32, {int(brain.sum())} brain voxels, TR {TR} s, "
           f"TE {TE} s; threads {THREADS}, numpy {np.__version__}, "
           f"CPUs {len(os.sched_getaffinity(0))}")
+    print(f"load average {os.getloadavg()[0]:.1f} (wall times are noisy on a loaded machine: "
+          "compare the CPU times, user + system of this process)")
     stages = {}
-    chain, maps = best_of(lambda: core_chain(series, brain, aif_mask, stages), args.repeats)
-    peak = traced_peak_mb(lambda: core_chain(series, brain, aif_mask))
-    print(f"\ncore chain {chain:.3f} s (target <= {TARGETS_S['chain']} s), numpy peak "
-          f"{peak:.0f} MB above the input (target < {MEMORY_TARGET_MB} MB); best stage times:")
-    for name, seconds in stages.items():
-        print(f"  {name:<14}{seconds:>8.3f} s")
+    chain_cpu = np.inf
 
-    floor, products, single = osvd_floor(maps["fit"], maps["tissue"], args.repeats)
-    print(f"\noSVD {stages['osvd_cbf']:.3f} s; floor (its float32 matrix products: Pᵀ Cᵀ of "
-          f"{len(maps['tissue'])} voxels, then (columns, undecided voxels) "
-          f"{', '.join(f'({c}, {v})' for c, v in products)}): {floor:.3f} s; ratio "
-          f"{stages['osvd_cbf'] / floor:.2f} (target <= 2); for scale, one (V, T) x (T, 2T) "
-          f"product of all voxels {single:.3f} s")
+    def timed_chain():
+        nonlocal chain_cpu
+        cpu = time.process_time()
+        maps = core_chain(series, brain, aif_mask, stages)
+        chain_cpu = min(chain_cpu, time.process_time() - cpu)
+        return maps
+
+    chain, maps = best_of(timed_chain, args.repeats)
+    stages_cpu = stages.pop("cpu")
+    peak = traced_peak_mb(lambda: core_chain(series, brain, aif_mask))
+    print(f"\ncore chain {chain:.3f} s wall, {chain_cpu:.3f} s CPU (target <= "
+          f"{TARGETS_S['chain']} s), numpy peak {peak:.0f} MB above the input (target < "
+          f"{MEMORY_TARGET_MB} MB); best stage times, wall and CPU:")
+    for name, seconds in stages.items():
+        print(f"  {name:<14}{seconds:>8.3f} s{stages_cpu[name]:>8.3f} s")
+
+    floor, floor_cpu, products, single = osvd_floor(maps["fit"], maps["tissue"], args.repeats)
+    print(f"\noSVD {stages['osvd_cbf']:.3f} s wall, {stages_cpu['osvd_cbf']:.3f} s CPU; floor "
+          f"(its float32 matrix products: Pᵀ Cᵀ of {len(maps['tissue'])} voxels, then "
+          f"(columns, undecided voxels) {', '.join(f'({c}, {v})' for c, v in products)}): "
+          f"{floor:.3f} s wall, {floor_cpu:.3f} s CPU; ratio {stages['osvd_cbf'] / floor:.2f} "
+          f"wall, {stages_cpu['osvd_cbf'] / floor_cpu:.2f} CPU (target <= 2); for scale, one "
+          f"(V, T) x (T, 2T) product of all voxels {single:.3f} s")
     volume, _ = best_of(lambda: volume_front_end(series, brain, aif_mask), args.repeats)
     print(f"the nodes' front end (ΔR2* volume, AIF, brain curves) {volume:.3f} s against "
           f"{stages['delta_r2star'] + stages['aif'] + stages['concentration']:.3f} s on the "
@@ -314,8 +344,10 @@ def main():
             print(f"\nosipy failed: {' '.join(errors)}")
         else:
             print(f"\nosipy {osipy['version']} DSCPipeline (oSVD, CPU, no leakage correction) "
-                  f"{osipy['seconds']:.3f} s; core chain {chain:.3f} s: "
-                  f"{osipy['seconds'] / chain:.1f}x (target >= 8x); median CBF in the brain: "
+                  f"{osipy['seconds']:.3f} s wall, {osipy['cpu_seconds']:.3f} s CPU; core chain "
+                  f"{chain:.3f} s wall, {chain_cpu:.3f} s CPU: {osipy['seconds'] / chain:.1f}x "
+                  f"wall, {osipy['cpu_seconds'] / chain_cpu:.1f}x CPU (target >= 8x); "
+                  "median CBF in the brain: "
                   f"osipy {osipy['median_cbf']:.1f}, core "
                   f"{float(np.median(maps['cbf'])):.1f} (units and scaling differ)")
     else:
@@ -323,7 +355,8 @@ def main():
 
     if not args.no_scaling:
         scaling_table(args.repeats)
-    print(f"\nprocess peak resident memory "
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+    print(f"process peak resident memory "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
