@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from threadpoolctl import threadpool_limits
 
 from bids_perfusion.constants import PER_SECOND_TO_PER_100G_MIN
 from bids_perfusion.dsc.tikhonov import Tikhonov
 from bids_perfusion.dsc.truncated_svd import CirculantSVD, OscillationIndexSVD, StandardSVD
-from bids_perfusion.voxels import scatter, voxel_mask
+from bids_perfusion.voxels import block_workers, for_each_block, scatter, voxel_mask
 
 
 def _check_relative(name: str, values: ArrayLike) -> None:
@@ -160,9 +161,10 @@ class DeconvolutionModel:
         Frame interval in seconds.
     method : {"osvd", "ssvd", "csvd", "tikhonov"}
     chunk_size : int
-        Voxels per block; bounds the working memory at a few ``chunk_size × 2T`` arrays.
-        The blocks run one after the other: their matrix products use BLAS's threads, and
-        threads over blocks on top of those gained nothing on 2 CPUs (docs/performance.md).
+        Voxels per block; bounds the working memory at a few ``chunk_size × 2T`` arrays
+        per thread. The blocks run on the CPUs the process may use
+        (:func:`~bids_perfusion.voxels.block_workers`), each with one BLAS thread
+        (docs/performance.md).
     **params
         Fields of the method's parameter class (e.g. ``threshold=0.15`` for sSVD,
         ``criterion="gcv"`` for Tikhonov); omitted ones take the literature defaults.
@@ -191,9 +193,18 @@ class DeconvolutionModel:
         flat, shape, voxels = self._validated_curves(concentration, mask)
         residue = np.empty((len(flat), self._solver.n_lags), dtype=flat.dtype)
         regularisation = np.empty(len(flat))
-        for start in range(0, len(flat), self.chunk_size):
-            block = slice(start, start + self.chunk_size)
+
+        def solve(block: slice) -> None:
             residue[block], regularisation[block] = self._solver.solve(flat[block])
+
+        workers = block_workers()
+        if workers > 1 and len(flat) > self.chunk_size:
+            # One BLAS thread per block: the blocks' products and elementwise work then
+            # run side by side, where BLAS's own threads would leave the rest serial.
+            with threadpool_limits(limits=1, user_api="blas"):
+                for_each_block(solve, len(flat), self.chunk_size, workers)
+        else:
+            for_each_block(solve, len(flat), self.chunk_size, 1)
         return DeconvolutionFit(
             self,
             residue.reshape(*shape, residue.shape[-1]),
