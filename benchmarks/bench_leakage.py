@@ -93,7 +93,10 @@ def main(argv=None):
     print(f"{'phantom leakage':<16}" + "".join(f"{c:>22}" for c in CORRECTIONS))
     with tempfile.TemporaryDirectory() as tmp:
         for model in LEAKAGE_MODELS:
-            config = PhantomConfig(grades=("HGG",), seed=args.seed, asl=None, **SMALL).with_(
+            # separated: the grade ranges of docs/dsc-methods.md § 5's table, measured
+            # when they were the phantom's default (before phantom v2)
+            config = PhantomConfig(grades=("HGG",), seed=args.seed, asl=None,
+                                   grade_ranges="separated", **SMALL).with_(
                 dsc={"snr": args.snr, "leakage": model})
             root = write_dataset(Path(tmp) / model, config)
             errors = rim_cbv_errors(root)

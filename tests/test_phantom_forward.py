@@ -31,10 +31,12 @@ from bids_perfusion.phantom.mr import rician, spoiled_gre_steady_state
 from bids_perfusion.phantom.subject import make_subject
 
 TINY = PhantomConfig(grades=("HGG",), matrix=(24, 24, 8), fov_mm=220.0, slab_mm=132.0,
-                     asl=None).with_(dsc={"echo_times": (0.02, 0.04), "doses": (1.0, 0.5),
-                                          "n_frames": 30, "baseline_frames": 6})
+                     asl=None, grade_ranges="separated").with_(
+    dsc={"echo_times": (0.02, 0.04), "doses": (1.0, 0.5), "n_frames": 30,
+         "baseline_frames": 6})
 #: sha256 of the float32 signals (sorted by dose, echo) of TINY's subject, written by the
-#: phantom before the forward models existed (commit 6406101), per leakage model. The
+#: phantom before the forward models existed (commit 6406101, whose default grade ranges,
+#: ``separated``, TINY names), per leakage model. The
 #: float64 arithmetic is rounded to float32 before hashing, so a last-bit difference of
 #: another BLAS or libm changes the digest only in the rare value on a rounding edge.
 SIMPLE_SHA256 = {"bsw": "ce92605ad77c82e45363988e4aad6a311f5a0c835cbd604c416968e8e9ba3c76",

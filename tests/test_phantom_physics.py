@@ -12,6 +12,7 @@ from bids_perfusion.asl import consensus
 from bids_perfusion.dsc import relaxivity
 from bids_perfusion.phantom import write_dataset
 from bids_perfusion.phantom.bids import TRUTH
+from bids_perfusion.phantom.config import GRADE_MODELS
 
 SUBJECTS = ("01", "02")
 #: Frames well after the approach to steady state and before the bolus (baseline 12).
@@ -161,8 +162,11 @@ def test_measured_snr_matches_request(noisy):
 
 
 def test_ground_truth_is_consistent(noise_free):
-    """MTT = CBV/CBF; HGG rim rCBV 3-7 and LGG 1-1.7 relative to NAWM; positive Tmax."""
-    root, _ = noise_free
+    """MTT = CBV/CBF; rim rCBV relative to NAWM within the grade's range (the default,
+    overlapping ranges of Law et al. 2003: HGG 2-7, LGG 1-3.5); positive Tmax."""
+    root, config = noise_free
+    ranges = GRADE_MODELS[config.grade_ranges]
+    assert (ranges["HGG"].rcbv, ranges["LGG"].rcbv) == ((2.0, 7.0), (1.0, 3.5))
     participants = {r["participant_id"]: r for r in read_tsv(Path(root) / "participants.tsv")}
     for subject in SUBJECTS:
         cbf, cbv = truth(root, subject, "desc-truth_cbf"), truth(root, subject, "desc-truth_cbv")
@@ -171,6 +175,7 @@ def test_ground_truth_is_consistent(noise_free):
         np.testing.assert_allclose(mtt[perfused], 60 * cbv[perfused] / cbf[perfused], rtol=1e-5)
         grade = participants[f"sub-{subject}"]["grade"]
         rcbv = float(participants[f"sub-{subject}"]["tumor_rcbv"])
-        assert (3.0 <= rcbv <= 7.0) if grade == "HGG" else (1.0 <= rcbv <= 1.7)
+        low, high = ranges[grade].rcbv
+        assert low <= rcbv <= high
         tmax = truth(root, subject, "desc-truth_tmax")[_normal_tissue(root, subject, "GM")]
         assert 0.4 < np.median(tmax) < 2.5

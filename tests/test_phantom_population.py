@@ -23,7 +23,7 @@ from bids_perfusion.dsc import relaxivity
 from bids_perfusion.dsc.metadata import DSCRunMetadata
 from bids_perfusion.phantom import DSCAcquisition, PhantomConfig, write_dataset
 from bids_perfusion.phantom.bids import TRUTH
-from bids_perfusion.phantom.config import NORMAL_TISSUES, RECEIVER_GAIN
+from bids_perfusion.phantom.config import NORMAL_TISSUES, RECEIVER_GAIN, T1_RATIO_1P5T
 from bids_perfusion.phantom.dsc import (
     arterial_input,
     compartment_curves,
@@ -225,18 +225,24 @@ def test_truth_aif_is_the_draw_recomputed(population, subject):
                                rtol=1e-5, atol=1e-6)
 
 
-def _normal_baseline(root, subject, drawn):
+def _normal_baseline(root, subject, drawn, t1_field=None):
     """Normal brain voxels (no lesion, no artery) and their noise-free baseline at every
     frame: ``G M0 [E + (sin α − E)(E1 cos α)^n] e^(−TE R2*)``, n counting the dummy
     scans, ``E = sin α (1 − E1)/(1 − E1 cos α)`` (Ernst) at the drawn TR, flip angle and
-    TE; M0, T1, R2* the voxel's fraction-weighted tissue values."""
+    TE; M0, T1, R2* the voxel's fraction-weighted tissue values, T1 at ``t1_field``
+    (tesla; default the drawn field): the tabulated 3 T value, times
+    ``T1_RATIO_1P5T`` at 1.5 T."""
     fractions = {name: truth(root, subject, f"label-{name}_probseg")
                  for name in ("GM", "WM", "CSF", "enhancing", "necrosis", "edema",
                               "arteries")}
     normal = sum(fractions[n] for n in ("enhancing", "necrosis", "edema", "arteries")) == 0
     brain = normal & (fractions["GM"] + fractions["WM"] + fractions["CSF"] > 0.5)
-    mix = {attr: sum(fractions[n][brain] * getattr(NORMAL_TISSUES[n], attr)
-                     for n in ("GM", "WM", "CSF")) for attr in ("m0", "t1", "r2star")}
+    field = drawn["field_strength"] if t1_field is None else t1_field
+    values = {n: {"m0": NORMAL_TISSUES[n].m0, "r2star": NORMAL_TISSUES[n].r2star,
+                  "t1": NORMAL_TISSUES[n].t1 * (T1_RATIO_1P5T[n] if field == 1.5 else 1.0)}
+              for n in ("GM", "WM", "CSF")}
+    mix = {attr: sum(fractions[n][brain] * values[n][attr] for n in values)
+           for attr in ("m0", "t1", "r2star")}
     alpha = np.deg2rad(drawn["flip_angle"])
     e1 = np.exp(-drawn["tr"] / mix["t1"])[:, None]
     ernst = np.sin(alpha) * (1 - e1) / (1 - e1 * np.cos(alpha))
@@ -257,6 +263,28 @@ def test_baseline_follows_the_spoiled_gradient_echo_of_the_draw(population, subj
     assert brain.sum() > 100
     np.testing.assert_allclose(raw(root, subject, "ce-gadolinium_dsc")[..., :pre][brain],
                                baseline[:, :pre], rtol=1e-5)
+
+
+def test_dsc_tissue_t1_is_that_of_the_drawn_field(population):
+    """sub-02 is drawn at 1.5 T: its DSC series has the 1.5 T tissue T1 (shorter, so a
+    brighter baseline), which its truth lists, and not the 3 T T1 of sub-01."""
+    root, _ = population
+    for subject, field in (("01", 3.0), ("02", 1.5)):
+        drawn = _draw(root, subject)
+        assert drawn["field_strength"] == field
+        parameters = json.loads((Path(root) / TRUTH / f"sub-{subject}" / "perf"
+                                 / f"sub-{subject}_desc-truth_parameters.json").read_text())
+        ratio = T1_RATIO_1P5T["GM"] if field == 1.5 else 1.0
+        assert parameters["dsc_t1"]["GM"] == pytest.approx(NORMAL_TISSUES["GM"].t1 * ratio)
+        assert parameters["dsc_t1"]["blood"] == constants.T1_BLOOD[field]
+    drawn = _draw(root, "02")
+    brain, at_3t = _normal_baseline(root, "02", drawn, t1_field=3.0)
+    signal = raw(root, "02", "ce-gadolinium_dsc")[..., :drawn["baseline_frames"]][brain]
+    assert np.median(signal / at_3t[:, :drawn["baseline_frames"]]) > 1.05
+    # 1.5 T T1 between 3 T and the 1.5 T values measured (GM about 1.1-1.2 s, WM 0.65-0.9 s;
+    # Wright et al. 2008, Stanisz et al. 2005)
+    assert 0.9 < NORMAL_TISSUES["GM"].t1 * T1_RATIO_1P5T["GM"] < NORMAL_TISSUES["GM"].t1
+    assert 0.6 < NORMAL_TISSUES["WM"].t1 * T1_RATIO_1P5T["WM"] < NORMAL_TISSUES["WM"].t1
 
 
 @pytest.mark.parametrize("subject", ["01", "02"])
@@ -343,17 +371,22 @@ def test_no_nuisance_draws_nothing():
 # --- population off: the phantom of before --------------------------------------------------
 
 #: (sum, sum of squares) of each DSC series, and the sum of the truth AIF, of the two
-#: session phantoms of tests/conftest.py, written by the code before the population
-#: existed (commit 6406101). A change of any of them is a change of the default phantom
-#: (and of every table measured on it): update these only on purpose.
+#: session phantoms of tests/conftest.py. Written by the code before the population
+#: existed (commit 6406101) with its default grade ranges, ``separated``; re-pinned when
+#: ``overlapping`` became the default (phantom v2), which moves only the tumours' drawn
+#: perfusion: with ``grade_ranges="separated"`` the code still gives 6406101's sums
+#: (noisy sub-01 173597756.8845617, 49873447764.384544; sub-02 169053695.98908538,
+#: 47867803291.61813), and tests/test_phantom_anatomy.py checks that the ranges change
+#: nothing outside the tumour. A change of any of them is a change of the default
+#: phantom (and of every table measured on it): update these only on purpose.
 BEFORE = {
-    "noisy": {("01", "ce-gadolinium_dsc"): (173597756.8845617, 49873447764.384544),
-              ("02", "ce-gadolinium_dsc"): (169053695.98908538, 47867803291.61813)},
+    "noisy": {("01", "ce-gadolinium_dsc"): (173603132.0945188, 49875898037.90848),
+              ("02", "ce-gadolinium_dsc"): (169043386.8208267, 47861247807.52781)},
     "noise_free": {
-        ("01", "ce-gadolinium_dsc"): (164983517.41374773, 49739119619.52968),
-        ("01", "acq-dose50_ce-gadolinium_dsc"): (169076024.64754164, 51883445405.03028),
-        ("02", "ce-gadolinium_dsc"): (160464943.40923035, 47738252875.5477),
-        ("02", "acq-dose50_ce-gadolinium_dsc"): (164329799.00967908, 49768458251.46091)},
+        ("01", "ce-gadolinium_dsc"): (164988895.95045274, 49741571147.64528),
+        ("01", "acq-dose50_ce-gadolinium_dsc"): (169079648.336949, 51885441578.926414),
+        ("02", "ce-gadolinium_dsc"): (160454632.1327411, 47731697351.62091),
+        ("02", "acq-dose50_ce-gadolinium_dsc"): (164324227.28516126, 49764646061.920845)},
 }
 AIF_SUM_BEFORE = 33.50438303753081
 

@@ -66,9 +66,10 @@ def build_parser():
                             "phantom's tissue values)")
     group.add_argument("--grade-ranges", choices=("separated", "overlapping"),
                        default=cohort.grade_ranges,
-                       help="tumour rCBV ranges of the grades: typical and disjoint, or "
-                            "overlapping as measured by Law et al. 2003 (for grading "
-                            "benchmarks)")
+                       help="tumour rCBV ranges of the grades: overlapping as measured "
+                            "by Law et al. (AJNR 2003;24:1989), LGG 1-3.5 and HGG 2-7, so "
+                            "that grading can fail; or separated, the typical and disjoint "
+                            "LGG 1-1.7 and HGG 3-7 (the default before phantom v2)")
     group.add_argument("--population", action="store_true",
                        help="draw every subject from a population: anatomy (head and "
                             "ventricle size, a smooth non-linear deformation, 1-2 irregular "

@@ -33,7 +33,7 @@ from bids_perfusion.phantom.forward import CBV_DEFINITIONS
 from bids_perfusion.phantom.lesion import ABSENT
 from bids_perfusion.phantom.motion import motion_rng, move_asl, move_dsc
 from bids_perfusion.phantom.mr import spoiled_gre_steady_state
-from bids_perfusion.phantom.subject import BLOOD, COMPARTMENTS, make_subject
+from bids_perfusion.phantom.subject import BLOOD, COMPARTMENTS, at_field, make_subject
 from bids_perfusion.tsv import write_tsv
 
 LOGGER = logging.getLogger("bids_perfusion.phantom")
@@ -118,11 +118,16 @@ def _write_all(root, config):
         moving = motion_rng(config.seed, index)
         _write_anatomy(root, subject)
         if config.dsc is not None:
-            acq = config.dsc
+            acq, dsc_subject = config.dsc, subject
             if config.population:
                 acq, extra["dsc_acquisition"] = draw_dsc_acquisition(
                     population_rng, config.dsc, config.dsc_population)
-            dsc = simulate_dsc(subject, acq, dsc_rng, config.forward_model)
+                # Tissue T1 of the drawn field (the template's are 3 T values).
+                dsc_subject = at_field(subject, acq.field_strength)
+                extra["dsc_t1"] = {**{name: tissue.t1 for name, tissue in
+                                      zip(COMPARTMENTS, dsc_subject.tissues, strict=True)},
+                                   "blood": dsc_subject.blood_t1}
+            dsc = simulate_dsc(dsc_subject, acq, dsc_rng, config.forward_model)
             if config.motion:
                 dsc, motion = move_dsc(dsc, grid.affine, moving, config.motion)
                 for dose, parameters in motion.items():
@@ -204,6 +209,8 @@ def _write_dataset_files(root, config):
         "tumour_relaxation": phantom_config.TUMOUR_RELAXATION,
         "blood_relaxation": BLOOD,
         "receiver_gain": phantom_config.RECEIVER_GAIN,
+        # tissue T1 of a population subject's DSC series at 1.5 T, over the 3 T t1 above
+        **({"t1_ratio_1p5t": phantom_config.T1_RATIO_1P5T} if config.population else {}),
     })
 
 

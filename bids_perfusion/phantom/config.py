@@ -94,12 +94,13 @@ class GradeModel:
 _HGG = GradeModel(radius_mm=(12.0, 22.0), rcbv=(3.0, 7.0), rcbf_over_rcbv=(0.7, 0.95),
                  k2=(0.004, 0.015), necrosis=0.45, oedema=1.6)
 
-#: Grade models by name. ``separated``: the typical ranges above, which never overlap, so
-#: any method grades a cohort perfectly. ``overlapping``: ranges spanning the spread
-#: Law et al. (AJNR 2003;24:1989) measured, rCBV 2.14 ± 1.67 in low-grade and
-#: 5.18 ± 3.60 in high-grade glioma (their best cut-off, 1.75, gave 95 % sensitivity and
-#: 57.5 % specificity): LGG 1.0-3.5 and HGG 2.0-7.0, for grading benchmarks whose AUC
-#: must be able to fall below 1.
+#: Grade models by name. ``overlapping`` (the default of :class:`PhantomConfig`): ranges
+#: spanning the spread Law et al. (AJNR 2003;24:1989) measured, rCBV 2.14 ± 1.67 in
+#: low-grade and 5.18 ± 3.60 in high-grade glioma (their best cut-off, 1.75, gave 95 %
+#: sensitivity and 57.5 % specificity): LGG 1.0-3.5 and HGG 2.0-7.0, so that a grading
+#: AUC can fall below 1 and measures the method. ``separated``: the typical ranges
+#: above, which never overlap, so that any method grades a cohort perfectly (the default
+#: before phantom v2, kept for the data of the tables measured then).
 GRADE_MODELS = {
     "separated": {"LGG": GradeModel(), "HGG": _HGG},
     "overlapping": {"LGG": GradeModel(rcbv=(1.0, 3.5)), "HGG": replace(_HGG, rcbv=(2.0, 7.0))},
@@ -117,6 +118,19 @@ OEDEMA = Tissue(cbf=OEDEMA_SCALE * 22.0, cbv=OEDEMA_SCALE * 2.0, delay=1.2, disp
 #: Relaxation of solid tumour tissue (enhancing rim).
 TUMOUR_RELAXATION = {"m0": 0.85, "t1": 1.6, "r2star": 14.0, "delay": 0.5, "dispersion": 0.7,
                      "att": 1.1}
+
+#: Tissue T1 at 1.5 T as a fraction of the 3 T ``t1`` of the compartments above, used for
+#: the DSC series of a population subject drawn at 1.5 T (``phantom.subject.at_field``).
+#: GM and WM: the ratio of the T1 that Wright et al. (MAGMA 2008;21:121) measured with one
+#: method (MPRAGE) in the same subjects at both fields, GM 1197 / 1607 ms and WM
+#: 646 / 838 ms (Stanisz et al., MRM 2005;54:507, with inversion recovery: GM 1124 / 1820,
+#: WM 884 / 1084 ms); a ratio rather than their absolute values, which differ between
+#: methods (Wansapura et al.'s 3 T values are kept). CSF: free water, taken field
+#: independent (the assumption of Wang et al., NeuroImage 2020;213:116700). Tumour (the
+#: phantom's choice): solid tumour as GM (cellular), oedema as WM (the tissue it
+#: infiltrates), necrosis as CSF (mostly free water). Blood: ``constants.T1_BLOOD``.
+T1_RATIO_1P5T = {"GM": 1197.0 / 1607.0, "WM": 646.0 / 838.0, "CSF": 1.0,
+                 "enhancing": 1197.0 / 1607.0, "necrosis": 1.0, "oedema": 646.0 / 838.0}
 
 
 @dataclass(frozen=True)
@@ -249,7 +263,8 @@ class PhantomConfig:
     Grubb's law, CBV ∝ CBF^0.38; Grubb et al., Stroke 1974;5:630). ``heterogeneity`` is
     the standard deviation of a smooth log-normal field that modulates CBF and CBV
     voxel by voxel (MTT unchanged). ``grade_ranges`` names the tumour ranges of
-    :data:`GRADE_MODELS` (``separated`` or ``overlapping``). With ``population``, each
+    :data:`GRADE_MODELS`: ``overlapping`` (the default; Law et al., AJNR 2003;24:1989) or
+    ``separated`` (the default before phantom v2). With ``population``, each
     subject's DSC arterial input, acquisition and nuisance are drawn from the ranges of
     ``dsc_population`` (:class:`~bids_perfusion.phantom.dsc_population.DSCPopulation`).
     """
@@ -267,7 +282,7 @@ class PhantomConfig:
     #: them); CBV and the tumours are unchanged.
     tissue_cbf: tuple | None = None
     arteries: bool = True
-    grade_ranges: str = "separated"
+    grade_ranges: str = "overlapping"
     #: DSC forward model (``phantom/forward.py``). ``simple``: the signal the pipeline
     #: inverts (linear ΔR2* mixing, its relaxivities, the leakage of ``dsc.leakage``; the
     #: data of the published tables). ``realistic``: complex-signal partial volume of

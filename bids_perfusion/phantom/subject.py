@@ -23,6 +23,7 @@ from bids_perfusion.phantom.config import (
     NECROSIS,
     NORMAL_TISSUES,
     OEDEMA,
+    T1_RATIO_1P5T,
     TUMOUR_RELAXATION,
     Tissue,
 )
@@ -56,6 +57,8 @@ class Subject:
     population: dict | None = None
     #: The population anatomy's deformation (:class:`~bids_perfusion.phantom.deformation.Warp`).
     warp: object = None
+    #: T1 of arterial blood, s (3 T; :func:`at_field` changes it with the tissues' T1).
+    blood_t1: float = BLOOD["t1"]
 
     def mixture(self, attribute, flow_weighted=False):
         """Voxel value of a tissue attribute: fraction-weighted sum over compartments, or
@@ -70,7 +73,8 @@ class Subject:
 
     def relaxation(self, attribute):
         """Voxel M0, T1 or R2*: volume-weighted over tissue and arterial blood."""
-        return self.mixture(attribute) + self.artery * BLOOD[attribute]
+        blood = self.blood_t1 if attribute == "t1" else BLOOD[attribute]
+        return self.mixture(attribute) + self.artery * blood
 
     @property
     def cbf(self):
@@ -141,6 +145,23 @@ def _smooth_lognormal(rng, grid, sd, fwhm_mm):
     field = ndimage.gaussian_filter(rng.standard_normal(grid.shape), sigma, mode="wrap")
     field /= field.std()
     return np.exp(sd * field - sd**2 / 2.0)
+
+
+def at_field(subject, field_strength):
+    """``subject`` with the T1 of its tissues and blood at ``field_strength`` (tesla).
+
+    The compartments' ``t1`` are 3 T values; at 1.5 T each is multiplied by its
+    :data:`~bids_perfusion.phantom.config.T1_RATIO_1P5T` and blood takes
+    ``constants.T1_BLOOD[1.5]`` (Lu et al., MRM 2004;52:679 at 3 T; 1.35 s at 1.5 T).
+    Perfusion, geometry and every other property are unchanged. At 3 T: ``subject``.
+    """
+    if field_strength == 3.0:
+        return subject
+    if field_strength != 1.5:
+        raise ValueError(f"tissue T1 is tabulated at 1.5 T and 3 T, not {field_strength} T")
+    tissues = tuple(replace(tissue, t1=tissue.t1 * T1_RATIO_1P5T[name])
+                    for name, tissue in zip(COMPARTMENTS, subject.tissues, strict=True))
+    return replace(subject, tissues=tissues, blood_t1=constants.T1_BLOOD[1.5])
 
 
 def make_subject(label, grade, config, rng, grid):
