@@ -144,14 +144,20 @@ def test_participant_run_with_gamma_first_pass(tmp_path):
 
     root = write_dataset(tmp_path / "bids", small_config(asl=None, grades=("HGG",)))
     out = tmp_path / "out"
-    # --nprocs 2: the suite's participant run through nipype's MultiProc plugin (spawned
-    # workers: every node's inputs pickled); the other pipeline tests run in one process
+    # --nprocs 2 with a simulated dose (two runs, so MultiProc is chosen): the suite's
+    # participant run through nipype's MultiProc plugin (spawned workers: every node's
+    # inputs pickled, the dose reading the acquired run's motion correction); the other
+    # pipeline tests run in one process
     status = main([str(root), str(out), "participant", "--skip-bids-validation",
                    "-w", str(tmp_path / "work"), "--nprocs", "2", "--dsc-methods", "osvd",
+                   "--simulate-dose", "0.5",
                    "--no-leakage-correction", "--first-pass", "gamma",
                    "--derivatives", str(tumour_derivatives(root, tmp_path / "masks"))])
     assert status == 0
+    [log] = (out / "logs").glob("bids-perfusion-*.log")
+    assert "nipype plugin: MultiProc" in log.read_text()
     perf = out / "sub-01" / "perf"
+    assert (perf / "sub-01_ce-gadolinium_rec-dose50_desc-confounds_timeseries.tsv").is_file()
     for name in ("desc-areaRatio_cbv", "desc-osvd_cbf", "desc-areaRatioNawm_cbv"):
         sidecar = json.loads((perf / f"sub-01_ce-gadolinium_{name}.json").read_text())
         assert sidecar["FirstPass"] == "gamma", name

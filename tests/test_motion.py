@@ -15,6 +15,7 @@ from bids_perfusion.dsc import relaxivity
 from bids_perfusion.errors import InputDataError
 from bids_perfusion.motion import (
     PARAMETER_NAMES,
+    apply_realignment,
     framewise_displacement,
     realign_asl,
     realign_dsc,
@@ -23,7 +24,7 @@ from bids_perfusion.motion import (
     rigid_matrix,
     rigid_parameters,
 )
-from bids_perfusion.motion.realign import grid_centre
+from bids_perfusion.motion.realign import grid_centre, realign_and_resample
 from bids_perfusion.motion.series import drop_estimates, kept_estimates
 from bids_perfusion.phantom import PhantomConfig, write_dataset
 from bids_perfusion.phantom.anatomy import make_grid, tissue_fractions
@@ -84,7 +85,7 @@ def test_rigid_parameters_invert_rigid_matrix():
     np.testing.assert_allclose(matrix[:3, :3] @ centre + matrix[:3, 3], centre + parameters[:3])
 
 
-def test_realign_series_recovers_known_motion_of_a_small_head():
+def test_realign_series_recovers_known_motion_of_a_small_head(monkeypatch):
     grid = make_grid((32, 32, 12), 220.0, 132.0)
     gm, wm, csf = tissue_fractions(grid)
     head = 800.0 * gm + 700.0 * wm + 1000.0 * csf
@@ -97,6 +98,15 @@ def test_realign_series_recovers_known_motion_of_a_small_head():
     result = realign_series(series, grid.affine, head)
     _assert_close(result.parameters, parameters)
     assert result.outliers(0.5).tolist() == (result.framewise_displacement > 0.5).tolist()
+    # resampling each frame on a thread as it is registered changes no number
+    echoes = [series.astype(np.float32), 0.5 * series.astype(np.float32)]
+    expected = realign_series(echoes[0], grid.affine, head)
+    for threads in ("1", "2"):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        realignment, moved = realign_and_resample(echoes, grid.affine, head)
+        np.testing.assert_array_equal(realignment.matrices, expected.matrices)
+        for echo, out in zip(echoes, moved, strict=True):
+            np.testing.assert_array_equal(out, apply_realignment(echo, grid.affine, expected))
 
 
 def test_kept_and_dropped_estimates():

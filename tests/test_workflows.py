@@ -22,6 +22,7 @@ from bids_perfusion.workflows.dsc_methods import (
     method_maps,
 )
 from bids_perfusion.workflows.dsc_outputs import FRONT_END_INPUTS, init_dsc_outputs_wf
+from bids_perfusion.workflows.engine import choose_plugin, parallel_units
 from bids_perfusion.workflows.options import DSCOptions, DSCRun
 
 SOURCE = "sub-01/perf/sub-01_ce-gadolinium_dsc.nii.gz"
@@ -129,6 +130,50 @@ def test_top_level_has_one_workflow_per_run_and_dose():
     text = methods_text(workflow.visit_desc())
     assert text.count("The DSC-MRI series") == 1
     assert "0.5, 0.25" in text and "### References" in text
+
+
+def test_simulated_doses_share_the_motion_correction_of_the_acquired_run():
+    run = _run()
+    workflow = init_bids_perfusion_wf([run], DSCOptions(simulate_doses=(0.5, 0.25)), "/out",
+                                      "/work")
+    names = workflow.list_node_names()
+    assert [n for n in names if n.endswith(".motion_correction")] == [
+        "sub_01_ce_gadolinium_acquired_wf.front_end_wf.motion_correction"]
+    edges = {(source, target, fields) for source, target, fields in connections(workflow)}
+    for label in ("dose50", "dose25"):
+        dose_wf = f"sub_01_ce_gadolinium_{label}_wf"
+        assert {(source, fields) for source, target, fields in edges if target == dose_wf} == {
+            ("sub_01_ce_gadolinium_acquired_wf",
+             (f"front_end_wf.motion_correction.{output}", f"front_end_wf.inputnode.{field}"))
+            for output, field in (("out_files", "in_files"), ("confounds", "confounds"),
+                                  ("metadata", "motion_metadata"), ("out_file", "corrected"))}
+        front_end = workflow.get_node(f"{dose_wf}.front_end_wf")
+        assert ("in_files", "in_files") in _fields(front_end, "inputnode", "simulate_low_dose")
+        assert ("corrected", "in_file") in _fields(front_end, "inputnode", "brain_mask")
+        outputs = workflow.get_node(f"{dose_wf}.outputs_wf")
+        assert "ds_confounds_timeseries" in _nodes(outputs)
+    # without motion correction every dose simulates from the raw series, as before
+    still = init_bids_perfusion_wf([run], DSCOptions(simulate_doses=(0.5,),
+                                                      motion_correction=False), "/out", "/work")
+    assert not [n for n in still.list_node_names() if n.endswith(".motion_correction")]
+    assert not connections(still)
+    front_end = still.get_node("sub_01_ce_gadolinium_dose50_wf.front_end_wf")
+    assert front_end.get_node("inputnode").inputs.in_files == list(run.files)
+
+
+def test_plugin_follows_the_runs_to_process():
+    runs = [_run(), _run(subject="02")]
+    assert parallel_units(init_bids_perfusion_wf(runs[:1], DSCOptions(), "/out", "/w")) == 1
+    assert parallel_units(init_bids_perfusion_wf(
+        runs, DSCOptions(simulate_doses=(0.5,)), "/out", "/w")) == 4
+    assert choose_plugin(2, 1) == "Linear"  # one series: no pool of workers
+    assert choose_plugin(1, 4) == "Linear"
+    assert choose_plugin(2, 4) == "MultiProc"
+
+
+def _fields(workflow, source, target):
+    """Fields connected from node ``source`` to node ``target`` of ``workflow``'s own graph."""
+    return {fields for s, t, fields in connections(workflow) if (s, t) == (source, target)}
 
 
 def test_unknown_citation_is_an_error():

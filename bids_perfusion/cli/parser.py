@@ -176,7 +176,10 @@ def build_parser():
                        help="intermediate results; reusing it resumes finished steps "
                             "(never inside the input dataset)")
     group.add_argument("--nprocs", type=_count(0), default=0,
-                       help="parallel processes (0: all CPUs)")
+                       help="parallel processes (0: all CPUs); nipype's MultiProc "
+                            "plugin runs the runs of several subjects, sessions or doses "
+                            "side by side, and a single run (or --nprocs 1) runs in this "
+                            "process with the Linear plugin, which is faster for one series")
     group.add_argument("--omp-nthreads", type=_count(0), default=0,
                        help="threads per process for linear algebra (0: nprocs)")
     group.add_argument("--mem", type=_positive, metavar="GB",

@@ -80,14 +80,14 @@ def non_enhancing(delta_r2star: ArrayLike, mask: ArrayLike) -> NDArray[np.bool_]
     around the peak of the mask's mean curve; m: the median of late/peak over
     the mask) is more than ``T2STAR_Z`` robust SDs above the median excess.
     """
-    data = np.asarray(delta_r2star, dtype=np.float64)
+    data = np.asarray(delta_r2star)
     mask = np.asarray(mask, dtype=bool)
     if data.ndim < 2 or mask.shape != data.shape[:-1]:
         raise ValueError(f"mask shape {mask.shape} does not match the voxels of ΔR2* curves "
                          f"{data.shape}")
     if not mask.any():
         raise ValueError("the mask of the leakage reference is empty")
-    curves = _validated_curves(data[mask])
+    curves = _validated_curves(np.asarray(data[mask], dtype=np.float64))
     mean_curve = curves.mean(axis=0)
     late = curves[:, _late_frames(mean_curve)].mean(axis=-1)
     top = int(np.argmax(mean_curve))

@@ -12,6 +12,7 @@ from bids_perfusion.dsc import leakage
 from bids_perfusion.interfaces.maps import first_pass_cbv
 from bids_perfusion.interfaces.nifti import load, load_mask, save_like
 from bids_perfusion.interfaces.specs import CurvesInputSpec, ScalingInputSpec
+from bids_perfusion.voxels import scatter
 
 #: Sidecar text of each model: its equation and source.
 DESCRIPTIONS = {
@@ -53,17 +54,20 @@ class LeakageCorrection(SimpleInterface):
         delta = load(self.inputs.delta_r2star)
         brain = load_mask(self.inputs.brain_mask, delta.shape)
         times = np.asarray(self.inputs.frame_times)
-        tissue = brain & ~load_mask(self.inputs.aif_mask, delta.shape)
-        used = leakage.non_enhancing(delta, tissue)
-        reference = delta[used].mean(axis=0)
+        curves = delta[brain]  # (V, T): the fit reads the brain's curves only, once
+        del delta
+        tissue = ~load_mask(self.inputs.aif_mask, brain.shape)[brain]
+        used = leakage.non_enhancing(curves, tissue)
+        reference = curves[used].mean(axis=0)
         model = self.inputs.model
-        fit = leakage.LeakageModel(reference, times, model).fit(delta, mask=brain)
-        corrected = fit.corrected[brain]
+        fit = leakage.correct(model, curves, reference, times)
+        corrected = fit.corrected
         cbv = np.zeros(brain.shape, dtype=np.float32)
         cbv[brain], _ = first_pass_cbv(corrected, self.inputs)
-        self._results["k2"] = save_like(fit.k2, self.inputs.delta_r2star, "k2.nii")
+        self._results["k2"] = save_like(scatter(fit.k2, brain), self.inputs.delta_r2star,
+                                        "k2.nii")
         self._results["cbv"] = save_like(cbv, self.inputs.delta_r2star, "cbv_corrected.nii")
-        leak_term = corrected - delta[brain]  # the fitted leakage term, s^-1
+        leak_term = corrected - curves  # the fitted leakage term, s^-1
         self._results["metadata"] = {
             "LeakageModel": model,
             "LeakageCorrection": DESCRIPTIONS[model],
@@ -73,9 +77,9 @@ class LeakageCorrection(SimpleInterface):
                 "Method": "linear least squares, all brain voxels at once",
                 "ReferenceVoxels": int(used.sum()),
                 "EnhancingZ": leakage.ENHANCING_Z, "T2StarZ": leakage.T2STAR_Z,
-                "MedianK1": float(np.median(fit.k1[brain])),
-                "MedianK2": float(np.median(fit.k2[brain])),
-                **({"MedianKep": float(np.median(fit.kep[brain]))}
+                "MedianK1": float(np.median(fit.k1)),
+                "MedianK2": float(np.median(fit.k2)),
+                **({"MedianKep": float(np.median(fit.kep))}
                    if fit.kep is not None else {}),
                 "MedianMeanAbsoluteLeakageTerm": float(np.median(np.abs(leak_term).mean(axis=-1))),
             },

@@ -61,7 +61,7 @@ def save_like(data, reference, name, dtype=np.float32, keep_nonfinite=False):
     """
     reference = nib.load(reference)
     data = np.asarray(data, dtype=dtype)
-    if not keep_nonfinite:
+    if not (keep_nonfinite or np.isfinite(data).all()):  # the check alone costs no copy
         data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     header = reference.header.copy()
     header.set_data_dtype(dtype)

@@ -16,11 +16,15 @@ alone keeps the error within 0.12 mm and 0.17 degrees through the bolus; robust
 
 The search runs coarse to fine (:data:`SCHEDULE`: Gaussian smoothing and sub-sampled
 reference voxels at the coarse level), each frame starting from the solution of the
-frame before. Each frame is then resampled once, from the acquired frame, with the
-final transform (:func:`resample_frame`).
+frame before. As the Jacobian of the rigid part is fixed, its block of the normal
+equations ``JᵀJ`` is computed once per level; each iteration adds only the two columns of
+the intensity model. Each frame is then resampled once, from the acquired frame, with the
+final transform (:func:`resample_frame`), the frames shared among threads
+(:func:`~bids_perfusion.voxels.for_each_block`: scipy.ndimage releases the GIL).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +36,7 @@ from bids_perfusion.motion.rigid import (
     rigid_matrix,
     rigid_parameters,
 )
+from bids_perfusion.voxels import block_workers, for_each_block
 
 
 @dataclass(frozen=True)
@@ -107,12 +112,15 @@ def _smooth(volume: NDArray[np.float64], sigma_mm: float,
 
 @dataclass(frozen=True)
 class _LevelReference:
-    """The reference at one level: its points (world mm), values and Jacobian."""
+    """The reference at one level: its points (world mm), values, the Jacobian ``J`` of
+    the rigid parameters, and the blocks ``JᵀJ`` and ``Jᵀ1`` of the normal equations."""
 
     level: Level
     points: NDArray[np.float64]
     values: NDArray[np.float64]
     jacobian: NDArray[np.float64]
+    gram: NDArray[np.float64]
+    column_sums: NDArray[np.float64]
 
 
 def _prepare_reference(reference: NDArray[np.float64], affine: NDArray[np.float64],
@@ -137,7 +145,8 @@ def _prepare_reference(reference: NDArray[np.float64], affine: NDArray[np.float6
         grad_world = gradient[keep] @ inverse_linear  # (∂R/∂voxel) (∂voxel/∂x)
         arm = points - centre
         jacobian = np.concatenate([grad_world, np.cross(arm, grad_world)], axis=1)
-        levels.append(_LevelReference(level, points, smooth[keep], jacobian))
+        levels.append(_LevelReference(level, points, smooth[keep], jacobian,
+                                      jacobian.T @ jacobian, jacobian.sum(axis=0)))
     return levels
 
 
@@ -155,9 +164,8 @@ def _register(frame: NDArray[np.float64], frame_affine: NDArray[np.float64],
             coordinates = prepared.points @ voxel[:3, :3].T + voxel[:3, 3]
             sampled = ndimage.map_coordinates(smooth, coordinates.T, order=1, mode="nearest")
             residual = scale * sampled + offset - prepared.values
-            design = np.concatenate([prepared.jacobian, sampled[:, None],
-                                     np.ones((sampled.size, 1))], axis=1)
-            step = np.linalg.lstsq(design.T @ design, -design.T @ residual, rcond=None)[0]
+            step = np.linalg.lstsq(*_normal_equations(prepared, sampled, residual),
+                                   rcond=None)[0]
             matrix = matrix @ rigid_matrix(step[:6], centre)
             scale, offset = scale + step[6], offset + step[7]
             if np.abs(step[:3]).sum() + 50.0 * np.abs(step[3:6]).sum() < TOLERANCE_MM:
@@ -165,13 +173,35 @@ def _register(frame: NDArray[np.float64], frame_affine: NDArray[np.float64],
     return matrix
 
 
+def _normal_equations(prepared: _LevelReference, sampled: NDArray[np.float64],
+                      residual: NDArray[np.float64],
+                      ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``(DᵀD, −Dᵀr)`` of the design ``D = [J, F(T(x)), 1]`` of one Gauss-Newton step,
+    from the precomputed ``JᵀJ`` and ``Jᵀ1`` of the level and the ``sampled`` frame."""
+    jacobian = prepared.jacobian
+    cross = sampled @ jacobian
+    total = float(sampled.sum())
+    gram = np.empty((8, 8))
+    gram[:6, :6] = prepared.gram
+    gram[:6, 6] = gram[6, :6] = cross
+    gram[:6, 7] = gram[7, :6] = prepared.column_sums
+    gram[6, 6] = float(sampled @ sampled)
+    gram[6, 7] = gram[7, 6] = total
+    gram[7, 7] = float(sampled.size)
+    right = np.concatenate([residual @ jacobian, [residual @ sampled, residual.sum()]])
+    return gram, -right
+
+
 def realign_series(series: ArrayLike, affine: ArrayLike, reference: ArrayLike,
                    reference_affine: ArrayLike | None = None,
-                   schedule: Sequence[Level] = SCHEDULE) -> Realignment:
+                   schedule: Sequence[Level] = SCHEDULE,
+                   on_frame: Callable[[int, NDArray[np.float64]], None] | None = None,
+                   ) -> Realignment:
     """The rigid motion of every frame of ``series`` (x, y, z, T) relative to
     ``reference`` (x, y, z), both with their voxel-to-world ``affine`` (the reference's
     defaults to the series'). Frames are registered in order, each from the solution of
-    the frame before. Raises ValueError for data that cannot be registered."""
+    the frame before; ``on_frame(index, matrix)``, when given, is called as each frame's
+    transform is found. Raises ValueError for data that cannot be registered."""
     series = np.asarray(series)
     affine = np.asarray(affine, dtype=float)
     reference = np.asarray(reference, dtype=np.float64)
@@ -194,6 +224,8 @@ def realign_series(series: ArrayLike, affine: ArrayLike, reference: ArrayLike,
         current = _register(np.asarray(series[..., index], dtype=np.float64), affine, levels,
                             centre, current)
         matrices[index] = current
+        if on_frame is not None:
+            on_frame(index, current)
     parameters = np.stack([rigid_parameters(m, centre) for m in matrices])
     return Realignment(parameters, matrices, centre)
 
@@ -215,13 +247,50 @@ def apply_realignment(series: ArrayLike, affine: ArrayLike, realignment: Realign
                       reference_shape: Sequence[int] | None = None,
                       reference_affine: ArrayLike | None = None,
                       order: int = 3) -> NDArray[np.float32]:
-    """Every frame of ``series`` resampled on the reference grid (:func:`resample_frame`)."""
+    """Every frame of ``series`` resampled on the reference grid (:func:`resample_frame`),
+    the frames shared among :func:`~bids_perfusion.voxels.block_workers` threads."""
     series = np.asarray(series)
     shape = tuple(series.shape[:3]) if reference_shape is None else tuple(reference_shape[:3])
     reference_affine = affine if reference_affine is None else reference_affine
     out = np.empty((*shape, series.shape[-1]), dtype=np.float32)
-    for index in range(series.shape[-1]):
-        out[..., index] = resample_frame(series[..., index], affine,
-                                         realignment.matrices[index], shape,
-                                         reference_affine, order)
+
+    def resample(frames: slice) -> None:
+        for index in range(frames.start, frames.stop):
+            out[..., index] = resample_frame(series[..., index], affine,
+                                             realignment.matrices[index], shape,
+                                             reference_affine, order)
+
+    for_each_block(resample, series.shape[-1], 1)
     return out
+
+
+def realign_and_resample(echoes: Sequence[NDArray[np.float32]], affine: ArrayLike,
+                         reference: ArrayLike, order: int = 3,
+                         ) -> tuple[Realignment, tuple[NDArray[np.float32], ...]]:
+    """:func:`realign_series` of the first of ``echoes`` (each (x, y, z, T), on one grid)
+    to ``reference``, and every echo moved by its transforms (:func:`resample_frame`):
+    the same numbers as :func:`apply_realignment` after :func:`realign_series`, but each
+    frame is resampled on a thread of its own as soon as its transform is found, so that
+    on several CPUs the resampling overlaps the registration of the next frames."""
+    affine = np.asarray(affine, dtype=float)
+    shape = echoes[0].shape
+    outputs = tuple(np.empty(shape, dtype=np.float32) for _ in echoes)
+
+    def resample(index: int, matrix: NDArray[np.float64]) -> None:
+        for echo, out in zip(echoes, outputs, strict=True):
+            out[..., index] = resample_frame(echo[..., index], affine, matrix, shape,
+                                             affine, order)
+
+    workers = block_workers()
+    if workers <= 1:
+        realignment = realign_series(echoes[0], affine, reference, on_frame=resample)
+        return realignment, outputs
+    with ThreadPoolExecutor(workers) as pool:
+        pending: list[Future[None]] = []
+        realignment = realign_series(
+            echoes[0], affine, reference,
+            on_frame=lambda index, matrix: pending.append(
+                pool.submit(resample, index, matrix.copy())))
+        for future in pending:  # re-raises the first error of a frame
+            future.result()
+    return realignment, outputs

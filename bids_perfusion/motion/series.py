@@ -28,6 +28,7 @@ from bids_perfusion.motion.realign import (
     HEAD_FRACTION,
     Realignment,
     apply_realignment,
+    realign_and_resample,
     realign_series,
 )
 
@@ -125,10 +126,10 @@ def realign_dsc(echoes: Sequence[ArrayLike], affine: ArrayLike,
                          f"{first.shape}")
     frames = pre_bolus_frames(head_curve(first))
     reference = sharpened_mean(first, affine, frames)
-    realignment = realign_series(first, affine, reference)
-    corrected = tuple(restore_nonfinite(apply_realignment(echo, affine, realignment,
-                                                          order=order), bad)
-                      for echo, bad in filled)
+    realignment, moved = realign_and_resample([echo for echo, _ in filled], affine,
+                                              reference, order)
+    corrected = tuple(restore_nonfinite(echo, bad)
+                      for echo, (_, bad) in zip(moved, filled, strict=True))
     return CorrectedSeries(realignment, corrected, frames)
 
 

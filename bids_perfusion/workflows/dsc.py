@@ -157,7 +157,7 @@ def methods_description(run, options, relax):
 
 
 def init_dsc_wf(run, options, output_dir, dose=1.0, superres=False, name=None,
-                spatial=None):
+                spatial=None, shared_motion=False):
     """Quantify one DSC run (or a low dose simulated from it) and write its derivatives.
 
     .. workflow::
@@ -188,6 +188,9 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, superres=False, name=None,
     spatial : :class:`~bids_perfusion.workflows.spatial.RunSpaces`, optional
         Also write the maps in other output spaces (not for a super-resolved run, whose
         ``res`` entity names its own grid).
+    shared_motion : bool
+        A simulated dose that takes the motion correction of the acquired run instead of
+        repeating it (:func:`~bids_perfusion.workflows.base.share_motion` connects it).
     """
     simulated = dose < 1.0
     if superres and simulated:
@@ -201,7 +204,8 @@ def init_dsc_wf(run, options, output_dir, dose=1.0, superres=False, name=None,
               "MagneticFieldStrengthSource": run.metadata.field_strength_source}
     workflow.__desc__ = motion_text(options, "dsc") + methods_description(run, options, relax)
     maps = method_maps(options, record)
-    front_end = init_dsc_front_end_wf(run, options, record, dose=dose, superres=superres)
+    front_end = init_dsc_front_end_wf(run, options, record, dose=dose, superres=superres,
+                                      shared_motion=shared_motion)
     methods_wf = init_dsc_methods_wf(options, record)
     if simulated:
         extra_entities = {"reconstruction": label}

@@ -23,7 +23,7 @@ MOTION_OUTPUTS = ("confounds", "motion_metadata", "corrected")
 
 
 def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, superres=False,
-                          name="front_end_wf"):
+                          shared_motion=False, name="front_end_wf"):
     """From the raw DSC series of ``run`` to ΔR2*(t), the AIF, bolus timing and the masks.
 
     .. workflow::
@@ -48,6 +48,12 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, superres=False,
     :meth:`~bids_perfusion.dsc.relaxivity.Relaxivities.sidecar` record);
     ``bolus_timing`` maps TTP and bolus arrival.
 
+    With ``shared_motion`` (a simulated dose with motion correction), the run has no
+    motion-correction node of its own: ``inputnode`` takes the corrected echoes
+    (``in_files``) and the motion outputs of the acquired run's front end, which the
+    top-level workflow connects (:func:`~bids_perfusion.workflows.base.share_motion`),
+    so that a series is realigned once whatever the number of doses.
+
     Parameters
     ----------
     run : :class:`~bids_perfusion.workflows.options.DSCRun`
@@ -61,9 +67,12 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, superres=False,
     Inputs
     ------
     in_files
-        the echo files of the run (set from ``run``)
+        the echo files of the run (set from ``run``; with ``shared_motion``, the corrected
+        echoes of the acquired run, connected)
     brain, tumor, GM, WM, NAWM
         the masks the run was given (set from ``run``)
+    confounds, motion_metadata, corrected
+        with ``shared_motion`` only: the motion outputs of the acquired run, connected
 
     Outputs
     -------
@@ -84,22 +93,31 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, superres=False,
         the motion parameters table, its sidecar entries and the corrected series of
         the first echo (with ``options.motion_correction`` only)
     """
+    shared_motion = shared_motion and options.motion_correction
+    if shared_motion and (superres or dose >= 1.0):
+        raise ValueError("only a simulated dose shares the motion correction of its run")
     workflow = Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=["in_files", *GIVEN_MASKS]),
-                        name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(
+        fields=["in_files", *GIVEN_MASKS, *(MOTION_OUTPUTS if shared_motion else [])]),
+        name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(
         fields=[*FRONT_END_OUTPUTS, *(["superres_metadata"] if superres else []),
                 *(MOTION_OUTPUTS if options.motion_correction else [])]),
         name="outputnode")
-    inputnode.inputs.in_files = list(run.files)
     series = (inputnode, "in_files")
-    if options.motion_correction:
+    corrected = None  # the corrected first echo, (node, field), with motion correction
+    if shared_motion:
+        workflow.connect([(inputnode, outputnode, [(key, key) for key in MOTION_OUTPUTS])])
+        corrected = (inputnode, "corrected")
+    else:
+        inputnode.inputs.in_files = list(run.files)
+    if options.motion_correction and not shared_motion:
         motion = motion_node(run, options, "dsc")
         workflow.connect([(inputnode, motion, [("in_files", "in_files")]),
                           (motion, outputnode, [("confounds", "confounds"),
                                                 ("metadata", "motion_metadata"),
                                                 ("out_file", "corrected")])])
-        series = (motion, "out_files")
+        series, corrected = (motion, "out_files"), (motion, "out_file")
     repetition_time = run.metadata.repetition_time
     masks = {key: (inputnode, key) for key in GIVEN_MASKS if key in run.masks}
     for key in masks:
@@ -130,8 +148,8 @@ def init_dsc_front_end_wf(run, options, relaxivity, dose=1.0, superres=False,
         brain_mask = pe.Node(BrainMask(), name="brain_mask")
         if superres:
             workflow.connect(resolve, "reference", brain_mask, "in_file")
-        elif options.motion_correction:
-            workflow.connect(motion, "out_file", brain_mask, "in_file")
+        elif corrected is not None:
+            workflow.connect(*corrected, brain_mask, "in_file")
             brain_mask.inputs.source_file = run.files[0]
         else:
             brain_mask.inputs.in_file = run.files[0]

@@ -76,10 +76,26 @@ class MultiProcPlugin(_MultiProcPlugin):
         )
 
 
+def parallel_units(workflow):
+    """The sub-workflows at the top of ``workflow``: its runs (one per run and dose) and
+    the normalisations of the subjects' T1w, which MultiProc can run side by side."""
+    return sum(1 for node in workflow._graph.nodes() if hasattr(node, "_graph"))
+
+
+def choose_plugin(nprocs, units):
+    """``"MultiProc"`` when ``nprocs`` processes can share ``units`` independent
+    sub-workflows (at least two of each), else ``"Linear"``: the nodes of one run mostly
+    follow each other, and the spawned workers of a pool (about a second each to start,
+    with every input and result passed through files) cost one series more than they
+    gain (docs/performance.md, "Participant run and demo"). A run's numerical cores still
+    use the threads of ``--omp-nthreads``."""
+    return "MultiProc" if nprocs > 1 and units > 1 else "Linear"
+
+
 def run_workflow(workflow, execution, sources=None, status_callback=None):
-    """Run with MultiProc (or Linear for one process), as ``execution`` asks
-    (:class:`~bids_perfusion.config.ExecutionOptions`: ``nprocs``, ``mem``, ``work_dir``,
-    where the crash reports go).
+    """Run with MultiProc or Linear (:func:`choose_plugin`: Linear for one process or
+    one run), as ``execution`` asks (:class:`~bids_perfusion.config.ExecutionOptions`:
+    ``nprocs``, ``mem``, ``work_dir``, where the crash reports go).
 
     Returns ``(messages, internal)``: one message per failed node, and whether any failure
     was internal rather than caused by the input
@@ -100,7 +116,10 @@ def run_workflow(workflow, execution, sources=None, status_callback=None):
         plugin_args["status_callback"] = status_callback
     started = time.time()
     try:
-        if nprocs > 1:
+        plugin = choose_plugin(nprocs, parallel_units(workflow))
+        LOGGER.info("nipype plugin: %s (%d process(es) asked, %d run(s) or T1w "
+                    "normalisation(s) to process)", plugin, nprocs, parallel_units(workflow))
+        if plugin == "MultiProc":
             workflow.run(plugin=MultiProcPlugin(plugin_args=plugin_args))
         else:
             workflow.run(plugin="Linear", plugin_args=plugin_args)
