@@ -147,7 +147,8 @@ def dataset_record(bids_dir):
         parameters = json.loads(phantom.read_text())
         config = parameters.get("config", parameters)
         dsc = config.get("dsc") or {}
-        record["phantom"] = {key: config.get(key) for key in ("seed", "grades", "matrix")
-                             if key in config}
+        record["phantom"] = {key: config.get(key) for key in
+                             ("seed", "grades", "matrix", "grade_ranges", "population",
+                              "forward_model", "motion") if key in config}
         record["phantom"]["snr"] = dsc.get("snr")
     return record

@@ -1,12 +1,14 @@
 """The generic trainer: learning-rate schedules and augmentation of training batches."""
 
 import itertools
+import json
 import math
 
 import pytest
 import torch
 
 from bids_perfusion.nn import training
+from bids_perfusion.train import dataset_record
 
 
 def test_cosine_schedule_closed_form():
@@ -51,3 +53,17 @@ def test_train_steps_adam_at_the_scheduled_rate_and_augments_training_batches_on
     assert [h["lr"] for h in result.history] == [config.learning_rate(e) for e in range(1, 9)]
     assert seen == [16] * 32  # 4 batches per epoch, never a validation batch
     assert result.best_val_loss < 0.01 * before
+
+
+def test_dataset_record_keeps_the_phantom_options_that_change_its_data(tmp_path):
+    """A card's dataset record names every option needed to write the same phantom again."""
+    truth = tmp_path / "derivatives" / "phantom-truth"
+    truth.mkdir(parents=True)
+    config = {"seed": 5, "grades": ["LGG"], "matrix": [8, 8, 4], "grade_ranges": "overlapping",
+              "population": True, "forward_model": "realistic", "motion": 0.0,
+              "fov_mm": 220.0, "dsc": {"snr": 30.0}}
+    (truth / "phantom_parameters.json").write_text(json.dumps({"config": config}))
+    record = dataset_record(tmp_path)
+    assert record["phantom"] == {"seed": 5, "grades": ["LGG"], "matrix": [8, 8, 4],
+                                 "grade_ranges": "overlapping", "population": True,
+                                 "forward_model": "realistic", "motion": 0.0, "snr": 30.0}
