@@ -300,8 +300,9 @@ def main(argv=None):
                         help="weights of the ablation (temporal 'linear'); without them "
                              "the ablation is not run")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max-queries", type=int, default=65536,
-                        help="queries decoded at once (bounds the memory)")
+    parser.add_argument("--max-queries", type=int, default=None,
+                        help="queries decoded at once (bounds the memory; default "
+                             "nn.superres.CPU_MAX_QUERIES)")
     parser.add_argument("--out", type=Path, help="per-subject results (JSON)")
     args = parser.parse_args(argv)
 
