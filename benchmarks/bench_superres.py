@@ -76,6 +76,7 @@ from bids_perfusion.dsc import (  # noqa: E402
     signal_to_delta_r2star,
     tissue_concentration,
 )
+from bids_perfusion.errors import InputDataError  # noqa: E402
 from bids_perfusion.phantom.bids import TRUTH  # noqa: E402
 
 #: Default held-out cohorts: name -> (seed, TR s, frames, baseline frames).
@@ -219,7 +220,7 @@ def reconstruct(method, low, degradation, models, device, max_queries):
                          degradation.baseline_frames, device, max_queries)
 
 
-def evaluate_subject(data, degradation, models, device, max_queries):
+def evaluate_subject(data, degradation, models, cards, device, max_queries):
     """Per-method metrics of one subject (dict method -> metric -> value)."""
     from bids_perfusion.nn.superres_data import make_pair
 
@@ -249,8 +250,29 @@ def evaluate_subject(data, degradation, models, device, max_queries):
                                                                tissue)
                 row[f"{key.upper()} vs truth %"] = relative_error(maps[key], truth[key],
                                                                   tissue)
+            if method in models:
+                row.update(pipeline_checks(low, series, degradation, data["sidecar"],
+                                           cards[method]))
             results[method] = row
     return results
+
+
+def pipeline_checks(low, series, degradation, sidecar, card):
+    """What the pipeline's ``SuperResolve`` would say of this input: the NMSE of the
+    super-resolved frames at the acquired times against the acquired (LR) frames, whether
+    it exceeds ``constants.SUPERRES_MAX_NMSE`` (the run is refused), and the input's
+    values outside the card's ``training_ranges`` (``OutsideTrainingRanges``: the
+    acquired frame interval and frames are those of the LR input, 4 × the HR TR)."""
+    from bids_perfusion.constants import SUPERRES_MAX_NMSE
+    from bids_perfusion.nn.superres_inference import acquired_frames_nmse
+    from bids_perfusion.nn.training_ranges import outside_ranges
+
+    nmse = acquired_frames_nmse(low, series, degradation.time)
+    acquisition = {"RepetitionTime": degradation.time * float(sidecar["RepetitionTime"]),
+                   "Frames": low.shape[-1], "EchoTime": float(sidecar["EchoTime"]),
+                   "MagneticFieldStrength": float(sidecar["MagneticFieldStrength"])}
+    return {"acquired NMSE": nmse, "refused": float(nmse > SUPERRES_MAX_NMSE),
+            "outside": outside_ranges(acquisition, card.get("training_ranges", {}))}
 
 
 def table(records, title):
@@ -291,6 +313,10 @@ def main(argv=None):
     parser.add_argument("--cohorts", nargs="+", metavar="SEED:TR:FRAMES:BASELINE",
                         help="held-out cohorts (default: "
                              + " ".join(":".join(map(str, c)) for c in COHORTS.values()) + ")")
+    parser.add_argument("--datasets", nargs="+", metavar="NAME=DIR", default=[],
+                        help="existing phantom datasets evaluated instead of the cohorts "
+                             "generated here (e.g. the v2 population of "
+                             "bids-perfusion-phantom --population; docs/superres.md)")
     parser.add_argument("--n-subjects", type=int, default=2, help="subjects per cohort")
     parser.add_argument("--slices", type=int, default=6,
                         help="central slices of every series evaluated (0: all)")
@@ -328,20 +354,43 @@ def main(argv=None):
     print(f"weights: {shas}; "
           f"degradation {degradation}; device {args.device}, "
           f"{torch.get_num_threads()} thread(s)", flush=True)
+    if args.datasets:
+        cohorts = {name: (None, None, None, None) for name in
+                   (item.split("=", 1)[0] for item in args.datasets)}
+        roots = {name: Path(path) for name, path in
+                 (item.split("=", 1) for item in args.datasets)}
     everything = {}
     for name, (seed, tr, n_frames, baseline) in cohorts.items():
-        root = args.work_dir / name
         records = []
-        subjects = make_cohort(root, seed, tr, n_frames, baseline, args.n_subjects)
+        if args.datasets:
+            root = roots[name]
+            subjects = sorted(p.name[4:] for p in root.glob("sub-*") if p.is_dir())
+        else:
+            root = args.work_dir / name
+            subjects = make_cohort(root, seed, tr, n_frames, baseline, args.n_subjects)
         for subject in subjects[:args.n_subjects]:
             tic = time.perf_counter()
-            results = evaluate_subject(load_subject(root, subject, args.slices), degradation,
-                                       models,
-                                       args.device, args.max_queries)
+            try:
+                results = evaluate_subject(load_subject(root, subject, args.slices),
+                                           degradation, models, cards, args.device,
+                                           args.max_queries)
+            except InputDataError as error:  # refused by the DSC core: said, not averaged
+                print(f"  {name} sub-{subject}: refused by the DSC core: {error}", flush=True)
+                continue
             records.append({"subject": subject, "results": results})
-            print(f"  {name} sub-{subject}: {time.perf_counter() - tic:.0f} s", flush=True)
+            checks = results["node-liif"]
+            sidecar = json.loads(next((root / f"sub-{subject}" / "perf").glob(
+                "*_dsc.json")).read_text())
+            print(f"  {name} sub-{subject} (TR {sidecar['RepetitionTime']} s, "
+                  f"TE {sidecar['EchoTime']} s, {sidecar['MagneticFieldStrength']} T): "
+                  f"{time.perf_counter() - tic:.0f} s; node-liif acquired-frames NMSE "
+                  f"{checks['acquired NMSE']:.2e}"
+                  f"{' (refused by the pipeline)' if checks['refused'] else ''}; outside "
+                  f"training ranges: {'; '.join(checks['outside']) or 'none'}", flush=True)
         everything[name] = records
-        print(table(records, f"{name} (seed {seed}, TR {tr} s, {n_frames} frames; "
+        acquisition = (f"{root}" if args.datasets else
+                       f"seed {seed}, TR {tr} s, {n_frames} frames")
+        print(table(records, f"{name} ({acquisition}; "
                              f"inputs every {degradation.time}th frame, "
                              f"{degradation.space}x{degradation.space} in plane)"), flush=True)
     if args.out:
