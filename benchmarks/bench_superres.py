@@ -39,6 +39,9 @@ series (what super-resolution should recover) and against the phantom's ground t
 (growth of the resident set above its level before the method, sampled every 2 ms; peak
 CUDA allocation on a GPU) on ``--device`` with ``OMP_NUM_THREADS`` threads (1 by default).
 
+``--timing REPEATS`` only times the inference (CPU seconds of one 128 × 128 slice, scaled
+to a 128 × 128 × 24 × 80 series; docs/superres.md, *Inference time*).
+
 Printed: per cohort, mean (SD) over subjects of every metric and method, then the ratio of
 each method's NMSE and CBV/CBF errors to those of linear interpolation. ``--out`` keeps
 the per-subject values (JSON). The command of the table in ``docs/superres.md``:
@@ -306,6 +309,28 @@ def table(records, title):
     return "\n".join(lines)
 
 
+def time_series_inference(model, device, max_queries, repeats, shape=(128, 128, 24, 80)):
+    """CPU seconds (this process, all threads; best of ``repeats``) of ``super_resolve``
+    at 2× in plane and 4× in time on one slice of three frames of ``shape``'s in-plane
+    size (9 output frames: a pair of 4 and the last pair of 5), and the same scaled to a
+    whole series of ``shape`` (× its output frames / 9). The cost does not depend on the
+    content (smooth random images here)."""
+    from scipy import ndimage
+
+    from bids_perfusion.nn.superres_inference import output_shape, super_resolve
+
+    rng = np.random.default_rng(0)
+    series = ndimage.gaussian_filter(rng.random((*shape[:2], 1, 3)), (2, 2, 0, 1))
+    series = (300 + 900 * (series - series.min()) / np.ptp(series)).astype(np.float32)
+    best = np.inf
+    for _ in range(repeats):
+        cpu = time.process_time()
+        super_resolve(model, series, 2, 4, device=device, max_queries=max_queries)
+        best = min(best, time.process_time() - cpu)
+    out = output_shape(shape, 2, 4)
+    return best, best * out[2] * out[3] / 9
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", type=Path, default=Path("superres-bench"),
@@ -330,6 +355,10 @@ def main(argv=None):
                         help="queries decoded at once (bounds the memory; default "
                              "nn.superres.CPU_MAX_QUERIES)")
     parser.add_argument("--out", type=Path, help="per-subject results (JSON)")
+    parser.add_argument("--timing", type=int, metavar="REPEATS", default=0,
+                        help="only time the inference on one 128 x 128 slice (best of "
+                             "REPEATS) and scale it to a 128 x 128 x 24 x 80 series "
+                             "(issue 17; docs/superres.md, Inference time)")
     args = parser.parse_args(argv)
 
     import torch
@@ -346,6 +375,14 @@ def main(argv=None):
         expected = "ode" if method == "node-liif" else "linear"
         if cards[method]["configuration"].get("temporal", "ode") != expected:
             parser.error(f"{path}: the card's temporal model is not {expected!r}")
+    if args.timing:
+        one, series = time_series_inference(models["node-liif"], args.device,
+                                            args.max_queries, args.timing)
+        print(f"super-resolution 2x in plane, 4x in time, {torch.get_num_threads()} "
+              f"thread(s): {one:.2f} CPU s for one 128 x 128 slice of 3 frames (9 output "
+              f"frames of 256 x 256); {series:.0f} CPU s per 128 x 128 x 24 x 80 series "
+              f"(x 7608 / 9 output frames)")
+        return
     degradation = Degradation(**cards["node-liif"]["configuration"]["degradation"])
     cohorts = ({f"tr{c[1]}-seed{c[0]}": c for c in
                 (tuple(float(v) if i == 1 else int(v) for i, v in enumerate(s.split(":")))

@@ -274,6 +274,21 @@ def test_bundled_weights_match_their_card():
     assert card["metrics"]["parameters"] == superres.parameter_count(model)
 
 
+def test_bundled_training_ranges_are_the_inputs_the_model_read():
+    """The pipeline checks the acquired frame interval against ``RepetitionTime``: the
+    card must hold that of the LR inputs of training (s_t × the phantom's TR, its frames
+    every s_t-th), as its phantom command states them."""
+    import shlex
+
+    _model, card = superres.load_model()
+    command = shlex.split(card["data"]["phantom_command"])
+    tr, frames = (float(command[command.index(flag) + 1]) for flag in ("--tr", "--n-frames"))
+    step = card["configuration"]["degradation"]["time"]
+    ranges = card["training_ranges"]
+    assert ranges["RepetitionTime"] == [step * tr] * 2
+    assert ranges["Frames"] == [len(range(0, int(frames), step))] * 2
+
+
 @pytest.mark.slow
 def test_tiny_phantom_trains_end_to_end_and_the_weights_load_back(tmp_path, one_thread):
     from bids_perfusion.cli import train
