@@ -39,6 +39,9 @@ series (what super-resolution should recover) and against the phantom's ground t
 (growth of the resident set above its level before the method, sampled every 2 ms; peak
 CUDA allocation on a GPU) on ``--device`` with ``OMP_NUM_THREADS`` threads (1 by default).
 
+``--timing REPEATS`` only times the inference (CPU seconds of one 128 × 128 slice, scaled
+to a 128 × 128 × 24 × 80 series; docs/superres.md, *Inference time*).
+
 Printed: per cohort, mean (SD) over subjects of every metric and method, then the ratio of
 each method's NMSE and CBV/CBF errors to those of linear interpolation. ``--out`` keeps
 the per-subject values (JSON). The command of the table in ``docs/superres.md``:
@@ -76,6 +79,7 @@ from bids_perfusion.dsc import (  # noqa: E402
     signal_to_delta_r2star,
     tissue_concentration,
 )
+from bids_perfusion.errors import InputDataError  # noqa: E402
 from bids_perfusion.phantom.bids import TRUTH  # noqa: E402
 
 #: Default held-out cohorts: name -> (seed, TR s, frames, baseline frames).
@@ -219,7 +223,7 @@ def reconstruct(method, low, degradation, models, device, max_queries):
                          degradation.baseline_frames, device, max_queries)
 
 
-def evaluate_subject(data, degradation, models, device, max_queries):
+def evaluate_subject(data, degradation, models, cards, device, max_queries):
     """Per-method metrics of one subject (dict method -> metric -> value)."""
     from bids_perfusion.nn.superres_data import make_pair
 
@@ -249,8 +253,29 @@ def evaluate_subject(data, degradation, models, device, max_queries):
                                                                tissue)
                 row[f"{key.upper()} vs truth %"] = relative_error(maps[key], truth[key],
                                                                   tissue)
+            if method in models:
+                row.update(pipeline_checks(low, series, degradation, data["sidecar"],
+                                           cards[method]))
             results[method] = row
     return results
+
+
+def pipeline_checks(low, series, degradation, sidecar, card):
+    """What the pipeline's ``SuperResolve`` would say of this input: the NMSE of the
+    super-resolved frames at the acquired times against the acquired (LR) frames, whether
+    it exceeds ``constants.SUPERRES_MAX_NMSE`` (the run is refused), and the input's
+    values outside the card's ``training_ranges`` (``OutsideTrainingRanges``: the
+    acquired frame interval and frames are those of the LR input, 4 × the HR TR)."""
+    from bids_perfusion.constants import SUPERRES_MAX_NMSE
+    from bids_perfusion.nn.superres_inference import acquired_frames_nmse
+    from bids_perfusion.nn.training_ranges import outside_ranges
+
+    nmse = acquired_frames_nmse(low, series, degradation.time)
+    acquisition = {"RepetitionTime": degradation.time * float(sidecar["RepetitionTime"]),
+                   "Frames": low.shape[-1], "EchoTime": float(sidecar["EchoTime"]),
+                   "MagneticFieldStrength": float(sidecar["MagneticFieldStrength"])}
+    return {"acquired NMSE": nmse, "refused": float(nmse > SUPERRES_MAX_NMSE),
+            "outside": outside_ranges(acquisition, card.get("training_ranges", {}))}
 
 
 def table(records, title):
@@ -284,6 +309,28 @@ def table(records, title):
     return "\n".join(lines)
 
 
+def time_series_inference(model, device, max_queries, repeats, shape=(128, 128, 24, 80)):
+    """CPU seconds (this process, all threads; best of ``repeats``) of ``super_resolve``
+    at 2× in plane and 4× in time on one slice of three frames of ``shape``'s in-plane
+    size (9 output frames: a pair of 4 and the last pair of 5), and the same scaled to a
+    whole series of ``shape`` (× its output frames / 9). The cost does not depend on the
+    content (smooth random images here)."""
+    from scipy import ndimage
+
+    from bids_perfusion.nn.superres_inference import output_shape, super_resolve
+
+    rng = np.random.default_rng(0)
+    series = ndimage.gaussian_filter(rng.random((*shape[:2], 1, 3)), (2, 2, 0, 1))
+    series = (300 + 900 * (series - series.min()) / np.ptp(series)).astype(np.float32)
+    best = np.inf
+    for _ in range(repeats):
+        cpu = time.process_time()
+        super_resolve(model, series, 2, 4, device=device, max_queries=max_queries)
+        best = min(best, time.process_time() - cpu)
+    out = output_shape(shape, 2, 4)
+    return best, best * out[2] * out[3] / 9
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", type=Path, default=Path("superres-bench"),
@@ -291,6 +338,10 @@ def main(argv=None):
     parser.add_argument("--cohorts", nargs="+", metavar="SEED:TR:FRAMES:BASELINE",
                         help="held-out cohorts (default: "
                              + " ".join(":".join(map(str, c)) for c in COHORTS.values()) + ")")
+    parser.add_argument("--datasets", nargs="+", metavar="NAME=DIR", default=[],
+                        help="existing phantom datasets evaluated instead of the cohorts "
+                             "generated here (e.g. the v2 population of "
+                             "bids-perfusion-phantom --population; docs/superres.md)")
     parser.add_argument("--n-subjects", type=int, default=2, help="subjects per cohort")
     parser.add_argument("--slices", type=int, default=6,
                         help="central slices of every series evaluated (0: all)")
@@ -300,9 +351,14 @@ def main(argv=None):
                         help="weights of the ablation (temporal 'linear'); without them "
                              "the ablation is not run")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max-queries", type=int, default=65536,
-                        help="queries decoded at once (bounds the memory)")
+    parser.add_argument("--max-queries", type=int, default=None,
+                        help="queries decoded at once (bounds the memory; default "
+                             "nn.superres.CPU_MAX_QUERIES)")
     parser.add_argument("--out", type=Path, help="per-subject results (JSON)")
+    parser.add_argument("--timing", type=int, metavar="REPEATS", default=0,
+                        help="only time the inference on one 128 x 128 slice (best of "
+                             "REPEATS) and scale it to a 128 x 128 x 24 x 80 series "
+                             "(issue 17; docs/superres.md, Inference time)")
     args = parser.parse_args(argv)
 
     import torch
@@ -319,6 +375,14 @@ def main(argv=None):
         expected = "ode" if method == "node-liif" else "linear"
         if cards[method]["configuration"].get("temporal", "ode") != expected:
             parser.error(f"{path}: the card's temporal model is not {expected!r}")
+    if args.timing:
+        one, series = time_series_inference(models["node-liif"], args.device,
+                                            args.max_queries, args.timing)
+        print(f"super-resolution 2x in plane, 4x in time, {torch.get_num_threads()} "
+              f"thread(s): {one:.2f} CPU s for one 128 x 128 slice of 3 frames (9 output "
+              f"frames of 256 x 256); {series:.0f} CPU s per 128 x 128 x 24 x 80 series "
+              f"(x 7608 / 9 output frames)")
+        return
     degradation = Degradation(**cards["node-liif"]["configuration"]["degradation"])
     cohorts = ({f"tr{c[1]}-seed{c[0]}": c for c in
                 (tuple(float(v) if i == 1 else int(v) for i, v in enumerate(s.split(":")))
@@ -327,20 +391,43 @@ def main(argv=None):
     print(f"weights: {shas}; "
           f"degradation {degradation}; device {args.device}, "
           f"{torch.get_num_threads()} thread(s)", flush=True)
+    if args.datasets:
+        cohorts = {name: (None, None, None, None) for name in
+                   (item.split("=", 1)[0] for item in args.datasets)}
+        roots = {name: Path(path) for name, path in
+                 (item.split("=", 1) for item in args.datasets)}
     everything = {}
     for name, (seed, tr, n_frames, baseline) in cohorts.items():
-        root = args.work_dir / name
         records = []
-        subjects = make_cohort(root, seed, tr, n_frames, baseline, args.n_subjects)
+        if args.datasets:
+            root = roots[name]
+            subjects = sorted(p.name[4:] for p in root.glob("sub-*") if p.is_dir())
+        else:
+            root = args.work_dir / name
+            subjects = make_cohort(root, seed, tr, n_frames, baseline, args.n_subjects)
         for subject in subjects[:args.n_subjects]:
             tic = time.perf_counter()
-            results = evaluate_subject(load_subject(root, subject, args.slices), degradation,
-                                       models,
-                                       args.device, args.max_queries)
+            try:
+                results = evaluate_subject(load_subject(root, subject, args.slices),
+                                           degradation, models, cards, args.device,
+                                           args.max_queries)
+            except InputDataError as error:  # refused by the DSC core: said, not averaged
+                print(f"  {name} sub-{subject}: refused by the DSC core: {error}", flush=True)
+                continue
             records.append({"subject": subject, "results": results})
-            print(f"  {name} sub-{subject}: {time.perf_counter() - tic:.0f} s", flush=True)
+            checks = results["node-liif"]
+            sidecar = json.loads(next((root / f"sub-{subject}" / "perf").glob(
+                "*_dsc.json")).read_text())
+            print(f"  {name} sub-{subject} (TR {sidecar['RepetitionTime']} s, "
+                  f"TE {sidecar['EchoTime']} s, {sidecar['MagneticFieldStrength']} T): "
+                  f"{time.perf_counter() - tic:.0f} s; node-liif acquired-frames NMSE "
+                  f"{checks['acquired NMSE']:.2e}"
+                  f"{' (refused by the pipeline)' if checks['refused'] else ''}; outside "
+                  f"training ranges: {'; '.join(checks['outside']) or 'none'}", flush=True)
         everything[name] = records
-        print(table(records, f"{name} (seed {seed}, TR {tr} s, {n_frames} frames; "
+        acquisition = (f"{root}" if args.datasets else
+                       f"seed {seed}, TR {tr} s, {n_frames} frames")
+        print(table(records, f"{name} ({acquisition}; "
                              f"inputs every {degradation.time}th frame, "
                              f"{degradation.space}x{degradation.space} in plane)"), flush=True)
     if args.out:

@@ -71,6 +71,22 @@ def test_flows_start_at_the_embedded_inputs(one_thread, method):
     assert torch.equal(backward[1], start1[1]) and not torch.allclose(backward[0], start1[0])
 
 
+def test_flows_of_a_batch_equal_each_item_integrated_alone(one_thread):
+    """Items at their start are not integrated (dZ/ds = 0); the others keep their place
+    in the batch and the numbers they have when integrated alone, gradients included."""
+    model = tiny_model()
+    start = model.embed(torch.rand(4, 6, 7), 1.0).detach()
+    times = torch.tensor([0.0, 0.25, 0.0, 0.75])
+    batch = model.forward_flow(start, times)
+    with torch.no_grad():
+        for item, t in enumerate(times):
+            alone = model._solve(model.forward_field, 0.0, start[item:item + 1], t[None])
+            torch.testing.assert_close(batch[item:item + 1], alone)
+    batch.sum().backward()
+    assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+               for p in model.forward_field.parameters())
+
+
 def test_linear_ablation_interpolates_the_embedded_inputs(one_thread):
     """The ablation's temporal feature is Z̃_0 at t = 0, Z̃_1 at t = 1, their mean at
     t = ½, per item; it has no flow fields."""
@@ -256,6 +272,21 @@ def test_bundled_weights_match_their_card():
     assert card["configuration"]["degradation"] == {"space": 2, "time": 4,
                                                     "method": "kspace", "baseline_frames": 3}
     assert card["metrics"]["parameters"] == superres.parameter_count(model)
+
+
+def test_bundled_training_ranges_are_the_inputs_the_model_read():
+    """The pipeline checks the acquired frame interval against ``RepetitionTime``: the
+    card must hold that of the LR inputs of training (s_t × the phantom's TR, its frames
+    every s_t-th), as its phantom command states them."""
+    import shlex
+
+    _model, card = superres.load_model()
+    command = shlex.split(card["data"]["phantom_command"])
+    tr, frames = (float(command[command.index(flag) + 1]) for flag in ("--tr", "--n-frames"))
+    step = card["configuration"]["degradation"]["time"]
+    ranges = card["training_ranges"]
+    assert ranges["RepetitionTime"] == [step * tr] * 2
+    assert ranges["Frames"] == [len(range(0, int(frames), step))] * 2
 
 
 @pytest.mark.slow

@@ -36,7 +36,8 @@ class _SuperResolveInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("auto", usedefault=True, desc="auto, cpu, cuda or cuda:N")
     max_queries = traits.Int(desc="queries decoded at once (bounds memory); default: as "
                                   "many as fit the device's free memory "
-                                  "(nn.device.batch_size), 65536 on the CPU")
+                                  "(nn.device.batch_size), nn.superres.CPU_MAX_QUERIES on "
+                                  "the CPU")
     max_nmse = traits.Float(SUPERRES_MAX_NMSE, usedefault=True,
                             desc="refuse a series whose frames at the acquired times do "
                                  "not reproduce the acquired frames within this NMSE")
@@ -115,7 +116,7 @@ class SuperResolve(SimpleInterface):
             return (lambda series: inference.interpolate(series, inputs.space, inputs.time),
                     {"Method": "bilinear interpolation in plane, linear in time"})
         from bids_perfusion.nn import device as devices
-        from bids_perfusion.nn.superres import load_model
+        from bids_perfusion.nn.superres import CPU_MAX_QUERIES, load_model
         from bids_perfusion.nn.training_ranges import check_input
         from bids_perfusion.nn.weights import bundled_weights, weights_sidecar
 
@@ -124,7 +125,8 @@ class SuperResolve(SimpleInterface):
         model, card = load_model(weights, device)
         baseline = card["configuration"]["degradation"]["baseline_frames"]
         queries = (inputs.max_queries if isdefined(inputs.max_queries) else
-                   devices.batch_size(device, devices.INFERENCE_BYTES["superres"], 65536))
+                   devices.batch_size(device, devices.INFERENCE_BYTES["superres"],
+                                      CPU_MAX_QUERIES))
 
         def render(series):
             return inference.super_resolve(

@@ -72,6 +72,12 @@ MODEL_NAME = "superres"
 #: Fixed-step solvers of torchdiffeq offered for the flows (deterministic).
 ODE_METHODS = ("rk4", "euler")
 
+#: Queries decoded at once by default (on the CPU): the decoder's MLP then multiplies
+#: matrices of 4 × 1024 rows (four neighbours per query) whose activations (2 MiB) stay
+#: in a core's cache; 64 times as many ran at half the speed (docs/superres.md,
+#: *Inference time*).
+CPU_MAX_QUERIES = 1024
+
 #: Temporal models: the bi-directional neural ODE, or linear interpolation of the
 #: features (the ablation; module docstring).
 TEMPORAL_MODELS = SUPERRES_TEMPORAL
@@ -185,37 +191,45 @@ class LocalImplicitDecoder(nn.Module):
             previous = size
         self.mlp = nn.Sequential(*layers, nn.Linear(previous, 1))
 
-    def forward(self, features, coords, cells):
-        batch, channels, h, w = features.shape
-        unfolded = F.unfold(features, 3, padding=1).view(batch, 9 * channels, h * w)
-        # The first layer W [z; x_q − v; cell] + b is split as W_z z + W_q [x_q − v; cell]
-        # + b: W_z z is computed once per latent code (h·w of them) rather than once per
-        # query and neighbour (4 Q of them), then gathered — the same numbers, fewer
-        # products.
-        first, rest = self.mlp[0], self.mlp[1:]
-        projected = torch.einsum("ok,bkn->bon", first.weight[:, :9 * channels], unfolded)
-        query_weight = first.weight[:, 9 * channels:]
+    def project(self, features):
+        """W_z z + b of every latent code, (B, c, h, w) -> (B, h·w, n₁): the part of the
+        first layer W [z; x_q − v; cell] + b that depends on the code only, computed
+        once per code (h·w of them) rather than once per query and neighbour (4 Q), and
+        once per feature map however many tiles of queries read it."""
+        channels = features.shape[1]
+        unfolded = F.unfold(features, 3, padding=1)  # (B, 9c, h·w)
+        first = self.mlp[0]
+        return F.linear(unfolded.transpose(1, 2), first.weight[:, :9 * channels],
+                        first.bias)
+
+    def query(self, projected, size, coords, cells):
+        """Î(x_q) from the projected codes of :meth:`project` (latent grid ``size`` =
+        (h, w)) at ``coords`` and ``cells`` (B, Q, 2) -> (B, Q). The four neighbours of
+        every query are evaluated as one matrix of 4·B·Q rows, gathered by index."""
+        h, w = size
+        batch, n_queries, _ = coords.shape
         sizes = coords.new_tensor([h, w])
         # continuous latent index of each query: pixel i has its centre at i
-        position = (coords + 1) / 2 * sizes - 0.5
-        low = torch.floor(position)
-        predictions, areas = [], []
-        for d_row in (0, 1):
-            for d_col in (0, 1):
-                index = low + coords.new_tensor([d_row, d_col])
-                index = torch.minimum(index.clamp(min=0), sizes - 1)
-                centre = -1 + (2 * index + 1) / sizes
-                flat = (index[..., 0] * w + index[..., 1]).long()
-                code = torch.gather(projected, 2,
-                                    flat[:, None, :].expand(-1, projected.shape[1], -1))
-                relative = (coords - centre) * sizes / 2  # in latent pixels
-                queries = torch.cat([relative, cells * sizes / 2], dim=-1)
-                hidden = code.transpose(1, 2) + F.linear(queries, query_weight, first.bias)
-                predictions.append(rest(hidden)[..., 0])
-                areas.append((relative[..., 0] * relative[..., 1]).abs() + 1e-9)
+        low = torch.floor((coords + 1) / 2 * sizes - 0.5)
+        index = low[:, :, None] + coords.new_tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
+        index = torch.minimum(index.clamp(min=0), sizes - 1)  # (B, Q, 4, 2)
+        centre = -1 + (2 * index + 1) / sizes
+        relative = (coords[:, :, None] - centre) * sizes / 2  # in latent pixels
+        flat = (index[..., 0] * w + index[..., 1]).long()
+        flat = flat + h * w * torch.arange(batch, device=flat.device)[:, None, None]
+        code = projected.reshape(batch * h * w, -1).index_select(0, flat.reshape(-1))
+        queries = torch.cat([relative, (cells * sizes / 2)[:, :, None].expand_as(relative)],
+                            dim=-1)
+        first, rest = self.mlp[0], self.mlp[1:]
+        channels = (first.in_features - 4) // 9
+        hidden = torch.addmm(code, queries.reshape(-1, 4), first.weight[:, 9 * channels:].t())
+        predictions = rest(hidden).view(batch, n_queries, 4)
         # the weight of a code is the area of the rectangle of its diagonal opposite
-        total = sum(areas)
-        return sum(p * a / total for p, a in zip(predictions, reversed(areas), strict=True))
+        areas = (relative[..., 0] * relative[..., 1]).abs() + 1e-9
+        return (predictions * areas.flip(-1)).sum(-1) / areas.sum(-1)
+
+    def forward(self, features, coords, cells):
+        return self.query(self.project(features), features.shape[-2:], coords, cells)
 
 
 def batch_times(t, like):
@@ -247,14 +261,31 @@ class SuperResolution(nn.Module):
 
     def embed(self, frame, direction):
         """Z̃ = [E(I); d]: (B, h, w) -> (B, c + 1, h, w)."""
-        z = self.encoder(frame[:, None])
-        return torch.cat([z, torch.full_like(z[:, :1], float(direction))], dim=1)
+        return self.orient(self.encoder(frame[:, None]), direction)
+
+    @staticmethod
+    def orient(encoded, direction):
+        """[Z; d]: the encoded frames (B, c, h, w) with the direction as a constant
+        channel."""
+        return torch.cat([encoded, torch.full_like(encoded[:, :1], float(direction))], dim=1)
 
     def _flow(self, field, start, oriented, t):
+        """The flow of ``field`` from ``oriented`` at τ₀ = ``start`` to each item's t.
+        Items with t = τ₀ keep their start (dZ/ds = 0 · f = 0) and are not integrated."""
+        t = batch_times(t, oriented)
+        moving = t != start
+        if bool(moving.all()):
+            return self._solve(field, start, oriented, t)
+        out = oriented.clone()
+        if bool(moving.any()):
+            out[moving] = self._solve(field, start, oriented[moving], t[moving])
+        return out
+
+    def _solve(self, field, start, oriented, t):
         import torchdiffeq
 
         config = self.config
-        dynamics = RescaledFlow(field, start, batch_times(t, oriented))
+        dynamics = RescaledFlow(field, start, t)
         grid = torch.tensor([0.0, 1.0], dtype=oriented.dtype, device=oriented.device)
         solve = torchdiffeq.odeint_adjoint if config.adjoint else torchdiffeq.odeint
         options = {"step_size": config.ode_step}
@@ -276,7 +307,11 @@ class SuperResolution(nn.Module):
 
     def features(self, frame0, frame1, t):
         """Z_t: the fused latent features at time ``t`` (scalar or (B,)), (B, c, h, w)."""
-        oriented0, oriented1 = self.embed(frame0, 1.0), self.embed(frame1, -1.0)
+        return self.temporal_features(self.embed(frame0, 1.0), self.embed(frame1, -1.0), t)
+
+    def temporal_features(self, oriented0, oriented1, t):
+        """Z_t from the oriented embeddings Z̃₀, Z̃₁ of the two frames (B, c + 1, h, w):
+        the fused flows, or the fused interpolation of the ablation."""
         if self.config.temporal == "linear":
             return self.fusion(self.interpolated_features(oriented0, oriented1, t))
         forward = self.forward_flow(oriented0, t)
@@ -300,23 +335,24 @@ def grid_coordinates(height, width, device=None):
     return coords, torch.tensor([2 / height, 2 / width], device=device)
 
 
-@torch.no_grad()
-def render_slice(model, frame0, frame1, t, size, max_queries=65536):
+@torch.inference_mode()
+def render_slice(model, frame0, frame1, t, size, max_queries=CPU_MAX_QUERIES):
     """The frame at time ``t`` ∈ [0, 1] between two low-resolution frames (h, w) of one
     slice, rendered at ``size`` = (H, W) (any integers: non-integer scales too).
 
-    The features Z_t are computed once; the H·W queries are decoded in tiles of at most
+    The features Z_t and their projection by the decoder's first layer are computed
+    once; the H·W queries are decoded in tiles of at most
     ``max_queries``, so memory is bounded whatever the output size. Returns (H, W) on the
     frames' device.
     """
     if not 0 <= float(t) <= 1:
         raise ValueError(f"t must be in [0, 1], got {t}")
     features = model.features(frame0[None], frame1[None], float(t))
+    projected = model.decoder.project(features)
     coords, cell = grid_coordinates(*size, device=frame0.device)
-    out = []
-    for start in range(0, coords.shape[0], max_queries):
-        tile = coords[start:start + max_queries][None]
-        out.append(model.decode(features, tile, cell.expand_as(tile))[0])
+    out = [model.decoder.query(projected, features.shape[-2:], tile[None],
+                               cell.expand_as(tile[None]))[0]
+           for tile in coords.split(max_queries)]
     return torch.cat(out).reshape(size)
 
 

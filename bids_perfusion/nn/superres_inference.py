@@ -10,12 +10,13 @@ In plane, both grids cover the same field of view: output pixel centres lie at
 at (i + ½)/s − ½ acquired pixels. Slices are not changed. :func:`output_affine` gives
 the affine of that grid and :func:`resample_nearest` carries masks onto it.
 
-- :func:`super_resolve` renders every output frame of every slice with the model: the
-  latent features Z_t of the s_t times between each pair of acquired frames are computed
-  in one batch, then decoded in tiles of at most ``max_queries`` queries, so memory stays
-  bounded at any output size. Intensities are divided by the series' baseline scale
-  (:func:`~bids_perfusion.nn.superres_data.baseline_scale`), as in training, and
-  multiplied back; negative outputs, impossible for magnitude images, become 0.
+- :func:`super_resolve` renders every output frame of every slice with the model: each
+  acquired frame is encoded once; the latent features Z_t of the s_t times between each
+  pair of acquired frames are computed in one batch and projected once by the first
+  layer of the decoder, then decoded in tiles of at most ``max_queries`` queries (over
+  the batch), so memory stays bounded at any output size. Intensities are divided by
+  the series' baseline scale (:func:`~bids_perfusion.nn.superres_data.baseline_scale`),
+  as in training, and multiplied back; negative outputs, impossible for magnitude images, become 0.
 - :func:`interpolate` is the classical baseline on the same grid: in plane, spline
   interpolation of order 1 (bilinear) or 3 (cubic B-spline) between pixel centres
   (``scipy.ndimage.zoom`` with ``grid_mode=True``), then along time between the acquired
@@ -86,40 +87,49 @@ def interpolate(series, space, time, method="linear"):
 
 
 def super_resolve(model, series, space, time, baseline_frames=3, device="cpu",
-                  max_queries=65536, progress=None):
+                  max_queries=None, progress=None):
     """The series (h, w, z, T) on the super-resolved grid (module docstring) rendered by
     a trained :class:`~bids_perfusion.nn.superres.SuperResolution` ``model``.
 
     ``baseline_frames``: the frames of the acquired series whose mean scales its
     intensities (the model card's ``degradation.baseline_frames``); ``progress``: called
-    with the number of slices done after each slice. Returns float32 (H, W, z, T′).
+    with the number of slices done after each slice; ``max_queries``: queries decoded at
+    once (over the batch of times; default
+    :data:`~bids_perfusion.nn.superres.CPU_MAX_QUERIES`). Returns float32 (H, W, z, T′).
     """
     import torch
 
-    from bids_perfusion.nn.superres import grid_coordinates
+    from bids_perfusion.nn.superres import CPU_MAX_QUERIES, grid_coordinates
     from bids_perfusion.nn.superres_data import baseline_scale
 
     shape = output_shape(series.shape, space, time)
     time = int(time)
+    max_queries = max_queries or CPU_MAX_QUERIES
     series = np.asarray(series, dtype=np.float32)
     scale = baseline_scale(series, baseline_frames)
     model = model.to(device).eval()
     coords, cell = grid_coordinates(shape[0], shape[1], device=device)
     steps = torch.arange(time, dtype=torch.float32, device=device) / time
-    tile = max(1, max_queries // time)
+    tile = max(1, max_queries // (time + 1))
     out = np.empty(shape, dtype=np.float32)
-    with torch.no_grad():
+    with torch.inference_mode():
         for z in range(shape[2]):
             frames = torch.from_numpy(series[:, :, z] / scale).to(device).permute(2, 0, 1)
+            # each acquired frame is encoded once, whatever the pairs that read it
+            encoded = torch.cat([model.encoder(chunk[:, None])
+                                 for chunk in frames.split(time)])
             for k in range(series.shape[3] - 1):
                 # the s_t frames k + j/s_t, j = 0 … s_t − 1, in one batch; the last
                 # acquired frame is frame k + 1 of the last pair at t = 1
                 last = k == series.shape[3] - 2
                 t = torch.cat([steps, steps.new_ones(1)]) if last else steps
-                features = model.features(frames[k].expand(len(t), -1, -1),
-                                          frames[k + 1].expand(len(t), -1, -1), t)
-                decoded = [model.decode(features, query.expand(len(t), -1, -1),
-                                        cell.expand(len(t), len(query), -1))
+                features = model.temporal_features(
+                    model.orient(encoded[k:k + 1], 1.0).expand(len(t), -1, -1, -1),
+                    model.orient(encoded[k + 1:k + 2], -1.0).expand(len(t), -1, -1, -1), t)
+                projected = model.decoder.project(features)
+                decoded = [model.decoder.query(projected, features.shape[-2:],
+                                               query.expand(len(t), -1, -1),
+                                               cell.expand(len(t), len(query), -1))
                            for query in coords.split(tile)]
                 block = torch.cat(decoded, dim=1).reshape(len(t), shape[0], shape[1])
                 out[:, :, z, time * k:time * k + len(t)] = (
