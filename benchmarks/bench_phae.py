@@ -22,6 +22,13 @@ that grading can fail. BLAS and torch use 2 threads.
 
     NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_phae.py --n-subjects 24 \\
         --snr 50 40 30 20 10 --out phae_bench.tsv
+
+``--cohort DIR [DIR ...]`` evaluates phantom datasets already written (for example a
+population cohort of ``bids-perfusion-phantom --population``; grades from each
+``participants.tsv``) instead of simulating, one table row per folder; a subject whose
+series the pipeline refuses is reported and skipped. It also prints the ratios to the
+truth (median CBF and MTT over the truth's, GM/WM and tumour/NAWM rCBF error per
+subject).
 """
 
 import os
@@ -124,6 +131,55 @@ def evaluate_subject(root, subject, grade, snr, model, methods):
     return rows
 
 
+def evaluate_cohort(root, model, methods):
+    """Rows of :func:`evaluate_subject` for every subject of a written phantom dataset,
+    labelled by the folder's name; subjects the pipeline refuses are printed and skipped."""
+    rows = []
+    with (Path(root) / "participants.tsv").open() as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            subject = row["participant_id"].removeprefix("sub-")
+            try:
+                rows += evaluate_subject(root, subject, row["grade"], Path(root).name,
+                                         model, methods)
+            except ValueError as error:
+                print(f"{Path(root).name} sub-{subject} refused: {error}", flush=True)
+    return rows
+
+
+def summarise_ratios(rows, methods):
+    """Per cohort and method: median CBF and MTT over the truth's in GM/WM/tumour
+    (medians over subjects) and per subject the relative error (%) of GM/WM rCBF and of
+    tumour/NAWM rCBF against the truth's ratios."""
+    def value(subject_rows, roi, measure):
+        return next(r["value"] for r in subject_rows if r["roi"] == roi
+                    and r["measure"] == measure)
+
+    print("cohort method | CBF/truth GM/WM/tumour | MTT/truth GM/WM/tumour | "
+          "GM/WM rCBF error % | tumour rCBF error % (grade)")
+    for cohort in dict.fromkeys(r["snr"] for r in rows):
+        for method in methods:
+            mine = [r for r in rows if r["snr"] == cohort and r["method"] == method]
+            subjects = {}
+            for r in mine:
+                subjects.setdefault(r["subject"], []).append(r)
+            ratios, gm, tumour = {"cbf": {}, "mtt": {}}, [], []
+            for rs in subjects.values():
+                for measure in ratios:
+                    for roi in ("GM", "WM", "tumor"):
+                        ratios[measure].setdefault(roi, []).append(
+                            value(rs, roi, measure) / value(rs, roi, f"{measure}_truth"))
+                truth_gm = value(rs, "GM", "cbf_truth") / value(rs, "WM", "cbf_truth")
+                gm.append(100 * ((value(rs, "GM", "cbf") / value(rs, "WM", "cbf"))
+                                 / truth_gm - 1))
+                truth_tumour = value(rs, "tumor", "cbf_truth") / value(rs, "NAWM", "cbf_truth")
+                tumour.append(f"{100 * (value(rs, 'tumor', 'rcbf') / truth_tumour - 1):+.0f}"
+                              f" ({rs[0]['grade']})")
+            text = {m: "/".join(f"{np.median(ratios[m][roi]):.2f}"
+                                for roi in ("GM", "WM", "tumor")) for m in ratios}
+            print(f"{cohort} {method} | {text['cbf']} | {text['mtt']} | "
+                  f"{', '.join(f'{e:+.0f}' for e in gm)} | {', '.join(tumour)}")
+
+
 def summarise(rows, methods):
     """Per SNR and method: grading by rCBF (AUC with its bootstrap CI, Youden cut-off,
     sensitivity, specificity, accuracy, Mann-Whitney p), median errors, median time."""
@@ -136,7 +192,7 @@ def summarise(rows, methods):
     print(f"{'SNR':>4} {'method':9} {'AUC [95% CI]':>17} {'cut-off':>7} {'sens':>5} "
           f"{'spec':>5} {'acc':>5} {'p':>8} | median |error| CBF GM/WM/tumour"
           f" | MTT GM/WM/tumour | s/subject")
-    for snr in sorted({r["snr"] for r in rows}, reverse=True):
+    for snr in dict.fromkeys(r["snr"] for r in rows):
         for method in methods:
             ratio = pick(snr, method, "tumor", "rcbf")
             g = grade([r["grade"] == "HGG" for r in ratio], [r["value"] for r in ratio])
@@ -144,7 +200,8 @@ def summarise(rows, methods):
                 f"{np.median([r['value'] for r in pick(snr, method, roi, name + '_error')]):.2f}"
                 for roi in ("GM", "WM", "tumor")) for name in ("cbf", "mtt")}
             seconds = np.median([r["value"] for r in pick(snr, method, "brain", "seconds")])
-            print(f"{snr:>4g} {method:9} {g.auc:4.2f} [{g.auc_ci_low:4.2f}-{g.auc_ci_high:4.2f}]"
+            label = f"{snr:g}" if isinstance(snr, float | int) else snr
+            print(f"{label:>4} {method:9} {g.auc:4.2f} [{g.auc_ci_low:4.2f}-{g.auc_ci_high:4.2f}]"
                   f" {g.cutoff:7.2f} {g.sensitivity:5.2f} {g.specificity:5.2f} "
                   f"{g.accuracy:5.2f} {g.p_value:8.2g} | {errors['cbf']:>20} | "
                   f"{errors['mtt']:>16} | {seconds:.2f}")
@@ -165,6 +222,8 @@ def main(argv=None):
     parser.add_argument("--weights", type=Path, help="PHAE weights (default: bundled)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work", type=Path, help="keep the phantoms here (default: temp)")
+    parser.add_argument("--cohort", type=Path, nargs="+",
+                        help="evaluate these written phantom datasets instead of simulating")
     parser.add_argument("--out", type=Path, default=Path("phae_bench.tsv"))
     args = parser.parse_args(argv)
 
@@ -177,9 +236,11 @@ def main(argv=None):
     print(f"PHAE weights sha256 {card['sha256'][:16]}..., torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     rows = []
+    for root in args.cohort or ():
+        rows += evaluate_cohort(root, model, args.methods)
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
-        for snr in args.snr:
+        for snr in () if args.cohort else args.snr:
             config = PhantomConfig.cohort(args.n_subjects, args.hgg_fraction, seed=args.seed,
                                           asl=None, grade_ranges=args.grade_ranges,
                                           **SMALL).with_(dsc={"snr": snr})
@@ -199,6 +260,8 @@ def main(argv=None):
             writer.writerow({**row, "value": f"{row['value']:.6g}"})
     print(f"wrote {len(rows)} rows to {args.out}")
     summarise(rows, args.methods)
+    if args.cohort:
+        summarise_ratios(rows, args.methods)
 
 
 if __name__ == "__main__":

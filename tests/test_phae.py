@@ -310,15 +310,21 @@ def test_train_command_writes_weights_card_and_log(noisy, tmp_path):
                        "--max-voxels-per-subject", "128", "--val-fraction", "0.5",
                        "--test-fraction", "0", "--quiet", "--seed", "7",
                        "--channels", "4", "8", "8", "8", "--synthetic-subjects", "4",
-                       "--synthetic-voxels", "16", "--truth-weight", "0.5"]) == 0
+                       "--synthetic-voxels", "16", "--truth-weight", "0.5",
+                       "--synthetic-repetition-time", "1.0", "1.6",
+                       "--synthetic-frames", "50", "105"]) == 0
     _state, card = weights.load_weights(out / "phae.safetensors", expected_model="phae")
     assert card["split"]["train"] and card["split"]["val"] and card["split"]["seed"] == 7
     # 128 phantom voxels and two synthetic subjects of 16 voxels (4 split 2/2/0).
     assert card["data"]["synthetic"] and card["data"]["samples"]["train"] == 128 + 32
     assert card["data"]["synthetic_curves"]["subjects"] == {"train": 2, "val": 2, "test": 0}
     assert card["configuration"]["channels"] == [4, 8, 8, 8]
+    # The synthetic acquisitions stay in the band asked for (a held-out band above it);
+    # the phantom's run (TR 1.5 s, 60 frames) lies inside it.
     ranges = card["training_ranges"]
-    assert ranges["RepetitionTime"] == [1.0, 2.0] and ranges["Frames"] == [50, 120]
+    assert ranges["RepetitionTime"] == [1.0, 1.6] and ranges["Frames"] == [50, 105]
+    drawn = card["data"]["synthetic_curves"]["ranges"]
+    assert drawn["repetition_time"] == [1.0, 1.6] and drawn["frames"] == [50, 105]
     assert card["metrics"]["best_epoch"] == 1 and "--epochs 1" in card["command"]
     assert (out / "losses.tsv").read_text().splitlines()[0].split("\t") == [
         "epoch", "lr", "train_loss", "val_loss", "seconds"]

@@ -28,6 +28,13 @@ class PHAEOptions:
         0, "PHAE: synthetic subjects (one acquisition and AIF each, drawn across "
            "acquisitions) added to the datasets' runs, split with the same fractions")
     synthetic_voxels: int = option(256, "PHAE: voxels per synthetic subject")
+    synthetic_repetition_time: tuple = option(
+        (1.0, 2.0), "PHAE: range of the synthetic subjects' TR, s (narrow it to hold an "
+                    "acquisition band out of training)", type=float, nargs=2,
+        metavar=("LOW", "HIGH"))
+    synthetic_frames: tuple = option(
+        (50, 120), "PHAE: range of the synthetic subjects' number of frames", type=int,
+        nargs=2, metavar=("LOW", "HIGH"))
     truth_weight: float = option(
         0.0, "PHAE: weight of the supervised term on the synthetic curves (their drawn MTT "
              "and delay) beside the reconstruction loss; 0: self-supervised only, as the "
@@ -72,7 +79,8 @@ class PHAERecipe:
                                  channels=tuple(options.channels))
         counts = synthetic_counts(options.synthetic_subjects, request.val_fraction,
                                   request.test_fraction)
-        ranges = CurveRanges()
+        ranges = CurveRanges(repetition_time=tuple(options.synthetic_repetition_time),
+                             frames=tuple(options.synthetic_frames))
         arrays = {}
         for index, part in enumerate(PARTS):
             sets = []
