@@ -104,6 +104,47 @@ def test_figures_write_valid_deterministic_svg(tmp_path, volume):
     assert "ΔR2*" in Path(first[3]).read_text()
 
 
+def test_a_motion_figure_already_drawn_is_copied(tmp_path, monkeypatch):
+    """Two runs of one report with the same head-motion table (a simulated dose keeps the
+    motion of its acquired run): the figure is drawn once and copied, byte for byte; a
+    run with another table gets its own drawing."""
+    from bids_perfusion.reports.sections import report_run
+
+    rng = np.random.default_rng(1)
+    header = "trans_x\ttrans_y\ttrans_z\trot_x\trot_y\trot_z\tframewise_displacement"
+
+    def table(name, scale):
+        values = rng.normal(0.0, scale, (12, 7))
+        lines = [header] + ["\t".join(f"{v:.5f}" for v in row) for row in np.abs(values)]
+        path = tmp_path / f"{name}_desc-confounds_timeseries.tsv"
+        path.write_text("\n".join(lines) + "\n")
+        sidecar = path.with_suffix(".json")
+        sidecar.write_text(json.dumps({"MotionCorrection":
+                                       {"FramewiseDisplacementThreshold": 0.5}}))
+        return {("confounds", "timeseries", ".tsv"): path,
+                ("confounds", "timeseries", ".json"): sidecar}
+
+    drawing = figures.motion_parameters
+    calls = []
+    monkeypatch.setattr(figures, "motion_parameters",
+                        lambda *args, **kwargs: calls.append(args[0]) or drawing(*args,
+                                                                                 **kwargs))
+    acquired = table("sub-01_ce-gd", 0.1)
+    copied = {key: path.with_name(path.name.replace("_ce-gd", "_ce-gd_rec-dose50"))
+              for key, path in acquired.items()}
+    for key, path in acquired.items():
+        shutil.copy(path, copied[key])
+    drawn, figures_dir = {}, tmp_path / "figures"
+    figures_dir.mkdir()
+    for name, files in (("sub-01_ce-gd", acquired), ("sub-01_ce-gd_rec-dose50", copied),
+                        ("sub-01_asl", table("sub-01_asl", 0.3))):
+        report_run(name, files, tmp_path, figures_dir, drawn=drawn)
+    svgs = {name: (figures_dir / figure_name(name, "motion", "timeseries")).read_bytes()
+            for name in ("sub-01_ce-gd", "sub-01_ce-gd_rec-dose50", "sub-01_asl")}
+    assert len(calls) == 2
+    assert svgs["sub-01_ce-gd"] == svgs["sub-01_ce-gd_rec-dose50"] != svgs["sub-01_asl"]
+
+
 def test_display_helpers(volume):
     data, brain = volume
     assert figures.robust_range([1.0, 1.0, np.nan]) == (0.95, 1.05)

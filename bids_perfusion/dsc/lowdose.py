@@ -57,6 +57,7 @@ added (σ̂ per voxel from the baseline residuals, seeded: the output is reprodu
 that the simulated series has the acquisition's noise SD, as the paper's Eq. 1 intends.
 """
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -96,11 +97,23 @@ def frames_for_tr(tr: float, seconds: float = TEMPORAL_WINDOW_S) -> int:
     return max(frames, SAVGOL_ORDER + 3)
 
 
+@functools.lru_cache(maxsize=16)
+def savgol_matrix(n_frames: int, frames: int) -> NDArray[np.float64]:
+    """``M`` (n_frames × n_frames) with ``S̄ = M S``: the Savitzky–Golay smoother of order
+    2 over ``frames`` frames with ``mode="interp"`` as a matrix (its columns are the
+    smoothed unit impulses), so that smoothing many curves is one matrix product
+    ``curves @ M.T``; read-only (cached)."""
+    matrix = sps.savgol_filter(np.eye(n_frames), frames, SAVGOL_ORDER, axis=0, mode="interp")
+    matrix.flags.writeable = False
+    return matrix
+
+
 def local_average(values: NDArray[np.floating], *, average: str = "temporal", frames: int = 5,
-                  spatial_size: int = SPATIAL_SIZE) -> NDArray[np.float64]:
-    """``S̄`` of a float (x, y, z, T) series: Savitzky–Golay of order 2 over ``frames``
-    frames along time (edge-aware, ``mode="interp"``) or a box of ``spatial_size`` voxels
-    along x, y, z (edges replicated)."""
+                  spatial_size: int = SPATIAL_SIZE) -> NDArray[np.floating]:
+    """``S̄`` of a float (..., T) array of curves: Savitzky–Golay of order 2 over
+    ``frames`` frames along time (edge-aware, ``mode="interp"``, as the matrix product of
+    :func:`savgol_matrix`), or of an (x, y, z, T) series: a box of ``spatial_size`` voxels
+    along x, y, z (edges replicated). Float32 stays float32."""
     if average == "temporal":
         if frames < SAVGOL_ORDER + 3 or frames % 2 == 0:
             raise ValueError(f"the temporal local mean needs an odd window of at least "
@@ -108,7 +121,8 @@ def local_average(values: NDArray[np.floating], *, average: str = "temporal", fr
         if frames > values.shape[-1]:
             raise ValueError(f"the temporal window ({frames} frames) is longer than the "
                              f"series ({values.shape[-1]} frames)")
-        return sps.savgol_filter(values, frames, SAVGOL_ORDER, axis=-1, mode="interp")
+        matrix = savgol_matrix(values.shape[-1], frames).astype(values.dtype)
+        return values @ matrix.T
     if average == "spatial":
         if spatial_size < 2:
             raise ValueError("the spatial local mean needs spatial_size > 1")
@@ -120,7 +134,7 @@ def local_average(values: NDArray[np.floating], *, average: str = "temporal", fr
 def simulate_low_dose(signal: ArrayLike, dose: float, *, baseline: slice | NDArray[Any],
                       model: str = "exponential", average: str = "temporal", frames: int = 5,
                       spatial_size: int = SPATIAL_SIZE, restore_noise: bool = True,
-                      seed: int = 0) -> NDArray[Any]:
+                      seed: int = 0, mask: ArrayLike | None = None) -> NDArray[Any]:
     """Low-dose DSC series: ``S_d = S(0) (S̄/S(0))^d + (S - S̄)`` (``model="exponential"``)
     or ``S_d = S - (1 - d)[S̄ - S(0)]`` (``model="linear"``, the stU-Net paper's Eq. 1).
 
@@ -139,8 +153,11 @@ def simulate_low_dose(signal: ArrayLike, dose: float, *, baseline: slice | NDArr
         simulation removes, ``σ² h0 (1 - d²)`` (see the module docstring), as Gaussian
         noise drawn with ``seed``; the spatial average removes a negligible
         ``σ² (1 - d²) / spatial_size³`` and is left as it is.
+    mask : optional (x, y, z) boolean array, the voxels simulated (the brain); the others
+        are returned unchanged. Default: every voxel.
 
-    Returns an array of the dtype of ``signal`` (float64 for integer input).
+    Computed in the precision of ``signal`` (float32 stays float32) and returned in its
+    dtype (float64 for integer input).
     """
     data = np.asarray(signal)
     if data.ndim != 4:
@@ -158,37 +175,52 @@ def simulate_low_dose(signal: ArrayLike, dose: float, *, baseline: slice | NDArr
     out_dtype = data.dtype if np.issubdtype(data.dtype, np.floating) else np.float64
     if dose == 1.0:
         return data.astype(out_dtype, copy=True)
-    values = data.astype(float)
-    if not np.all(np.isfinite(values)):
-        raise ValueError("the DSC series holds NaN or infinite values")
-    local = local_average(values, average=average, frames=frames, spatial_size=spatial_size)
-    s0 = local[..., frames_mask].mean(axis=-1, keepdims=True)
+    selected = (np.ones(data.shape[:3], dtype=bool) if mask is None
+                else np.asarray(mask, dtype=bool).reshape(data.shape[:3]))
+    if average == "temporal":
+        values = data[selected].astype(out_dtype, copy=False)  # (voxels, T)
+        if not np.all(np.isfinite(values)):
+            raise ValueError("the DSC series holds NaN or infinite values")
+        local = local_average(values, frames=frames)
+    else:  # the box needs the neighbours of every voxel
+        if not np.all(np.isfinite(data)):
+            raise ValueError("the DSC series holds NaN or infinite values")
+        whole = data.astype(out_dtype, copy=False)
+        local = local_average(whole, average="spatial", spatial_size=spatial_size)[selected]
+        values = whole[selected]
+    s0 = local[:, frames_mask].mean(axis=-1, keepdims=True)
+    residual = values - local
     if model == "linear":
         simulated = values - (1.0 - dose) * (local - s0)
     else:
-        safe_s0 = np.where(s0 > 0, s0, 1.0)
+        positive = s0 > 0
+        safe_s0 = np.where(positive, s0, 1.0)
         ratio = np.maximum(local / safe_s0, 1e-3)
-        simulated = np.where(s0 > 0, safe_s0 * ratio ** dose + (values - local), values)
+        simulated = np.where(positive, safe_s0 * ratio ** dose + residual, values)
     if restore_noise and average == "temporal":
-        simulated += _restored_noise(values - local, frames_mask, frames, dose, seed)
-    return simulated.astype(out_dtype)
+        simulated += _restored_noise(residual, frames_mask, frames, dose, seed)
+    out = data.astype(out_dtype, copy=True)
+    out[selected] = simulated
+    return out
 
 
-def _restored_noise(residual: NDArray[np.float64], baseline: NDArray[np.bool_], frames: int,
-                    dose: float,
-                    seed: int) -> NDArray[np.float64]:
-    """Gaussian noise of variance ``σ̂² h0 (1 - d²)`` per voxel, with
-    ``σ̂² = mean of (S - S̄)² / (1 - h0)`` (a Savitzky–Golay smoother is a projection, so
-    the residual keeps ``1 - h0`` of the noise variance) over the baseline frames whose
-    whole window is baseline (the others hold the smoother's bias at bolus arrival or its
-    edge fit); the whole baseline if fewer than 2 such frames."""
+def _restored_noise(residual: NDArray[np.floating], baseline: NDArray[np.bool_], frames: int,
+                    dose: float, seed: int) -> NDArray[np.floating]:
+    """Gaussian noise of variance ``σ̂² h0 (1 - d²)`` per curve (rows of ``residual``, in its
+    dtype), with ``σ̂² = mean of (S - S̄)² / (1 - h0)`` (a Savitzky–Golay smoother is a
+    projection, so the residual keeps ``1 - h0`` of the noise variance) over the baseline
+    frames whose whole window is baseline (the others hold the smoother's bias at bolus
+    arrival or its edge fit); the whole baseline if fewer than 2 such frames."""
     h0 = savgol_centre_weight(frames)
     inner = ndimage.binary_erosion(baseline, np.ones(frames, dtype=bool), border_value=0)
     if inner.sum() < 2:
         inner = baseline
-    sigma2 = (residual[..., inner] ** 2).mean(axis=-1, keepdims=True) / (1.0 - h0)
-    scale = np.sqrt(sigma2 * h0 * (1.0 - dose ** 2))
-    return np.random.default_rng(seed).standard_normal(residual.shape) * scale
+    sigma2 = (residual[:, inner] ** 2).mean(axis=-1, keepdims=True) / (1.0 - h0)
+    scale = np.sqrt(sigma2 * (h0 * (1.0 - dose ** 2)))
+    dtype = residual.dtype if residual.dtype == np.float32 else np.float64
+    noise = np.random.default_rng(seed).standard_normal(residual.shape, dtype=dtype)
+    noise *= scale
+    return noise
 
 
 def savgol_centre_weight(frames: int) -> float:
@@ -227,8 +259,11 @@ def simulation_metadata(dose: float, tr: float, *, model: str = "exponential",
 
 def simulate_low_dose_run(signal: ArrayLike, dose: float, window: tuple[int, int], *,
                           tr: float, model: str = "exponential", average: str = "temporal",
-                          spatial_size: int = SPATIAL_SIZE) -> NDArray[np.float64]:
-    """:func:`simulate_low_dose` of a whole acquired series (x, y, z, T), float64.
+                          spatial_size: int = SPATIAL_SIZE,
+                          mask: ArrayLike | None = None) -> NDArray[np.floating]:
+    """:func:`simulate_low_dose` of a whole acquired series (x, y, z, T), in the float
+    dtype of ``signal`` (float64 for integer input), of the voxels of ``mask`` (default:
+    all; the others are copied unchanged).
 
     ``window`` = ``(start, stop)`` of :func:`baseline_of_run`: frames before ``start``
     (approach to steady state) are copied unchanged, since they are discarded downstream
@@ -236,9 +271,11 @@ def simulate_low_dose_run(signal: ArrayLike, dose: float, window: tuple[int, int
     over ``[start, stop)``. ``tr`` (s) sets the temporal window (:func:`frames_for_tr`).
     """
     start, stop = window
-    simulated = np.asarray(signal, dtype=np.float64).copy()
+    data = np.asarray(signal)
+    simulated = data.astype(data.dtype if np.issubdtype(data.dtype, np.floating)
+                            else np.float64, copy=True)
     simulated[..., start:] = simulate_low_dose(
         simulated[..., start:], dose, baseline=slice(0, stop - start), model=model,
         average=average, frames=frames_for_tr(tr) if average == "temporal" else 5,
-        spatial_size=spatial_size)
+        spatial_size=spatial_size, mask=mask)
     return simulated

@@ -42,7 +42,8 @@ class SimulateLowDose(SimpleInterface):
 
     S(0) is the baseline found on the mean brain curve of the first echo; the frames of
     the approach to steady state are copied unchanged (they are discarded downstream, and
-    both models would read their extra signal as contrast agent).
+    both models would read their extra signal as contrast agent), and so are the voxels
+    outside the brain mask (no map is made there). Float32 throughout.
     """
 
     input_spec = _SimulateLowDoseInputSpec
@@ -56,13 +57,13 @@ class SimulateLowDose(SimpleInterface):
         for index, path in enumerate(self.inputs.in_files):
             image = nib.load(path)
             simulated = lowdose.simulate_low_dose_run(
-                load(path, np.float64), self.inputs.dose, window,
+                first if index == 0 else load(path), self.inputs.dose, window,
                 tr=self.inputs.repetition_time, model=self.inputs.model,
-                average=self.inputs.average)
+                average=self.inputs.average, mask=brain)
             out = Path(f"lowdose_echo{index + 1}.nii").absolute()
             header = image.header.copy()
             header.set_data_dtype(np.float32)
-            nib.Nifti1Image(simulated.astype(np.float32), image.affine, header).to_filename(out)
+            nib.Nifti1Image(simulated, image.affine, header).to_filename(out)
             outputs.append(str(out))
         self._results["out_files"] = outputs
         self._results["metadata"] = lowdose.simulation_metadata(

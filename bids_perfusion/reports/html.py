@@ -50,6 +50,7 @@ def write_report(output_dir, subject, errors=(), *, derivatives=()):
                                                                subject)
     if runs:
         figures_dir.mkdir(parents=True, exist_ok=True)
+    drawn = {}  # figures drawn for one run and copied for the others (sections.py)
     description = read.read_json(output_dir / "dataset_description.json")
     generated = (description.get("GeneratedBy") or [{}])[0]
     context = {
@@ -57,7 +58,8 @@ def write_report(output_dir, subject, errors=(), *, derivatives=()):
         "version": generated.get("Version", ""),
         "errors": _errors_of(subject, errors),
         "runs": [safe_report_run(name, files, output_dir, figures_dir,
-                                 derivatives=derivatives, record=run_records.get(name))
+                                 derivatives=derivatives, record=run_records.get(name),
+                                 drawn=drawn)
                  for name, files in runs.items()],
         "methods": read.methods(output_dir),
         "unchecked": unchecked,

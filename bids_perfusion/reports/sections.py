@@ -11,10 +11,15 @@ the run's part of the template context. Figures are named like the derivatives t
 (from ``desc-confounds_timeseries.tsv``), for a super-resolved run, the acquired against the
 super-resolved series ``..._desc-superres_dsc.svg`` and, for a denoised ASL run, ΔM and
 CBF before and after denoising ``..._desc-<denoiser>denoising_deltam.svg``.
+
+The runs of one report share ``drawn``: a head-motion figure whose table another run of
+the report has drawn already (a simulated dose keeps the motion of its acquired run) is
+copied from that run's figure, not drawn again (figures are deterministic to the byte).
 """
 
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +92,9 @@ def _baseline_span(aif_metadata, time):
 class _Run:
     """Figures, tables and parameters of one run, collected for the template."""
 
-    def __init__(self, name, files, figures_dir, output_dir, record=None):
+    def __init__(self, name, files, figures_dir, output_dir, record=None, drawn=None):
         self.name = name
+        self.drawn = {} if drawn is None else drawn
         self.record = record
         self.files = files
         self.figures_dir = figures_dir
@@ -234,8 +240,13 @@ def _draw_motion(run):
         return
     record = read.sidecar(run.files, "confounds", "timeseries").get("MotionCorrection", {})
     threshold = record.get("FramewiseDisplacementThreshold")
-    figures.motion_parameters(run.target("motion", "timeseries"), parameters, fd,
-                              threshold=threshold, title="head motion")
+    key = ("motion", table.read_bytes(), threshold)
+    if key in run.drawn and Path(run.drawn[key]).exists():
+        shutil.copyfile(run.drawn[key], run.target("motion", "timeseries"))
+    else:
+        run.drawn[key] = figures.motion_parameters(run.target("motion", "timeseries"),
+                                                   parameters, fd, threshold=threshold,
+                                                   title="head motion")
     flagged = int((fd > threshold).sum()) if threshold else 0
     run.add(run.target("motion", "timeseries"),
             f"head motion and framewise displacement, {flagged} volume(s) above "
@@ -380,13 +391,15 @@ def _roi_table(run):
                                    else row.get(c) or "" for c in columns] for row in rows]}
 
 
-def report_run(name, files, output_dir, figures_dir, *, derivatives=(), record=None):
+def report_run(name, files, output_dir, figures_dir, *, derivatives=(), record=None,
+               drawn=None):
     """Draw the figures of one run and return its part of the template context.
 
     Masks are drawn over the run's first map (in report order); ``derivatives`` are the
-    user's folders searched for a tumour mask when the run has none.
+    user's folders searched for a tumour mask when the run has none; ``drawn`` is the
+    dict of figures already drawn that the runs of a report share (module docstring).
     """
-    run = _Run(name, files, figures_dir, output_dir, record)
+    run = _Run(name, files, figures_dir, output_dir, record, drawn)
     brain_path = read.nifti(files, "brain", "mask")
     brain, zooms = (None, (1.0, 1.0))
     if brain_path is not None:
