@@ -6,14 +6,8 @@ This App takes its template from nilearn (``--output-spaces``, docs/preprocessin
 from TemplateFlow, so unless the user chose a home (``TEMPLATEFLOW_HOME``) it points
 TemplateFlow at an empty one shipped with the package, whose index is instant (and which
 guarantees that nothing is downloaded).
-
-niworkflows gzip-compresses every NIfTI it writes at level 9, in the main process (the
-sinks run there, one after the other): :data:`COMPRESSLEVEL` writes them at nibabel's own
-level for ``.nii.gz`` instead, 5 times faster for 4 % more bytes on the demo's maps; the
-data written are the same (only the compressed stream differs).
 """
 
-import gzip
 import json
 import os
 from pathlib import Path
@@ -36,19 +30,6 @@ os.environ.setdefault("TEMPLATEFLOW_HOME", str(EMPTY_TEMPLATEFLOW_HOME))
 from niworkflows.interfaces.bids import (  # noqa: E402 (after TEMPLATEFLOW_HOME)
     DerivativesDataSink as _DerivativesDataSink,
 )
-from niworkflows.utils import images as _niworkflows_images  # noqa: E402
-
-#: gzip level of the NIfTI derivatives: nibabel's default for ``.nii.gz`` (niworkflows: 9).
-COMPRESSLEVEL = 1
-
-
-def _gzip_file(filename, mode, _compresslevel, fileobj, mtime):
-    """niworkflows' ``GzipFile(filename, mode, 9, fileobj, mtime)`` at :data:`COMPRESSLEVEL`."""
-    return gzip.GzipFile(filename, mode, COMPRESSLEVEL, fileobj, mtime)
-
-
-# the writer of every NIfTI sink whose header niworkflows fixes (all of this App's maps)
-_niworkflows_images.GzipFile = _gzip_file
 
 #: Path pattern of every output of a perfusion run (DESIGN.md, section 4).
 PERF_PATTERN = (
