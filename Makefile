@@ -34,11 +34,15 @@ lint: install-test  # ruff everywhere; mypy on the typed numeric cores (setup.cf
 	$(BIN)/ruff check bids_perfusion tests benchmarks
 	$(BIN)/python -m mypy
 
+# -n auto: one pytest-xdist worker per core; --dist loadfile: each test file in one worker,
+# and the files that share a participant run too (tests/conftest.py, ONE_WORKER)
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadfile
+
 test: lint
-	$(BIN)/python -m pytest -q --durations=15  # the slowest tests, to keep the suite short
+	$(PYTEST) --durations=15  # the slowest tests, to keep the suite short
 
 test-fast: lint  # the suite without the end-to-end cases marked slow
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-hpc: install  # installs slurm-wlm and munge, starts and stops their daemons
 	.ci/test-hpc $(VENV)

@@ -1,4 +1,12 @@
-"""Shared fixtures: small phantom datasets generated once per test session."""
+"""Shared fixtures: small phantom datasets generated once per test session, and the
+scheduling that lets ``make test`` run the suite on every core (pytest-xdist).
+
+Under ``pytest -n N --dist loadfile`` each worker is its own session: a session fixture is
+built once per worker that needs it, a module fixture once per worker that runs a test of
+its file. Each test file therefore goes to one worker, and the files that read a session
+fixture costing a participant run (:data:`ONE_WORKER`) go to one worker together
+(:func:`pytest_xdist_make_scheduler`).
+"""
 
 import os
 
@@ -6,9 +14,23 @@ import pytest
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 
-from helpers import small_config
 
-from bids_perfusion.phantom import write_dataset
+def _share_the_cores_between_workers():
+    """Under pytest-xdist, BLAS, OpenMP and torch threads per worker: the CPUs divided by
+    the workers, so that two workers on two cores do not run four threads. Runs on import
+    of this file, before numpy or torch is imported; a thread count already set wins."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, threads)
+
+
+_share_the_cores_between_workers()
+
+from helpers import small_config  # noqa: E402 (after the thread limits)
+
+from bids_perfusion.phantom import write_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -122,3 +144,34 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --- pytest-xdist: the files that share an expensive session fixture run in one worker ----
+
+#: Session fixtures that cost a full participant run, and the test files that read them:
+#: under ``--dist loadfile`` each set of files is one unit of work, sent to one worker, so
+#: the fixture is built once. The other session fixtures (phantoms of a few seconds) are
+#: built by each worker that needs them.
+ONE_WORKER = {"dsc_cohort": ("test_group.py", "test_reports.py")}
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # a hook of pytest-xdist, when installed
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``--dist loadfile``: xdist's file scheduler, with the files of each
+    :data:`ONE_WORKER` set as one unit. A test file is one unit because its module fixtures
+    are built once per worker that runs one of its tests.
+
+    (xdist's ``--dist loadgroup`` cannot do this with pytest 9.2: the group it appends to
+    ``item._nodeid`` is not read, since pytest 9.2 keeps the node id elsewhere.)
+    """
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            path = super()._split_scope(nodeid)
+            return next((name for name, files in ONE_WORKER.items()
+                         if path.rsplit("/", 1)[-1] in files), path)
+
+    return SharedFixtureScheduling(config, log)
