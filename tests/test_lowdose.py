@@ -248,9 +248,10 @@ def test_exponential_model_matches_acquired_doses_in_every_voxel(clean_doses, su
 def test_linear_model_matches_where_the_signal_drops_little(clean_doses, subject, dose):
     """Eq. 1 (linear model, temporal average) is a first-order expansion: noise-free, in
     voxels whose full-dose signal drops by less than 30 % (most of the white matter) it
-    matches the acquired dose within 0.8 σ in every frame (measured at most 0.78 σ); where
-    the signal drops by more than 60 % (arteries, enhancing tumour) it is off by more than
-    3 σ (4.7-8.7 σ)."""
+    matches the acquired dose within 0.85 σ in every frame (measured at most 0.81 σ, in
+    the tumour of the default phantom's overlapping grade ranges; 0.78 σ with the separated
+    ones); where the signal drops by more than 60 % (arteries, enhancing tumour) it is off
+    by more than 3 σ (4.7-8.5 σ)."""
     full, brain, window, sigma = _whole_run(clean_doses, subject)
     acquired = raw(clean_doses, subject, ACQUIRED[dose])
     simulated = simulate_low_dose_run(full, dose, window, tr=TR, model="linear")
@@ -259,7 +260,7 @@ def test_linear_model_matches_where_the_signal_drops_little(clean_doses, subject
     error = np.abs(simulated - acquired)[..., window[0]:].max(axis=-1) / sigma
     small, large = brain & (drop < 0.3), brain & (drop > 0.6)
     assert small.sum() > 1000 and large.sum() > 50
-    assert error[small].max() < 0.8
+    assert error[small].max() < 0.85
     assert error[large].max() > 3.0
 
 
