@@ -436,7 +436,8 @@ def main(argv=None):
                              for k, v in row.items()})
     for key in models:
         mean = np.mean([t[(*key, d)] for t in seconds for d in DOSES])
-        print(f"{key[1]} ({key[0]} table): {mean:.1f} s per test series (stride 1)")
+        print(f"{key[1]} ({key[0]} table): {mean:.1f} s per test series (stride "
+              f"{models[key][1].test_stride})")
     for target in [t for t in TARGETS if any(key[0] == t for key in models)]:
         names = [key[1] for key in models if key[0] == target]
         methods = ["osvd", *sorted(names, key=lambda m: (not m.startswith("hess"), m))]
