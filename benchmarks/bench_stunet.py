@@ -48,7 +48,11 @@ memory: the growth of the process's peak resident set (CPU) and the peak CUDA al
 Models are scored against the target they were trained on: ``--reference-models``
 (trained on the full-dose reference, the paper's protocol; their references come from
 ``--write-references``) against the reference, ``--truth-models`` (the bundled stU-Net
-by default) against the truth. The full commands are in ``docs/stunet.md``:
+by default) against the truth. Several weights of one model are compared in one pass
+(the classical maps computed once) by labelling them ``NAME:LABEL=PATH``, e.g.
+``--truth-models stunet:v1=OLD/stunet.safetensors stunet=bundled``: the label names the
+column, the part before the colon must be the card's model. The full commands are in
+``docs/stunet.md``:
 
     NIPYPE_NO_ET=1 .venv/bin/python benchmarks/bench_stunet.py --test-dir TEST \\
         --truth-models stunet=bundled hess=HESS_TRUTH/hess.safetensors \\
@@ -63,6 +67,7 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
@@ -227,9 +232,15 @@ def evaluate_subject(root, subject, models, args):
     return rows, seconds, rcbv
 
 
+def _column_names(methods):
+    """Column titles of the methods (``stunet:LABEL`` -> ``stU-Net LABEL``)."""
+    titles = {"osvd": "oSVD (area ratio)", "hess": "Hess", "stunet": "stU-Net"}
+    return {m: " ".join([titles[m.split(":")[0]], *m.split(":")[1:]]) for m in methods}
+
+
 def table(rows, target, methods):
     """Table 1 layout: dose x metric rows, method columns, mean (SD) over slices."""
-    names = {"osvd": "oSVD (area ratio)", "hess": "Hess", "stunet": "stU-Net"}
+    names = _column_names(methods)
     what = "full-dose oSVD reference" if target == "reference" else "ground-truth CBV"
     lines = [f"digital phantom, against the {what} "
              f"({len({(r['subject'], r['slice']) for r in rows})} test slices)",
@@ -256,7 +267,7 @@ def rcbv_table(rcbv, target, methods):
     """Tumour rCBV against the truth: per subject (the ratio, its truth and the error of
     every method and dose), then per grade and dose the mean error, its mean absolute
     value and range over subjects, in %, and how many subjects lie within 15 %."""
-    names = {"osvd": "oSVD (area ratio)", "hess": "Hess", "stunet": "stU-Net"}
+    names = _column_names(methods)
     labels = {1.0: "full", 0.5: "1/2", 0.25: "1/4"}
     rows = [r for r in rcbv if r["target"] == target]
     lines = ["digital phantom, tumour rCBV (tumour/NAWM median) per subject, error vs "
@@ -329,7 +340,8 @@ def main(argv=None):
                              "trained on seeds 11 and 13)")
     parser.add_argument("--truth-models", nargs="+", default=["stunet=bundled"],
                         metavar="NAME=PATH", help="stunet and hess weights trained on the "
-                        "ground truth, scored against it ('bundled': the bundled stU-Net)")
+                        "ground truth, scored against it ('bundled': the bundled stU-Net); "
+                        "NAME:LABEL=PATH adds a labelled column (several weights of NAME)")
     parser.add_argument("--reference-models", nargs="+", default=[], metavar="NAME=PATH",
                         help="weights trained on the full-dose reference (--write-"
                              "references), scored against it; without them, only the "
@@ -344,6 +356,12 @@ def main(argv=None):
     parser.add_argument("--local-average", choices=lowdose.AVERAGES, default="temporal",
                         help="local average of the simulated doses")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--test-stride", type=int,
+                        help="rows between inference strips, replacing the cards' "
+                             "test_stride (1 in the bundled card; 8, the training stride, "
+                             "is 7 times faster at 64 rows and still covers every row)")
+    parser.add_argument("--no-speed", action="store_true",
+                        help="skip the speed measurement (the tables only)")
     parser.add_argument("--min-brain", type=int, default=100,
                         help="brain pixels a resampled slice needs to be scored")
     parser.add_argument("--out", type=Path, default=Path("stunet_bench.tsv"))
@@ -371,20 +389,24 @@ def main(argv=None):
             name, path = entry.split("=", 1)
             model, preprocessing, card = cbv_models.load_model(
                 None if path == "bundled" else Path(path), args.device)
-            if card["model"] != name:
+            if card["model"] != name.split(":")[0]:
                 parser.error(f"{entry}: the card is for {card['model']!r}")
+            if args.test_stride is not None:
+                preprocessing = dataclasses.replace(preprocessing, test_stride=args.test_stride)
             models[(target, name)] = (model, preprocessing)
             reference = card["data"].get("reference", {})
             print(f"{target} table, {name}: {path}, sha256 {card['sha256'][:16]}..., "
                   f"{stunet.parameter_count(model)} parameters, trained on "
                   f"{' + '.join(d.get('path') for d in card['data']['datasets'])} against "
-                  f"desc-{reference.get('desc')}")
+                  f"desc-{reference.get('desc')}; test stride {preprocessing.test_stride}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, test subjects "
           f"{subjects}; doses simulated with the {args.lowdose_model} model and the "
           f"{args.local_average} local average", flush=True)
 
-    stunet_model, stunet_config = models[("truth", "stunet")]
-    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+    stunet_model, stunet_config = next(value for key, value in models.items()
+                                       if key[1].split(":")[0] == "stunet")
+    devices = [] if args.no_speed else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
         record = speed(stunet_model, stunet_config, args.test_dir, subjects[0], device)
         print("speed: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
                                     for k, v in record.items()), flush=True)
@@ -414,24 +436,29 @@ def main(argv=None):
                              for k, v in row.items()})
     for key in models:
         mean = np.mean([t[(*key, d)] for t in seconds for d in DOSES])
-        print(f"{key[1]} ({key[0]} table): {mean:.1f} s per test series (stride 1)")
+        print(f"{key[1]} ({key[0]} table): {mean:.1f} s per test series (stride "
+              f"{models[key][1].test_stride})")
     for target in [t for t in TARGETS if any(key[0] == t for key in models)]:
-        methods = ["osvd"] + [m for m in ("hess", "stunet") if (target, m) in models]
+        names = [key[1] for key in models if key[0] == target]
+        methods = ["osvd", *sorted(names, key=lambda m: (not m.startswith("hess"), m))]
         text, summary = table(rows, target, methods)
         print("\n" + text)
         sign = {metric: -1 if metric == "SSIM" else 1 for metric in METRICS}
-        wins = [all(sign[metric] * summary[(dose, metric, "stunet")]
-                    <= sign[metric] * summary[(dose, metric, m)]
-                    for m in methods[:-1] if (dose, metric, m) in summary)
-                for dose in DOSES for metric in METRICS]
-        quarter = summary[(0.25, "L1", "stunet")] / summary[(0.25, "L1", "osvd")]
-        print(f"stU-Net best on {sum(wins)}/{len(wins)} rows; quarter-dose L1 stU-Net/oSVD "
-              f"= {quarter:.2f} (target <= 0.5)")
+        rivals = [m for m in methods if not m.startswith("stunet")]
         text, worst = rcbv_table(rcbv, target, methods)
+        for net in [m for m in methods if m.startswith("stunet")]:
+            wins = [all(sign[metric] * summary[(dose, metric, net)]
+                        <= sign[metric] * summary[(dose, metric, m)]
+                        for m in rivals if (dose, metric, m) in summary)
+                    for dose in DOSES for metric in METRICS]
+            quarter = summary[(0.25, "L1", net)] / summary[(0.25, "L1", "osvd")]
+            within = {grade: all(worst[(d, grade, net)] <= 15 for d in DOSES)
+                      for grade in ("LGG", "HGG")}
+            print(f"{net} best (against {', '.join(rivals)}) on {sum(wins)}/{len(wins)} rows; "
+                  f"quarter-dose L1 {net}/oSVD = {quarter:.2f} (target <= 0.5); tumour rCBV "
+                  "within 15 % of the truth in every subject: " + ", ".join(
+                      f"{grade} {'yes' if ok else 'no'}" for grade, ok in within.items()))
         print("\n" + text)
-        print("stU-Net tumour rCBV within 15 % of the truth in every subject: " + ", ".join(
-            f"{grade} {'yes' if all(worst[(d, grade, 'stunet')] <= 15 for d in DOSES) else 'no'}"
-            for grade in ("LGG", "HGG")))
     print(f"\nper-slice values: {args.out}; tumour rCBV per subject: {args.out_rcbv}")
 
 

@@ -178,6 +178,20 @@ def test_square_crop_round_trip_and_padding():
     np.testing.assert_array_equal(crop.uncrop(crop.crop(edge)), edge)
 
 
+def test_strip_arrays_crop_to_the_shortest_run_and_refuse_a_longer_count():
+    """Runs of several frame counts (phantom v2) are cropped to one count; a count longer
+    than a run (the training split's, given to a validation run) is refused, not stacked."""
+    series, brain, cbv = _head()
+    config = PreprocessingConfig(size=16, strip_width=8)
+    runs = [prepare_run(series, brain, config, cbv),
+            prepare_run(series[..., :9], brain, config, cbv)]
+    arrays, n_frames = cbv_models.strip_arrays(runs, config)
+    assert n_frames == 9 and arrays["dsc"].shape[-1] == 9
+    assert arrays["dsc"].shape[0] == arrays["cbv"].shape[0] == arrays["mask"].shape[0]
+    with pytest.raises(ValueError, match="fewer than the 12 frames"):
+        cbv_models.strip_arrays(runs, config, 12)
+
+
 def test_prepare_run_standardises_and_clips():
     series, brain, cbv = _head()
     config = PreprocessingConfig(size=16, strip_width=8)

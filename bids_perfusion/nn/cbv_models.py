@@ -75,6 +75,9 @@ def strip_arrays(runs, config, n_frames=None):
     ``mask`` (N, w, size). Runs are cropped to ``n_frames`` (default: the shortest).
     Returns ``(arrays, n_frames)``."""
     n_frames = n_frames or min(run.dsc.shape[-1] for run in runs)
+    if min(run.dsc.shape[-1] for run in runs) < n_frames:
+        raise ValueError(f"a run has fewer than the {n_frames} frames asked for: pass the "
+                         "shortest frame count of all runs (training, validation, test)")
     columns = {"dsc": [], "cbv": [], "mask": []}
     for run in runs:
         for z in range(run.dsc.shape[2]):

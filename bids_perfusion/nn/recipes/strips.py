@@ -107,7 +107,8 @@ class StripRecipe:
 
         options = request.options
         config = options.preprocessing()
-        arrays, n_frames = {}, None
+        # every split cropped to the shortest run of all: batches need one frame count
+        arrays, n_frames = {}, min(p.dsc.shape[-1] for item in loaded for p in item.runs)
         for part in ("train", "val", "test"):
             runs = [p for item in loaded if item.subject in split[part] for p in item.runs]
             arrays[part] = None
