@@ -379,7 +379,9 @@ def main(argv=None):
         print(f"references written to {args.write_references[1]}")
         return
     if not (args.test_dir / "dataset_description.json").is_file():
-        config = PhantomConfig.cohort(args.n_subjects, seed=args.seed, asl=None)
+        # the v1 cohorts of docs/stunet.md: the grade ranges of their time
+        config = PhantomConfig.cohort(args.n_subjects, seed=args.seed, asl=None,
+                                      grade_ranges="separated")
         write_dataset(args.test_dir, config)
     subjects = sorted(p.name[4:] for p in args.test_dir.glob("sub-*"))
     given = {"truth": args.truth_models, "reference": args.reference_models}

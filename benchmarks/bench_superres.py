@@ -139,7 +139,7 @@ def make_cohort(root, seed, tr, n_frames, baseline_frames, n_subjects):
 
     if not (Path(root) / "dataset_description.json").is_file():
         grades = tuple(("LGG", "HGG")[i % 2] for i in range(n_subjects))
-        config = PhantomConfig(grades=grades, seed=seed).with_(
+        config = PhantomConfig(grades=grades, seed=seed, grade_ranges="separated").with_(
             dsc={"tr": tr, "n_frames": n_frames, "baseline_frames": baseline_frames},
             asl=None)
         write_dataset(root, config)
