@@ -8,7 +8,7 @@ voxels with numpy.linalg written from the papers without the vectorised code's s
 import numpy as np
 import pytest
 
-from bids_perfusion.dsc import kinetics, truncated_svd
+from bids_perfusion.dsc import deconvolution, kinetics, truncated_svd
 from bids_perfusion.dsc.deconvolution import DeconvolutionModel
 from bids_perfusion.dsc.tikhonov import Tikhonov
 from bids_perfusion.dsc.truncated_svd import oscillation_index
@@ -119,6 +119,21 @@ def test_osvd_sweep_in_small_blocks_equals_per_voxel_reference(noisy_batch, monk
     tolerance = 1e-8 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(fit.residue, residue, rtol=tolerance,
                                atol=tolerance * np.abs(residue).max())
+
+
+@pytest.mark.parametrize("method", ["osvd", "csvd", "tikhonov"])
+def test_blocks_on_two_threads_equal_blocks_in_order(noisy_batch, monkeypatch, method):
+    """The fit's voxel blocks on two threads (one BLAS thread each) write the same residues
+    and thresholds as the same blocks one after the other."""
+    aif, tissue = noisy_batch
+    data = np.tile(tissue.astype(np.float32), (5, 1))
+    model = DeconvolutionModel(aif, DT, method, chunk_size=max(1, len(data) // 7))
+    fits = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(deconvolution, "block_workers", lambda workers=workers: workers)
+        fits[workers] = model.fit(data)
+    np.testing.assert_array_equal(fits[2].residue, fits[1].residue)
+    np.testing.assert_array_equal(fits[2].regularisation, fits[1].regularisation)
 
 
 # --- noise-free closed forms ---------------------------------------------------------------
