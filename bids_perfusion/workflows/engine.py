@@ -10,9 +10,17 @@ Workers are started with the ``spawn`` method (a fresh interpreter), not forked:
 copies the parent's thread pools in whatever state they are, and a worker forked after the
 parent ran torch (or a threaded BLAS) can wait forever on a lock held by a thread that was
 not copied. Fresh interpreters cost about a second each, once per pool.
+
+nipype's MultiProc runs a full garbage collection before each submission and after each
+node it runs in the main process; with the objects of a workflow of hundreds of nodes
+each one took 0.2 s, 107 s of the 138 s of ``make demo``. The plugin therefore freezes
+the objects that exist when it starts (``gc.freeze``: the graph, the interfaces, the
+layout, which live for the whole run anyway), so those collections scan only the objects
+made since.
 """
 
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -74,6 +82,16 @@ class MultiProcPlugin(_MultiProcPlugin):
             initargs=(self._cwd, os.getpid()),
             mp_context=mp.get_context(self.plugin_args.get("mp_context", "spawn")),
         )
+
+    def run(self, graph, config, updatehash=False):
+        """nipype's run, with the objects alive at its start frozen out of the garbage
+        collections it runs (see the module's docstring); unfrozen at the end."""
+        gc.collect()
+        gc.freeze()
+        try:
+            return super().run(graph, config, updatehash=updatehash)
+        finally:
+            gc.unfreeze()
 
 
 def parallel_units(workflow):
