@@ -37,7 +37,7 @@ def brain_mask(mean_baseline_image: ArrayLike, *,
         raise ValueError("the mean baseline image holds NaN or infinite values")
     if image.max() == image.min():
         raise ValueError("the mean baseline image is constant: no brain to separate")
-    mask = image > threshold_otsu(image)
+    mask = image > threshold_otsu(image.ravel())  # a volume, not an RGB image of 3–4 slices
     if opening_iterations > 0:
         mask = ndimage.binary_opening(mask, structure=ndimage.generate_binary_structure(3, 1),
                                       iterations=opening_iterations)
