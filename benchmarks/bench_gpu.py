@@ -9,7 +9,7 @@ Cases (synthetic data made here, no phantom written; :mod:`bids_perfusion.testin
   :func:`~bids_perfusion.nn.device.batch_size`; host-device copies included);
 - ``phae``: the PHAE encoder on the same 156 000 brain curves (bundled weights); on the
   CPU, timed on the first ``--phae-cpu-voxels`` (20 000) and scaled to all of them
-  (inference is linear in the voxels: fixed batches of 8192 on the CPU);
+  (inference is linear in the voxels: fixed batches of ``phae.CPU_BATCH_SIZE`` on the CPU);
 - ``stunet``: the stU-Net CBV of the 128 × 128 × 24 × 80 series (preparation included);
 - ``superres``: node-liif super-resolution of a small 32 × 32 × 2 × 10 series, × 2 in
   plane and × 4 in time;
@@ -135,7 +135,8 @@ def phae_case(size):
 
     def on(device):
         model, _card = phae.load_model(device=device)
-        batch = devices.batch_size(device, devices.INFERENCE_BYTES["phae"] * len(times), 8192)
+        batch = devices.batch_size(device, devices.INFERENCE_BYTES["phae"] * len(times),
+                                      phae.CPU_BATCH_SIZE)
         return lambda curves: phae.estimate_maps(model, curves, aif, times, batch_size=batch,
                                                  device=device)["mtt"]
 

@@ -81,6 +81,9 @@ def main(argv=None):
                         "OMP_NUM_THREADS, default 2)")
     parser.add_argument("--bids-dir", type=Path, help="a dataset of bench_participant.py")
     parser.add_argument("--slices", type=int, default=4, help="slices timed (of 24)")
+    parser.add_argument("--models", nargs="+", metavar="NAME",
+                        choices=("PHAE", "stU-Net", "DeepASL", "super-resolution"),
+                        help="models timed (default: all)")
     args = parser.parse_args(argv)
     import torch
 
@@ -126,6 +129,8 @@ def main(argv=None):
     }
     figures = {}
     for name, interface in models.items():
+        if args.models and name not in args.models:
+            continue
         seconds, _ = timed(interface, root / name)
         figures[name] = tuple(value * SLICES / args.slices for value in seconds)
         print(f"{name}: {seconds[0]:.2f} s wall, {seconds[1]:.2f} s CPU on {args.slices} "

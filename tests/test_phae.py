@@ -240,6 +240,20 @@ def test_fused_encoder_matches_the_trained_one():
                                    atol=1e-6)
 
 
+def test_predictions_do_not_depend_on_the_batch_size():
+    """The CPU passes of ``phae.CPU_BATCH_SIZE`` voxels (chosen for speed) give the MTT and
+    delay of one pass over all voxels, to float rounding."""
+    torch.manual_seed(4)
+    model = phae.PHAE(phae.PHAEConfig(channels=(8, 16))).eval()
+    rng = np.random.default_rng(4)
+    tissue = rng.random((3 * phae.CPU_BATCH_SIZE + 5, 30), dtype=np.float32)
+    aif = rng.random(30).astype(np.float32)
+    in_passes = phae.predict(model, tissue, aif)
+    at_once = phae.predict(model, tissue, aif, batch_size=len(tissue))
+    for a, b in zip(in_passes, at_once, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_device_selection():
     assert select_device("cpu").type == "cpu"
     assert select_device("auto").type in ("cpu", "cuda")

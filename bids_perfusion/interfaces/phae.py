@@ -30,7 +30,8 @@ class _PHAEInferenceInputSpec(CurvesInputSpec, ScalingInputSpec):
                                      "default: the bundled weights")
     device = traits.Str("auto", usedefault=True, desc="auto, cpu, cuda or cuda:N")
     batch_size = traits.Int(desc="voxels per forward pass; default: as many as fit the "
-                                 "device's free memory (nn.device.batch_size), 8192 on the CPU")
+                                 "device's free memory (nn.device.batch_size), "
+                                 "phae.CPU_BATCH_SIZE (128) on the CPU")
 
 
 class _PHAEInferenceOutputSpec(TraitedSpec):
@@ -64,7 +65,7 @@ class PHAEInference(SimpleInterface):
         end = timing.bolus_end(tissue[brain].mean(axis=0))
         batch = (self.inputs.batch_size if isdefined(self.inputs.batch_size) else
                  devices.batch_size(device, devices.INFERENCE_BYTES["phae"] * len(times),
-                                    8192))
+                                    phae.CPU_BATCH_SIZE))
         fit = phae.PHAEModel(model, columns["concentration"], times, cbv_end=end,
                              kh=self.inputs.kh, rho=self.inputs.rho,
                              scaled=self.inputs.scaled, batch_size=batch,
